@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then formatting, lints and every test (unit, integration, lab).
+# Run as root: the lab tests create network namespaces, TUN devices and Docker containers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast -- --color never
