@@ -1,2 +1,4 @@
 //! The gateway: client listeners, SNI routing, TLS termination and passthrough, upstream selection, the
 //! registration API, the instance registry and its store, the admin API and metrics.
+
+pub mod proxy;
