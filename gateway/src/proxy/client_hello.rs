@@ -1,0 +1,288 @@
+//! Reading a client's TLS ClientHello before deciding where the connection goes.
+//!
+//! The bytes are fed to rustls's [`Acceptor`], which reassembles a ClientHello spread over any number of TLS
+//! records and TCP segments. Every byte read from the client is kept, so a passthrough route can replay the
+//! ClientHello verbatim to the instance and a terminating route can hand it to the TLS server. Reading stops at
+//! a size cap and at a deadline, so a slow or oversized client cannot hold a connection open.
+
+use std::time::Duration;
+
+use rustls::server::{Accepted, Acceptor};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// TLS alert descriptions the gateway sends when it refuses a ClientHello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AlertDescription {
+    /// `handshake_failure` (40).
+    HandshakeFailure = 40,
+    /// `decode_error` (50).
+    DecodeError = 50,
+    /// `internal_error` (80).
+    InternalError = 80,
+    /// `unrecognized_name` (112).
+    UnrecognizedName = 112,
+}
+
+/// The bytes of a fatal TLS alert record (TLS 1.2 record version, as TLS 1.3 also uses for alerts).
+pub fn fatal_alert(description: AlertDescription) -> [u8; 7] {
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description as u8]
+}
+
+/// Why no ClientHello could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientHelloError {
+    /// The client sent no complete ClientHello before the deadline.
+    #[error("no complete ClientHello within {0:?}")]
+    Timeout(Duration),
+    /// The client sent more than the cap without completing a ClientHello.
+    #[error("ClientHello exceeds {cap} bytes")]
+    TooLarge {
+        /// The cap in bytes.
+        cap: usize,
+    },
+    /// The client closed the connection before completing a ClientHello.
+    #[error("connection closed after {0} bytes, before a complete ClientHello")]
+    Closed(usize),
+    /// The bytes are not a valid TLS ClientHello.
+    #[error("malformed ClientHello: {0}")]
+    Malformed(rustls::Error),
+    /// Reading from the client failed.
+    #[error("reading the ClientHello: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientHelloError {
+    /// A short stable name, used as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ClientHelloError::Timeout(_) => "client_hello_timeout",
+            ClientHelloError::TooLarge { .. } => "client_hello_too_large",
+            ClientHelloError::Closed(_) => "client_hello_closed",
+            ClientHelloError::Malformed(_) => "client_hello_malformed",
+            ClientHelloError::Io(_) => "client_hello_io",
+        }
+    }
+
+    /// The alert to send the client, if one is worth sending.
+    pub fn alert(&self) -> Option<AlertDescription> {
+        match self {
+            ClientHelloError::TooLarge { .. } | ClientHelloError::Malformed(_) => {
+                Some(AlertDescription::DecodeError)
+            }
+            ClientHelloError::Timeout(_)
+            | ClientHelloError::Closed(_)
+            | ClientHelloError::Io(_) => None,
+        }
+    }
+}
+
+/// A ClientHello that has been read completely.
+pub struct ReadClientHello {
+    /// rustls's view of the ClientHello, ready to become a server connection.
+    pub accepted: Accepted,
+    /// Every byte read from the client so far, starting with the first record of the ClientHello.
+    pub raw: Vec<u8>,
+}
+
+impl std::fmt::Debug for ReadClientHello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadClientHello")
+            .field("server_name", &self.accepted.client_hello().server_name())
+            .field("raw_len", &self.raw.len())
+            .finish()
+    }
+}
+
+/// Reads a complete ClientHello from `reader`, keeping the raw bytes, within `deadline` and `cap` bytes.
+pub async fn read_client_hello<R>(
+    reader: &mut R,
+    cap: usize,
+    deadline: Duration,
+) -> Result<ReadClientHello, ClientHelloError>
+where
+    R: AsyncRead + Unpin,
+{
+    match tokio::time::timeout(deadline, read_unbounded_in_time(reader, cap)).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientHelloError::Timeout(deadline)),
+    }
+}
+
+async fn read_unbounded_in_time<R>(
+    reader: &mut R,
+    cap: usize,
+) -> Result<ReadClientHello, ClientHelloError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut acceptor = Acceptor::default();
+    let mut raw = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let room = cap.saturating_sub(raw.len());
+        if room == 0 {
+            return Err(ClientHelloError::TooLarge { cap });
+        }
+        let want = room.min(chunk.len());
+        let n = reader.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(ClientHelloError::Closed(raw.len()));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        let mut fresh = &chunk[..n];
+        while !fresh.is_empty() {
+            acceptor.read_tls(&mut fresh)?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(ReadClientHello { accepted, raw }),
+            Ok(None) => continue,
+            Err((error, _alert)) => return Err(ClientHelloError::Malformed(error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A minimal TLS 1.3 ClientHello handshake message with SNI and, optionally, a padding extension.
+    pub(crate) fn client_hello_message(sni: &str, padding: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[0x03, 0x03]); // legacy_version
+        body.extend_from_slice(&[7u8; 32]); // random
+        body.push(0); // session id
+        body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+        body.extend_from_slice(&[0x01, 0x00]); // compression: null
+        let mut exts = Vec::new();
+        let name = sni.as_bytes();
+        let mut sni_ext = Vec::new();
+        sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        sni_ext.push(0);
+        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni_ext.extend_from_slice(name);
+        push_ext(&mut exts, 0x0000, &sni_ext);
+        push_ext(&mut exts, 0x002b, &[0x02, 0x03, 0x04]); // supported_versions: TLS 1.3
+        push_ext(&mut exts, 0x000d, &[0x00, 0x02, 0x08, 0x04]); // signature_algorithms: rsa_pss_rsae_sha256
+        push_ext(&mut exts, 0x000a, &[0x00, 0x02, 0x00, 0x1d]); // supported_groups: x25519
+        let mut ks = vec![0x00, 0x24, 0x00, 0x1d, 0x00, 0x20];
+        ks.extend_from_slice(&[9u8; 32]);
+        push_ext(&mut exts, 0x0033, &ks); // key_share
+        if padding > 0 {
+            push_ext(&mut exts, 0x0015, &vec![0u8; padding]);
+        }
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut msg = vec![0x01];
+        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    fn push_ext(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+
+    /// Wraps a handshake message into TLS records of at most `record_len` bytes of payload each.
+    pub(crate) fn records(msg: &[u8], record_len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in msg.chunks(record_len) {
+            out.extend_from_slice(&[0x16, 0x03, 0x01]);
+            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    async fn feed(bytes: Vec<u8>, segment: usize) -> Result<ReadClientHello, ClientHelloError> {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(async move {
+            for part in bytes.chunks(segment) {
+                if client.write_all(part).await.is_err() {
+                    break;
+                }
+                client.flush().await.ok();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        let result = read_client_hello(&mut server, 64 * 1024 + 4096, Duration::from_secs(5)).await;
+        drop(writer);
+        result
+    }
+
+    #[tokio::test]
+    async fn reads_a_hello_one_byte_at_a_time() {
+        let wire = records(&client_hello_message("deadbeef11.example.org", 0), 16384);
+        let hello = feed(wire.clone(), 1).await.unwrap();
+        assert_eq!(
+            hello.accepted.client_hello().server_name(),
+            Some("deadbeef11.example.org")
+        );
+        assert_eq!(hello.raw, wire);
+    }
+
+    #[tokio::test]
+    async fn reads_a_hello_split_over_records_with_10k_padding() {
+        let msg = client_hello_message("deadbeef11s.example.org", 10 * 1024);
+        let wire = records(&msg, 1000);
+        assert!(wire.len() > 10 * 1024 && wire.iter().filter(|&&b| b == 0x16).count() >= 11);
+        let hello = feed(wire.clone(), 777).await.unwrap();
+        assert_eq!(
+            hello.accepted.client_hello().server_name(),
+            Some("deadbeef11s.example.org")
+        );
+        assert_eq!(hello.raw, wire);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_hello_over_the_cap() {
+        let wire = records(
+            &client_hello_message("deadbeef11.example.org", 60_000),
+            16384,
+        );
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        client.write_all(&wire).await.unwrap();
+        let err = read_client_hello(&mut server, 8192, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientHelloError::TooLarge { cap: 8192 }),
+            "{err}"
+        );
+        assert_eq!(err.alert(), Some(AlertDescription::DecodeError));
+    }
+
+    #[tokio::test]
+    async fn gives_up_at_the_deadline() {
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let started = std::time::Instant::now();
+        let err = read_client_hello(&mut server, 65536, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientHelloError::Timeout(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn refuses_garbage_and_early_close() {
+        let err = feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 64)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientHelloError::Malformed(_)), "{err}");
+        let wire = records(&client_hello_message("deadbeef11.example.org", 0), 16384);
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        client.write_all(&wire[..wire.len() / 2]).await.unwrap();
+        drop(client);
+        let err = read_client_hello(&mut server, 65536, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientHelloError::Closed(n) if n == wire.len() / 2),
+            "{err}"
+        );
+    }
+}
