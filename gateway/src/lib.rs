@@ -1,4 +1,6 @@
 //! The gateway: client listeners, SNI routing, TLS termination and passthrough, upstream selection, the
 //! registration API, the instance registry and its store, the admin API and metrics.
 
+pub mod config;
 pub mod proxy;
+pub mod registry;

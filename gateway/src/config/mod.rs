@@ -1,0 +1,474 @@
+//! The gateway's configuration file, `gateway.toml`.
+//!
+//! One TOML file describes the control listener, base domains, the tunnel, the registry and attestation. Unknown
+//! keys are errors, so a misspelt option never silently falls back to a default. [`GatewayConfig::load`] parses a
+//! file; [`GatewayConfig::problems`] lists every semantic problem at once (what `gateway check-config` prints).
+//!
+//! ```toml
+//! base_domains = ["apps.example.com"]
+//!
+//! [control]
+//! listen = "0.0.0.0:8443"
+//!
+//! [tunnel]
+//! network = "10.0.0.0/8"
+//! gateway_address = "10.0.0.1"
+//! listen_port = 51820
+//! public_endpoint = "gw.example.com:51820"
+//!
+//! [registry]
+//! path = "/var/lib/tee-gateway/registry.sqlite"
+//!
+//! [attestation]
+//! backend = "auto"
+//! app_policy = "/etc/tee-gateway/apps.toml"
+//! ```
+
+mod network;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use network::{NetworkError, TunnelNetwork};
+
+/// Why a configuration file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (includes unknown keys).
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// The file parsed but its values are inconsistent.
+    #[error("{path}: {}", problems.join("; "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Base domains under which apps are served (`<id>[-<port>][s|g].<base-domain>`).
+    pub base_domains: Vec<String>,
+    /// The control listener agents register on.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// The WireGuard tunnel towards the CVMs.
+    pub tunnel: TunnelConfig,
+    /// The instance registry.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// The gateway's own attestation and the app policy.
+    pub attestation: AttestationConfig,
+}
+
+/// The control listener (`POST /v1/register`, `GET /v1/attestation`) over mutual RA-TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Sustained requests per second allowed from one source address.
+    pub rate_limit_per_sec: u32,
+    /// Requests one source address may send in a burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Time allowed for the TLS handshake, in seconds.
+    pub handshake_timeout_secs: u64,
+    /// Time allowed for one request, in seconds.
+    pub request_timeout_secs: u64,
+    /// Most control connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            max_body_bytes: 16 * 1024,
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 100,
+            handshake_timeout_secs: 10,
+            request_timeout_secs: 10,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The gateway's WireGuard endpoint and the tunnel address plan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// The tunnel network, in CIDR notation; instance addresses are allocated from it.
+    #[serde(default = "default_network")]
+    pub network: TunnelNetwork,
+    /// The gateway's own address inside the tunnel network.
+    #[serde(default = "default_gateway_address")]
+    pub gateway_address: Ipv4Addr,
+    /// UDP port the gateway's WireGuard endpoint listens on.
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    /// `host:port` agents send WireGuard packets to (the gateway's public address).
+    pub public_endpoint: String,
+    /// Name of the gateway's TUN device.
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// MTU of the TUN device.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    /// Persistent keep-alive agents are told to use, in seconds.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// How often agents are told to register again, in seconds.
+    #[serde(default = "default_reregister")]
+    pub reregister_secs: u64,
+    /// An instance is healthy if it completed a handshake this recently, in seconds.
+    #[serde(default = "default_health_window")]
+    pub health_window_secs: u64,
+}
+
+fn default_network() -> TunnelNetwork {
+    TunnelNetwork::new(Ipv4Addr::new(10, 0, 0, 0), 8)
+        .unwrap_or_else(|_| unreachable!("10.0.0.0/8 is valid"))
+}
+fn default_gateway_address() -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 1)
+}
+fn default_listen_port() -> u16 {
+    51820
+}
+fn default_interface() -> String {
+    "tg0".to_string()
+}
+fn default_mtu() -> u16 {
+    1420
+}
+fn default_keepalive() -> u64 {
+    25
+}
+fn default_reregister() -> u64 {
+    300
+}
+fn default_health_window() -> u64 {
+    300
+}
+
+impl TunnelConfig {
+    /// The keep-alive interval.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs)
+    }
+    /// The re-registration interval.
+    pub fn reregister(&self) -> Duration {
+        Duration::from_secs(self.reregister_secs)
+    }
+    /// The health window.
+    pub fn health_window(&self) -> Duration {
+        Duration::from_secs(self.health_window_secs)
+    }
+}
+
+/// Where and how long instances are remembered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// The SQLite database file.
+    pub path: PathBuf,
+    /// An instance not seen for this long is expired and its address freed, in seconds.
+    pub expire_after_secs: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/tee-gateway/registry.sqlite"),
+            expire_after_secs: 24 * 3600,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// The expiry time.
+    pub fn expire_after(&self) -> Duration {
+        Duration::from_secs(self.expire_after_secs)
+    }
+}
+
+/// Which attester produces the gateway's own evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttestationBackend {
+    /// Detect the platform (configfs-tsm, `/dev/tdx_guest`, `/dev/sev-guest`).
+    #[default]
+    Auto,
+    /// Intel TDX.
+    Tdx,
+    /// AMD SEV-SNP.
+    SevSnp,
+    /// Simulated TDX evidence signed by a simulated Intel PKI.
+    SimTdx,
+    /// Simulated SEV-SNP evidence signed by a simulated AMD PKI.
+    SimSnp,
+}
+
+impl AttestationBackend {
+    /// Whether the backend produces simulated evidence.
+    pub fn is_simulated(self) -> bool {
+        matches!(self, Self::SimTdx | Self::SimSnp)
+    }
+}
+
+/// The gateway's own attestation and the policy it applies to agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// Which attester produces the gateway's evidence.
+    #[serde(default)]
+    pub backend: AttestationBackend,
+    /// The app policy file (per app id, the allowed profiles).
+    pub app_policy: PathBuf,
+    /// Directories of simulated vendor PKIs whose roots are trusted. Empty: only real vendor roots.
+    #[serde(default)]
+    pub trusted_sim_roots: Vec<PathBuf>,
+    /// The simulated PKI that signs the gateway's own evidence (required with a `sim-*` backend).
+    #[serde(default)]
+    pub sim_pki: Option<PathBuf>,
+    /// Lifetime of the gateway's RA-TLS certificate, in seconds.
+    #[serde(default = "default_cert_validity")]
+    pub certificate_validity_secs: u64,
+}
+
+fn default_cert_validity() -> u64 {
+    3600
+}
+
+impl GatewayConfig {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Parses TOML text without semantic checks.
+    pub fn parse(text: &str) -> Result<Self, Box<toml::de::Error>> {
+        toml::from_str(text).map_err(Box::new)
+    }
+
+    /// Every semantic problem of the configuration, as messages a person can act on. Empty if it is usable.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.base_domains.is_empty() {
+            problems.push("base_domains: at least one base domain is required".to_string());
+        }
+        for domain in &self.base_domains {
+            if let Err(why) = check_domain(domain) {
+                problems.push(format!("base_domains: {domain:?} {why}"));
+            }
+        }
+        let c = &self.control;
+        if c.max_body_bytes < 256 {
+            problems.push(format!(
+                "control.max_body_bytes = {} is too small for a registration (>= 256)",
+                c.max_body_bytes
+            ));
+        }
+        if c.rate_limit_per_sec == 0 {
+            problems.push("control.rate_limit_per_sec must be at least 1".to_string());
+        }
+        if c.handshake_timeout_secs == 0 || c.request_timeout_secs == 0 {
+            problems.push("control.handshake_timeout_secs and control.request_timeout_secs must be at least 1".into());
+        }
+        if c.max_connections == 0 {
+            problems.push("control.max_connections must be at least 1".to_string());
+        }
+        let t = &self.tunnel;
+        if let Err(e) = t.network.check_host(t.gateway_address) {
+            problems.push(format!("tunnel.gateway_address: {e}"));
+        }
+        if t.network.prefix_len() > 30 {
+            problems.push(format!(
+                "tunnel.network {} leaves no room for instances (prefix must be /30 or shorter)",
+                t.network
+            ));
+        }
+        if let Err(why) = check_endpoint(&t.public_endpoint) {
+            problems.push(format!(
+                "tunnel.public_endpoint {:?}: {why}",
+                t.public_endpoint
+            ));
+        }
+        if t.interface.is_empty() || t.interface.len() > 15 || t.interface.contains(['/', ' ']) {
+            problems.push(format!(
+                "tunnel.interface {:?} is not a valid interface name (1-15 characters)",
+                t.interface
+            ));
+        }
+        if !(1280..=9000).contains(&t.mtu) {
+            problems.push(format!("tunnel.mtu = {} is outside 1280..=9000", t.mtu));
+        }
+        if t.keepalive_secs == 0 || t.keepalive_secs > 3600 {
+            problems.push(format!(
+                "tunnel.keepalive_secs = {} is outside 1..=3600",
+                t.keepalive_secs
+            ));
+        }
+        if t.reregister_secs < 10 {
+            problems.push(format!(
+                "tunnel.reregister_secs = {} is below 10",
+                t.reregister_secs
+            ));
+        }
+        if t.health_window_secs <= t.keepalive_secs {
+            problems.push(format!(
+                "tunnel.health_window_secs = {} must exceed keepalive_secs = {}",
+                t.health_window_secs, t.keepalive_secs
+            ));
+        }
+        if self.registry.expire_after_secs <= t.reregister_secs {
+            problems.push(format!(
+                "registry.expire_after_secs = {} must exceed tunnel.reregister_secs = {}, or live instances expire",
+                self.registry.expire_after_secs, t.reregister_secs
+            ));
+        }
+        if self.registry.path.as_os_str().is_empty() {
+            problems.push("registry.path is empty".to_string());
+        }
+        let a = &self.attestation;
+        if !a.app_policy.is_file() {
+            problems.push(format!(
+                "attestation.app_policy: {} is not a readable file",
+                a.app_policy.display()
+            ));
+        }
+        for root in &a.trusted_sim_roots {
+            if !root.exists() {
+                problems.push(format!(
+                    "attestation.trusted_sim_roots: {} does not exist",
+                    root.display()
+                ));
+            }
+        }
+        match (&a.sim_pki, a.backend.is_simulated()) {
+            (None, true) => {
+                problems.push("attestation.sim_pki is required with a sim-* backend".to_string())
+            }
+            (Some(_), false) => problems.push(
+                "attestation.sim_pki is only used with a sim-* backend; remove it".to_string(),
+            ),
+            (Some(p), true) if !p.exists() => problems.push(format!(
+                "attestation.sim_pki: {} does not exist",
+                p.display()
+            )),
+            _ => {}
+        }
+        if a.certificate_validity_secs < 60 {
+            problems.push("attestation.certificate_validity_secs must be at least 60".to_string());
+        }
+        problems
+    }
+}
+
+fn check_domain(domain: &str) -> Result<(), &'static str> {
+    if domain.is_empty() || domain.len() > 253 {
+        return Err("is not a valid domain name length");
+    }
+    if domain.ends_with('.') || domain.starts_with('.') {
+        return Err("must not start or end with a dot");
+    }
+    for label in domain.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("has an empty or over-long label");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err("has a label with characters other than letters, digits and inner hyphens");
+        }
+    }
+    Ok(())
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    if endpoint.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err("must be host:port");
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err("has no valid port"),
+        Ok(_) => {}
+    }
+    check_domain(host).map_err(|_| "has an invalid host")
+}
+
+#[cfg(test)]
+mod tests;
+
+/// `gateway check-config`: loads a file, prints every problem (or a summary when it is fine) and returns the exit
+/// status: success only for a usable file.
+pub fn check_config(path: &Path) -> std::process::ExitCode {
+    match GatewayConfig::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok (control {}, tunnel {} gateway {} port {}, registry {}, backend {:?})",
+                path.display(),
+                c.control.listen,
+                c.tunnel.network,
+                c.tunnel.gateway_address,
+                c.tunnel.listen_port,
+                c.registry.path.display(),
+                c.attestation.backend
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            eprintln!("{}: {} problem(s):", path.display(), problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The instance registry: which instances exist, their apps, keys, tunnel addresses and ports.
+//!
+//! [`Registry`] holds every record in memory for lookups and writes each change through a [`RegistryStore`]
+//! (SQLite by default, [`SqliteStore`]) before it changes memory, so what the gateway answers is always on disk.
+//! Addresses come from an [`AddressAllocator`] and stay with an instance for its whole life; an instance not seen
+//! for the configured time is expired and its address freed ([`Registry::expire`]).
+
+mod allocator;
+mod record;
+mod sqlite;
+mod store;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, RegisterRequest, WireGuardKey};
+
+pub use allocator::AddressAllocator;
+pub use record::InstanceRecord;
+pub use sqlite::{SqliteStore, SCHEMA_VERSION};
+pub use store::{MemoryStore, RegistryStore, StoreError};
+
+use crate::config::TunnelNetwork;
+
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// Another instance holds the WireGuard key.
+    #[error("WireGuard key {key} is already registered by instance {holder}; generate a fresh key pair per instance")]
+    KeyInUse {
+        /// The key.
+        key: WireGuardKey,
+        /// The instance holding it.
+        holder: InstanceId,
+    },
+    /// The instance id belongs to another app.
+    #[error(
+        "instance {instance} is registered for app {bound}, not {claimed}; an instance cannot change apps (use a new \
+         instance id, or wait for the old registration to expire)"
+    )]
+    InstanceBoundToOtherApp {
+        /// The instance.
+        instance: InstanceId,
+        /// The app it is bound to.
+        bound: AppId,
+        /// The app the request claimed.
+        claimed: AppId,
+    },
+    /// No address is left.
+    #[error("no free tunnel address left in {network}; enlarge tunnel.network or wait for expiry")]
+    PoolExhausted {
+        /// The tunnel network.
+        network: TunnelNetwork,
+    },
+    /// The store failed; nothing changed.
+    #[error("registry storage failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl RegisterError {
+    /// The typed error body the control listener answers with.
+    pub fn to_body(&self) -> ErrorBody {
+        let code = match self {
+            Self::KeyInUse { .. } => ErrorCode::KeyInUse,
+            Self::InstanceBoundToOtherApp { .. } => ErrorCode::InstanceBoundToOtherApp,
+            Self::PoolExhausted { .. } => ErrorCode::AddressPoolExhausted,
+            Self::Store(_) => ErrorCode::Internal,
+        };
+        let message = match self {
+            Self::Store(_) => {
+                "the gateway could not store the registration; retry later".to_string()
+            }
+            other => other.to_string(),
+        };
+        ErrorBody::new(code, message)
+    }
+}
+
+/// What a successful registration changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new instance, with a new address.
+    New,
+    /// A known instance registered with a different WireGuard key; the old key's peer must go.
+    KeyChanged {
+        /// The key it had.
+        old_key: WireGuardKey,
+    },
+    /// A known instance with the same key (ports or attestation may have changed).
+    Refreshed,
+}
+
+/// A registration's result.
+#[derive(Debug, Clone)]
+pub struct RegisterOutcome {
+    /// The stored record.
+    pub record: InstanceRecord,
+    /// What changed.
+    pub change: Change,
+}
+
+/// The in-memory registry, written through to its store.
+pub struct Registry {
+    store: Box<dyn RegistryStore>,
+    instances: HashMap<InstanceId, InstanceRecord>,
+    by_key: HashMap<WireGuardKey, InstanceId>,
+    allocator: AddressAllocator,
+    network: TunnelNetwork,
+    expire_after: Duration,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("instances", &self.instances.len())
+            .field("network", &self.network)
+            .field("expire_after", &self.expire_after)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Loads every stored instance. Records whose address no longer fits the tunnel network (or collides) get a
+    /// fresh address, written back before this returns.
+    pub fn open(
+        mut store: Box<dyn RegistryStore>,
+        network: TunnelNetwork,
+        gateway: Ipv4Addr,
+        expire_after: Duration,
+    ) -> Result<Self, RegisterError> {
+        let records = store.load_all()?;
+        let mut registry = Self {
+            store,
+            instances: HashMap::with_capacity(records.len()),
+            by_key: HashMap::with_capacity(records.len()),
+            allocator: AddressAllocator::new(network, gateway),
+            network,
+            expire_after,
+        };
+        let mut misplaced = Vec::new();
+        for record in records {
+            if registry.allocator.reserve(record.tunnel_address) {
+                registry.insert_memory(record);
+            } else {
+                misplaced.push(record);
+            }
+        }
+        for mut record in misplaced {
+            let old = record.tunnel_address;
+            record.tunnel_address = registry
+                .allocator
+                .allocate()
+                .ok_or(RegisterError::PoolExhausted { network })?;
+            tracing::warn!(instance = %record.instance_id, %old, new = %record.tunnel_address,
+                "stored tunnel address does not fit the tunnel network; reassigned");
+            registry.store.upsert(&record)?;
+            registry.insert_memory(record);
+        }
+        Ok(registry)
+    }
+
+    fn insert_memory(&mut self, record: InstanceRecord) {
+        self.by_key
+            .insert(record.public_key, record.instance_id.clone());
+        self.instances.insert(record.instance_id.clone(), record);
+    }
+
+    /// Registers (or re-registers) an instance. `attestation` is a one-line summary of the verified claims.
+    ///
+    /// The request must already be validated and its attestation checked against the app's policy. On success the
+    /// record is durable. On error nothing changed, in memory or on disk.
+    pub fn register(
+        &mut self,
+        request: &RegisterRequest,
+        attestation: &str,
+        now: u64,
+    ) -> Result<RegisterOutcome, RegisterError> {
+        if let Some(holder) = self.by_key.get(&request.wireguard_public_key) {
+            if *holder != request.instance_id {
+                return Err(RegisterError::KeyInUse {
+                    key: request.wireguard_public_key,
+                    holder: holder.clone(),
+                });
+            }
+        }
+        if let Some(existing) = self.instances.get(&request.instance_id) {
+            if existing.app_id != request.app_id {
+                return Err(RegisterError::InstanceBoundToOtherApp {
+                    instance: request.instance_id.clone(),
+                    bound: existing.app_id.clone(),
+                    claimed: request.app_id.clone(),
+                });
+            }
+            let change = if existing.public_key == request.wireguard_public_key {
+                Change::Refreshed
+            } else {
+                Change::KeyChanged {
+                    old_key: existing.public_key,
+                }
+            };
+            let record = InstanceRecord {
+                public_key: request.wireguard_public_key,
+                ports: request.ports.clone(),
+                attestation: attestation.to_string(),
+                last_seen: now,
+                ..existing.clone()
+            };
+            self.store.upsert(&record)?;
+            if let Change::KeyChanged { old_key } = &change {
+                self.by_key.remove(old_key);
+            }
+            self.insert_memory(record.clone());
+            return Ok(RegisterOutcome { record, change });
+        }
+        let address = self
+            .allocator
+            .allocate()
+            .ok_or(RegisterError::PoolExhausted {
+                network: self.network,
+            })?;
+        let record = InstanceRecord {
+            instance_id: request.instance_id.clone(),
+            app_id: request.app_id.clone(),
+            public_key: request.wireguard_public_key,
+            tunnel_address: address,
+            ports: request.ports.clone(),
+            attestation: attestation.to_string(),
+            registered_at: now,
+            last_seen: now,
+        };
+        if let Err(e) = self.store.upsert(&record) {
+            self.allocator.release(address);
+            return Err(e.into());
+        }
+        self.insert_memory(record.clone());
+        Ok(RegisterOutcome {
+            record,
+            change: Change::New,
+        })
+    }
+
+    /// Records that an instance was seen (for example, its tunnel completed a handshake) without re-registering.
+    pub fn touch(&mut self, instance_id: &InstanceId, now: u64) -> Result<(), StoreError> {
+        if let Some(record) = self.instances.get_mut(instance_id) {
+            if record.last_seen < now {
+                self.store.touch(instance_id, now)?;
+                record.last_seen = now;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every instance not seen within the expiry time and frees its address. Returns what was removed.
+    pub fn expire(&mut self, now: u64) -> Result<Vec<InstanceRecord>, StoreError> {
+        let cutoff = now.saturating_sub(self.expire_after.as_secs());
+        let stale: Vec<InstanceId> = self
+            .instances
+            .values()
+            .filter(|r| r.last_seen < cutoff)
+            .map(|r| r.instance_id.clone())
+            .collect();
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.remove(&stale)?;
+        let mut removed = Vec::with_capacity(stale.len());
+        for id in stale {
+            if let Some(record) = self.instances.remove(&id) {
+                self.by_key.remove(&record.public_key);
+                self.allocator.release(record.tunnel_address);
+                removed.push(record);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// One instance.
+    pub fn get(&self, instance_id: &InstanceId) -> Option<&InstanceRecord> {
+        self.instances.get(instance_id)
+    }
+
+    /// The instance holding a WireGuard key.
+    pub fn by_key(&self, key: &WireGuardKey) -> Option<&InstanceRecord> {
+        self.by_key.get(key).and_then(|id| self.instances.get(id))
+    }
+
+    /// Every instance, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = &InstanceRecord> {
+        self.instances.values()
+    }
+
+    /// How many instances are registered.
+    pub fn len(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Whether no instance is registered.
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
+
+    /// The tunnel network.
+    pub fn network(&self) -> TunnelNetwork {
+        self.network
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+use std::path::PathBuf;
+
+use protocol::control::{PortPolicy, TargetState, PROTOCOL_VERSION};
+
+use super::*;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "tg-registry-test-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("registry.sqlite")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn net() -> TunnelNetwork {
+    "10.0.0.0/8".parse().unwrap()
+}
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const DAY: Duration = Duration::from_secs(86400);
+
+fn open(path: &std::path::Path) -> Registry {
+    Registry::open(Box::new(SqliteStore::open(path).unwrap()), net(), GW, DAY).unwrap()
+}
+
+fn key(b: u8) -> WireGuardKey {
+    WireGuardKey::from_bytes([b; 32]).unwrap()
+}
+
+fn request(app: &str, instance: &str, k: u8) -> RegisterRequest {
+    RegisterRequest {
+        version: PROTOCOL_VERSION,
+        app_id: app.parse().unwrap(),
+        instance_id: instance.parse().unwrap(),
+        wireguard_public_key: key(k),
+        ports: vec![
+            PortPolicy::plain(80),
+            PortPolicy {
+                port: 443,
+                proxy_protocol: true,
+                target_state: Some(TargetState::Down),
+            },
+        ],
+    }
+}
+
+const APP: &str = "aaaaaaaaaaaaaaaa";
+const OTHER_APP: &str = "bbbbbbbbbbbbbbbb";
+
+#[test]
+fn addresses_are_distinct_stable_and_survive_reopening() {
+    let dir = TempDir::new();
+    let (a1, a2) = {
+        let mut r = open(&dir.db());
+        let one = r
+            .register(&request(APP, "11111111", 1), "sim-snp m=aa", 100)
+            .unwrap();
+        let two = r
+            .register(&request(APP, "22222222", 2), "sim-snp m=aa", 100)
+            .unwrap();
+        assert_eq!(one.change, Change::New);
+        assert_ne!(one.record.tunnel_address, two.record.tunnel_address);
+        assert_ne!(one.record.tunnel_address, GW);
+        let again = r
+            .register(&request(APP, "11111111", 1), "sim-snp m=aa", 150)
+            .unwrap();
+        assert_eq!(again.change, Change::Refreshed);
+        assert_eq!(again.record.tunnel_address, one.record.tunnel_address);
+        assert_eq!(again.record.registered_at, 100);
+        (one.record.tunnel_address, two.record.tunnel_address)
+    };
+    let mut r = open(&dir.db());
+    assert_eq!(r.len(), 2);
+    let one = r.get(&"11111111".parse().unwrap()).unwrap().clone();
+    assert_eq!(one.tunnel_address, a1);
+    assert_eq!(one.last_seen, 150);
+    assert_eq!(one.ports, request(APP, "11111111", 1).ports);
+    assert_eq!(r.by_key(&key(2)).unwrap().tunnel_address, a2);
+    let three = r.register(&request(APP, "33333333", 3), "", 200).unwrap();
+    assert!(three.record.tunnel_address != a1 && three.record.tunnel_address != a2);
+}
+
+#[test]
+fn key_change_keeps_the_address_and_frees_the_old_key() {
+    let dir = TempDir::new();
+    let mut r = open(&dir.db());
+    let first = r.register(&request(APP, "11111111", 1), "", 1).unwrap();
+    let changed = r.register(&request(APP, "11111111", 9), "", 2).unwrap();
+    assert_eq!(changed.change, Change::KeyChanged { old_key: key(1) });
+    assert_eq!(changed.record.tunnel_address, first.record.tunnel_address);
+    assert!(r.by_key(&key(1)).is_none());
+    // The old key is free for another instance now.
+    r.register(&request(APP, "22222222", 1), "", 3).unwrap();
+    drop(r);
+    let r = open(&dir.db());
+    assert_eq!(r.by_key(&key(9)).unwrap().instance_id.as_str(), "11111111");
+}
+
+#[test]
+fn duplicate_key_and_app_switch_are_refused_and_change_nothing() {
+    let dir = TempDir::new();
+    let mut r = open(&dir.db());
+    r.register(&request(APP, "11111111", 1), "", 1).unwrap();
+    let before: Vec<_> = SqliteStore::open(&dir.db()).unwrap().load_all().unwrap();
+
+    let e = r.register(&request(APP, "22222222", 1), "", 2).unwrap_err();
+    assert!(matches!(&e, RegisterError::KeyInUse { holder, .. } if holder.as_str() == "11111111"));
+    assert_eq!(e.to_body().error, ErrorCode::KeyInUse);
+    assert_eq!(e.to_body().http_status(), 409);
+
+    let e = r
+        .register(&request(OTHER_APP, "11111111", 1), "", 2)
+        .unwrap_err();
+    assert!(matches!(e, RegisterError::InstanceBoundToOtherApp { .. }));
+    assert!(e.to_body().message.contains(APP), "{}", e.to_body().message);
+
+    assert_eq!(r.len(), 1);
+    let after: Vec<_> = SqliteStore::open(&dir.db()).unwrap().load_all().unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn expiry_frees_addresses_and_rows() {
+    let dir = TempDir::new();
+    let mut r = Registry::open(
+        Box::new(SqliteStore::open(&dir.db()).unwrap()),
+        net(),
+        GW,
+        Duration::from_secs(100),
+    )
+    .unwrap();
+    let old = r
+        .register(&request(APP, "11111111", 1), "", 1000)
+        .unwrap()
+        .record;
+    r.register(&request(APP, "22222222", 2), "", 1050).unwrap();
+    assert!(
+        r.expire(1100).unwrap().is_empty(),
+        "nothing is older than 100 s yet"
+    );
+    let removed = r.expire(1101).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].instance_id, old.instance_id);
+    assert!(r.by_key(&key(1)).is_none());
+    r.touch(&"22222222".parse().unwrap(), 1200).unwrap();
+    assert!(
+        r.expire(1250).unwrap().is_empty(),
+        "touch keeps an instance alive"
+    );
+    drop(r);
+    let r = open(&dir.db());
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn pool_exhaustion_is_an_error_not_a_collision() {
+    let mut r = Registry::open(
+        Box::new(MemoryStore::new()),
+        "10.7.0.0/30".parse().unwrap(),
+        Ipv4Addr::new(10, 7, 0, 1),
+        DAY,
+    )
+    .unwrap();
+    r.register(&request(APP, "11111111", 1), "", 1).unwrap();
+    let e = r.register(&request(APP, "22222222", 2), "", 1).unwrap_err();
+    assert!(matches!(e, RegisterError::PoolExhausted { .. }));
+    assert_eq!(e.to_body().error, ErrorCode::AddressPoolExhausted);
+}
+
+#[test]
+fn addresses_outside_a_changed_network_are_reassigned() {
+    let dir = TempDir::new();
+    let mut r = open(&dir.db());
+    r.register(&request(APP, "11111111", 1), "", 1).unwrap();
+    drop(r);
+    let r = Registry::open(
+        Box::new(SqliteStore::open(&dir.db()).unwrap()),
+        "172.20.0.0/16".parse().unwrap(),
+        Ipv4Addr::new(172, 20, 0, 1),
+        DAY,
+    )
+    .unwrap();
+    let addr = r.get(&"11111111".parse().unwrap()).unwrap().tunnel_address;
+    assert!(r.network().contains(addr), "{addr}");
+    drop(r);
+    let stored = SqliteStore::open(&dir.db()).unwrap().load_all().unwrap();
+    assert_eq!(stored[0].tunnel_address, addr);
+}
+
+#[test]
+fn migrations_upgrade_old_databases_and_refuse_newer_ones() {
+    let dir = TempDir::new();
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE instances (instance_id TEXT PRIMARY KEY NOT NULL, app_id TEXT NOT NULL,
+               public_key BLOB NOT NULL UNIQUE CHECK (length(public_key) = 32),
+               tunnel_address INTEGER NOT NULL UNIQUE, attestation TEXT NOT NULL DEFAULT '',
+               registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL) STRICT;
+             CREATE INDEX instances_app ON instances (app_id);
+             CREATE INDEX instances_last_seen ON instances (last_seen);
+             CREATE TABLE ports (instance_id TEXT NOT NULL REFERENCES instances (instance_id) ON DELETE CASCADE,
+               port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535), proxy_protocol INTEGER NOT NULL,
+               PRIMARY KEY (instance_id, port)) STRICT;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO instances VALUES ('11111111', ?1, ?2, ?3, '', 5, 6)",
+            rusqlite::params![
+                APP,
+                key(4).as_bytes().as_slice(),
+                i64::from(u32::from(Ipv4Addr::new(10, 0, 0, 9)))
+            ],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO ports VALUES ('11111111', 8080, 1)", [])
+            .unwrap();
+    }
+    let store = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let r = Registry::open(Box::new(store), net(), GW, DAY).unwrap();
+    let rec = r.get(&"11111111".parse().unwrap()).unwrap();
+    assert_eq!(rec.tunnel_address, Ipv4Addr::new(10, 0, 0, 9));
+    assert_eq!(
+        rec.ports,
+        vec![PortPolicy {
+            port: 8080,
+            proxy_protocol: true,
+            target_state: None
+        }]
+    );
+    drop(r);
+
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(conn);
+    assert!(matches!(
+        SqliteStore::open(&dir.db()),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+}
+
+/// A store whose writes fail, to show that a failed write leaves memory unchanged.
+struct FailingStore;
+
+impl RegistryStore for FailingStore {
+    fn load_all(&mut self) -> Result<Vec<InstanceRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn upsert(&mut self, _: &InstanceRecord) -> Result<(), StoreError> {
+        Err(StoreError::Sqlite {
+            path: "test".into(),
+            source: rusqlite::Error::InvalidQuery,
+        })
+    }
+    fn touch(&mut self, _: &InstanceId, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn remove(&mut self, _: &[InstanceId]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_write_changes_nothing_in_memory() {
+    let mut r = Registry::open(Box::new(FailingStore), net(), GW, DAY).unwrap();
+    let e = r.register(&request(APP, "11111111", 1), "", 1).unwrap_err();
+    assert_eq!(e.to_body().error, ErrorCode::Internal);
+    assert!(r.is_empty());
+    assert!(r.by_key(&key(1)).is_none());
+}
