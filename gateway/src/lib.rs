@@ -2,5 +2,6 @@
 //! registration API, the instance registry and its store, the admin API and metrics.
 
 pub mod config;
+pub mod control;
 pub mod proxy;
 pub mod registry;

@@ -1,0 +1,317 @@
+//! The control listener over real TLS and HTTP (reqwest): each refusal gets its typed JSON error and status, and
+//! refusals leave the registry and the peer table unchanged.
+//!
+//! The RA-TLS verifiers are exercised elsewhere; here the peer's attestation comes from a stand-in identity so the
+//! HTTP layer (limits, statuses, bodies) is tested on its own.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway::control::http::{router, ControlState};
+use gateway::control::listener::TlsListener;
+use gateway::control::rate::RateLimiter;
+use gateway::control::tunnel::MemoryPeers;
+use gateway::control::{ControlPeer, ControlService, PeerAttestation, ResponseSettings};
+use gateway::registry::{MemoryStore, Registry};
+use protocol::control::{AppId, ErrorBody, ErrorCode, RegisterResponse, WireGuardKey};
+
+const APP: &str = "aaaaaaaaaaaaaaaa";
+
+#[derive(Debug)]
+struct Allowed;
+
+impl PeerAttestation for Allowed {
+    fn authorize(&self, app_id: &AppId) -> Result<String, ErrorBody> {
+        if app_id.as_str() == APP {
+            Ok("test".into())
+        } else {
+            Err(ErrorBody::new(
+                ErrorCode::AppUnknown,
+                format!("app {app_id} is unknown"),
+            ))
+        }
+    }
+    fn is_app_id(&self, id: &str) -> bool {
+        id == APP
+    }
+}
+
+struct Server {
+    url: String,
+    port: u16,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    client: reqwest::Client,
+    service: ControlService,
+    peers: Arc<MemoryPeers>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(per_sec: u32, burst: u32) -> Server {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TlsListener::new(
+        tcp,
+        acceptor,
+        Arc::new(
+            |_: &rustls::ServerConnection| Some(Arc::new(Allowed) as Arc<dyn PeerAttestation>),
+        ),
+        Duration::from_secs(2),
+        16,
+    )
+    .unwrap();
+    let port = listener.local_addr().port();
+    let registry = Registry::open(
+        Box::new(MemoryStore::new()),
+        "10.0.0.0/8".parse().unwrap(),
+        Ipv4Addr::new(10, 0, 0, 1),
+        Duration::from_secs(86400),
+    )
+    .unwrap();
+    let peers = Arc::new(MemoryPeers::default());
+    let settings = ResponseSettings {
+        gateway_key: WireGuardKey::from_bytes([0xee; 32]).unwrap(),
+        gateway_endpoint: "198.18.0.2:51820".into(),
+        gateway_address: Ipv4Addr::new(10, 0, 0, 1),
+        prefix_len: 8,
+        keepalive_secs: 25,
+        reregister_secs: 300,
+        base_domains: vec!["apps.example.com".into()],
+    };
+    let service = ControlService::new(Arc::new(Mutex::new(registry)), peers.clone(), settings);
+    let state = ControlState {
+        service: service.clone(),
+        limiter: Arc::new(RateLimiter::new(per_sec, burst)),
+        max_body_bytes: 4096,
+        request_timeout: Duration::from_secs(2),
+        attestation: Arc::new(serde_json::json!({"platform": "test"})),
+    };
+    let app = router(state).into_make_service_with_connect_info::<ControlPeer>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(cert_der.as_ref()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    Server {
+        url: format!("https://localhost:{port}"),
+        port,
+        cert: cert_der,
+        client,
+        service,
+        peers,
+        _task: task,
+    }
+}
+
+fn body(instance: &str, key: u8, version: u32) -> serde_json::Value {
+    serde_json::json!({
+        "version": version,
+        "app_id": APP,
+        "instance_id": instance,
+        "wireguard_public_key": WireGuardKey::from_bytes([key; 32]).unwrap().to_string(),
+        "ports": [{"port": 8080, "proxy_protocol": true}],
+    })
+}
+
+async fn post_raw(s: &Server, content_type: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = s
+        .client
+        .post(format!("{}/v1/register", s.url))
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn expect_error(
+    s: &Server,
+    content_type: &str,
+    bytes: Vec<u8>,
+    status: u16,
+    code: ErrorCode,
+) -> ErrorBody {
+    let (got, json) = post_raw(s, content_type, bytes).await;
+    let e: ErrorBody = serde_json::from_value(json.clone())
+        .unwrap_or_else(|_| panic!("untyped error body {json}"));
+    assert_eq!((got, e.error), (status, code), "{e}");
+    assert!(!e.message.is_empty());
+    e
+}
+
+#[tokio::test]
+async fn register_and_every_refusal_over_tls() {
+    let s = start(1000, 1000).await;
+    let (status, json) = post_raw(
+        &s,
+        "application/json",
+        serde_json::to_vec(&body("11111111", 1, 1)).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let answer: RegisterResponse = serde_json::from_value(json).unwrap();
+    assert_eq!(answer.gateway.tunnel_address, Ipv4Addr::new(10, 0, 0, 1));
+    let before = s.peers.snapshot();
+    assert_eq!(before.len(), 1);
+
+    let dup = serde_json::to_vec(&body("22222222", 1, 1)).unwrap();
+    let e = expect_error(&s, "application/json", dup, 409, ErrorCode::KeyInUse).await;
+    assert!(e.message.contains("11111111"), "{e}");
+    expect_error(
+        &s,
+        "application/json",
+        b"{\"version\": 1, garbage".to_vec(),
+        400,
+        ErrorCode::MalformedRequest,
+    )
+    .await;
+    let e = expect_error(
+        &s,
+        "application/json",
+        serde_json::to_vec(&body("22222222", 2, 7)).unwrap(),
+        400,
+        ErrorCode::UnsupportedVersion,
+    )
+    .await;
+    assert!(e.message.contains("unsupported protocol version 7"), "{e}");
+    let mut big = body("22222222", 2, 1);
+    big["padding"] = "x".repeat(10_000).into();
+    expect_error(
+        &s,
+        "application/json",
+        serde_json::to_vec(&big).unwrap(),
+        413,
+        ErrorCode::BodyTooLarge,
+    )
+    .await;
+    expect_error(
+        &s,
+        "text/plain",
+        serde_json::to_vec(&body("22222222", 2, 1)).unwrap(),
+        415,
+        ErrorCode::UnsupportedMediaType,
+    )
+    .await;
+    let mut other_app = body("22222222", 2, 1);
+    other_app["app_id"] = "bbbbbbbbbbbbbbbb".into();
+    expect_error(
+        &s,
+        "application/json",
+        serde_json::to_vec(&other_app).unwrap(),
+        403,
+        ErrorCode::AppUnknown,
+    )
+    .await;
+
+    // A chunked body over the limit (no Content-Length) is cut off too.
+    let (status, json) = raw_chunked(&s, 10, 1000).await;
+    assert_eq!(status, 413, "{json}");
+    assert!(json.contains("body_too_large"), "{json}");
+
+    let r = s
+        .client
+        .get(format!("{}/v1/register", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.json::<ErrorBody>().await.unwrap().error,
+        ErrorCode::MethodNotAllowed
+    );
+    let r = s
+        .client
+        .get(format!("{}/nope", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.json::<ErrorBody>().await.unwrap().error,
+        ErrorCode::NotFound
+    );
+    let r = s
+        .client
+        .get(format!("{}/v1/attestation", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["platform"],
+        "test"
+    );
+
+    assert_eq!(s.service.registry().lock().unwrap().len(), 1);
+    assert_eq!(s.peers.snapshot(), before);
+}
+
+#[tokio::test]
+async fn request_rate_is_limited_per_source() {
+    let s = start(1, 3).await;
+    let mut statuses = Vec::new();
+    for i in 0..5u8 {
+        let b = serde_json::to_vec(&body(&format!("1111111{i}"), i + 1, 1)).unwrap();
+        let r = s
+            .client
+            .post(format!("{}/v1/register", s.url))
+            .header("content-type", "application/json")
+            .body(b)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status().as_u16() == 429 {
+            assert!(r.headers().get("retry-after").is_some());
+            assert_eq!(
+                r.json::<ErrorBody>().await.unwrap().error,
+                ErrorCode::RateLimited
+            );
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+    assert_eq!(s.service.registry().lock().unwrap().len(), 3);
+}
+
+/// Sends a chunked request by hand (no Content-Length) and returns the status and the body text.
+async fn raw_chunked(s: &Server, chunks: usize, chunk_len: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(s.cert.clone()).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let head =
+        "POST /v1/register HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+                transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..chunks {
+        let chunk = format!("{chunk_len:x}\r\n{}\r\n", " ".repeat(chunk_len));
+        if tls.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = tls.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
