@@ -6,17 +6,20 @@
 //! for the configured time is expired and its address freed ([`Registry::expire`]).
 
 mod allocator;
+mod directory;
 mod record;
 mod sqlite;
 mod store;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, RegisterRequest, WireGuardKey};
 
 pub use allocator::AddressAllocator;
+pub use directory::{HandshakeAges, RegistryDirectory, Snapshot, SnapshotCell};
 pub use record::InstanceRecord;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{MemoryStore, RegistryStore, StoreError};
@@ -108,6 +111,7 @@ pub struct Registry {
     allocator: AddressAllocator,
     network: TunnelNetwork,
     expire_after: Duration,
+    published: SnapshotCell,
 }
 
 impl std::fmt::Debug for Registry {
@@ -137,6 +141,7 @@ impl Registry {
             allocator: AddressAllocator::new(network, gateway),
             network,
             expire_after,
+            published: SnapshotCell::default(),
         };
         let mut misplaced = Vec::new();
         for record in records {
@@ -157,6 +162,7 @@ impl Registry {
             registry.store.upsert(&record)?;
             registry.insert_memory(record);
         }
+        registry.publish();
         Ok(registry)
     }
 
@@ -210,7 +216,11 @@ impl Registry {
             if let Change::KeyChanged { old_key } = &change {
                 self.by_key.remove(old_key);
             }
+            let republish = change != Change::Refreshed || existing.ports != record.ports;
             self.insert_memory(record.clone());
+            if republish {
+                self.publish();
+            }
             return Ok(RegisterOutcome { record, change });
         }
         let address = self
@@ -234,6 +244,7 @@ impl Registry {
             return Err(e.into());
         }
         self.insert_memory(record.clone());
+        self.publish();
         Ok(RegisterOutcome {
             record,
             change: Change::New,
@@ -272,7 +283,18 @@ impl Registry {
                 removed.push(record);
             }
         }
+        self.publish();
         Ok(removed)
+    }
+
+    fn publish(&self) {
+        let snapshot = Arc::new(Snapshot::build(self.instances.values()));
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    /// The cell this registry publishes lookup snapshots into (for [`RegistryDirectory`]).
+    pub fn snapshots(&self) -> SnapshotCell {
+        self.published.clone()
     }
 
     /// One instance.

@@ -1,3 +1,4 @@
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use protocol::control::{PortPolicy, TargetState, PROTOCOL_VERSION};
@@ -285,4 +286,71 @@ fn a_failed_write_changes_nothing_in_memory() {
     assert_eq!(e.to_body().error, ErrorCode::Internal);
     assert!(r.is_empty());
     assert!(r.by_key(&key(1)).is_none());
+}
+
+struct Ages;
+
+impl HandshakeAges for Ages {
+    fn since_handshake(&self, key: &WireGuardKey) -> Option<Duration> {
+        (key == &self::key(1)).then(|| Duration::from_secs(7))
+    }
+}
+
+#[test]
+fn directory_resolves_apps_then_instances_and_follows_changes() {
+    use crate::proxy::directory::{InstanceDirectory, LookupError};
+    let mut r = Registry::open(
+        Box::new(MemoryStore::new()),
+        net(),
+        GW,
+        Duration::from_secs(100),
+    )
+    .unwrap();
+    let dir = RegistryDirectory::new(r.snapshots(), std::sync::Arc::new(Ages));
+    assert!(matches!(
+        dir.resolve(APP, 80),
+        Err(LookupError::UnknownId(_))
+    ));
+    let one = r
+        .register(&request(APP, "11111111", 1), "", 1000)
+        .unwrap()
+        .record;
+    r.register(&request(APP, "22222222", 2), "", 1000).unwrap();
+
+    let res = dir.resolve(&APP.to_uppercase(), 80).unwrap();
+    assert_eq!(res.app_id, APP);
+    assert_eq!(res.candidates.len(), 2);
+    let c1 = res
+        .candidates
+        .iter()
+        .find(|c| c.instance_id == "11111111")
+        .unwrap();
+    assert_eq!(c1.addr, SocketAddr::new(IpAddr::V4(one.tunnel_address), 80));
+    assert_eq!(c1.since_handshake, Some(Duration::from_secs(7)));
+    assert!(!c1.proxy_protocol);
+    // Port 443's target is reported down: not a candidate.
+    assert!(matches!(
+        dir.resolve(APP, 443),
+        Err(LookupError::PortNotExposed { port: 443, .. })
+    ));
+    assert!(matches!(
+        dir.resolve(APP, 9999),
+        Err(LookupError::PortNotExposed { .. })
+    ));
+    let by_instance = dir.resolve("22222222", 80).unwrap();
+    assert_eq!(
+        (by_instance.app_id.as_str(), by_instance.candidates.len()),
+        (APP, 1)
+    );
+
+    let mut up = request(APP, "22222222", 2);
+    up.ports[1].target_state = Some(TargetState::Up);
+    r.register(&up, "", 1001).unwrap();
+    let res = dir.resolve(APP, 443).unwrap();
+    assert_eq!(res.candidates.len(), 1);
+    assert!(res.candidates[0].proxy_protocol);
+
+    r.expire(1101).unwrap();
+    assert_eq!(dir.resolve(APP, 80).unwrap().candidates.len(), 1);
+    assert_eq!(dir.instances().len(), 1);
 }
