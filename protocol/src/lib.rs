@@ -5,3 +5,4 @@
 //!   timers, health).
 
 pub mod control;
+pub mod tunnel;

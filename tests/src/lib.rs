@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod tunnel;
+
 /// The lock file whose exclusive `flock` a [`Lab`] holds for its lifetime.
 pub const LAB_LOCK_PATH: &str = "/run/tee-gateway-lab.lock";
 

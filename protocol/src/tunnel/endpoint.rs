@@ -1,0 +1,593 @@
+//! The endpoint: owns the UDP socket, the TUN device, the peer table and the three tasks that move packets.
+//!
+//! # Tasks, ownership and shutdown
+//!
+//! [`Endpoint::start`] spawns three tasks on the current tokio runtime:
+//! - **receive**: UDP → decrypt → isolation checks → TUN (batches of up to 64 datagrams per `recvmmsg`);
+//! - **send**: TUN → encrypt → UDP (reads every queued TUN packet, sends them with one `sendmmsg`);
+//! - **timers**: every 250 ms, WireGuard's timers (handshake retries, rekeying, session expiry), persistent
+//!   keep-alives, the handshake rate limiter's reset, and the health bookkeeping.
+//!
+//! The [`Endpoint`] owns the tasks. [`Endpoint::shutdown`] (or a [`ShutdownHandle`]) asks them to stop and
+//! waits for them; dropping the `Endpoint` aborts them. Either way the TUN device disappears once the tasks
+//! have released it (it is not persistent), together with its address and routes. Peer changes and
+//! snapshots are synchronous and may be called from any thread while the tasks run.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, TunnResult};
+use boringtun::x25519;
+use socket2::{SockAddr, Socket};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::{EndpointConfig, PeerConfig, TIMER_TICK};
+use super::error::TunnelError;
+use super::ip::ipv4_addrs;
+use super::key::PublicKey;
+use super::peer::{Peer, PeerTable};
+use super::stats::{EndpointCounters, EndpointStats, PeerDrop, PeerStats};
+use super::tun::Tun;
+use super::udp::{Batch, DATAGRAM_CAP};
+
+/// State shared by the endpoint's handle and its tasks.
+struct Shared {
+    config: EndpointConfig,
+    public: x25519::PublicKey,
+    public_key: PublicKey,
+    udp: AsyncFd<Socket>,
+    udp_v6: bool,
+    tun: AsyncFd<Tun>,
+    tun_name: String,
+    local_addr: SocketAddr,
+    peers: RwLock<PeerTable>,
+    rate_limiter: Arc<RateLimiter>,
+    counters: EndpointCounters,
+}
+
+impl Shared {
+    fn read_peers(&self) -> RwLockReadGuard<'_, PeerTable> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_peers(&self) -> RwLockWriteGuard<'_, PeerTable> {
+        self.peers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dest(&self, addr: SocketAddr) -> SockAddr {
+        match (addr, self.udp_v6) {
+            (SocketAddr::V4(v4), true) => SockAddr::from(SocketAddr::new(
+                IpAddr::V6(v4.ip().to_ipv6_mapped()),
+                v4.port(),
+            )),
+            _ => SockAddr::from(addr),
+        }
+    }
+
+    /// Sends one datagram right away, outside the batched paths (handshakes, cookies, timers).
+    /// Returns false if the kernel did not take it; the WireGuard timers retry handshakes.
+    fn send_now(&self, datagram: &[u8], to: SocketAddr) -> bool {
+        match self.udp.get_ref().send_to(datagram, &self.dest(to)) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "UDP send failed");
+                false
+            }
+        }
+    }
+}
+
+/// Asks a running endpoint to stop; cheap to clone and usable from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// Asks the endpoint's tasks to stop. They finish the batch in hand and exit.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A running WireGuard endpoint. See the module documentation for its tasks and shutdown.
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("public_key", &self.shared.public_key)
+            .field("tun", &self.shared.tun_name)
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Creates the TUN device (with its address, MTU and link up) and the UDP socket, then starts the
+    /// endpoint's tasks on the current tokio runtime. Needs `CAP_NET_ADMIN`.
+    pub async fn start(config: EndpointConfig) -> Result<Endpoint, TunnelError> {
+        config.validate()?;
+        let tun = Tun::create(
+            &config.tun_name,
+            config.address,
+            config.prefix_len,
+            config.mtu,
+        )?;
+        let tun_name = tun.name().to_string();
+        let tun = tun.into_async()?;
+        let udp = super::udp::bind(config.listen)?;
+        let local_addr = udp
+            .get_ref()
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(config.listen);
+        let public = x25519::PublicKey::from(config.private_key.secret());
+        let rate_limiter = Arc::new(RateLimiter::new(&public, config.handshake_rate_limit));
+        let shared = Arc::new(Shared {
+            public_key: config.private_key.public_key(),
+            public,
+            udp_v6: config.listen.is_ipv6(),
+            udp,
+            tun,
+            tun_name,
+            local_addr,
+            peers: RwLock::new(PeerTable::default()),
+            rate_limiter,
+            counters: EndpointCounters::default(),
+            config,
+        });
+        let (stop, _) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(receive_task(Arc::clone(&shared), stop.clone())),
+            tokio::spawn(send_task(Arc::clone(&shared), stop.clone())),
+            tokio::spawn(timer_task(Arc::clone(&shared), stop.clone())),
+        ];
+        tracing::info!(
+            tun = %shared.tun_name,
+            listen = %shared.local_addr,
+            address = %shared.config.address,
+            public_key = %shared.public_key,
+            "WireGuard endpoint started"
+        );
+        Ok(Endpoint {
+            shared,
+            stop,
+            tasks,
+        })
+    }
+
+    /// This endpoint's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.shared.public_key
+    }
+
+    /// The UDP address the endpoint listens on (with the actual port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The TUN device's name.
+    pub fn tun_name(&self) -> &str {
+        &self.shared.tun_name
+    }
+
+    /// This endpoint's tunnel address.
+    pub fn address(&self) -> Ipv4Addr {
+        self.shared.config.address
+    }
+
+    /// Adds a peer at run time; the other peers are not disturbed.
+    pub fn add_peer(&self, peer: PeerConfig) -> Result<(), TunnelError> {
+        let s = &self.shared;
+        s.write_peers().insert(
+            &peer,
+            &s.config.private_key,
+            s.config.address,
+            &s.rate_limiter,
+        )?;
+        tracing::info!(public_key = %peer.public_key, allowed_ip = %peer.allowed_ip, "peer added");
+        Ok(())
+    }
+
+    /// Changes a peer's tunnel address, endpoint (when given) or keep-alive without ending its session.
+    pub fn update_peer(&self, peer: PeerConfig) -> Result<(), TunnelError> {
+        self.shared
+            .write_peers()
+            .update(&peer, self.shared.config.address)?;
+        tracing::info!(public_key = %peer.public_key, allowed_ip = %peer.allowed_ip, "peer updated");
+        Ok(())
+    }
+
+    /// Removes a peer: from now on its datagrams are dropped and nothing is sent to it. Returns its final
+    /// counters.
+    pub fn remove_peer(&self, key: &PublicKey) -> Result<PeerStats, TunnelError> {
+        let peer = self.shared.write_peers().remove(key)?;
+        tracing::info!(public_key = %key, "peer removed");
+        Ok(peer.snapshot(self.shared.config.health_window, SystemTime::now()))
+    }
+
+    /// A snapshot of one peer.
+    pub fn peer(&self, key: &PublicKey) -> Option<PeerStats> {
+        let peer = self.shared.read_peers().by_key(key).cloned()?;
+        Some(peer.snapshot(self.shared.config.health_window, SystemTime::now()))
+    }
+
+    /// A snapshot of every peer, sorted by tunnel address.
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let peers: Vec<Arc<Peer>> = self.shared.read_peers().peers().cloned().collect();
+        let now = SystemTime::now();
+        let mut stats: Vec<PeerStats> = peers
+            .iter()
+            .map(|p| p.snapshot(self.shared.config.health_window, now))
+            .collect();
+        stats.sort_by_key(|s| s.allowed_ip);
+        stats
+    }
+
+    /// Whether the peer completed a handshake within the health window (None for an unknown peer).
+    pub fn is_healthy(&self, key: &PublicKey) -> Option<bool> {
+        self.peer(key).map(|s| s.healthy)
+    }
+
+    /// A snapshot of every peer and of the drops no peer can be blamed for.
+    pub fn stats(&self) -> EndpointStats {
+        self.shared.counters.snapshot(self.peer_stats())
+    }
+
+    /// A handle that can stop the endpoint from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop.clone())
+    }
+
+    /// Stops the tasks and waits for them; the TUN device is removed once this returns.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        for task in self.tasks.drain(..) {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "tunnel task panicked");
+                }
+            }
+        }
+    }
+
+    /// Waits until the endpoint stops: after a [`ShutdownHandle::shutdown`], or if a task fails.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Runs `work` until it fails or the endpoint is asked to stop; a failure stops the whole endpoint.
+async fn until_stopped(
+    name: &'static str,
+    stop: watch::Sender<bool>,
+    work: impl std::future::Future<Output = io::Result<()>>,
+) {
+    let mut stopped = stop.subscribe();
+    tokio::select! {
+        _ = stopped.wait_for(|stop| *stop) => {}
+        result = work => {
+            if let Err(e) = result {
+                tracing::error!(task = name, error = %e, "tunnel task failed; stopping the endpoint");
+            }
+            stop.send_replace(true);
+        }
+    }
+}
+
+async fn receive_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
+    until_stopped("receive", stop, async {
+        let mut batch = Batch::new();
+        let mut out = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
+        loop {
+            let n = batch.recv(&shared.udp).await?;
+            let wall = SystemTime::now();
+            let peers = shared.read_peers();
+            for i in 0..n {
+                let (datagram, from) = batch.received(i);
+                let Some(from) = from else { continue };
+                receive_one(&shared, &peers, datagram, from, &mut out, wall);
+            }
+        }
+    })
+    .await;
+}
+
+/// WireGuard's transport data message type.
+const DATA_MESSAGE: u32 = 4;
+/// Bytes a data message adds to the packet it carries (header and authentication tag).
+const DATA_OVERHEAD: usize = 32;
+
+fn message_type(datagram: &[u8]) -> Option<u32> {
+    let head: [u8; 4] = datagram.get(0..4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(head))
+}
+
+/// The receiver index of a handshake response (after the sender's index), cookie reply or data message.
+fn receiver_index(message_type: u32, datagram: &[u8]) -> Option<u32> {
+    let at = if message_type == 2 { 8 } else { 4 };
+    let idx: [u8; 4] = datagram.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(idx))
+}
+
+/// Finds the peer a datagram belongs to, answering with a cookie when handshakes come too fast.
+fn identify<'t>(
+    shared: &Shared,
+    peers: &'t PeerTable,
+    datagram: &[u8],
+    from: SocketAddr,
+    out: &mut [u8],
+) -> Option<&'t Arc<Peer>> {
+    let counters = &shared.counters;
+    match message_type(datagram) {
+        Some(1) => match shared
+            .rate_limiter
+            .verify_packet(Some(from.ip()), datagram, out)
+        {
+            Ok(Packet::HandshakeInit(init)) => {
+                match parse_handshake_anon(
+                    shared.config.private_key.secret(),
+                    &shared.public,
+                    &init,
+                ) {
+                    Ok(half) => {
+                        let peer = peers.by_key(&PublicKey::from_bytes(half.peer_static_public));
+                        if peer.is_none() {
+                            EndpointCounters::bump(&counters.unknown_peer);
+                        }
+                        peer
+                    }
+                    Err(_) => {
+                        EndpointCounters::bump(&counters.malformed);
+                        None
+                    }
+                }
+            }
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                EndpointCounters::bump(&counters.cookie_replies);
+                shared.send_now(cookie, from);
+                None
+            }
+            Ok(_) | Err(_) => {
+                EndpointCounters::bump(&counters.malformed);
+                None
+            }
+        },
+        Some(ty @ 2..=4) => {
+            let peer = receiver_index(ty, datagram).and_then(|idx| peers.by_receiver_index(idx));
+            if peer.is_none() {
+                EndpointCounters::bump(&counters.unknown_peer);
+            }
+            peer
+        }
+        _ => {
+            EndpointCounters::bump(&counters.malformed);
+            None
+        }
+    }
+}
+
+fn receive_one(
+    shared: &Shared,
+    peers: &PeerTable,
+    datagram: &[u8],
+    from: SocketAddr,
+    out: &mut [u8],
+    wall: SystemTime,
+) {
+    let Some(peer) = identify(shared, peers, datagram, from, out) else {
+        return;
+    };
+    let is_cookie = message_type(datagram) == Some(3);
+    let mut st = peer.lock();
+    let counters = &peer.counters;
+    match st.tunn.decapsulate(Some(from.ip()), datagram, out) {
+        TunnResult::Done => {}
+        TunnResult::Err(e) => {
+            tracing::trace!(peer = %peer.key, error = ?e, "datagram rejected");
+            if !matches!(e, WireGuardError::UnderLoad) {
+                counters.drop(PeerDrop::Rejected);
+            }
+            return;
+        }
+        TunnResult::WriteToNetwork(reply) => {
+            // A handshake answer or the keep-alive that confirms a session; then whatever waited for it.
+            shared.send_now(reply, from);
+            st.last_sent = Instant::now();
+            while let TunnResult::WriteToNetwork(queued) = st.tunn.decapsulate(None, &[], out) {
+                if shared.send_now(queued, from) {
+                    let carried = queued.len().saturating_sub(DATA_OVERHEAD);
+                    if carried > 0 {
+                        counters.sent(carried);
+                    }
+                } else {
+                    counters.drop(PeerDrop::WriteFailed);
+                }
+            }
+        }
+        TunnResult::WriteToTunnelV4(packet, _) => {
+            deliver(shared, peer, st.allowed_ip, packet);
+        }
+        TunnResult::WriteToTunnelV6(..) => counters.drop(PeerDrop::NotIpv4),
+    }
+    if !is_cookie {
+        // The datagram was authenticated under the peer's key: follow the peer to its current address.
+        st.endpoint = Some(from);
+        counters.authenticated(wall);
+    }
+}
+
+/// The isolation rule: deliver only packets from the peer's own address to this endpoint's address.
+fn deliver(shared: &Shared, peer: &Peer, allowed: Ipv4Addr, packet: &[u8]) {
+    let counters = &peer.counters;
+    let Some((src, dst)) = ipv4_addrs(packet) else {
+        counters.drop(PeerDrop::NotIpv4);
+        return;
+    };
+    if src != allowed {
+        counters.drop(PeerDrop::SpoofedSource);
+        return;
+    }
+    if dst != shared.config.address {
+        counters.drop(PeerDrop::WrongDestination);
+        return;
+    }
+    match shared.tun.get_ref().write(packet) {
+        Ok(_) => counters.received(packet.len()),
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN write failed");
+            counters.drop(PeerDrop::WriteFailed);
+        }
+    }
+}
+
+async fn send_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
+    until_stopped("send", stop, async {
+        let mut batch = Batch::new();
+        let mut packet = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
+        // Leave room for WireGuard's 32 bytes in the datagram buffer.
+        let max_packet = DATAGRAM_CAP - 32;
+        loop {
+            let mut ready = shared.tun.readable().await?;
+            {
+                let peers = shared.read_peers();
+                while !batch.is_full() {
+                    let n = match ready.get_inner().read(&mut packet[..max_packet]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            ready.clear_ready();
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    encapsulate_one(&shared, &peers, &packet[..n], &mut batch);
+                }
+            }
+            drop(ready);
+            if batch.len() > 0 {
+                batch.send(&shared.udp).await?;
+            }
+        }
+    })
+    .await;
+}
+
+fn encapsulate_one(shared: &Shared, peers: &PeerTable, packet: &[u8], batch: &mut Batch) {
+    let Some((_, dst)) = ipv4_addrs(packet) else {
+        // IPv6 router solicitations and the like: the tunnel carries IPv4 only.
+        EndpointCounters::bump(&shared.counters.no_route);
+        return;
+    };
+    let Some(peer) = peers.by_addr(dst) else {
+        EndpointCounters::bump(&shared.counters.no_route);
+        return;
+    };
+    let mut st = peer.lock();
+    let Some(endpoint) = st.endpoint else {
+        peer.counters.drop(PeerDrop::NoEndpoint);
+        return;
+    };
+    match st.tunn.encapsulate(packet, batch.next_buf()) {
+        TunnResult::WriteToNetwork(datagram) => {
+            let len = datagram.len();
+            let is_data = message_type(datagram) == Some(DATA_MESSAGE);
+            batch.commit(len, endpoint, shared.udp_v6);
+            st.last_sent = Instant::now();
+            // A handshake initiation carries no data: the packet waits in the peer's queue for the session.
+            if is_data {
+                peer.counters.sent(packet.len());
+            }
+        }
+        TunnResult::Done => {}
+        TunnResult::Err(e) => {
+            tracing::debug!(peer = %peer.key, error = ?e, "encapsulation failed");
+            peer.counters.drop(PeerDrop::Rejected);
+        }
+        TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
+    }
+}
+
+async fn timer_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
+    until_stopped("timers", stop, async {
+        let mut tick = tokio::time::interval(TIMER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
+        loop {
+            tick.tick().await;
+            shared.rate_limiter.reset_count();
+            let peers: Vec<Arc<Peer>> = shared.read_peers().peers().cloned().collect();
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            for peer in &peers {
+                run_timers(&shared, peer, &mut buf, now, wall);
+            }
+        }
+    })
+    .await;
+}
+
+fn run_timers(shared: &Shared, peer: &Peer, buf: &mut [u8], now: Instant, wall: SystemTime) {
+    let mut st = peer.lock();
+    let endpoint = st.endpoint;
+    let send = |datagram: &[u8]| match endpoint {
+        Some(to) => shared.send_now(datagram, to),
+        None => false,
+    };
+    match st.tunn.update_timers(buf) {
+        TunnResult::WriteToNetwork(datagram) => {
+            if send(datagram) {
+                st.last_sent = now;
+            }
+        }
+        TunnResult::Err(WireGuardError::ConnectionExpired) | TunnResult::Done => {}
+        TunnResult::Err(e) => tracing::debug!(peer = %peer.key, error = ?e, "timer error"),
+        TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
+    }
+    st.refresh_handshake(wall);
+    let (Some(keepalive), Some(_)) = (st.keepalive, endpoint) else {
+        return;
+    };
+    // Renew an idle session that keep-alives hold open, as WireGuard does when sending after
+    // REKEY_AFTER_TIME, so the handshake time stays fresh for health checks.
+    let stale = st
+        .tunn
+        .time_since_last_handshake()
+        .is_some_and(|age| age >= shared.config.rekey_after);
+    if stale {
+        if let TunnResult::WriteToNetwork(init) = st.tunn.format_handshake_initiation(buf, false) {
+            if send(init) {
+                st.last_sent = now;
+            }
+        }
+    }
+    if now.duration_since(st.last_sent) >= keepalive {
+        // Without a session this starts a handshake instead, which is what an idle tunnel needs.
+        if let TunnResult::WriteToNetwork(datagram) = st.tunn.encapsulate(&[], buf) {
+            if send(datagram) {
+                st.last_sent = now;
+            }
+        }
+    }
+}
