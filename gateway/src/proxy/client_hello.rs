@@ -132,12 +132,21 @@ where
         raw.extend_from_slice(&chunk[..n]);
         let mut fresh = &chunk[..n];
         while !fresh.is_empty() {
-            acceptor.read_tls(&mut fresh)?;
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok(ReadClientHello { accepted, raw }),
-            Ok(None) => continue,
-            Err((error, _alert)) => return Err(ClientHelloError::Malformed(error)),
+            // Reading from a slice only fails when rustls's own message buffer is full. `accept` must run
+            // after every read so that rustls lets a large handshake message grow its buffer.
+            if acceptor.read_tls(&mut fresh).is_err() {
+                return Err(ClientHelloError::TooLarge { cap });
+            }
+            match acceptor.accept() {
+                // Any bytes after the ClientHello are already in `raw`, which is replayed whole.
+                Ok(Some(accepted)) => return Ok(ReadClientHello { accepted, raw }),
+                Ok(None) => {}
+                Err((
+                    rustls::Error::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge),
+                    _,
+                )) => return Err(ClientHelloError::TooLarge { cap }),
+                Err((error, _alert)) => return Err(ClientHelloError::Malformed(error)),
+            }
         }
     }
 }
@@ -236,6 +245,14 @@ mod tests {
             Some("deadbeef11s.example.org")
         );
         assert_eq!(hello.raw, wire);
+    }
+
+    #[tokio::test]
+    async fn reads_a_60k_hello() {
+        let msg = client_hello_message("deadbeef11.example.org", 60_000);
+        let wire = records(&msg, 16384);
+        let hello = feed(wire.clone(), 5000).await.unwrap();
+        assert_eq!(hello.raw.len(), wire.len());
     }
 
     #[tokio::test]

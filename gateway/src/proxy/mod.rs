@@ -2,9 +2,14 @@
 //! upstream choice, the byte relay, limits, the admin listener and metrics.
 
 pub mod client_hello;
+pub mod config;
 pub mod directory;
 pub mod hostname;
+pub mod limits;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod replay;
+pub mod server;
 pub mod tls;
 pub mod upstream;

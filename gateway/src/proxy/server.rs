@@ -1,0 +1,449 @@
+//! The client listener and the life of one client connection.
+//!
+//! For each accepted connection: read the ClientHello (size cap, deadline), parse the SNI with the host-name
+//! grammar, resolve the id and port in the instance directory, keep the healthy and undrained instances, take a
+//! slot under the app's connection limit, connect to an instance ("connect top N"), then either terminate TLS
+//! (ALPN `http/1.1`, or `h2` for `g`) or replay the ClientHello (passthrough), optionally after a PROXY v2
+//! header, and relay bytes until either side closes or a timeout ends the connection. Every refusal is counted
+//! by reason and answered with a TLS alert or a close.
+//!
+//! Shutdown: when the shutdown signal fires, listeners stop accepting, open connections get the configured
+//! grace period to finish, and the ones still open after it are aborted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::client_hello::{fatal_alert, read_client_hello, AlertDescription, ClientHelloError};
+use super::config::ProxyConfig;
+use super::directory::{Candidate, InstanceDirectory, LookupError};
+use super::hostname::{HostGrammar, HostNameError, Mode, Route, Target};
+use super::limits::{ConnectionTable, DrainSet};
+use super::metrics::{InstanceHealth, Metrics};
+use super::proxy_protocol;
+use super::relay::{relay, RelayOutcome};
+use super::replay::Replay;
+use super::tls::{CertError, CertStore, TerminationConfigs};
+use super::upstream::{self, ConnectError};
+
+/// Why a client connection was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No valid ClientHello.
+    #[error(transparent)]
+    ClientHello(#[from] ClientHelloError),
+    /// The ClientHello carries no server name.
+    #[error("ClientHello has no server name (SNI)")]
+    NoServerName,
+    /// The server name does not follow the grammar.
+    #[error("server name {name:?}: {error}")]
+    HostName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        error: HostNameError,
+    },
+    /// The reserved gateway name, and nothing is configured to answer it.
+    #[error("the gateway's attestation endpoint is not available")]
+    GatewayEndpointUnavailable,
+    /// Unknown id or unexposed port.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// Instances expose the port but none is healthy and undrained.
+    #[error("no healthy instance of {id} exposes port {port}")]
+    NoHealthyInstance {
+        /// The id routed to.
+        id: String,
+        /// The port.
+        port: u16,
+    },
+    /// The app is at its connection limit.
+    #[error("app {app} is at its limit of {max} connections")]
+    AppConnectionLimit {
+        /// The app.
+        app: String,
+        /// The limit.
+        max: usize,
+    },
+    /// No instance could be reached.
+    #[error(transparent)]
+    Upstream(#[from] ConnectError),
+    /// The TLS handshake with the client failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// The TLS handshake with the client did not finish in time.
+    #[error("TLS handshake did not finish within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// Writing to the instance failed before relaying.
+    #[error("writing to the instance: {0}")]
+    UpstreamWrite(std::io::Error),
+}
+
+impl Refusal {
+    /// A short stable name, the `reason` label of the refusal counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::ClientHello(e) => e.reason(),
+            Refusal::NoServerName => "no_sni",
+            Refusal::HostName {
+                error: HostNameError::GrpcPassthrough,
+                ..
+            } => "grpc_passthrough",
+            Refusal::HostName {
+                error: HostNameError::UnknownBaseDomain(_),
+                ..
+            } => "unknown_base_domain",
+            Refusal::HostName { .. } => "bad_host_name",
+            Refusal::GatewayEndpointUnavailable => "gateway_endpoint_unavailable",
+            Refusal::Lookup(LookupError::UnknownId(_)) => "unknown_id",
+            Refusal::Lookup(LookupError::PortNotExposed { .. }) => "port_not_exposed",
+            Refusal::NoHealthyInstance { .. } => "no_healthy_instance",
+            Refusal::AppConnectionLimit { .. } => "app_connection_limit",
+            Refusal::Upstream(e) => e.reason(),
+            Refusal::Handshake(_) => "tls_handshake_failed",
+            Refusal::HandshakeTimeout(_) => "tls_handshake_timeout",
+            Refusal::UpstreamWrite(_) => "upstream_write_failed",
+        }
+    }
+
+    /// The TLS alert the client gets, if the proxy sends one itself.
+    pub fn alert(&self) -> Option<AlertDescription> {
+        match self {
+            Refusal::ClientHello(e) => e.alert(),
+            Refusal::NoServerName
+            | Refusal::HostName { .. }
+            | Refusal::GatewayEndpointUnavailable
+            | Refusal::Lookup(_) => Some(AlertDescription::UnrecognizedName),
+            Refusal::NoHealthyInstance { .. }
+            | Refusal::AppConnectionLimit { .. }
+            | Refusal::Upstream(_) => Some(AlertDescription::HandshakeFailure),
+            // rustls has already sent its alert, or the handshake is over.
+            Refusal::Handshake(_) | Refusal::HandshakeTimeout(_) | Refusal::UpstreamWrite(_) => {
+                None
+            }
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true, or its sender is gone.
+async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Why the proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    /// Certificates could not be loaded.
+    #[error(transparent)]
+    Certificates(#[from] CertError),
+    /// rustls refused the TLS configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The client-facing proxy: shared state of every listener and connection.
+pub struct Proxy {
+    config: ProxyConfig,
+    grammar: HostGrammar,
+    directory: Arc<dyn InstanceDirectory>,
+    certs: Arc<CertStore>,
+    tls: TerminationConfigs,
+    metrics: Metrics,
+    connections: Arc<ConnectionTable>,
+    drains: DrainSet,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("base_domains", &self.grammar.bases())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Builds the proxy: validates the configuration and loads the certificates.
+    pub fn new(
+        config: ProxyConfig,
+        directory: Arc<dyn InstanceDirectory>,
+    ) -> Result<Arc<Self>, ProxyError> {
+        config.validate()?;
+        let certs = Arc::new(CertStore::load(config.certificates.clone())?);
+        let tls = TerminationConfigs::new(certs.clone(), config.session_cache_size)?;
+        Ok(Arc::new(Proxy {
+            grammar: HostGrammar::new(&config.base_domains),
+            connections: ConnectionTable::new(config.max_connections_per_app),
+            config,
+            directory,
+            certs,
+            tls,
+            metrics: Metrics::default(),
+            drains: DrainSet::default(),
+        }))
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Live connection counts.
+    pub fn connections(&self) -> &ConnectionTable {
+        &self.connections
+    }
+
+    /// The drained instances.
+    pub fn drains(&self) -> &DrainSet {
+        &self.drains
+    }
+
+    /// The certificates.
+    pub fn certificates(&self) -> &CertStore {
+        &self.certs
+    }
+
+    /// The instance directory.
+    pub fn directory(&self) -> &dyn InstanceDirectory {
+        self.directory.as_ref()
+    }
+
+    /// Health of every known instance, as the proxy judges it now.
+    pub fn instance_health(&self) -> Vec<InstanceHealth> {
+        let window = self.config.health_window();
+        self.directory
+            .instances()
+            .into_iter()
+            .map(|i| InstanceHealth {
+                healthy: i
+                    .since_handshake_secs
+                    .is_some_and(|s| Duration::from_secs(s) <= window),
+                drained: self.drains.is_drained(&i.instance_id),
+                app_id: i.app_id,
+                instance_id: i.instance_id,
+                since_handshake_secs: i.since_handshake_secs,
+            })
+            .collect()
+    }
+
+    /// The Prometheus text of every metric.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .render(&self.connections.per_app(), &self.instance_health())
+    }
+
+    /// Binds every configured listener.
+    pub async fn bind(&self) -> std::io::Result<Vec<TcpListener>> {
+        let mut listeners = Vec::new();
+        for addr in &self.config.listen {
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("binding client listener {addr}: {e}"))
+            })?;
+            listeners.push(l);
+        }
+        Ok(listeners)
+    }
+
+    /// Serves `listeners` and reloads changed certificates until `shutdown` turns true, then drains open
+    /// connections for the grace period and aborts the rest.
+    pub async fn run(
+        self: Arc<Self>,
+        listeners: Vec<TcpListener>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tasks = JoinSet::new();
+        for l in listeners {
+            tasks.spawn(self.clone().serve(l, shutdown.clone()));
+        }
+        tasks.spawn(self.clone().watch_certificates(shutdown));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn watch_certificates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let period = Duration::from_secs(self.config.cert_reload_interval_secs.max(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown_signalled(&mut shutdown) => return,
+            }
+            match self.certs.reload_if_changed() {
+                Ok(true) => tracing::info!(names = ?self.certs.names(), "certificates reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate reload failed; keeping the loaded ones")
+                }
+            }
+        }
+    }
+
+    /// Accepts connections on one listener until `shutdown` turns true, then drains them.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(self.clone().handle(stream, peer));
+                    }
+                    Err(e) => {
+                        // Out of descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown_signalled(&mut shutdown) => break,
+            }
+        }
+        drop(listener);
+        let open = connections.len();
+        if open > 0 {
+            tracing::info!(open, grace = ?self.config.shutdown_grace(), "draining client connections");
+        }
+        let drained = tokio::time::timeout(self.config.shutdown_grace(), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                aborted = connections.len(),
+                "grace period over; closing remaining connections"
+            );
+            connections.shutdown().await;
+        }
+    }
+
+    /// Serves one client connection to its end.
+    pub async fn handle(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
+        let _ = client.set_nodelay(true);
+        if let Err(refusal) = self.route(&mut client, peer).await {
+            self.metrics.refusal(refusal.reason());
+            tracing::debug!(%peer, reason = refusal.reason(), error = %refusal, "connection refused");
+            if let Some(alert) = refusal.alert() {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    client.write_all(&fatal_alert(alert)),
+                )
+                .await;
+            }
+            let _ = client.shutdown().await;
+        }
+    }
+
+    fn candidates(&self, target: &Target) -> Result<(String, Vec<Candidate>), Refusal> {
+        let resolution = self.directory.resolve(target.id.as_str(), target.port)?;
+        let window = self.config.health_window();
+        let healthy: Vec<Candidate> = resolution
+            .candidates
+            .into_iter()
+            .filter(|c| c.since_handshake.is_some_and(|d| d <= window))
+            .filter(|c| !self.drains.is_drained(&c.instance_id))
+            .collect();
+        if healthy.is_empty() {
+            return Err(Refusal::NoHealthyInstance {
+                id: target.id.to_string(),
+                port: target.port,
+            });
+        }
+        Ok((resolution.app_id, healthy))
+    }
+
+    async fn route(&self, client: &mut TcpStream, peer: SocketAddr) -> Result<(), Refusal> {
+        let hello = read_client_hello(
+            client,
+            self.config.client_hello_max_bytes,
+            self.config.client_hello_timeout(),
+        )
+        .await?;
+        let name = hello
+            .accepted
+            .client_hello()
+            .server_name()
+            .ok_or(Refusal::NoServerName)?
+            .to_owned();
+        let target = match self.grammar.parse(&name) {
+            Ok(Route::Target(t)) => t,
+            Ok(Route::Gateway { .. }) => return Err(Refusal::GatewayEndpointUnavailable),
+            Err(error) => return Err(Refusal::HostName { name, error }),
+        };
+        let (app, candidates) = self.candidates(&target)?;
+        let mut permit =
+            self.connections
+                .acquire(&app)
+                .ok_or_else(|| Refusal::AppConnectionLimit {
+                    app: app.clone(),
+                    max: self.connections.max_per_app(),
+                })?;
+        let connected = upstream::connect(candidates, self.config.connect_policy()).await?;
+        self.metrics.connect.observe(connected.elapsed);
+        permit.set_instance(&connected.candidate.instance_id);
+        let mut upstream = connected.stream;
+        let candidate = connected.candidate;
+        let mut preamble = Vec::new();
+        if candidate.proxy_protocol {
+            let local = client.local_addr().unwrap_or(peer);
+            preamble.extend_from_slice(&proxy_protocol::encode_v2(peer, local));
+        }
+        self.metrics.connection(&app, target.mode.as_str());
+        let limits = self.config.relay_limits();
+        let outcome: RelayOutcome = match target.mode {
+            Mode::Passthrough => {
+                preamble.extend_from_slice(&hello.raw);
+                upstream
+                    .write_all(&preamble)
+                    .await
+                    .map_err(Refusal::UpstreamWrite)?;
+                drop(hello);
+                relay(client, upstream, limits, &self.metrics.bytes).await
+            }
+            Mode::Terminate | Mode::Grpc => {
+                let config = match target.mode {
+                    Mode::Grpc => self.tls.h2.clone(),
+                    _ => self.tls.http1.clone(),
+                };
+                let started = Instant::now();
+                let replay = Replay::new(hello.raw, client);
+                let deadline = self.config.handshake_timeout();
+                let tls =
+                    match tokio::time::timeout(deadline, TlsAcceptor::from(config).accept(replay))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => return Err(Refusal::Handshake(e)),
+                        Err(_) => return Err(Refusal::HandshakeTimeout(deadline)),
+                    };
+                self.metrics.handshake.observe(started.elapsed());
+                if !preamble.is_empty() {
+                    upstream
+                        .write_all(&preamble)
+                        .await
+                        .map_err(Refusal::UpstreamWrite)?;
+                }
+                relay(tls, upstream, limits, &self.metrics.bytes).await
+            }
+        };
+        tracing::debug!(
+            %peer, app = %app, instance = %candidate.instance_id, mode = %target.mode,
+            to_instance = outcome.to_upstream, to_client = outcome.to_client, end = outcome.end.as_str(),
+            "connection finished"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,368 @@
+//! Shared pieces of the proxy tests: a test PKI, backends standing in for instances, and a running proxy.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::proxy::config::ProxyConfig;
+use gateway::proxy::directory::StaticDirectory;
+use gateway::proxy::server::Proxy;
+use gateway::proxy::tls::CertificateFiles;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The base domain the tests serve.
+pub const BASE: &str = "apps.test";
+/// An app id.
+pub const APP: &str = "aaaaaaaa11111111";
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tee-gateway-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A CA and leaf certificates it signs, written as PEM files.
+pub struct Pki {
+    pub dir: TempDir,
+    pub ca_pem: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = TempDir::new("pki");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tee-gateway test CA");
+        let ca = params.self_signed(&ca_key).unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        Pki {
+            dir,
+            ca_pem,
+            issuer: rcgen::Issuer::new(params, ca_key),
+        }
+    }
+
+    /// Issues a certificate for `names` with common name `cn`; returns its files.
+    pub fn issue(&self, file: &str, cn: &str, names: &[&str]) -> CertificateFiles {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let files = CertificateFiles {
+            cert: self.dir.path().join(format!("{file}.crt")),
+            key: self.dir.path().join(format!("{file}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+}
+
+/// What a backend does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Answers one HTTP/1.1 request with `instance=<id> source=<PROXY source or "none">` and closes.
+    Http,
+    /// Records every byte it receives until the client closes, then answers `instance=<id> len=<n>`.
+    Record,
+}
+
+/// A backend standing in for one instance's container.
+pub struct Backend {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    pub received: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Parses a PROXY v2 header at the start of `buf`; returns the source address and the header length.
+pub fn parse_proxy_v2(buf: &[u8]) -> Option<(SocketAddr, usize)> {
+    if buf.len() < 16 || buf[..12] != gateway::proxy::proxy_protocol::SIGNATURE {
+        return None;
+    }
+    let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
+    if buf.len() < 16 + len || buf[13] != 0x11 {
+        return None;
+    }
+    let a = &buf[16..];
+    let ip = std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+    let port = u16::from_be_bytes([a[8], a[9]]);
+    Some((SocketAddr::from((ip, port)), 16 + len))
+}
+
+impl Backend {
+    pub async fn start(id: &str, kind: BackendKind) -> Backend {
+        Self::start_on("127.0.0.1:0", id, kind).await
+    }
+
+    pub async fn start_on(bind: &str, id: &str, kind: BackendKind) -> Backend {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (a, r, name) = (accepted.clone(), received.clone(), id.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let (r, name) = (r.clone(), name.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = match s.read(&mut chunk).await {
+                            Ok(n) => n,
+                            Err(_) => return,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        let done = match kind {
+                            BackendKind::Http => n == 0 || buf.windows(4).any(|w| w == b"\r\n\r\n"),
+                            BackendKind::Record => n == 0,
+                        };
+                        if done {
+                            break;
+                        }
+                    }
+                    let answer = match kind {
+                        BackendKind::Http => {
+                            let source = parse_proxy_v2(&buf)
+                                .map(|(a, _)| a.to_string())
+                                .unwrap_or_else(|| "none".into());
+                            let body = format!("instance={name} source={source}");
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                        }
+                        BackendKind::Record => format!("instance={name} len={}", buf.len()),
+                    };
+                    r.lock().unwrap().push(buf);
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        Backend {
+            id: id.to_string(),
+            addr,
+            accepted,
+            received,
+            task,
+        }
+    }
+
+    /// Stops accepting: later connection attempts are refused.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// A running proxy on an ephemeral loopback port.
+pub struct Running {
+    pub proxy: Arc<Proxy>,
+    pub addr: SocketAddr,
+    pub directory: Arc<StaticDirectory>,
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn start(mut config: ProxyConfig, directory: Arc<StaticDirectory>) -> Running {
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let proxy = Proxy::new(config, directory.clone()).unwrap();
+        let listeners = proxy.bind().await.unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(proxy.clone().run(listeners, rx));
+        Running {
+            proxy,
+            addr,
+            directory,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for the proxy to finish.
+    pub async fn stop(mut self) -> Duration {
+        let started = std::time::Instant::now();
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        started.elapsed()
+    }
+
+    pub fn refusals(&self, reason: &str) -> u64 {
+        self.proxy.metrics().refusals(reason)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A proxy configuration for tests with short timeouts.
+pub fn test_config(pki: &Pki) -> ProxyConfig {
+    let wildcard = pki.issue("wildcard", "apps.test", &["*.apps.test"]);
+    ProxyConfig {
+        base_domains: vec![BASE.into()],
+        certificates: vec![wildcard],
+        client_hello_timeout_ms: 1_000,
+        handshake_timeout_ms: 2_000,
+        connect_stagger_ms: 200,
+        connect_attempt_timeout_ms: 2_000,
+        connect_timeout_ms: 4_000,
+        shutdown_grace_secs: 2,
+        ..ProxyConfig::default()
+    }
+}
+
+/// Runs curl against `https://{name}:{port}{path}` through the proxy, trusting the test CA.
+pub async fn curl(
+    pki: &Pki,
+    proxy: SocketAddr,
+    name: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let url = format!("https://{name}:{}/", proxy.port());
+    let resolve = format!("{name}:{}:{}", proxy.port(), proxy.ip());
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&pki.ca_pem)
+        .args(["--resolve", &resolve])
+        .args(extra)
+        .arg(&url)
+        .kill_on_drop(true);
+    cmd.output().await.unwrap()
+}
+
+/// Connects a plain TCP client to the proxy.
+pub async fn connect(proxy: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(proxy).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A crafted TLS 1.3 ClientHello handshake message with SNI and optional padding extension.
+pub fn client_hello_message(sni: Option<&str>, padding: usize) -> Vec<u8> {
+    fn push_ext(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    let mut body = Vec::new();
+    body.extend_from_slice(&[0x03, 0x03]);
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]);
+    body.extend_from_slice(&[0x01, 0x00]);
+    let mut exts = Vec::new();
+    if let Some(sni) = sni {
+        let name = sni.as_bytes();
+        let mut e = Vec::new();
+        e.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        e.push(0);
+        e.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        e.extend_from_slice(name);
+        push_ext(&mut exts, 0x0000, &e);
+    }
+    push_ext(&mut exts, 0x002b, &[0x02, 0x03, 0x04]);
+    push_ext(&mut exts, 0x000d, &[0x00, 0x02, 0x08, 0x04]);
+    push_ext(&mut exts, 0x000a, &[0x00, 0x02, 0x00, 0x1d]);
+    let mut ks = vec![0x00, 0x24, 0x00, 0x1d, 0x00, 0x20];
+    ks.extend_from_slice(&[9u8; 32]);
+    push_ext(&mut exts, 0x0033, &ks);
+    if padding > 0 {
+        push_ext(&mut exts, 0x0015, &vec![0u8; padding]);
+    }
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let mut msg = vec![0x01];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Wraps a handshake message into TLS records of at most `record_len` payload bytes.
+pub fn records(msg: &[u8], record_len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in msg.chunks(record_len) {
+        out.extend_from_slice(&[0x16, 0x03, 0x01]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Reads what the proxy answers until it closes (or `limit` passes); returns the bytes and the time taken.
+pub async fn read_answer(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration, bool) {
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (out, started.elapsed(), closed)
+}
+
+/// The bytes of a fatal alert record with `description`.
+pub fn alert(description: u8) -> Vec<u8> {
+    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
+}
