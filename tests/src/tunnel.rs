@@ -364,3 +364,24 @@ pub fn ping(lab: &Lab, host: Host, addr: &str, count: u32) -> bool {
         ],
     )
 }
+
+/// The `--peer` argument of `tunnel-endpoint` for `key` at tunnel address `ip`, with optional extra fields
+/// (`endpoint=HOST:PORT`, `keepalive-ms=N`).
+pub fn peer_arg(key: &PublicKey, ip: &str, extra: &[&str]) -> String {
+    let mut arg = format!("--peer=key={key},ip={ip}");
+    for e in extra {
+        arg.push(',');
+        arg.push_str(e);
+    }
+    arg
+}
+
+/// Reads a counter from a JSON snapshot, failing the test readably when it is missing.
+pub fn counter(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("no counter {path:?} in {v}"))
+}

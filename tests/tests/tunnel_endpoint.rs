@@ -3,7 +3,11 @@
 
 use std::path::Path;
 
-use tee_gateway_tests::tunnel::{ping, tcp_transfer, EndpointProc, KeyPair, TempDir};
+use std::time::Duration;
+
+use tee_gateway_tests::tunnel::{
+    counter, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair, TempDir,
+};
 use tee_gateway_tests::{Host, Lab};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
@@ -88,4 +92,203 @@ fn ours_to_ours_ping_and_100_mb_transfer() {
     cvm.stop().unwrap();
     // The TUN device goes away with the endpoint.
     assert!(!lab.succeeds(Host::Gateway, &["ip", "link", "show", "tg0"]));
+}
+
+fn cvm_endpoint(
+    lab: &Lab,
+    host: Host,
+    key: &KeyPair,
+    gw: &KeyPair,
+    extra: &[&str],
+    flags: &[&str],
+) -> EndpointProc {
+    let mut args = vec![
+        "--address=10.0.0.2/24".to_string(),
+        "--tun-name=tg0".into(),
+        peer_arg(
+            &gw.public,
+            "10.0.0.1",
+            &[&["endpoint=198.18.0.1:51820"], extra].concat(),
+        ),
+    ];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    EndpointProc::start(lab, host, Path::new(BIN), key, &args).unwrap()
+}
+
+#[test]
+fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
+    let lab = Lab::up().unwrap();
+    let dir = TempDir::new("readd").unwrap();
+    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
+    let old_key = KeyPair::generate(&dir, "old").unwrap();
+    let new_key = KeyPair::generate(&dir, "new").unwrap();
+    let other_key = KeyPair::generate(&dir, "other").unwrap();
+    let mut gw = EndpointProc::start(
+        &lab,
+        Host::Gateway,
+        Path::new(BIN),
+        &gw_key,
+        &[
+            "--address=10.0.0.1/24".into(),
+            "--tun-name=tg0".into(),
+            peer_arg(&old_key.public, "10.0.0.2", &[]),
+            peer_arg(&other_key.public, "10.0.0.3", &[]),
+        ],
+    )
+    .unwrap();
+    let _old = cvm_endpoint(&lab, Host::Cvm1, &old_key, &gw_key, &[], &[]);
+    let _other = EndpointProc::start(
+        &lab,
+        Host::Cvm3,
+        Path::new(BIN),
+        &other_key,
+        &[
+            "--address=10.0.0.3/24".into(),
+            "--tun-name=tg0".into(),
+            peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
+        ],
+    )
+    .unwrap();
+    assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 2));
+    assert!(ping(&lab, Host::Cvm3, "10.0.0.1", 2));
+
+    // Removal answers with the peer's final counters, and the peer's live session ends with it.
+    let removed = gw.command(&format!("remove {}", old_key.public)).unwrap();
+    assert!(
+        counter(&removed["stats"], &["rx_packets"]) >= 2,
+        "{removed}"
+    );
+    let unknown_before = counter(&gw.stats().unwrap(), &["unknown_peer"]);
+    assert!(
+        !ping(&lab, Host::Cvm1, "10.0.0.1", 2),
+        "a removed peer still reaches the gateway"
+    );
+    let unknown_after = counter(&gw.stats().unwrap(), &["unknown_peer"]);
+    assert!(
+        unknown_after >= unknown_before + 2,
+        "{unknown_before} -> {unknown_after}"
+    );
+    // Removing it again is an error, and the other peer did not notice any of this.
+    assert!(gw.command(&format!("remove {}", old_key.public)).is_err());
+    assert!(ping(&lab, Host::Cvm3, "10.0.0.1", 2));
+
+    // The same address under a new key (a re-installed CVM in cvm2) works; the old key still does not.
+    gw.command(&format!("add key={} ip=10.0.0.2", new_key.public))
+        .unwrap();
+    let _new = cvm_endpoint(&lab, Host::Cvm2, &new_key, &gw_key, &[], &[]);
+    assert!(
+        ping(&lab, Host::Cvm2, "10.0.0.1", 3),
+        "the re-added peer cannot reach the gateway"
+    );
+    assert!(ping(&lab, Host::Gateway, "10.0.0.2", 2));
+    assert_eq!(
+        gw.peer(&new_key.public).unwrap()["endpoint"],
+        "198.18.0.12:51820"
+    );
+    assert!(
+        !ping(&lab, Host::Cvm1, "10.0.0.1", 1),
+        "the removed key works again"
+    );
+
+    // An address cannot be given to two peers, nor a key added twice.
+    let err = gw
+        .command(&format!("add key={} ip=10.0.0.2", old_key.public))
+        .unwrap_err();
+    assert!(err.to_string().contains("already belongs"), "{err}");
+    assert!(gw
+        .command(&format!("add key={} ip=10.0.0.9", new_key.public))
+        .is_err());
+    assert!(gw.command("add key=garbage ip=10.0.0.9").is_err());
+}
+
+#[test]
+fn keep_alive_holds_an_idle_tunnel_healthy_and_its_absence_does_not() {
+    // Shortened timers: health window 3 s; cvm1 sends keep-alives every 400 ms and renews its idle session
+    // after 1.5 s (defaults: 300 s window, 25 s keep-alive, 120 s renewal). cvm2 has no keep-alive.
+    let lab = Lab::up().unwrap();
+    let dir = TempDir::new("health").unwrap();
+    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
+    let ka_key = KeyPair::generate(&dir, "keepalive").unwrap();
+    let idle_key = KeyPair::generate(&dir, "idle").unwrap();
+    let mut gw = EndpointProc::start(
+        &lab,
+        Host::Gateway,
+        Path::new(BIN),
+        &gw_key,
+        &[
+            "--address=10.0.0.1/24".into(),
+            "--tun-name=tg0".into(),
+            "--health-window-ms=3000".into(),
+            peer_arg(&ka_key.public, "10.0.0.2", &[]),
+            peer_arg(&idle_key.public, "10.0.0.3", &[]),
+        ],
+    )
+    .unwrap();
+    let _ka = cvm_endpoint(
+        &lab,
+        Host::Cvm1,
+        &ka_key,
+        &gw_key,
+        &["keepalive-ms=400"],
+        &["--rekey-after-ms=1500"],
+    );
+    let _idle = EndpointProc::start(
+        &lab,
+        Host::Cvm2,
+        Path::new(BIN),
+        &idle_key,
+        &[
+            "--address=10.0.0.3/24".into(),
+            "--tun-name=tg0".into(),
+            "--rekey-after-ms=1500".into(),
+            peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
+        ],
+    )
+    .unwrap();
+    // The keep-alive alone brings cvm1's tunnel up; cvm2's comes up with a ping.
+    assert!(ping(&lab, Host::Cvm2, "10.0.0.1", 1));
+    let first =
+        tee_gateway_tests::wait_for(Duration::from_secs(3), "cvm1's first handshake", || {
+            Ok(gw.peer(&ka_key.public)?["last_handshake_ms"].as_u64())
+        })
+        .unwrap();
+    let idle_first = counter(&gw.peer(&idle_key.public).unwrap(), &["last_handshake_ms"]);
+    assert_eq!(gw.peer(&ka_key.public).unwrap()["healthy"], true);
+    assert_eq!(gw.peer(&idle_key.public).unwrap()["healthy"], true);
+
+    // Twice the health window with no traffic at all.
+    std::thread::sleep(Duration::from_secs(6));
+    let ka = gw.peer(&ka_key.public).unwrap();
+    let idle = gw.peer(&idle_key.public).unwrap();
+    assert_eq!(
+        ka["healthy"], true,
+        "the keep-alive peer fell out of the health window: {ka}"
+    );
+    assert!(
+        counter(&ka, &["last_handshake_ms"]) >= first + 3000,
+        "the keep-alive peer's handshake was not renewed: first {first}, now {ka}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now_ms - counter(&ka, &["last_authenticated_ms"]) < 1500,
+        "no recent keep-alive: {ka}"
+    );
+    assert_eq!(
+        idle["healthy"], false,
+        "an idle peer without keep-alive stayed healthy: {idle}"
+    );
+    assert_eq!(counter(&idle, &["last_handshake_ms"]), idle_first, "{idle}");
+    // Its session itself is still valid (WireGuard keeps one for up to 180 s): traffic still flows.
+    assert!(ping(&lab, Host::Cvm2, "10.0.0.1", 1));
+}
+
+#[test]
+fn the_default_renewal_keeps_a_keep_alive_peer_inside_the_default_health_window() {
+    // An idle keep-alive peer renews its session every DEFAULT_REKEY_AFTER; the handshake itself may need
+    // retries (5 s each, WireGuard's REKEY_TIMEOUT) plus one keep-alive interval (25 s at the agent).
+    let worst_case = protocol::tunnel::DEFAULT_REKEY_AFTER + Duration::from_secs(3 * 5 + 25);
+    assert!(worst_case < protocol::tunnel::DEFAULT_HEALTH_WINDOW);
 }
