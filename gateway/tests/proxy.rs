@@ -578,3 +578,196 @@ async fn graceful_shutdown_lets_open_connections_finish_then_closes_the_rest() {
     let (_, _, closed) = read_answer(&mut open, Duration::from_secs(2)).await;
     assert!(closed, "the connection is closed after the grace period");
 }
+
+async fn admin_curl(
+    admin: std::net::SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "5",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd
+        .arg(format!("http://{admin}{path}"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+/// The subject CN of the certificate the proxy presents for `name`.
+fn presented_cn(pki: &Pki, gw: std::net::SocketAddr, name: &str) -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &gw.to_string(),
+            "-servername",
+            name,
+            "-CAfile",
+        ])
+        .arg(&pki.ca_pem)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("subject=CN = ")
+                .or_else(|| l.strip_prefix("subject=CN="))
+        })
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_its_token_lists_drains_reloads_and_serves_metrics() {
+    use gateway::proxy::admin;
+    let pki = Pki::new();
+    let backend = Backend::start(I1, BackendKind::Http).await;
+    let mut config = test_config(&pki);
+    config.cert_reload_interval_secs = 1;
+    let cert_files = config.certificates[0].clone();
+    let gw = Running::start(config, one_instance(backend.addr, false)).await;
+    let name = format!("{APP}-{}.{BASE}", backend.addr.port());
+
+    // No token: refuses to start. A short token: refused too.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let err = admin::serve(gw.proxy.clone(), l, None, rx.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, admin::AdminError::NoToken), "{err}");
+    assert!(matches!(
+        admin::router(gw.proxy.clone(), "short"),
+        Err(admin::AdminError::WeakToken)
+    ));
+
+    let token = "0123456789abcdef-admin-token";
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = l.local_addr().unwrap();
+    let server = tokio::spawn(admin::serve(gw.proxy.clone(), l, Some(token.into()), rx));
+
+    for path in ["/v1/apps", "/metrics"] {
+        let (code, body) = admin_curl(admin_addr, None, "GET", path).await;
+        assert_eq!(code, 401, "{body}");
+        let (code, _) = admin_curl(
+            admin_addr,
+            Some("0123456789abcdef-wrong-token"),
+            "GET",
+            path,
+        )
+        .await;
+        assert_eq!(code, 401);
+    }
+
+    // A request through the proxy, then the listing shows the app, instance and health.
+    let out = curl(&pki, gw.addr, &name, &[]).await;
+    assert!(out.status.success());
+    let (code, body) = admin_curl(admin_addr, Some(token), "GET", "/v1/apps").await;
+    assert_eq!(code, 200);
+    let apps: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(apps[0]["app_id"], APP);
+    assert_eq!(apps[0]["instances"][0]["instance_id"], I1);
+    assert_eq!(apps[0]["instances"][0]["healthy"], true);
+    assert_eq!(apps[0]["instances"][0]["drained"], false);
+
+    // Drain: the only instance is drained, so the route is refused; undrain restores it.
+    let (code, _) = admin_curl(
+        admin_addr,
+        Some(token),
+        "POST",
+        &format!("/v1/instances/{I1}/drain"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, body) = admin_curl(
+        admin_addr,
+        Some(token),
+        "POST",
+        "/v1/instances/ffffffffffffffff/drain",
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    let before = backend.accepted.load(Ordering::SeqCst);
+    let out = curl(&pki, gw.addr, &name, &[]).await;
+    assert!(!out.status.success());
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), before);
+    let (_, body) = admin_curl(admin_addr, Some(token), "GET", "/v1/instances").await;
+    assert!(body.contains("\"drained\":true"), "{body}");
+    let (code, _) = admin_curl(
+        admin_addr,
+        Some(token),
+        "POST",
+        &format!("/v1/instances/{I1}/undrain"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(curl(&pki, gw.addr, &name, &[]).await.status.success());
+
+    // Metrics: connections, refusals, histograms, health.
+    let (code, text) = admin_curl(admin_addr, Some(token), "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        text.contains(&format!(
+            "tee_gateway_connections_total{{app=\"{APP}\",mode=\"terminate\"}} 2"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("tee_gateway_refusals_total{reason=\"no_healthy_instance\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tee_gateway_tls_handshake_seconds_count 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tee_gateway_instance_healthy{{app=\"{APP}\",instance=\"{I1}\"}} 1"
+        )),
+        "{text}"
+    );
+
+    // Certificates: a broken file keeps the old certificate; a new one is picked up by the admin reload.
+    assert_eq!(presented_cn(&pki, gw.addr, &name), "apps.test");
+    let good_cert = std::fs::read(&cert_files.cert).unwrap();
+    std::fs::write(&cert_files.cert, b"not a certificate").unwrap();
+    let (code, body) = admin_curl(admin_addr, Some(token), "POST", "/v1/certificates/reload").await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(presented_cn(&pki, gw.addr, &name), "apps.test");
+    std::fs::write(&cert_files.cert, good_cert).unwrap();
+    let renewed = pki.issue("renewed", "renewed.apps.test", &["*.apps.test"]);
+    std::fs::copy(&renewed.cert, &cert_files.cert).unwrap();
+    std::fs::copy(&renewed.key, &cert_files.key).unwrap();
+    let (code, body) = admin_curl(admin_addr, Some(token), "POST", "/v1/certificates/reload").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(presented_cn(&pki, gw.addr, &name), "renewed.apps.test");
+
+    // And without the admin: the file watcher notices a change within its interval.
+    let third = pki.issue("third", "third.apps.test", &["*.apps.test"]);
+    std::fs::copy(&third.key, &cert_files.key).unwrap();
+    std::fs::copy(&third.cert, &cert_files.cert).unwrap();
+    let t0 = Instant::now();
+    while presented_cn(&pki, gw.addr, &name) != "third.apps.test" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "certificate change not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.abort();
+}

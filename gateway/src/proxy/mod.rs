@@ -1,6 +1,7 @@
 //! The client-facing data plane: host-name routing, ClientHello reading, TLS termination and passthrough,
 //! upstream choice, the byte relay, limits, the admin listener and metrics.
 
+pub mod admin;
 pub mod client_hello;
 pub mod config;
 pub mod directory;

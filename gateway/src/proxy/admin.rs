@@ -1,0 +1,264 @@
+//! The admin listener: a separate HTTP address for operators, every request authenticated with a bearer
+//! token (it refuses to start without one).
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /v1/apps` | apps with their instances, health, drain state and live connection counts |
+//! | `GET /v1/instances` | every instance, the same fields |
+//! | `POST /v1/instances/{id}/drain` | stop sending new connections to the instance |
+//! | `POST /v1/instances/{id}/undrain` | send new connections to it again |
+//! | `POST /v1/certificates/reload` | reload the TLS certificates now |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Errors are JSON objects `{"error": "..."}` with a reason a person can act on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::server::Proxy;
+
+/// Why the admin listener cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No bearer token is configured.
+    #[error(
+        "the admin listener needs a bearer token (proxy.admin.token or proxy.admin.token_file)"
+    )]
+    NoToken,
+    /// The token is too short to resist guessing.
+    #[error("the admin bearer token must be at least 16 characters")]
+    WeakToken,
+    /// Serving failed.
+    #[error("admin listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+struct AdminState {
+    proxy: Arc<Proxy>,
+    token: Arc<str>,
+}
+
+/// One instance as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct InstanceStatus {
+    /// The instance id.
+    pub instance_id: String,
+    /// Its app.
+    pub app_id: String,
+    /// Its tunnel address.
+    pub address: std::net::IpAddr,
+    /// Exposed ports; `true` when the port gets a PROXY protocol header.
+    pub ports: BTreeMap<u16, bool>,
+    /// Handshake within the health window.
+    pub healthy: bool,
+    /// Drained by an operator.
+    pub drained: bool,
+    /// Seconds since the last tunnel handshake.
+    pub since_handshake_secs: Option<u64>,
+    /// Open client connections relayed to it.
+    pub connections: usize,
+}
+
+/// One app as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct AppStatus {
+    /// The app id.
+    pub app_id: String,
+    /// Open client connections.
+    pub connections: usize,
+    /// The per-app limit.
+    pub max_connections: usize,
+    /// Its instances.
+    pub instances: Vec<InstanceStatus>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => error(StatusCode::UNAUTHORIZED, "bearer token not accepted"),
+        None => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "missing Authorization: Bearer <token>",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+    }
+}
+
+fn instance_statuses(proxy: &Proxy) -> Vec<InstanceStatus> {
+    let per_instance = proxy.connections().per_instance();
+    let health: BTreeMap<String, (bool, bool)> = proxy
+        .instance_health()
+        .into_iter()
+        .map(|h| (h.instance_id, (h.healthy, h.drained)))
+        .collect();
+    proxy
+        .directory()
+        .instances()
+        .into_iter()
+        .map(|i| {
+            let (healthy, drained) = health.get(&i.instance_id).copied().unwrap_or_default();
+            InstanceStatus {
+                connections: per_instance.get(&i.instance_id).copied().unwrap_or(0),
+                healthy,
+                drained,
+                instance_id: i.instance_id,
+                app_id: i.app_id,
+                address: i.address,
+                ports: i.ports,
+                since_handshake_secs: i.since_handshake_secs,
+            }
+        })
+        .collect()
+}
+
+async fn apps(State(state): State<AdminState>) -> Json<Vec<AppStatus>> {
+    let per_app = state.proxy.connections().per_app();
+    let mut apps: BTreeMap<String, AppStatus> = BTreeMap::new();
+    for i in instance_statuses(&state.proxy) {
+        apps.entry(i.app_id.clone())
+            .or_insert_with(|| AppStatus {
+                app_id: i.app_id.clone(),
+                connections: per_app.get(&i.app_id).copied().unwrap_or(0),
+                max_connections: state.proxy.connections().max_per_app(),
+                instances: Vec::new(),
+            })
+            .instances
+            .push(i);
+    }
+    Json(apps.into_values().collect())
+}
+
+async fn instances(State(state): State<AdminState>) -> Json<Vec<InstanceStatus>> {
+    Json(instance_statuses(&state.proxy))
+}
+
+fn known_instance(proxy: &Proxy, id: &str) -> bool {
+    proxy
+        .directory()
+        .instances()
+        .iter()
+        .any(|i| i.instance_id == id)
+}
+
+async fn drain(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let id = id.to_ascii_lowercase();
+    if !known_instance(&state.proxy, &id) {
+        return error(StatusCode::NOT_FOUND, format!("no instance with id {id}"));
+    }
+    let changed = state.proxy.drains().drain(&id);
+    tracing::info!(instance = %id, changed, "instance drained");
+    Json(serde_json::json!({ "instance_id": id, "drained": true, "changed": changed }))
+        .into_response()
+}
+
+async fn undrain(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let id = id.to_ascii_lowercase();
+    if !known_instance(&state.proxy, &id) && !state.proxy.drains().is_drained(&id) {
+        return error(StatusCode::NOT_FOUND, format!("no instance with id {id}"));
+    }
+    let changed = state.proxy.drains().undrain(&id);
+    tracing::info!(instance = %id, changed, "instance undrained");
+    Json(serde_json::json!({ "instance_id": id, "drained": false, "changed": changed }))
+        .into_response()
+}
+
+async fn reload_certificates(State(state): State<AdminState>) -> Response {
+    match state.proxy.certificates().reload() {
+        Ok(()) => {
+            let names = state.proxy.certificates().names();
+            tracing::info!(?names, "certificates reloaded by admin request");
+            Json(serde_json::json!({ "reloaded": true, "names": names })).into_response()
+        }
+        Err(e) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload failed, the previous certificates stay in use: {e}"),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.proxy.render_metrics(),
+    )
+        .into_response()
+}
+
+/// The admin routes, every one behind the bearer token.
+pub fn router(proxy: Arc<Proxy>, token: &str) -> Result<Router, AdminError> {
+    if token.is_empty() {
+        return Err(AdminError::NoToken);
+    }
+    if token.len() < 16 {
+        return Err(AdminError::WeakToken);
+    }
+    let state = AdminState {
+        proxy,
+        token: Arc::from(token),
+    };
+    Ok(Router::new()
+        .route("/v1/apps", get(apps))
+        .route("/v1/instances", get(instances))
+        .route("/v1/instances/{id}/drain", post(drain))
+        .route("/v1/instances/{id}/undrain", post(undrain))
+        .route("/v1/certificates/reload", post(reload_certificates))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state))
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true. `token` of `None` refuses to start.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    token: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AdminError> {
+    let token = token.ok_or(AdminError::NoToken)?;
+    let app = router(proxy, &token)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
