@@ -771,3 +771,128 @@ async fn admin_api_needs_its_token_lists_drains_reloads_and_serves_metrics() {
     }
     server.abort();
 }
+
+/// A Python helper from `tests/py/` running as a backend; killed on drop.
+struct PyBackend {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl PyBackend {
+    async fn start(script: &str, args: &[&str]) -> PyBackend {
+        use tokio::io::AsyncBufReadExt;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/").to_string() + script;
+        let mut child = tokio::process::Command::new("python3")
+            .arg(path)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("python backend did not start")
+        .unwrap();
+        PyBackend {
+            child,
+            port: line.trim().parse().unwrap(),
+        }
+    }
+}
+
+impl Drop for PyBackend {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn python(script: &str, args: &[String]) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/").to_string() + script;
+    let out = tokio::process::Command::new("python3")
+        .arg(path)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_streaming_calls_through_the_g_route() {
+    let pki = Pki::new();
+    let backend = PyBackend::start("grpc_backend.py", &[I1]).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", backend.port).parse().unwrap();
+    let gw = Running::start(test_config(&pki), one_instance(addr, false)).await;
+    let name = format!("{APP}-{}g.{BASE}", backend.port);
+    let out = python(
+        "grpc_client.py",
+        &[gw.addr.to_string(), name, pki.ca_pem.display().to_string()],
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("echo:hello from {I1}"));
+    assert_eq!(
+        &lines[1..],
+        ["item-0", "item-1", "item-2", "item-3", "item-4"]
+    );
+    let metrics = gw.proxy.render_metrics();
+    assert!(metrics.contains(&format!(
+        "tee_gateway_connections_total{{app=\"{APP}\",mode=\"grpc\"}} 1"
+    )));
+
+    // The same port without `g` offers only http/1.1, which a gRPC client refuses to use.
+    let plain = format!("{APP}-{}.{BASE}", backend.port);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc_client.py");
+    let out = tokio::process::Command::new("python3")
+        .args([
+            path,
+            &gw.addr.to_string(),
+            &plain,
+            &pki.ca_pem.display().to_string(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_exchange_both_ways_and_pings_outlive_the_idle_timeout() {
+    let pki = Pki::new();
+    let backend = PyBackend::start("ws_backend.py", &[]).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", backend.port).parse().unwrap();
+    let mut config = test_config(&pki);
+    config.idle_timeout_secs = 3;
+    let gw = Running::start(config, one_instance(addr, false)).await;
+    let name = format!("{APP}-{}.{BASE}", backend.port);
+    let args = |idle: &str, ping: &str| {
+        vec![
+            "127.0.0.1".to_string(),
+            gw.addr.port().to_string(),
+            name.clone(),
+            pki.ca_pem.display().to_string(),
+            idle.to_string(),
+            ping.to_string(),
+        ]
+    };
+    // Idle three times the idle timeout, pings every second: the connection stays open.
+    let (a, b) = (args("9", "1"), args("5", "0"));
+    let with_pings = python("ws_client.py", &a);
+    // Without pings the idle timeout closes it, so the test above can fail.
+    let without = python("ws_client.py", &b);
+    let (with_pings, without) = tokio::join!(with_pings, without);
+    assert_eq!(with_pings.trim(), "ok");
+    assert!(without.starts_with("closed"), "{without}");
+}
