@@ -1,0 +1,291 @@
+//! Drives the test server binary with real clients (curl, Python `grpcio` and `websockets`, raw TCP) on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The server process, killed on drop (also when a test fails).
+struct Server {
+    child: Child,
+    http: SocketAddr,
+    tls: SocketAddr,
+    echo: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(name: &str) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_testserver"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+            "--echo",
+            "127.0.0.1:0",
+        ])
+        .args(["--name", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    Server {
+        http: field("http"),
+        tls: field("tls"),
+        echo: field("echo"),
+        child,
+    }
+}
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clients")
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn http1_h2c_and_tls_echo_name_the_server() {
+    let s = start("ts-http");
+    let url = format!("http://{}/a?b=1", s.http);
+    let (ok, out, err) =
+        run(Command::new("curl").args(["-sS", "--max-time", "5", "-d", "payload", &url]));
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert_eq!(v["server"], "ts-http");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["path"], "/a?b=1");
+    assert_eq!(v["body"], "payload");
+    assert_eq!(v["version"], "HTTP/1.1");
+
+    let (ok, out, err) =
+        run(Command::new("curl").args(["-sS", "--max-time", "5", "--http2-prior-knowledge", &url]));
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["version"], "HTTP/2.0");
+
+    // TLS, trusting the certificate the plain port hands out; the name must match (localhost).
+    let (ok, pem, err) = run(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{}/cert.pem", s.http),
+    ]));
+    assert!(ok, "{err}");
+    let dir = std::env::temp_dir().join(format!("testserver-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let resolve = format!("localhost:{}:127.0.0.1", s.tls.port());
+    let tls_url = format!("https://localhost:{}/t", s.tls.port());
+    let (ok, out, err) = run(Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(&ca)
+        .args(["--resolve", &resolve, &tls_url]));
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert_eq!(v["tls"], true);
+    assert_eq!(v["alpn"], "h2");
+    assert_eq!(v["server"], "ts-http");
+    // The same request against another name must fail verification: the certificate is really checked.
+    let resolve_bad = format!("other.example:{}:127.0.0.1", s.tls.port());
+    let bad_url = format!("https://other.example:{}/t", s.tls.port());
+    let (ok, _, _) = run(Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(&ca)
+        .args(["--resolve", &resolve_bad, &bad_url]));
+    assert!(!ok, "a certificate for another name was accepted");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn grpc_unary_stream_and_errors_with_grpcio() {
+    let s = start("ts-grpc");
+    let script = clients_dir().join("grpc_echo.py");
+    let target = s.http.to_string();
+    let (ok, out, err) = run(Command::new("python3")
+        .arg(&script)
+        .args([&target, "unary", "hello"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "ts-grpc hello");
+    let (ok, out, err) = run(Command::new("python3")
+        .arg(&script)
+        .args([&target, "stream", "4", "5"]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["ts-grpc 0", "ts-grpc 1", "ts-grpc 2", "ts-grpc 3"]
+    );
+    let (ok, _, err) = run(Command::new("python3")
+        .arg(&script)
+        .args([&target, "stream", "many"]));
+    assert!(!ok);
+    assert!(err.contains("INVALID_ARGUMENT"), "{err}");
+}
+
+#[test]
+fn grpc_unknown_method_is_unimplemented() {
+    let s = start("ts-grpc2");
+    let script = r#"
+import sys, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+call = ch.unary_unary("/testserver.Echo/Nope", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+try:
+    call(b"x", timeout=5)
+    print("OK")
+except grpc.RpcError as e:
+    print(e.code().name)
+"#;
+    let (ok, out, err) = run(Command::new("python3").args(["-c", script, &s.http.to_string()]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "UNIMPLEMENTED");
+}
+
+#[test]
+fn websocket_echo_with_python_websockets() {
+    let s = start("ts-ws");
+    let script = clients_dir().join("ws_echo.py");
+    let (ok, out, err) = run(Command::new("python3").arg(&script).args([
+        &format!("ws://{}/ws", s.http),
+        "one",
+        "two",
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "ts-ws");
+    let (ok, out, err) = run(Command::new("python3").arg(&script).args([
+        &format!("wss://{}/ws", s.tls),
+        "over-tls",
+        "--insecure",
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "ts-ws");
+    // A wrong protocol version is refused.
+    let (ok, out, _) = run(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 8",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        &format!("http://{}/ws", s.http),
+    ]));
+    assert!(ok);
+    assert_eq!(out, "400");
+}
+
+fn exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(data).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn proxy_header_is_reported_and_raw_echo_is_exact() {
+    let s = start("ts-proxy");
+    let out = exchange(
+        s.http,
+        b"PROXY TCP4 198.18.0.9 198.18.0.2 40000 80\r\nGET /p HTTP/1.0\r\n\r\n",
+    );
+    let text = String::from_utf8(out).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let v = json(body);
+    assert_eq!(v["proxy"]["version"], 1);
+    assert_eq!(v["proxy"]["source"], "198.18.0.9:40000");
+
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 10, 0, 0, 7, 10, 0, 0, 1, 0x9c, 0x40, 0, 80,
+    ]);
+    v2.extend_from_slice(b"GET /p HTTP/1.0\r\n\r\n");
+    let text = String::from_utf8(exchange(s.http, &v2)).unwrap();
+    let v = json(text.split("\r\n\r\n").nth(1).unwrap());
+    assert_eq!(v["proxy"]["version"], 2);
+    assert_eq!(v["proxy"]["source"], "10.0.0.7:40000");
+
+    // A broken header closes the connection without an answer.
+    assert!(exchange(s.http, b"PROXY TCP4 nonsense\r\nGET / HTTP/1.0\r\n\r\n").is_empty());
+
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(exchange(s.echo, &payload), payload);
+}
+
+#[test]
+fn sse_and_bulk_payload() {
+    let s = start("ts-sse");
+    let (ok, out, err) = run(Command::new("curl").args([
+        "-sS",
+        "-N",
+        "--max-time",
+        "5",
+        &format!("http://{}/sse?n=3&interval_ms=10", s.http),
+    ]));
+    assert!(ok, "{err}");
+    let data: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data, ["ts-sse 0", "ts-sse 1", "ts-sse 2"]);
+    let (ok, out, err) = run(Command::new("curl").args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download} %{http_code}",
+        "--max-time",
+        "5",
+        &format!("http://{}/bytes/1000000", s.http),
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(out, "1000000 200");
+    let (_, out, _) = run(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        &format!("http://{}/bytes/lots", s.http),
+    ]));
+    assert_eq!(out, "400");
+}
