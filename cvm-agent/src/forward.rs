@@ -1,0 +1,322 @@
+//! The port forwarder: one listener per declared port on the agent's tunnel address, each connection relayed to
+//! the port's [`Target`].
+//!
+//! - Containers of a target are used in turn (round robin per port); when one refuses or times out, the next is
+//!   tried.
+//! - A connection to a port whose target has no running container, or none that accepts, is reset at once (RST),
+//!   never left hanging, so the gateway can try another instance immediately.
+//! - Only declared ports have listeners, so the kernel refuses every other port on the tunnel address.
+//! - The relay copies bytes unchanged in both directions (half-close preserved): a PROXY protocol header sent by
+//!   the gateway reaches the container as it was sent.
+//!
+//! [`Forwarder`] owns its listener tasks and, through them, every relayed connection: dropping it (or calling
+//! [`Forwarder::shutdown`]) closes them all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::docker::Discovery;
+use crate::target::{Host, Target};
+
+/// One declared port and where its connections go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRule {
+    /// The port on the tunnel address.
+    pub port: u16,
+    /// Where connections to it are forwarded.
+    pub target: Target,
+}
+
+/// Settings of the forwarder.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Address the listeners bind (the agent's tunnel address).
+    pub listen: IpAddr,
+    /// The declared ports.
+    pub ports: Vec<PortRule>,
+    /// How long one connection attempt to a container may take before the next container is tried.
+    pub connect_timeout: Duration,
+    /// How long a fixed-address target may take to accept when its state is probed.
+    pub probe_timeout: Duration,
+}
+
+impl ForwardConfig {
+    /// Settings with default timeouts.
+    pub fn new(listen: IpAddr, ports: Vec<PortRule>) -> Self {
+        Self {
+            listen,
+            ports,
+            connect_timeout: Duration::from_secs(3),
+            probe_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Whether a declared port's target can take connections right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortState {
+    /// The declared port.
+    pub port: u16,
+    /// True if the target has at least one running container (Docker targets) or accepts a connection (fixed
+    /// addresses).
+    pub up: bool,
+}
+
+/// Why the forwarder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// A port is declared twice.
+    #[error("port {0} is declared more than once")]
+    DuplicatePort(u16),
+    /// A Docker target without Docker discovery.
+    #[error("port {port}: target `{target}` needs Docker discovery, which is not configured")]
+    NoDiscovery {
+        /// The port.
+        port: u16,
+        /// Its target.
+        target: Target,
+    },
+    /// A listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Maps targets to the addresses to try.
+#[derive(Debug, Clone)]
+struct Resolver {
+    discovery: Option<Discovery>,
+}
+
+impl Resolver {
+    async fn resolve(&self, target: &Target, tunnel_port: u16) -> Vec<SocketAddr> {
+        match target {
+            Target::Address {
+                host: Host::Ip(ip),
+                port,
+            } => vec![SocketAddr::new(*ip, *port)],
+            Target::Address {
+                host: Host::Name(name),
+                port,
+            } => match tokio::net::lookup_host((name.as_str(), *port)).await {
+                Ok(addrs) => addrs.collect(),
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "cannot resolve target host");
+                    Vec::new()
+                }
+            },
+            _ => match &self.discovery {
+                Some(d) => d.candidates(target, tunnel_port),
+                None => Vec::new(),
+            },
+        }
+    }
+}
+
+/// One port's rule and its round-robin position.
+#[derive(Debug)]
+struct Port {
+    rule: PortRule,
+    next: AtomicUsize,
+}
+
+/// The running forwarder. Dropping it closes the listeners and every relayed connection.
+#[derive(Debug)]
+pub struct Forwarder {
+    ports: Vec<Arc<Port>>,
+    local: Vec<SocketAddr>,
+    resolver: Resolver,
+    probe_timeout: Duration,
+    listeners: JoinSet<()>,
+}
+
+impl Forwarder {
+    /// Binds a listener for every declared port and starts forwarding. `discovery` is required when any target
+    /// is a Docker target.
+    pub async fn start(
+        config: ForwardConfig,
+        discovery: Option<Discovery>,
+    ) -> Result<Forwarder, ForwardError> {
+        let mut seen = std::collections::HashSet::new();
+        for rule in &config.ports {
+            if !seen.insert(rule.port) {
+                return Err(ForwardError::DuplicatePort(rule.port));
+            }
+            if discovery.is_none() && !matches!(rule.target, Target::Address { .. }) {
+                return Err(ForwardError::NoDiscovery {
+                    port: rule.port,
+                    target: rule.target.clone(),
+                });
+            }
+        }
+        let resolver = Resolver { discovery };
+        let mut bound = Vec::new();
+        for rule in &config.ports {
+            let addr = SocketAddr::new(config.listen, rule.port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ForwardError::Bind { addr, source })?;
+            bound.push((listener, rule.clone()));
+        }
+        let mut listeners = JoinSet::new();
+        let mut ports = Vec::new();
+        let mut local = Vec::new();
+        for (listener, rule) in bound {
+            let addr = listener.local_addr().map_err(|source| ForwardError::Bind {
+                addr: SocketAddr::new(config.listen, rule.port),
+                source,
+            })?;
+            tracing::info!(%addr, target = %rule.target, "forwarding port");
+            let port = Arc::new(Port {
+                rule,
+                next: AtomicUsize::new(0),
+            });
+            local.push(addr);
+            ports.push(port.clone());
+            listeners.spawn(accept_loop(
+                listener,
+                port,
+                resolver.clone(),
+                config.connect_timeout,
+            ));
+        }
+        Ok(Forwarder {
+            ports,
+            local,
+            resolver,
+            probe_timeout: config.probe_timeout,
+            listeners,
+        })
+    }
+
+    /// The bound listener addresses, in the order of the declared ports.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// The declared ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.ports.iter().map(|p| p.rule.port).collect()
+    }
+
+    /// Each declared port's state, for registration and re-registration reports.
+    pub async fn port_states(&self) -> Vec<PortState> {
+        let mut states = Vec::with_capacity(self.ports.len());
+        for p in &self.ports {
+            let candidates = self.resolver.resolve(&p.rule.target, p.rule.port).await;
+            let up = match &p.rule.target {
+                // A fixed address has no container to watch: it is up if it accepts a connection now.
+                Target::Address { .. } => probe_any(&candidates, self.probe_timeout).await,
+                _ => !candidates.is_empty(),
+            };
+            states.push(PortState {
+                port: p.rule.port,
+                up,
+            });
+        }
+        states
+    }
+
+    /// Stops accepting and closes every relayed connection.
+    pub async fn shutdown(mut self) {
+        self.listeners.shutdown().await;
+    }
+}
+
+async fn probe_any(candidates: &[SocketAddr], timeout: Duration) -> bool {
+    for addr in candidates {
+        if let Ok(Ok(_)) = tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            return true;
+        }
+    }
+    false
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    port: Arc<Port>,
+    resolver: Resolver,
+    connect_timeout: Duration,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let port = port.clone();
+                    let resolver = resolver.clone();
+                    connections.spawn(async move {
+                        relay(stream, peer, &port, &resolver, connect_timeout).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off briefly instead of spinning.
+                    tracing::warn!(port = port.rule.port, error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Closes a connection with a reset instead of an orderly FIN.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+async fn relay(
+    mut inbound: TcpStream,
+    peer: SocketAddr,
+    port: &Port,
+    resolver: &Resolver,
+    connect_timeout: Duration,
+) {
+    let rule = &port.rule;
+    let candidates = resolver.resolve(&rule.target, rule.port).await;
+    if candidates.is_empty() {
+        tracing::warn!(port = rule.port, target = %rule.target, %peer, "no running container for the target: resetting");
+        return reset(inbound);
+    }
+    let start = port.next.fetch_add(1, Ordering::Relaxed);
+    let mut outbound = None;
+    for i in 0..candidates.len() {
+        let addr = candidates[(start + i) % candidates.len()];
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                outbound = Some(s);
+                break;
+            }
+            Ok(Err(e)) => tracing::debug!(%addr, error = %e, "container refused the connection"),
+            Err(_) => tracing::debug!(%addr, "connecting to the container timed out"),
+        }
+    }
+    let Some(mut outbound) = outbound else {
+        tracing::warn!(port = rule.port, target = %rule.target, %peer, "no container accepted: resetting");
+        return reset(inbound);
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    match tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+        Ok((up, down)) => tracing::debug!(port = rule.port, %peer, up, down, "connection closed"),
+        Err(e) => {
+            // One side reset or failed: pass the failure on as a reset rather than a clean close.
+            tracing::debug!(port = rule.port, %peer, error = %e, "connection aborted");
+            reset(inbound);
+            reset(outbound);
+        }
+    }
+}
