@@ -1,6 +1,28 @@
 //! Attestation for tee-gateway.
 //!
-//! This crate owns everything about TEE evidence: its types, the attesters that produce it (configfs-tsm,
-//! `/dev/sev-guest`, `/dev/tdx_guest`, simulated), the verifiers that check it (TDX through `dcap-qvl`, SEV-SNP
-//! through `sev`), the policy engine, and RA-TLS certificates together with the `rustls` verifiers that check them.
-#![forbid(unsafe_code)]
+//! This crate owns everything about TEE evidence: its types ([`Platform`], [`Evidence`], [`Claims`]), the
+//! attesters that produce it ([`attester`]: configfs-tsm, `/dev/sev-guest`, simulated), the [`Verifier`] that
+//! checks it (SEV-SNP through `sev`; TDX through `dcap-qvl`), the [`policy`] engine, and RA-TLS certificates
+//! together with the `rustls` verifiers that check them ([`ratls`]).
+//!
+//! Real vendor roots are built in; simulated roots are trusted only when configured in [`TrustAnchors`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod attester;
+pub mod claims;
+pub mod error;
+pub mod evidence;
+mod hex_serde;
+pub mod platform;
+pub mod policy;
+pub mod snp;
+pub mod verifier;
+
+pub use attester::Attester;
+pub use claims::{Claims, PlatformClaims, SnpClaims, SnpProduct, SnpTcb};
+pub use error::{AttestError, VerifyError};
+pub use evidence::{Evidence, SigningKeyKind, SnpEvidence};
+pub use platform::{Platform, PlatformFamily};
+pub use snp::sim::{SimReportRequest, SimSnpAttester, SimSnpPki};
+pub use verifier::{TrustAnchors, Verifier};

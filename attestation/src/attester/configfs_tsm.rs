@@ -1,0 +1,228 @@
+//! The kernel's configfs-tsm report interface.
+//!
+//! Protocol (Linux `Documentation/ABI/testing/configfs-tsm`): create a directory under the report root; the kernel
+//! fills it with attributes. Read `provider` (`sev_guest`, `tdx_guest`) and `generation`; write the 64 bytes of
+//! report data to `inblob`; read `outblob` (the report or quote) and `auxblob` (SNP: the certificate table); read
+//! `generation` again. Every write increments `generation`, so a value other than the first plus one means another
+//! writer raced with us and the output may not be ours: the request is refused. The directory is removed afterwards.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Attester;
+use crate::error::AttestError;
+use crate::evidence::Evidence;
+use crate::platform::Platform;
+
+/// Where the kernel mounts the report interface.
+pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
+
+/// The TEE driver behind a configfs-tsm report entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsmProvider {
+    /// AMD SEV-SNP (`sev_guest`).
+    SevGuest,
+    /// Intel TDX (`tdx_guest`).
+    TdxGuest,
+}
+
+impl TsmProvider {
+    fn parse(text: &str) -> Result<Self, AttestError> {
+        match text.trim() {
+            "sev_guest" => Ok(TsmProvider::SevGuest),
+            "tdx_guest" => Ok(TsmProvider::TdxGuest),
+            other => Err(AttestError::Unavailable(format!(
+                "unknown configfs-tsm provider {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The raw output of one configfs-tsm request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsmReport {
+    /// Which driver produced it.
+    pub provider: TsmProvider,
+    /// `outblob`: the SNP report or the TDX quote.
+    pub outblob: Vec<u8>,
+    /// `auxblob`: the SNP certificate table (empty when absent).
+    pub auxblob: Vec<u8>,
+}
+
+#[cfg(test)]
+type MkdirHook = Box<dyn Fn(&Path) + Send + Sync>;
+
+/// Attester over configfs-tsm.
+pub struct ConfigfsTsm {
+    root: PathBuf,
+    provider: TsmProvider,
+    #[cfg(test)]
+    on_mkdir: Option<MkdirHook>,
+}
+
+impl std::fmt::Debug for ConfigfsTsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigfsTsm")
+            .field("root", &self.root)
+            .field("provider", &self.provider)
+            .finish()
+    }
+}
+
+static ENTRY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Removes the report entry when dropped.
+struct Entry(PathBuf);
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "could not remove configfs-tsm report entry");
+        }
+    }
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> AttestError + 'a {
+    move |source| AttestError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl ConfigfsTsm {
+    /// Open the interface at `root` (normally [`DEFAULT_TSM_ROOT`]) and detect its provider.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, AttestError> {
+        Self::open_inner(
+            root.as_ref().to_path_buf(),
+            #[cfg(test)]
+            None,
+        )
+    }
+
+    #[cfg(test)]
+    #[allow(dead_code)]
+    pub(crate) fn open_with_hook(root: &Path, hook: MkdirHook) -> Result<Self, AttestError> {
+        Self::open_inner(root.to_path_buf(), Some(hook))
+    }
+
+    fn open_inner(
+        root: PathBuf,
+        #[cfg(test)] on_mkdir: Option<MkdirHook>,
+    ) -> Result<Self, AttestError> {
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(AttestError::Unavailable(format!(
+                    "{} is not a directory",
+                    root.display()
+                )))
+            }
+            Err(e) => return Err(AttestError::Unavailable(format!("{}: {e}", root.display()))),
+        }
+        let mut me = ConfigfsTsm {
+            root,
+            provider: TsmProvider::SevGuest,
+            #[cfg(test)]
+            on_mkdir,
+        };
+        let entry = me.create_entry()?;
+        me.provider = read_provider(&entry.0)?;
+        Ok(me)
+    }
+
+    /// The detected provider.
+    pub fn provider(&self) -> TsmProvider {
+        self.provider
+    }
+
+    fn create_entry(&self) -> Result<Entry, AttestError> {
+        let n = ENTRY_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join(format!("tee-gateway-{}-{n}", std::process::id()));
+        fs::create_dir(&path).map_err(io("create", &path))?;
+        #[cfg(test)]
+        if let Some(hook) = &self.on_mkdir {
+            hook(&path);
+        }
+        Ok(Entry(path))
+    }
+
+    /// Run one request and return the raw output.
+    pub fn request(&self, report_data: &[u8; 64]) -> Result<TsmReport, AttestError> {
+        let entry = self.create_entry()?;
+        let dir = &entry.0;
+        let provider = read_provider(dir)?;
+        if provider != self.provider {
+            return Err(AttestError::Protocol(format!(
+                "provider changed from {:?} to {provider:?}",
+                self.provider
+            )));
+        }
+        let before = read_generation(dir)?;
+        let inblob = dir.join("inblob");
+        fs::write(&inblob, report_data).map_err(io("write", &inblob))?;
+        let outblob_path = dir.join("outblob");
+        let outblob = fs::read(&outblob_path).map_err(io("read", &outblob_path))?;
+        let auxblob_path = dir.join("auxblob");
+        let auxblob = match fs::read(&auxblob_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("read", &auxblob_path)(e)),
+        };
+        let after = read_generation(dir)?;
+        if after != before + 1 {
+            return Err(AttestError::Protocol(format!(
+                "generation went from {before} to {after} around our single write: another writer used the \
+                 report entry {}, so the output cannot be trusted to be ours",
+                dir.display()
+            )));
+        }
+        if outblob.is_empty() {
+            return Err(AttestError::Malformed("outblob is empty".into()));
+        }
+        Ok(TsmReport {
+            provider,
+            outblob,
+            auxblob,
+        })
+    }
+}
+
+fn read_provider(dir: &Path) -> Result<TsmProvider, AttestError> {
+    let p = dir.join("provider");
+    TsmProvider::parse(&fs::read_to_string(&p).map_err(io("read", &p))?)
+}
+
+fn read_generation(dir: &Path) -> Result<u64, AttestError> {
+    let p = dir.join("generation");
+    let text = fs::read_to_string(&p).map_err(io("read", &p))?;
+    text.trim().parse().map_err(|_| {
+        AttestError::Malformed(format!("generation {:?} is not a number", text.trim()))
+    })
+}
+
+impl Attester for ConfigfsTsm {
+    fn platform(&self) -> Platform {
+        match self.provider {
+            TsmProvider::SevGuest => Platform::SevSnp,
+            TsmProvider::TdxGuest => Platform::Tdx,
+        }
+    }
+
+    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+        let out = self.request(report_data)?;
+        match out.provider {
+            TsmProvider::SevGuest => Ok(Evidence::Snp(crate::snp::evidence_parts::assemble(
+                out.outblob,
+                &out.auxblob,
+            )?)),
+            TsmProvider::TdxGuest => Err(AttestError::Unavailable(
+                "TDX evidence is not supported by this build".into(),
+            )),
+        }
+    }
+}

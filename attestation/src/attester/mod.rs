@@ -1,0 +1,41 @@
+//! Attesters: produce evidence carrying 64 bytes of report data.
+//!
+//! - [`ConfigfsTsm`]: the kernel's configfs-tsm report interface (`/sys/kernel/config/tsm/report`), provider-
+//!   independent, preferred on Linux 6.7 and later;
+//! - [`SevGuestDevice`]: `/dev/sev-guest` through the `sev` crate, for older kernels;
+//! - [`crate::SimSnpAttester`]: simulated SEV-SNP under a simulated AMD PKI.
+//!
+//! [`detect`] picks the first real interface present.
+
+mod configfs_tsm;
+mod sev_guest;
+
+pub use configfs_tsm::{ConfigfsTsm, TsmProvider, DEFAULT_TSM_ROOT};
+pub use sev_guest::SevGuestDevice;
+
+use crate::error::AttestError;
+use crate::evidence::Evidence;
+use crate::platform::Platform;
+
+/// Something that can produce evidence.
+pub trait Attester: Send + Sync {
+    /// The platform whose evidence this attester produces.
+    fn platform(&self) -> Platform;
+
+    /// Produce evidence whose report data is `report_data`.
+    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError>;
+}
+
+/// Find the attestation interface of this machine: configfs-tsm first, then `/dev/sev-guest`.
+pub fn detect() -> Result<Box<dyn Attester>, AttestError> {
+    let mut tried = Vec::new();
+    match ConfigfsTsm::open(DEFAULT_TSM_ROOT) {
+        Ok(a) => return Ok(Box::new(a)),
+        Err(e) => tried.push(format!("configfs-tsm: {e}")),
+    }
+    match SevGuestDevice::open() {
+        Ok(a) => return Ok(Box::new(a)),
+        Err(e) => tried.push(format!("/dev/sev-guest: {e}")),
+    }
+    Err(AttestError::Unavailable(tried.join("; ")))
+}

@@ -1,0 +1,57 @@
+//! `/dev/sev-guest` through the `sev` crate: the SNP interface of kernels without configfs-tsm.
+
+use std::sync::Mutex;
+
+use super::Attester;
+use crate::error::AttestError;
+use crate::evidence::Evidence;
+use crate::platform::Platform;
+
+/// Attester over `/dev/sev-guest` (extended report: report plus the host's certificate table).
+pub struct SevGuestDevice {
+    fw: Mutex<sev::firmware::guest::Firmware>,
+}
+
+impl std::fmt::Debug for SevGuestDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SevGuestDevice")
+    }
+}
+
+impl SevGuestDevice {
+    /// Open `/dev/sev-guest`.
+    pub fn open() -> Result<Self, AttestError> {
+        let fw = sev::firmware::guest::Firmware::open()
+            .map_err(|e| AttestError::Unavailable(format!("/dev/sev-guest: {e}")))?;
+        Ok(SevGuestDevice { fw: Mutex::new(fw) })
+    }
+}
+
+impl Attester for SevGuestDevice {
+    fn platform(&self) -> Platform {
+        Platform::SevSnp
+    }
+
+    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+        let mut fw = self
+            .fw
+            .lock()
+            .map_err(|_| AttestError::Device("device lock poisoned".into()))?;
+        let (report, certs) = fw
+            .get_ext_report(None, Some(*report_data), Some(0))
+            .map_err(|e| AttestError::Device(e.to_string()))?;
+        let entries: Vec<(String, Vec<u8>)> = certs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.guid_string(), c.data))
+            .collect();
+        let borrowed: Vec<(&str, &[u8])> = entries
+            .iter()
+            .map(|(g, d)| (g.as_str(), d.as_slice()))
+            .collect();
+        let table = crate::snp::cert_table::build(&borrowed);
+        Ok(Evidence::Snp(crate::snp::evidence_parts::assemble(
+            report, &table,
+        )?))
+    }
+}

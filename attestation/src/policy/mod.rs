@@ -1,0 +1,277 @@
+//! The policy engine: which verified claims are acceptable.
+//!
+//! Policies are TOML files. An [`AppPolicy`] lists, per app id, the profiles an instance of the app may match; a
+//! [`GatewayPolicy`] lists the profiles an acceptable gateway may match. A profile is tagged by its platform, and
+//! unknown keys anywhere are an error. Parsing ([`AppPolicy::from_toml`]) is separate from matching
+//! ([`AppPolicy::check`]); [`PolicyFile`] re-reads a file on demand so the owner can hot-reload it.
+//!
+//! ```toml
+//! [[apps.deadbeef11111111.profile]]
+//! platform = "sev-snp"
+//! measurement = "<96 hex digits>"
+//! host_data = "<64 hex digits>"          # optional: any host data when absent
+//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # optional
+//! signing_keys = ["vcek"]                # optional: default both "vcek" and "vlek"
+//! allow_debug = false                    # optional: default false
+//! ```
+
+mod file;
+mod snp;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::claims::Claims;
+use crate::platform::Platform;
+
+pub use file::{PolicyFile, PolicyLoadError};
+pub use snp::{MinTcb, SnpProfile};
+
+/// One acceptable configuration of a TEE, tagged by platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "platform", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Profile {
+    /// Real SEV-SNP.
+    SevSnp(SnpProfile),
+    /// Simulated SEV-SNP.
+    SimSnp(SnpProfile),
+}
+
+impl Profile {
+    /// The platform this profile accepts.
+    pub fn platform(&self) -> Platform {
+        match self {
+            Profile::SevSnp(_) => Platform::SevSnp,
+            Profile::SimSnp(_) => Platform::SimSnp,
+        }
+    }
+
+    /// Check claims against this profile.
+    pub fn check(&self, claims: &Claims) -> Result<(), Violation> {
+        if claims.platform != self.platform() {
+            return Err(Violation::Platform {
+                expected: self.platform(),
+                actual: claims.platform,
+            });
+        }
+        match self {
+            Profile::SevSnp(p) | Profile::SimSnp(p) => p.check(claims),
+        }
+    }
+}
+
+/// Why claims do not match a profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The claims come from another platform.
+    #[error("platform {actual} is not allowed (profile is for {expected})")]
+    Platform {
+        /// The profile's platform.
+        expected: Platform,
+        /// The claims' platform.
+        actual: Platform,
+    },
+    /// A measured value differs.
+    #[error("{field} not allowed: expected {expected}, got {actual}")]
+    Mismatch {
+        /// The field ("measurement", "host_data", ...).
+        field: &'static str,
+        /// The profile's value.
+        expected: String,
+        /// The claims' value.
+        actual: String,
+    },
+    /// The TEE is debuggable and the profile does not allow it.
+    #[error("debug mode is not allowed")]
+    Debug,
+    /// A TCB component is below the minimum.
+    #[error("TCB {component} {actual} is below the minimum {minimum}")]
+    TcbTooLow {
+        /// The component ("bootloader", "snp", ...).
+        component: &'static str,
+        /// The profile's minimum.
+        minimum: u8,
+        /// The claims' value.
+        actual: u8,
+    },
+    /// The report was signed by a key kind the profile does not allow.
+    #[error("signing key {actual} is not allowed (allowed: {allowed})")]
+    SigningKey {
+        /// The kind that signed.
+        actual: String,
+        /// The allowed kinds.
+        allowed: String,
+    },
+}
+
+/// Why a policy refuses claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyViolation {
+    /// The app id has no entry in the policy.
+    #[error("app {0} is unknown to the policy")]
+    UnknownApp(String),
+    /// No profile exists for the claims' platform.
+    #[error("{subject}: no profile for platform {platform}")]
+    NoProfileForPlatform {
+        /// "app X" or "gateway".
+        subject: String,
+        /// The claims' platform.
+        platform: Platform,
+    },
+    /// Profiles for the platform exist, and each refused the claims.
+    #[error("{subject}: {}", DisplayViolations(.violations))]
+    Refused {
+        /// "app X" or "gateway".
+        subject: String,
+        /// One violation per profile of the claims' platform, in file order.
+        violations: Vec<Violation>,
+    },
+}
+
+struct DisplayViolations<'a>(&'a [Violation]);
+
+impl fmt::Display for DisplayViolations<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "no profile matched")?;
+                for (i, v) in many.iter().enumerate() {
+                    write!(f, "; profile {}: {v}", i + 1)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Check claims against a list of profiles: the first match wins.
+fn check_profiles<'p>(
+    subject: String,
+    profiles: &'p [Profile],
+    claims: &Claims,
+) -> Result<&'p Profile, PolicyViolation> {
+    let mut violations = Vec::new();
+    for p in profiles.iter().filter(|p| p.platform() == claims.platform) {
+        match p.check(claims) {
+            Ok(()) => return Ok(p),
+            Err(v) => violations.push(v),
+        }
+    }
+    if violations.is_empty() {
+        Err(PolicyViolation::NoProfileForPlatform {
+            subject,
+            platform: claims.platform,
+        })
+    } else {
+        Err(PolicyViolation::Refused {
+            subject,
+            violations,
+        })
+    }
+}
+
+/// The gateway's policy for app instances: per app id, the allowed profiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppPolicy {
+    /// App id to its entry.
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppEntry>,
+}
+
+/// The profiles of one app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppEntry {
+    /// Allowed profiles; an instance must match one.
+    #[serde(default)]
+    pub profile: Vec<Profile>,
+}
+
+impl AppPolicy {
+    /// Parse a policy from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Check an instance's claims against its app's profiles, returning the profile that matched.
+    pub fn check(&self, app_id: &str, claims: &Claims) -> Result<&Profile, PolicyViolation> {
+        let entry = self
+            .apps
+            .get(app_id)
+            .ok_or_else(|| PolicyViolation::UnknownApp(app_id.to_owned()))?;
+        check_profiles(format!("app {app_id}"), &entry.profile, claims)
+    }
+}
+
+/// The agent's policy for gateways: the profiles an acceptable gateway may match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayPolicy {
+    /// Allowed profiles; the gateway must match one.
+    #[serde(default)]
+    pub profile: Vec<Profile>,
+}
+
+impl GatewayPolicy {
+    /// Parse a policy from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Check a gateway's claims, returning the profile that matched.
+    pub fn check(&self, claims: &Claims) -> Result<&Profile, PolicyViolation> {
+        check_profiles("gateway".to_owned(), &self.profile, claims)
+    }
+}
+
+/// Anything that decides whether claims are acceptable; the RA-TLS verifiers hold one.
+pub trait ClaimsPolicy: Send + Sync + fmt::Debug {
+    /// Accept or refuse verified claims.
+    fn check_claims(&self, claims: &Claims) -> Result<(), PolicyViolation>;
+}
+
+impl ClaimsPolicy for GatewayPolicy {
+    fn check_claims(&self, claims: &Claims) -> Result<(), PolicyViolation> {
+        self.check(claims).map(|_| ())
+    }
+}
+
+/// An app policy bound to one app id.
+#[derive(Debug, Clone)]
+pub struct ForApp<P> {
+    /// The policy.
+    pub policy: P,
+    /// The app id whose profiles apply.
+    pub app_id: String,
+}
+
+impl ClaimsPolicy for ForApp<AppPolicy> {
+    fn check_claims(&self, claims: &Claims) -> Result<(), PolicyViolation> {
+        self.policy.check(&self.app_id, claims).map(|_| ())
+    }
+}
+
+impl<F: Fn(&Claims) -> Result<(), PolicyViolation> + Send + Sync> ClaimsPolicy for PolicyFn<F> {
+    fn check_claims(&self, claims: &Claims) -> Result<(), PolicyViolation> {
+        (self.0)(claims)
+    }
+}
+
+/// A policy given as a closure (e.g. one that looks the app id up in a registry).
+pub struct PolicyFn<F>(pub F);
+
+impl<F> fmt::Debug for PolicyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PolicyFn")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,607 @@
+//! `sim-snp`: a simulated AMD key hierarchy and attester.
+//!
+//! The simulated PKI mirrors AMD's: an ARK and an ASK (RSA-4096, self-signed and ARK-signed with RSA-PSS/SHA-384)
+//! and a VCEK (P-384, ASK-signed) carrying the same extensions as a real VCEK (productName, TCB SPLs, hwID). It is
+//! derived deterministically from a seed, and its certificate names carry the organisation
+//! [`SIM_ORGANIZATION`] so that a verifier can tell a user why such evidence is refused. Reports use the real
+//! 1184-byte layout and are signed by the simulated VCEK, so the ordinary SNP verifier checks them; it accepts
+//! them only when told to trust the simulated ARK ([`crate::TrustAnchors::with_sim_snp_ark`]).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use p384::ecdsa::signature::DigestSigner;
+use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use sev::firmware::guest::{AttestationReport, GuestPolicy};
+use sev::firmware::host::TcbVersion;
+use sev::parser::ByteParser;
+use sha2::{Digest, Sha256, Sha384};
+use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+use x509_cert::der::asn1::UtcTime;
+use x509_cert::der::{Decode, Encode};
+use x509_cert::ext::{AsExtension, Extension};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned};
+use x509_cert::time::{Time, Validity};
+
+use super::cert::{endorsement, AmdCert};
+use super::report::{signature_to_raw, SIGNED_LEN};
+use crate::attester::Attester;
+use crate::claims::SnpTcb;
+use crate::error::AttestError;
+use crate::evidence::{Evidence, SigningKeyKind, SnpEvidence};
+use crate::platform::Platform;
+
+/// Organisation name in every simulated AMD certificate.
+pub const SIM_ORGANIZATION: &str = "tee-gateway simulated AMD (not a TEE)";
+
+/// The TCB the simulated chip reports and its VCEK endorses.
+pub const SIM_TCB: SnpTcb = SnpTcb {
+    bootloader: 3,
+    tee: 0,
+    snp: 8,
+    microcode: 115,
+    fmc: None,
+};
+
+/// Files written by [`SimSnpPki::write_pem`].
+pub mod files {
+    /// The simulated ARK certificate: the file to trust.
+    pub const ARK: &str = "snp-ark.pem";
+    /// The simulated ASK certificate.
+    pub const ASK: &str = "snp-ask.pem";
+    /// The simulated VCEK certificate.
+    pub const VCEK: &str = "snp-vcek.pem";
+    /// The simulated VCEK private key (PKCS#8).
+    pub const VCEK_KEY: &str = "snp-vcek-key.pem";
+}
+
+/// Errors of the simulated PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Building a key or certificate failed.
+    #[error("building the simulated {what}: {reason}")]
+    Build {
+        /// What was being built.
+        what: &'static str,
+        /// The underlying failure.
+        reason: String,
+    },
+    /// A PKI file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A PKI file holds something unexpected.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn build_err(what: &'static str) -> impl Fn(String) -> SimError {
+    move |reason| SimError::Build { what, reason }
+}
+
+/// A simulated AMD PKI with one simulated chip: what is needed to sign reports and present their certificates.
+#[derive(Clone)]
+pub struct SimSnpPki {
+    ark_der: Vec<u8>,
+    ask_der: Vec<u8>,
+    vcek_der: Vec<u8>,
+    vcek_key: p384::ecdsa::SigningKey,
+    chip_id: [u8; 64],
+    tcb: SnpTcb,
+}
+
+impl std::fmt::Debug for SimSnpPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimSnpPki")
+            .field("chip_id", &hex::encode(self.chip_id))
+            .field("tcb", &self.tcb)
+            .finish()
+    }
+}
+
+const OID_PRODUCT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
+const OID_BL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
+const OID_TEE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
+const OID_SNP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
+const OID_UCODE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
+const OID_HWID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.4");
+const AMD_EXT_OIDS: [ObjectIdentifier; 6] = [
+    OID_PRODUCT_NAME,
+    OID_BL,
+    OID_TEE,
+    OID_SNP,
+    OID_UCODE,
+    OID_HWID,
+];
+
+/// An AMD VCEK extension whose value is written verbatim (the `K`th of [`AMD_EXT_OIDS`]).
+struct AmdExt<const K: usize>(Vec<u8>);
+
+impl<const K: usize> x509_cert::der::oid::AssociatedOid for AmdExt<K> {
+    const OID: ObjectIdentifier = AMD_EXT_OIDS[K];
+}
+
+impl<const K: usize> Encode for AmdExt<K> {
+    fn encoded_len(&self) -> x509_cert::der::Result<x509_cert::der::Length> {
+        x509_cert::der::Length::try_from(self.0.len())
+    }
+
+    fn encode(&self, writer: &mut impl x509_cert::der::Writer) -> x509_cert::der::Result<()> {
+        writer.write(&self.0)
+    }
+}
+
+impl<const K: usize> AsExtension for AmdExt<K> {
+    fn critical(&self, _: &Name, _: &[Extension]) -> bool {
+        false
+    }
+}
+
+fn utc(unix: u64) -> Result<Time, SimError> {
+    UtcTime::from_unix_duration(Duration::from_secs(unix))
+        .map(Time::UtcTime)
+        .map_err(|e| build_err("validity")(e.to_string()))
+}
+
+/// 2024-01-01T00:00:00Z.
+const NOT_BEFORE: u64 = 1_704_067_200;
+/// 2049-01-01T00:00:00Z (ARK, ASK).
+const CA_NOT_AFTER: u64 = 2_493_072_000;
+/// 2031-01-01T00:00:00Z (VCEK).
+const VCEK_NOT_AFTER: u64 = 1_924_992_000;
+
+fn name(org: &str, cn: &str) -> Result<Name, SimError> {
+    Name::from_str(&format!(
+        "CN={cn},O={org},ST=CA,L=Santa Clara,C=US,OU=Engineering"
+    ))
+    .map_err(|e| build_err("certificate name")(e.to_string()))
+}
+
+fn spl(v: u8) -> Vec<u8> {
+    if v < 0x80 {
+        vec![0x02, 0x01, v]
+    } else {
+        vec![0x02, 0x02, 0x00, v]
+    }
+}
+
+impl SimSnpPki {
+    /// Derive a simulated PKI from `seed` (two RSA-4096 keys: a few seconds in an optimised build).
+    pub fn generate(seed: &str) -> Result<Self, SimError> {
+        Self::generate_with(seed, SIM_ORGANIZATION, 4096)
+    }
+
+    /// Like [`SimSnpPki::generate`] with RSA-2048 ARK and ASK keys: the same structure and checks, generated about
+    /// ten times faster (for tests that need several hierarchies).
+    pub fn generate_small(seed: &str) -> Result<Self, SimError> {
+        Self::generate_with(seed, SIM_ORGANIZATION, 2048)
+    }
+
+    /// A self-made hierarchy that copies AMD's certificate names ("Advanced Micro Devices", "ARK-Milan",
+    /// "SEV-Milan"): what a forger would build. Verifiers must refuse its evidence; tests use it to show they do.
+    pub fn generate_impersonating_amd(seed: &str) -> Result<Self, SimError> {
+        Self::generate_with(seed, "Advanced Micro Devices", 2048)
+    }
+
+    fn generate_with(seed: &str, org: &str, rsa_bits: usize) -> Result<Self, SimError> {
+        let mut rng = ChaCha20Rng::from_seed(
+            Sha256::digest(format!("tee-gateway sim-snp pki v1:{seed}")).into(),
+        );
+        let ark_key = rsa::RsaPrivateKey::new(&mut rng, rsa_bits)
+            .map_err(|e| build_err("ARK key")(e.to_string()))?;
+        let ask_key = rsa::RsaPrivateKey::new(&mut rng, rsa_bits)
+            .map_err(|e| build_err("ASK key")(e.to_string()))?;
+        let vcek_key = p384::ecdsa::SigningKey::random(&mut rng);
+        let mut chip_id = [0u8; 64];
+        rng.fill_bytes(&mut chip_id);
+        let tcb = SIM_TCB;
+
+        let ark_signer = rsa::pss::SigningKey::<Sha384>::new(ark_key.clone());
+        let ask_signer = rsa::pss::SigningKey::<Sha384>::new(ask_key.clone());
+        let spki_of = |der: x509_cert::der::Document| {
+            SubjectPublicKeyInfoOwned::from_der(der.as_bytes())
+                .map_err(|e| build_err("public key")(e.to_string()))
+        };
+        let ark_name = name(org, "ARK-Milan")?;
+        let ask_name = name(org, "SEV-Milan")?;
+        let validity = |end| -> Result<Validity, SimError> {
+            Ok(Validity {
+                not_before: utc(NOT_BEFORE)?,
+                not_after: utc(end)?,
+            })
+        };
+
+        let ark_spki = spki_of(
+            ark_key
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(|e| build_err("ARK key")(e.to_string()))?,
+        )?;
+        let ark = CertificateBuilder::new(
+            Profile::Root,
+            SerialNumber::from(1u32),
+            validity(CA_NOT_AFTER)?,
+            ark_name.clone(),
+            ark_spki,
+            &ark_signer,
+        )
+        .map_err(|e| build_err("ARK")(e.to_string()))?
+        .build_with_rng::<rsa::pss::Signature>(&mut rng)
+        .map_err(|e| build_err("ARK")(e.to_string()))?;
+
+        let ask_spki = spki_of(
+            ask_key
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(|e| build_err("ASK key")(e.to_string()))?,
+        )?;
+        let ask = CertificateBuilder::new(
+            Profile::SubCA {
+                issuer: ark_name,
+                path_len_constraint: Some(0),
+            },
+            SerialNumber::from(2u32),
+            validity(CA_NOT_AFTER)?,
+            ask_name.clone(),
+            ask_spki,
+            &ark_signer,
+        )
+        .map_err(|e| build_err("ASK")(e.to_string()))?
+        .build_with_rng::<rsa::pss::Signature>(&mut rng)
+        .map_err(|e| build_err("ASK")(e.to_string()))?;
+
+        let vcek_spki = spki_of(
+            p384::PublicKey::from(vcek_key.verifying_key())
+                .to_public_key_der()
+                .map_err(|e| build_err("VCEK key")(e.to_string()))?,
+        )?;
+        let mut vcek = CertificateBuilder::new(
+            Profile::Leaf {
+                issuer: ask_name,
+                enable_key_agreement: false,
+                enable_key_encipherment: false,
+            },
+            SerialNumber::from(3u32),
+            validity(VCEK_NOT_AFTER)?,
+            name(org, "SEV-VCEK")?,
+            vcek_spki,
+            &ask_signer,
+        )
+        .map_err(|e| build_err("VCEK")(e.to_string()))?;
+        let product = b"Milan-B0";
+        let mut product_der = vec![0x16, product.len() as u8];
+        product_der.extend_from_slice(product);
+        macro_rules! ext {
+            ($e:expr) => {
+                vcek.add_extension(&$e)
+                    .map_err(|e| build_err("VCEK extension")(e.to_string()))?
+            };
+        }
+        ext!(AmdExt::<0>(product_der));
+        ext!(AmdExt::<1>(spl(tcb.bootloader)));
+        ext!(AmdExt::<2>(spl(tcb.tee)));
+        ext!(AmdExt::<3>(spl(tcb.snp)));
+        ext!(AmdExt::<4>(spl(tcb.microcode)));
+        ext!(AmdExt::<5>(chip_id.to_vec()));
+        let vcek = vcek
+            .build_with_rng::<rsa::pss::Signature>(&mut rng)
+            .map_err(|e| build_err("VCEK")(e.to_string()))?;
+
+        let der = |c: &x509_cert::Certificate, what| {
+            c.to_der().map_err(|e| build_err(what)(e.to_string()))
+        };
+        Ok(SimSnpPki {
+            ark_der: der(&ark, "ARK")?,
+            ask_der: der(&ask, "ASK")?,
+            vcek_der: der(&vcek, "VCEK")?,
+            vcek_key,
+            chip_id,
+            tcb,
+        })
+    }
+
+    /// DER of the simulated ARK (what a verifier must be told to trust).
+    pub fn ark_der(&self) -> &[u8] {
+        &self.ark_der
+    }
+
+    /// The simulated ARK as PEM.
+    pub fn ark_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.ark_der.clone()))
+    }
+
+    /// DER of the simulated ASK.
+    pub fn ask_der(&self) -> &[u8] {
+        &self.ask_der
+    }
+
+    /// DER of the simulated VCEK.
+    pub fn vcek_der(&self) -> &[u8] {
+        &self.vcek_der
+    }
+
+    /// The simulated chip's CHIP_ID.
+    pub fn chip_id(&self) -> &[u8; 64] {
+        &self.chip_id
+    }
+
+    /// Write the PKI as PEM files into `dir` (created if missing); see [`files`].
+    pub fn write_pem(&self, dir: &Path) -> Result<(), SimError> {
+        std::fs::create_dir_all(dir).map_err(|source| SimError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let cert = |der: &[u8]| pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
+        let key = self
+            .vcek_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| build_err("VCEK key")(e.to_string()))?;
+        for (file, text) in [
+            (files::ARK, cert(&self.ark_der)),
+            (files::ASK, cert(&self.ask_der)),
+            (files::VCEK, cert(&self.vcek_der)),
+            (files::VCEK_KEY, key.to_string()),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, text).map_err(|source| SimError::Io { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Load a PKI written by [`SimSnpPki::write_pem`].
+    pub fn load_pem(dir: &Path) -> Result<Self, SimError> {
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read_to_string(&path).map_err(|source| SimError::Io { path, source })
+        };
+        let invalid = |file: &str, reason: String| SimError::Invalid {
+            path: dir.join(file),
+            reason,
+        };
+        let cert = |file: &str| -> Result<Vec<u8>, SimError> {
+            let p = pem::parse(read(file)?).map_err(|e| invalid(file, e.to_string()))?;
+            Ok(p.into_contents())
+        };
+        let ark_der = cert(files::ARK)?;
+        let ask_der = cert(files::ASK)?;
+        let vcek_der = cert(files::VCEK)?;
+        let vcek_key = p384::ecdsa::SigningKey::from_pkcs8_pem(&read(files::VCEK_KEY)?)
+            .map_err(|e| invalid(files::VCEK_KEY, e.to_string()))?;
+        let vcek = AmdCert::from_der("VCEK", &vcek_der)
+            .map_err(|e| invalid(files::VCEK, e.to_string()))?;
+        if vcek.sev.public_key_sec1() != vcek_key.verifying_key().to_encoded_point(false).as_bytes()
+        {
+            return Err(invalid(
+                files::VCEK_KEY,
+                "the key does not belong to the VCEK certificate".into(),
+            ));
+        }
+        let e = endorsement(&vcek).map_err(|e| invalid(files::VCEK, e.to_string()))?;
+        let chip_id: [u8; 64] = e
+            .hw_id
+            .as_deref()
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| invalid(files::VCEK, "hwID is not 64 bytes".into()))?;
+        Ok(SimSnpPki {
+            ark_der,
+            ask_der,
+            vcek_der,
+            vcek_key,
+            chip_id,
+            tcb: e.tcb,
+        })
+    }
+
+    /// Produce a signed report in the real format.
+    pub fn report(&self, request: &SimReportRequest) -> Result<Vec<u8>, AttestError> {
+        let tcb = TcbVersion::new(
+            None,
+            self.tcb.bootloader,
+            self.tcb.tee,
+            self.tcb.snp,
+            self.tcb.microcode,
+        );
+        let mut policy: u64 = 0x3_0000; // SMT allowed, reserved bit 17
+        if request.debug {
+            policy |= 1 << 19;
+        }
+        let mut report_id = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut report_id);
+        let report = AttestationReport {
+            version: 3,
+            guest_svn: request.guest_svn,
+            policy: GuestPolicy::from(policy),
+            vmpl: 0,
+            sig_algo: 1,
+            current_tcb: tcb,
+            reported_tcb: tcb,
+            committed_tcb: tcb,
+            launch_tcb: tcb,
+            report_data: request.report_data,
+            measurement: request.measurement,
+            host_data: request.host_data,
+            report_id,
+            cpuid_fam_id: Some(0x19),
+            cpuid_mod_id: Some(0x01),
+            cpuid_step: Some(0x01),
+            chip_id: self.chip_id,
+            current: sev::firmware::guest::Version::new(1, 55, 21),
+            committed: sev::firmware::guest::Version::new(1, 55, 21),
+            ..Default::default()
+        };
+        let mut raw = report
+            .to_bytes()
+            .map_err(|e| AttestError::Malformed(e.to_string()))?
+            .to_vec();
+        let sig: p384::ecdsa::Signature = self
+            .vcek_key
+            .sign_digest(Sha384::new_with_prefix(&raw[..SIGNED_LEN]));
+        let sig_raw = signature_to_raw(&sig);
+        raw[SIGNED_LEN..SIGNED_LEN + sig_raw.len()].copy_from_slice(&sig_raw);
+        Ok(raw)
+    }
+
+    /// Produce complete evidence (report, VCEK, ASK and ARK).
+    pub fn evidence(&self, request: &SimReportRequest) -> Result<SnpEvidence, AttestError> {
+        Ok(SnpEvidence {
+            report: self.report(request)?,
+            vek_kind: SigningKeyKind::Vcek,
+            vek: self.vcek_der.clone(),
+            ask: Some(self.ask_der.clone()),
+            ark: Some(self.ark_der.clone()),
+        })
+    }
+}
+
+/// What a simulated report should contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimReportRequest {
+    /// REPORT_DATA.
+    pub report_data: [u8; 64],
+    /// MEASUREMENT.
+    pub measurement: [u8; 48],
+    /// HOST_DATA.
+    pub host_data: [u8; 32],
+    /// Guest SVN.
+    pub guest_svn: u32,
+    /// Whether the guest policy allows debugging.
+    pub debug: bool,
+}
+
+/// An [`Attester`] producing `sim-snp` evidence for a fixed guest.
+#[derive(Debug, Clone)]
+pub struct SimSnpAttester {
+    pki: std::sync::Arc<SimSnpPki>,
+    /// The measurement every report carries.
+    pub measurement: [u8; 48],
+    /// The host data every report carries.
+    pub host_data: [u8; 32],
+    /// Whether the simulated guest is debuggable.
+    pub debug: bool,
+}
+
+impl SimSnpAttester {
+    /// A non-debug guest with the given measurement and host data.
+    pub fn new(pki: std::sync::Arc<SimSnpPki>, measurement: [u8; 48], host_data: [u8; 32]) -> Self {
+        SimSnpAttester {
+            pki,
+            measurement,
+            host_data,
+            debug: false,
+        }
+    }
+}
+
+impl Attester for SimSnpAttester {
+    fn platform(&self) -> Platform {
+        Platform::SimSnp
+    }
+
+    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+        Ok(Evidence::Snp(self.pki.evidence(&SimReportRequest {
+            report_data: *report_data,
+            measurement: self.measurement,
+            host_data: self.host_data,
+            guest_svn: 0,
+            debug: self.debug,
+        })?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, OnceLock};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::{TrustAnchors, Verifier, VerifyError};
+
+    fn pki() -> Arc<SimSnpPki> {
+        static PKI: OnceLock<Arc<SimSnpPki>> = OnceLock::new();
+        PKI.get_or_init(|| Arc::new(SimSnpPki::generate_small("sim unit tests").unwrap()))
+            .clone()
+    }
+
+    fn verify(p: &SimSnpPki) -> Result<crate::Claims, VerifyError> {
+        let v = Verifier::new(
+            TrustAnchors::production()
+                .with_sim_snp_ark(p.ark_der())
+                .unwrap(),
+        );
+        let req = SimReportRequest {
+            report_data: [0; 64],
+            measurement: [1; 48],
+            host_data: [2; 32],
+            guest_svn: 0,
+            debug: false,
+        };
+        v.verify_unbound(
+            &Evidence::Snp(p.evidence(&req).unwrap()),
+            UNIX_EPOCH + Duration::from_secs(1_750_000_000),
+        )
+    }
+
+    #[test]
+    fn vcek_endorsement_is_compared_with_the_report() {
+        verify(&pki()).unwrap();
+        let mut other_tcb = (*pki()).clone();
+        other_tcb.tcb.snp = 9;
+        let err = verify(&other_tcb).unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::EndorsementMismatch {
+                cert: "VCEK",
+                field: "TCB SNP SPL",
+                expected: "8".into(),
+                actual: "9".into()
+            }
+        );
+        let mut other_chip = (*pki()).clone();
+        other_chip.chip_id[5] ^= 1;
+        let err = verify(&other_chip).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::EndorsementMismatch { field: "hwID", .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&hex::encode(pki().chip_id)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pem_files_round_trip() {
+        let dir = std::env::temp_dir().join(format!("sim-snp-pem-{}", std::process::id()));
+        pki().write_pem(&dir).unwrap();
+        let loaded = SimSnpPki::load_pem(&dir).unwrap();
+        assert_eq!(loaded.ark_der(), pki().ark_der());
+        assert_eq!(loaded.chip_id(), pki().chip_id());
+        verify(&loaded).unwrap();
+        // A key that does not belong to the VCEK is refused.
+        let other = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
+        std::fs::write(
+            dir.join(files::VCEK_KEY),
+            other.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            SimSnpPki::load_pem(&dir),
+            Err(SimError::Invalid { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,94 @@
+//! The verifier: one entry point for evidence of every platform.
+//!
+//! [`Verifier::verify`] dispatches on the evidence's platform family, checks it against the configured
+//! [`TrustAnchors`] at a given time, compares its report data with the expected value and returns typed
+//! [`Claims`]. Policy is applied by the caller ([`crate::policy`]) or by the RA-TLS verifiers.
+
+use std::time::SystemTime;
+
+use crate::claims::Claims;
+use crate::error::VerifyError;
+use crate::evidence::Evidence;
+use crate::snp::{self, roots::TrustedRoot, SnpVerifier};
+
+/// The roots of trust a verifier accepts.
+///
+/// The real vendor roots (AMD's ARKs for Milan, Genoa and Turin) are always trusted. A simulated root is trusted
+/// only when added here explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct TrustAnchors {
+    sim_snp: Vec<TrustedRoot>,
+}
+
+impl TrustAnchors {
+    /// Only the real vendor roots.
+    pub fn production() -> Self {
+        TrustAnchors::default()
+    }
+
+    /// Also trust a simulated AMD ARK (PEM or DER), e.g. `ark.pem` written by [`crate::SimSnpPki::write_pem`].
+    pub fn with_sim_snp_ark(mut self, ark: &[u8]) -> Result<Self, VerifyError> {
+        self.sim_snp.push(snp::roots::simulated_root(ark)?);
+        Ok(self)
+    }
+
+    /// Whether any simulated root is trusted.
+    pub fn trusts_simulated(&self) -> bool {
+        !self.sim_snp.is_empty()
+    }
+}
+
+/// Verifies evidence of any supported platform. Share one per process: it caches verified certificate chains.
+#[derive(Debug)]
+pub struct Verifier {
+    snp: SnpVerifier,
+}
+
+impl Verifier {
+    /// A verifier trusting `anchors`.
+    pub fn new(anchors: TrustAnchors) -> Self {
+        Verifier {
+            snp: SnpVerifier::new(anchors.sim_snp),
+        }
+    }
+
+    /// Verify evidence at `now` and check that its report data equals `expected_report_data`.
+    pub fn verify(
+        &self,
+        evidence: &Evidence,
+        expected_report_data: &[u8; 64],
+        now: SystemTime,
+    ) -> Result<Claims, VerifyError> {
+        let claims = self.verify_unbound(evidence, now)?;
+        if claims.report_data != *expected_report_data {
+            return Err(VerifyError::ReportDataMismatch {
+                expected: hex::encode(expected_report_data),
+                actual: hex::encode(claims.report_data),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Verify evidence at `now` without checking its report data (the caller must check
+    /// [`Claims::report_data`] if the evidence is meant to bind anything).
+    pub fn verify_unbound(
+        &self,
+        evidence: &Evidence,
+        now: SystemTime,
+    ) -> Result<Claims, VerifyError> {
+        match evidence {
+            Evidence::Snp(e) => self.snp.verify(e, now),
+        }
+    }
+
+    /// How many verified certificate chains are cached.
+    pub fn cached_chains(&self) -> usize {
+        self.snp.cached_chains()
+    }
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new(TrustAnchors::production())
+    }
+}
