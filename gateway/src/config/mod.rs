@@ -79,6 +79,9 @@ pub struct GatewayConfig {
     pub registry: RegistryConfig,
     /// The gateway's own attestation and the app policy.
     pub attestation: AttestationConfig,
+    /// The client-facing proxy: listeners, certificates, timeouts, limits, admin listener.
+    #[serde(default)]
+    pub proxy: crate::proxy::config::ProxyConfig,
 }
 
 /// The control listener (`POST /v1/register`, `GET /v1/attestation`) over mutual RA-TLS.
@@ -394,6 +397,31 @@ impl GatewayConfig {
                 p.display()
             )),
             _ => {}
+        }
+        if let Err(e) = self.proxy.validate() {
+            problems.push(e.to_string());
+        }
+        for c in &self.proxy.certificates {
+            for file in [&c.cert, &c.key] {
+                if !file.is_file() {
+                    problems.push(format!(
+                        "proxy.certificates: {} is not a readable file",
+                        file.display()
+                    ));
+                }
+            }
+        }
+        if self.proxy.admin.listen.is_some() {
+            match self.proxy.admin_token() {
+                Ok(Some(t)) if t.len() >= 16 => {}
+                Ok(Some(_)) => problems
+                    .push("proxy.admin: the bearer token must be at least 16 characters".into()),
+                Ok(None) => problems.push(
+                    "proxy.admin.listen is set but no token (proxy.admin.token or token_file)"
+                        .into(),
+                ),
+                Err(e) => problems.push(e.to_string()),
+            }
         }
         if a.certificate_validity_secs < 60 {
             problems.push("attestation.certificate_validity_secs must be at least 60".to_string());

@@ -1,5 +1,20 @@
-//! The `[proxy]` section of the gateway configuration: listeners, base domains, certificates, timeouts and
-//! limits, and the admin listener. Every field has a default except the base domains and certificates.
+//! The `[proxy]` section of the gateway configuration: client listeners, certificates, timeouts and limits,
+//! and the admin listener. Every field has a default. The base domains and the health window are not here:
+//! they are the gateway-wide `base_domains` and `tunnel.health_window_secs`, passed to
+//! [`Proxy::new`](super::server::Proxy::new).
+//!
+//! ```toml
+//! [proxy]
+//! listen = ["0.0.0.0:443"]
+//! certificates = [{ cert = "/etc/tee-gateway/wildcard.crt", key = "/etc/tee-gateway/wildcard.key" }]
+//! connect_parallel = 3
+//! connect_stagger_ms = 200
+//! max_connections_per_app = 10000
+//!
+//! [proxy.admin]
+//! listen = "127.0.0.1:9443"
+//! token_file = "/etc/tee-gateway/admin-token"
+//! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,8 +32,6 @@ use super::upstream::ConnectPolicy;
 pub struct ProxyConfig {
     /// Client listeners.
     pub listen: Vec<SocketAddr>,
-    /// Base domains served, e.g. `apps.example.org`.
-    pub base_domains: Vec<String>,
     /// Certificates for terminated routes, chosen by the names they carry (exact or wildcard).
     pub certificates: Vec<CertificateFiles>,
     /// How often certificate files are checked for changes, in seconds.
@@ -43,8 +56,6 @@ pub struct ProxyConfig {
     pub idle_timeout_secs: u64,
     /// Close a connection after this long regardless of activity, in seconds.
     pub max_lifetime_secs: u64,
-    /// An instance is healthy if its tunnel completed a handshake within this many seconds.
-    pub health_window_secs: u64,
     /// Maximum concurrent client connections per app.
     pub max_connections_per_app: usize,
     /// On shutdown, wait this long for open connections to finish, in seconds.
@@ -92,7 +103,6 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 443))],
-            base_domains: Vec::new(),
             certificates: Vec::new(),
             cert_reload_interval_secs: 10,
             session_cache_size: 4096,
@@ -105,7 +115,6 @@ impl Default for ProxyConfig {
             connect_timeout_ms: 10_000,
             idle_timeout_secs: 900,
             max_lifetime_secs: 24 * 3600,
-            health_window_secs: 300,
             max_connections_per_app: 10_000,
             shutdown_grace_secs: 30,
             relay_buffer_bytes: 16 * 1024,
@@ -126,12 +135,6 @@ impl ProxyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one listener is required"));
-        }
-        if self.base_domains.is_empty() {
-            return Err(invalid(
-                "base_domains",
-                "at least one base domain is required",
-            ));
         }
         if self.client_hello_max_bytes < 64 * 1024 {
             return Err(invalid("client_hello_max_bytes", "must be at least 65536"));
@@ -189,11 +192,6 @@ impl ProxyConfig {
         Duration::from_millis(self.handshake_timeout_ms)
     }
 
-    /// The health window.
-    pub fn health_window(&self) -> Duration {
-        Duration::from_secs(self.health_window_secs)
-    }
-
     /// The graceful-shutdown deadline.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -228,7 +226,6 @@ mod tests {
     fn parses_a_minimal_section_with_defaults() {
         let c: ProxyConfig = toml::from_str(
             r#"
-            base_domains = ["apps.example.org"]
             [[certificates]]
             cert = "/etc/gw/cert.pem"
             key = "/etc/gw/key.pem"
@@ -240,7 +237,7 @@ mod tests {
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.connect_parallel, 3);
-        assert_eq!(c.health_window(), Duration::from_secs(300));
+        assert_eq!(c.connect_policy().stagger, Duration::from_millis(200));
         assert_eq!(c.admin_token().unwrap().as_deref(), Some("secret"));
         assert!(c.client_hello_max_bytes >= 65536);
     }
@@ -249,7 +246,6 @@ mod tests {
     fn refuses_unknown_fields_and_bad_values() {
         assert!(toml::from_str::<ProxyConfig>("base_domain = [\"x\"]").is_err());
         let c = ProxyConfig {
-            base_domains: vec!["x.org".into()],
             client_hello_max_bytes: 1000,
             ..ProxyConfig::default()
         };
@@ -260,7 +256,12 @@ mod tests {
                 ..
             })
         ));
-        assert!(ProxyConfig::default().validate().is_err());
+        assert!(ProxyConfig::default().validate().is_ok());
+        let no_listener = ProxyConfig {
+            listen: vec![],
+            ..ProxyConfig::default()
+        };
+        assert!(no_listener.validate().is_err());
         let empty_token = ProxyConfig {
             admin: AdminConfig {
                 token: Some("  ".into()),

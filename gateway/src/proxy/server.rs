@@ -145,6 +145,9 @@ pub enum ProxyError {
     /// Certificates could not be loaded.
     #[error(transparent)]
     Certificates(#[from] CertError),
+    /// No base domain to serve.
+    #[error("no base domain to serve")]
+    NoBaseDomain,
     /// rustls refused the TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
@@ -153,6 +156,7 @@ pub enum ProxyError {
 /// The client-facing proxy: shared state of every listener and connection.
 pub struct Proxy {
     config: ProxyConfig,
+    health_window: Duration,
     grammar: HostGrammar,
     directory: Arc<dyn InstanceDirectory>,
     certs: Arc<CertStore>,
@@ -171,16 +175,23 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy: validates the configuration and loads the certificates.
+    /// Builds the proxy serving names under `base_domains`, using instances whose tunnel handshake is within
+    /// `health_window`: validates the configuration and loads the certificates.
     pub fn new(
         config: ProxyConfig,
+        base_domains: &[String],
+        health_window: Duration,
         directory: Arc<dyn InstanceDirectory>,
     ) -> Result<Arc<Self>, ProxyError> {
         config.validate()?;
+        if base_domains.is_empty() {
+            return Err(ProxyError::NoBaseDomain);
+        }
         let certs = Arc::new(CertStore::load(config.certificates.clone())?);
         let tls = TerminationConfigs::new(certs.clone(), config.session_cache_size)?;
         Ok(Arc::new(Proxy {
-            grammar: HostGrammar::new(&config.base_domains),
+            grammar: HostGrammar::new(base_domains),
+            health_window,
             connections: ConnectionTable::new(config.max_connections_per_app),
             config,
             directory,
@@ -223,7 +234,7 @@ impl Proxy {
 
     /// Health of every known instance, as the proxy judges it now.
     pub fn instance_health(&self) -> Vec<InstanceHealth> {
-        let window = self.config.health_window();
+        let window = self.health_window;
         self.directory
             .instances()
             .into_iter()
@@ -349,7 +360,7 @@ impl Proxy {
 
     fn candidates(&self, target: &Target) -> Result<(String, Vec<Candidate>), Refusal> {
         let resolution = self.directory.resolve(target.id.as_str(), target.port)?;
-        let window = self.config.health_window();
+        let window = self.health_window;
         let healthy: Vec<Candidate> = resolution
             .candidates
             .into_iter()

@@ -213,7 +213,13 @@ pub struct Running {
 impl Running {
     pub async fn start(mut config: ProxyConfig, directory: Arc<StaticDirectory>) -> Running {
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let proxy = Proxy::new(config, directory.clone()).unwrap();
+        let proxy = Proxy::new(
+            config,
+            &[BASE.to_string()],
+            Duration::from_secs(300),
+            directory.clone(),
+        )
+        .unwrap();
         let listeners = proxy.bind().await.unwrap();
         let addr = listeners[0].local_addr().unwrap();
         let (shutdown, rx) = watch::channel(false);
@@ -255,7 +261,6 @@ impl Drop for Running {
 pub fn test_config(pki: &Pki) -> ProxyConfig {
     let wildcard = pki.issue("wildcard", "apps.test", &["*.apps.test"]);
     ProxyConfig {
-        base_domains: vec![BASE.into()],
         certificates: vec![wildcard],
         client_hello_timeout_ms: 1_000,
         handshake_timeout_ms: 2_000,
