@@ -17,6 +17,7 @@ mod hex_serde;
 pub mod platform;
 pub mod policy;
 pub mod snp;
+pub mod tdx;
 pub mod verifier;
 
 pub use attester::Attester;

@@ -1,0 +1,30 @@
+//! Intel TDX evidence: quotes, their verification through `dcap-qvl`, collateral, and simulated TDX.
+//!
+//! - [`quote`]: the trust-domain fields of DCAP quotes v4 and v5 ([`TdReport`]).
+//! - [`verify`]: [`TdxVerifier`], which checks a quote against collateral at a given time and a trusted root
+//!   (Intel's SGX Root CA, or a simulated root when explicitly configured), returning [`TdxClaims`].
+//! - [`collateral`]: [`Collateral`] and [`CollateralSource`] (memory cache, collateral directory, PCCS/PCS).
+//! - [`pcs`]: the HTTP client for PCCS and Intel PCS.
+//! - [`sim`]: the simulated Intel PKI and quote builder (`sim-tdx`).
+
+pub mod claims;
+pub mod collateral;
+
+pub mod error;
+mod hexbytes;
+pub mod pcs;
+pub mod quote;
+pub mod sim;
+pub mod verify;
+
+pub use claims::{TcbStatus, TdxClaims};
+pub use collateral::{
+    Collateral, CollateralConfig, CollateralKey, CollateralSource, ValidityWindow,
+};
+pub use error::{SignedPart, TdxError};
+pub use quote::{QuoteVersion, TdAttributes, TdReport};
+pub use sim::{SimTdReport, SimTdxPki};
+pub use verify::{intel_root_ca_der, TdxVerifier, INTEL_SGX_ROOT_CA_DER};
+
+#[cfg(test)]
+mod tests;

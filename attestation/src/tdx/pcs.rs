@@ -1,0 +1,271 @@
+//! Client for the collateral endpoints of a PCCS or of Intel's Provisioning Certification Service (API v4).
+
+use std::time::Duration;
+
+use dcap_qvl::QuoteCollateralV3;
+
+use super::collateral::Collateral;
+use super::error::TdxError;
+
+/// Intel's Provisioning Certification Service.
+pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
+
+/// Where Intel publishes the CRL of its SGX root CA (used when a service has no `rootcacrl` endpoint).
+pub const INTEL_ROOT_CA_CRL_URL: &str =
+    "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
+
+/// Largest response accepted from a collateral service.
+const MAX_RESPONSE: usize = 4 << 20;
+
+/// An HTTP client for one PCCS/PCS.
+#[derive(Debug, Clone)]
+pub struct PcsClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// The exact text of the JSON object under top-level `key` and the string under `"signature"` in a signed
+/// collateral response (`{"tcbInfo":{...},"signature":"..."}`). The signature covers the object's bytes as
+/// served, so they are cut out rather than re-serialised.
+fn signed_json(body: &[u8], key: &str) -> Result<(String, String), String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let signature = value
+        .get("signature")
+        .and_then(|s| s.as_str())
+        .ok_or("no \"signature\" string")?
+        .to_string();
+    if !value.get(key).is_some_and(|v| v.is_object()) {
+        return Err(format!("no \"{key}\" object"));
+    }
+    let start = text
+        .find(&format!("\"{key}\""))
+        .and_then(|at| text[at..].find('{').map(|brace| at + brace))
+        .ok_or_else(|| format!("no \"{key}\" object"))?;
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, ch) in text[start..].char_indices() {
+        match (in_string, escaped, ch) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, '"') => in_string = true,
+            (false, _, '{') => depth += 1,
+            (false, _, '}') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok((text[start..=start + offset].to_string(), signature));
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(format!("unterminated \"{key}\" object"))
+}
+
+struct Response {
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, names: &[&str]) -> Result<String, TdxError> {
+        let value = names
+            .iter()
+            .find_map(|n| self.headers.get(*n))
+            .ok_or_else(|| TdxError::Fetch {
+                url: self.url.clone(),
+                detail: format!("response lacks the {} header", names.join(" or ")),
+            })?;
+        let text = value.to_str().map_err(|e| TdxError::Fetch {
+            url: self.url.clone(),
+            detail: format!("header {}: {e}", names[0]),
+        })?;
+        percent_decode(text).ok_or_else(|| TdxError::Fetch {
+            url: self.url.clone(),
+            detail: format!("header {} is not valid percent-encoding", names[0]),
+        })
+    }
+}
+
+/// Decode `%XX` escapes (the issuer chain headers are URL-encoded PEM).
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex_digits = bytes.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex_digits).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A CRL as PCCS serves it: DER, or hex text of the DER.
+fn crl_bytes(body: Vec<u8>) -> Vec<u8> {
+    if body.first() == Some(&0x30) {
+        return body;
+    }
+    std::str::from_utf8(&body)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .unwrap_or(body)
+}
+
+impl PcsClient {
+    /// A client for `base_url` (a trailing `/sgx/certification/v4` or `/tdx/certification/v4` is ignored).
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, TdxError> {
+        let base = base_url
+            .trim_end_matches('/')
+            .trim_end_matches("/sgx/certification/v4")
+            .trim_end_matches("/tdx/certification/v4")
+            .to_string();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| TdxError::Fetch {
+                url: base.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(PcsClient { base, http })
+    }
+
+    /// The service's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn get(&self, url: String) -> Result<Response, TdxError> {
+        let fail = |detail: String| TdxError::Fetch {
+            url: url.clone(),
+            detail,
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {status}")));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE as u64)
+        {
+            return Err(fail("response too large".into()));
+        }
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
+        if body.len() > MAX_RESPONSE {
+            return Err(fail("response too large".into()));
+        }
+        Ok(Response {
+            url: url.clone(),
+            headers,
+            body: body.to_vec(),
+        })
+    }
+
+    /// Fetch the collateral for TDX platforms with `fmspc` whose PCK certificates `ca` (`processor` or
+    /// `platform`) issued.
+    pub async fn fetch(&self, fmspc: &str, ca: &str) -> Result<Collateral, TdxError> {
+        let base = &self.base;
+        let pck_crl = self
+            .get(format!(
+                "{base}/sgx/certification/v4/pckcrl?ca={ca}&encoding=der"
+            ))
+            .await?;
+        let pck_crl_issuer_chain = pck_crl.header(&["SGX-PCK-CRL-Issuer-Chain"])?;
+
+        let tcb = self
+            .get(format!("{base}/tdx/certification/v4/tcb?fmspc={fmspc}"))
+            .await?;
+        let tcb_info_issuer_chain =
+            tcb.header(&["TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"])?;
+        let (tcb_info, tcb_info_sig) =
+            signed_json(&tcb.body, "tcbInfo").map_err(|e| TdxError::Fetch {
+                url: tcb.url.clone(),
+                detail: format!("not a TCB info response: {e}"),
+            })?;
+
+        let qe = self
+            .get(format!("{base}/tdx/certification/v4/qe/identity"))
+            .await?;
+        let qe_identity_issuer_chain = qe.header(&["SGX-Enclave-Identity-Issuer-Chain"])?;
+        let (qe_identity, qe_identity_sig) =
+            signed_json(&qe.body, "enclaveIdentity").map_err(|e| TdxError::Fetch {
+                url: qe.url.clone(),
+                detail: format!("not a QE identity response: {e}"),
+            })?;
+
+        // A PCCS serves the root CA CRL itself; Intel's PCS leaves it to the CRL distribution point.
+        let root_ca_crl = if base.starts_with(INTEL_PCS_URL) {
+            self.get(INTEL_ROOT_CA_CRL_URL.to_string()).await?.body
+        } else {
+            crl_bytes(
+                self.get(format!("{base}/sgx/certification/v4/rootcacrl"))
+                    .await?
+                    .body,
+            )
+        };
+
+        let hex_sig = |url: &str, sig: &str| {
+            hex::decode(sig).map_err(|e| TdxError::Fetch {
+                url: url.to_string(),
+                detail: format!("signature is not hex: {e}"),
+            })
+        };
+        let collateral = QuoteCollateralV3 {
+            pck_crl_issuer_chain,
+            root_ca_crl,
+            pck_crl: crl_bytes(pck_crl.body.clone()),
+            tcb_info_issuer_chain,
+            tcb_info,
+            tcb_info_signature: hex_sig(&tcb.url, &tcb_info_sig)?,
+            qe_identity_issuer_chain,
+            qe_identity,
+            qe_identity_signature: hex_sig(&qe.url, &qe_identity_sig)?,
+            pck_certificate_chain: None,
+        };
+        let collateral = Collateral::new(collateral);
+        collateral.items()?;
+        Ok(collateral)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%0A-").as_deref(), Some("a b\n-"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+    }
+
+    #[test]
+    fn signed_json_cuts_out_the_exact_object() {
+        let body = br#"{"tcbInfo":{"a":"}\"{","b":{"c":[1,2]}} ,"signature":"abcd"}"#;
+        let (obj, sig) = signed_json(body, "tcbInfo").unwrap();
+        assert_eq!(obj, r#"{"a":"}\"{","b":{"c":[1,2]}}"#);
+        assert_eq!(sig, "abcd");
+        assert!(signed_json(br#"{"tcbInfo":{}}"#, "tcbInfo").is_err());
+        assert!(signed_json(br#"{"other":{},"signature":"00"}"#, "tcbInfo").is_err());
+    }
+
+    #[test]
+    fn crl_in_hex_or_der() {
+        assert_eq!(crl_bytes(vec![0x30, 1]), vec![0x30, 1]);
+        assert_eq!(crl_bytes(b"3001\n".to_vec()), vec![0x30, 1]);
+    }
+}

@@ -1,0 +1,579 @@
+//! Tests of TDX verification against real Intel samples and the simulated PKI.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::sim::{
+    SimCollateralOptions, SIM_ADVISORY, SIM_TEE_TCB_SVN_OUT_OF_DATE, TD_ATTR_DEBUG,
+    TD_ATTR_SEPT_VE_DISABLE,
+};
+use super::*;
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/tdx")
+        .join(name)
+}
+
+fn at(rfc3339: &str) -> SystemTime {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    UNIX_EPOCH + Duration::from_secs(t.unix_timestamp() as u64)
+}
+
+/// Inside the window of the real sample's collateral (2025-06-19T10:32Z .. 2025-07-19T10:00Z).
+fn sample_now() -> SystemTime {
+    at("2025-07-01T12:00:00Z")
+}
+
+fn pki() -> &'static SimTdxPki {
+    static PKI: OnceLock<SimTdxPki> = OnceLock::new();
+    PKI.get_or_init(|| SimTdxPki::from_seed(b"tdx unit tests").unwrap())
+}
+
+fn sim_verifier() -> TdxVerifier {
+    TdxVerifier::with_root(
+        pki().root_der().to_vec(),
+        "simulated Intel root (unit tests)",
+    )
+}
+
+fn td() -> SimTdReport {
+    SimTdReport {
+        mr_td: [0x11; 48],
+        rtmr: [[0x20; 48], [0x21; 48], [0x22; 48], [0x23; 48]],
+        mr_config_id: [0x33; 48],
+        mr_owner: [0x44; 48],
+        mr_owner_config: [0x55; 48],
+        report_data: [0x66; 64],
+        ..SimTdReport::default()
+    }
+}
+
+fn verify_sim(quote: &[u8]) -> Result<TdxClaims, TdxError> {
+    let now = SystemTime::now();
+    sim_verifier().verify(
+        quote,
+        &pki().collateral(now - Duration::from_secs(60)).unwrap(),
+        now,
+    )
+}
+
+#[test]
+fn real_quote_verifies_inside_its_collateral_window() {
+    let quote = std::fs::read(testdata("tdx_quote")).unwrap();
+    let collateral = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
+    let claims = TdxVerifier::intel()
+        .verify(&quote, &collateral, sample_now())
+        .unwrap();
+    assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
+    assert_eq!(claims.td.quote_version, QuoteVersion::V4);
+    assert_eq!(hex::encode_upper(claims.fmspc), "B0C06F000000");
+    assert!(claims.td.td_attributes.sept_ve_disable);
+    assert!(!claims.td.td_attributes.debug);
+    // The claims are the quote's own fields.
+    assert_eq!(claims.td, TdReport::parse(&quote).unwrap());
+    assert_ne!(claims.td.mr_td, [0; 48]);
+}
+
+#[test]
+fn real_quote_is_refused_once_its_collateral_expired() {
+    let quote = std::fs::read(testdata("tdx_quote")).unwrap();
+    let collateral = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
+    let err = TdxVerifier::intel()
+        .verify(&quote, &collateral, SystemTime::now())
+        .unwrap_err();
+    match &err {
+        TdxError::CollateralExpired {
+            item, valid_until, ..
+        } => {
+            assert!(valid_until.starts_with("2025-07"), "{err}");
+            assert!(!item.is_empty());
+        }
+        other => panic!("expected CollateralExpired, got {other}"),
+    }
+    assert!(err.to_string().contains("collateral expired"), "{err}");
+    // And before its issue date it is not valid yet.
+    let err = TdxVerifier::intel()
+        .verify(&quote, &collateral, at("2025-06-01T00:00:00Z"))
+        .unwrap_err();
+    assert!(
+        matches!(err, TdxError::CollateralNotYetValid { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn outdated_real_quote_is_refused_for_its_tcb() {
+    let quote = std::fs::read(testdata("tdx_quote_outdated")).unwrap();
+    let collateral = Collateral::load(&testdata("tdx_quote_outdated_collateral.json")).unwrap();
+    let window = collateral.window(&[]).unwrap();
+    let now = UNIX_EPOCH + Duration::from_secs(window.starts.not_before + 60);
+    let err = TdxVerifier::intel()
+        .verify(&quote, &collateral, now)
+        .unwrap_err();
+    assert!(matches!(err, TdxError::TcbRefused(_)), "{err}");
+    assert!(err.to_string().contains("TCB level"), "{err}");
+}
+
+#[test]
+fn real_quote_is_refused_under_a_simulated_root() {
+    let quote = std::fs::read(testdata("tdx_quote")).unwrap();
+    let collateral = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
+    let err = sim_verifier()
+        .verify(&quote, &collateral, sample_now())
+        .unwrap_err();
+    assert!(matches!(err, TdxError::CertificateChain { .. }), "{err}");
+}
+
+#[test]
+fn sim_quotes_round_trip_v4_and_v5() {
+    for version in [QuoteVersion::V4, QuoteVersion::V5] {
+        let input = SimTdReport { version, ..td() };
+        let quote = pki().quote(&input);
+        let claims = verify_sim(&quote).unwrap();
+        assert_eq!(claims.td.quote_version, version);
+        assert_eq!(claims.td.mr_td, input.mr_td);
+        assert_eq!(claims.td.rtmr, input.rtmr);
+        assert_eq!(claims.td.mr_config_id, input.mr_config_id);
+        assert_eq!(claims.td.mr_owner, input.mr_owner);
+        assert_eq!(claims.td.mr_owner_config, input.mr_owner_config);
+        assert_eq!(claims.td.report_data, input.report_data);
+        assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
+        assert!(claims.advisory_ids.is_empty());
+        assert_eq!(claims.fmspc, sim::SIM_FMSPC);
+    }
+}
+
+#[test]
+fn sim_quote_is_refused_by_the_intel_root() {
+    let quote = pki().quote(&td());
+    let now = SystemTime::now();
+    let err = TdxVerifier::intel()
+        .verify(&quote, &pki().collateral(now).unwrap(), now)
+        .unwrap_err();
+    assert!(matches!(err, TdxError::CertificateChain { .. }), "{err}");
+    assert!(err.to_string().contains("Intel SGX Root CA"), "{err}");
+}
+
+#[test]
+fn sim_quote_is_refused_under_another_seed() {
+    let other = SimTdxPki::from_seed(b"another seed").unwrap();
+    assert_ne!(other.root_der(), pki().root_der());
+    let quote = other.quote(&td());
+    let err = verify_sim(&quote).unwrap_err();
+    assert!(matches!(err, TdxError::CertificateChain { .. }), "{err}");
+}
+
+#[test]
+fn same_seed_gives_the_same_pki_and_quotes() {
+    let again = SimTdxPki::from_seed(b"tdx unit tests").unwrap();
+    assert_eq!(again.root_der(), pki().root_der());
+    assert_eq!(again.pck_chain_pem(), pki().pck_chain_pem());
+    assert_eq!(again.quote(&td()), pki().quote(&td()));
+}
+
+/// Offsets inside a v4 sim quote.
+const TD_REPORT_AT: usize = 48;
+const MR_TD_AT: usize = TD_REPORT_AT + 16 + 48 + 48 + 8 + 8 + 8;
+const AUTH_AT: usize = 48 + 584 + 4;
+const AK_SIG_AT: usize = AUTH_AT;
+const AK_AT: usize = AUTH_AT + 64;
+const QE_REPORT_AT: usize = AUTH_AT + 64 + 64 + 2 + 4;
+const QE_SIG_AT: usize = QE_REPORT_AT + 384;
+
+fn flipped(at: usize) -> Vec<u8> {
+    let mut quote = pki().quote(&td());
+    quote[at] ^= 0x01;
+    quote
+}
+
+#[test]
+fn a_flipped_bit_in_the_td_report_is_refused() {
+    for at in [MR_TD_AT, TD_REPORT_AT + 583, 10] {
+        let err = verify_sim(&flipped(at)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TdxError::SignatureInvalid(SignedPart::TdReport) | TdxError::UnsupportedQuote(_)
+            ),
+            "offset {at}: {err}"
+        );
+    }
+    let err = verify_sim(&flipped(MR_TD_AT)).unwrap_err();
+    assert!(
+        matches!(err, TdxError::SignatureInvalid(SignedPart::TdReport)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_the_qe_report_is_refused() {
+    let err = verify_sim(&flipped(QE_REPORT_AT + 300)).unwrap_err();
+    assert!(
+        matches!(err, TdxError::SignatureInvalid(SignedPart::QeReport)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_a_signature_is_refused() {
+    let err = verify_sim(&flipped(AK_SIG_AT + 5)).unwrap_err();
+    assert!(
+        matches!(err, TdxError::SignatureInvalid(SignedPart::TdReport)),
+        "{err}"
+    );
+    let err = verify_sim(&flipped(QE_SIG_AT + 40)).unwrap_err();
+    assert!(
+        matches!(err, TdxError::SignatureInvalid(SignedPart::QeReport)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_substituted_attestation_key_is_refused() {
+    let err = verify_sim(&flipped(AK_AT + 63)).unwrap_err();
+    assert!(matches!(err, TdxError::AttestationKeyNotBound), "{err}");
+}
+
+#[test]
+fn truncated_or_garbage_quotes_are_malformed() {
+    let quote = pki().quote(&td());
+    for bad in [
+        &quote[..100],
+        &quote[..quote.len() - 10],
+        &b"not a quote"[..],
+        &[][..],
+    ] {
+        let err = verify_sim(bad).unwrap_err();
+        assert!(matches!(err, TdxError::MalformedQuote(_)), "{err}");
+    }
+}
+
+#[test]
+fn tampered_collateral_is_refused() {
+    let quote = pki().quote(&td());
+    let now = SystemTime::now();
+    let good = pki().collateral(now - Duration::from_secs(60)).unwrap();
+
+    let mut c = good.clone();
+    c.0.tcb_info = c.0.tcb_info.replace("OutOfDate", "UpToDate");
+    let err = sim_verifier().verify(&quote, &c, now).unwrap_err();
+    assert!(
+        matches!(err, TdxError::SignatureInvalid(SignedPart::TcbInfo)),
+        "{err}"
+    );
+
+    let mut c = good.clone();
+    c.0.qe_identity_signature[3] ^= 1;
+    let err = sim_verifier().verify(&quote, &c, now).unwrap_err();
+    assert!(
+        matches!(err, TdxError::SignatureInvalid(SignedPart::QeIdentity)),
+        "{err}"
+    );
+
+    let mut c = good;
+    let last = c.0.pck_crl.len() - 3;
+    c.0.pck_crl[last] ^= 1;
+    let err = sim_verifier().verify(&quote, &c, now).unwrap_err();
+    assert!(matches!(err, TdxError::CertificateChain { .. }), "{err}");
+}
+
+#[test]
+fn a_revoked_pck_certificate_is_refused() {
+    let now = SystemTime::now();
+    let collateral = pki()
+        .collateral_with(&SimCollateralOptions {
+            issued: now - Duration::from_secs(60),
+            validity: Duration::from_secs(3600),
+            revoke_pck: true,
+        })
+        .unwrap();
+    let err = sim_verifier()
+        .verify(&pki().quote(&td()), &collateral, now)
+        .unwrap_err();
+    assert!(
+        matches!(err, TdxError::CertificateChain { chain: "PCK", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().to_lowercase().contains("revoked"), "{err}");
+}
+
+#[test]
+fn expired_sim_collateral_is_refused() {
+    let issued = SystemTime::now() - Duration::from_secs(7200);
+    let collateral = pki()
+        .collateral_with(&SimCollateralOptions {
+            issued,
+            validity: Duration::from_secs(3600),
+            revoke_pck: false,
+        })
+        .unwrap();
+    let err = sim_verifier()
+        .verify(&pki().quote(&td()), &collateral, SystemTime::now())
+        .unwrap_err();
+    assert!(matches!(err, TdxError::CollateralExpired { .. }), "{err}");
+}
+
+#[test]
+fn debug_tds_verify_with_the_debug_flag_set() {
+    let quote = pki().quote(&SimTdReport {
+        td_attributes: TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG,
+        ..td()
+    });
+    let claims = verify_sim(&quote).unwrap();
+    assert!(claims.td.td_attributes.debug);
+    let normal = verify_sim(&pki().quote(&td())).unwrap();
+    assert!(!normal.td.td_attributes.debug);
+}
+
+#[test]
+fn a_td_without_sept_ve_disable_is_refused() {
+    let quote = pki().quote(&SimTdReport {
+        td_attributes: 0,
+        ..td()
+    });
+    let err = verify_sim(&quote).unwrap_err();
+    assert!(matches!(err, TdxError::TdAttributes(_)), "{err}");
+}
+
+#[test]
+fn tcb_levels_are_reported_or_refused() {
+    let quote = pki().quote(&SimTdReport {
+        tee_tcb_svn: SIM_TEE_TCB_SVN_OUT_OF_DATE,
+        ..td()
+    });
+    let claims = verify_sim(&quote).unwrap();
+    assert_eq!(claims.tcb_status, TcbStatus::OutOfDate);
+    assert_eq!(claims.advisory_ids, vec![SIM_ADVISORY.to_string()]);
+
+    let mut too_old = SIM_TEE_TCB_SVN_OUT_OF_DATE;
+    too_old[0] -= 1;
+    let err = verify_sim(&pki().quote(&SimTdReport {
+        tee_tcb_svn: too_old,
+        ..td()
+    }))
+    .unwrap_err();
+    assert!(matches!(err, TdxError::TcbRefused(_)), "{err}");
+}
+
+#[test]
+fn collateral_json_round_trips_and_rejects_garbage() {
+    let c = pki().collateral(SystemTime::now()).unwrap();
+    assert_eq!(Collateral::from_json(&c.to_json()).unwrap(), c);
+    assert!(matches!(
+        Collateral::from_json(b"{}"),
+        Err(TdxError::MalformedCollateral(_))
+    ));
+    assert!(matches!(
+        Collateral::from_json(b"nonsense"),
+        Err(TdxError::MalformedCollateral(_))
+    ));
+    let real = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
+    assert_eq!(real.fmspc().as_deref(), Some("B0C06F000000"));
+}
+
+#[test]
+fn sim_pki_files_round_trip() {
+    let dir = tempdir("pki-files");
+    pki().write_to(&dir, SystemTime::now()).unwrap();
+    let loaded = SimTdxPki::load(&dir).unwrap();
+    assert_eq!(loaded.root_der(), pki().root_der());
+    let collateral = Collateral::load(&dir.join(sim::files::COLLATERAL)).unwrap();
+    sim_verifier()
+        .verify(&loaded.quote(&td()), &collateral, SystemTime::now())
+        .unwrap();
+    // A root that does not belong to the seed is refused.
+    let other = SimTdxPki::from_seed(b"x").unwrap();
+    std::fs::write(dir.join(sim::files::ROOT_CA), other.root_pem()).unwrap();
+    assert!(matches!(SimTdxPki::load(&dir), Err(TdxError::SimPki(_))));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn quote_parser_reads_the_fields_without_verifying() {
+    let quote = pki().quote(&SimTdReport {
+        version: QuoteVersion::V5,
+        ..td()
+    });
+    let report = TdReport::parse(&quote).unwrap();
+    assert_eq!(report.quote_version, QuoteVersion::V5);
+    assert_eq!(report.mr_config_id, [0x33; 48]);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["mr_td"], hex::encode([0x11; 48]));
+    assert_eq!(json["rtmr"][3], hex::encode([0x23; 48]));
+    let back: TdReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+}
+
+pub(crate) fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tee-gateway-tdx-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+mod collateral_source {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pem_header(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    /// A minimal PCCS on loopback serving the simulated collateral; returns its URL and a request counter.
+    async fn serve_pccs(c: Collateral) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+                let c = &c.0;
+                let (header, body): (String, Vec<u8>) =
+                    if path.starts_with("/sgx/certification/v4/pckcrl") {
+                        (
+                            format!(
+                                "SGX-PCK-CRL-Issuer-Chain: {}\r\n",
+                                pem_header(&c.pck_crl_issuer_chain)
+                            ),
+                            c.pck_crl.clone(),
+                        )
+                    } else if path.starts_with("/tdx/certification/v4/tcb") {
+                        (
+                            format!(
+                                "TCB-Info-Issuer-Chain: {}\r\n",
+                                pem_header(&c.tcb_info_issuer_chain)
+                            ),
+                            format!(
+                                "{{\"tcbInfo\":{},\"signature\":\"{}\"}}",
+                                c.tcb_info,
+                                hex::encode(&c.tcb_info_signature)
+                            )
+                            .into_bytes(),
+                        )
+                    } else if path.starts_with("/tdx/certification/v4/qe/identity") {
+                        (
+                            format!(
+                                "SGX-Enclave-Identity-Issuer-Chain: {}\r\n",
+                                pem_header(&c.qe_identity_issuer_chain)
+                            ),
+                            format!(
+                                "{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}",
+                                c.qe_identity,
+                                hex::encode(&c.qe_identity_signature)
+                            )
+                            .into_bytes(),
+                        )
+                    } else if path.starts_with("/sgx/certification/v4/rootcacrl") {
+                        (String::new(), hex::encode(&c.root_ca_crl).into_bytes())
+                    } else {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                        continue;
+                    };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\n{header}content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn fetches_from_pccs_then_serves_from_the_caches() {
+        let now = SystemTime::now();
+        let served = pki().collateral(now - Duration::from_secs(60)).unwrap();
+        let (url, hits) = serve_pccs(served.clone()).await;
+        let dir = tempdir("collateral-cache");
+        let quote = pki().quote(&td());
+        let config = CollateralConfig {
+            cache_dir: Some(dir.clone()),
+            pccs_url: Some(url),
+            refresh_margin: Some(Duration::from_secs(3600)),
+            http_timeout: Some(Duration::from_secs(5)),
+        };
+        let source = CollateralSource::new(config.clone()).unwrap();
+        let fetched = source.collateral_for(&quote, now).await.unwrap();
+        assert_eq!(fetched, served);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+        sim_verifier().verify(&quote, &fetched, now).unwrap();
+
+        // Memory cache: no more requests.
+        source.collateral_for(&quote, now).await.unwrap();
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        // A new source without a PCCS finds it in the directory.
+        let offline = CollateralSource::new(CollateralConfig {
+            pccs_url: None,
+            ..config.clone()
+        })
+        .unwrap();
+        assert_eq!(offline.collateral_for(&quote, now).await.unwrap(), served);
+        let key = CollateralKey::for_quote(&quote).unwrap();
+        assert!(offline.cached(&key, now).is_some());
+
+        // Inside the refresh margin with no PCCS: still valid, so returned; past expiry: a clear error.
+        let late = now + Duration::from_secs(30 * 24 * 3600 - 1800);
+        assert!(offline.collateral_for(&quote, late).await.is_ok());
+        let expired = now + Duration::from_secs(31 * 24 * 3600);
+        let err = offline.collateral_for(&quote, expired).await.unwrap_err();
+        match &err {
+            TdxError::CollateralUnavailable {
+                fmspc, attempts, ..
+            } => {
+                assert_eq!(fmspc, &hex::encode_upper(sim::SIM_FMSPC));
+                assert_eq!(attempts.len(), 2, "{err}");
+            }
+            other => panic!("expected CollateralUnavailable, got {other}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_pccs_is_reported() {
+        // Bind and drop to get a closed loopback port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let source = CollateralSource::new(CollateralConfig {
+            cache_dir: None,
+            pccs_url: Some(format!("http://127.0.0.1:{port}")),
+            refresh_margin: None,
+            http_timeout: Some(Duration::from_secs(2)),
+        })
+        .unwrap();
+        let err = source
+            .collateral_for(&pki().quote(&td()), SystemTime::now())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, TdxError::CollateralUnavailable { .. }),
+            "{text}"
+        );
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    }
+}
