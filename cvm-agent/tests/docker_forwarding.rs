@@ -1,0 +1,542 @@
+//! The forwarder against the real Docker engine and the test-server image: targets by Compose service, by
+//! `tee-gateway.service` and by `tee-gateway.port`; restarts and new addresses; stopped containers; several
+//! containers per service; undeclared ports; PROXY protocol bytes; and an engine that goes away and comes back.
+//!
+//! Needs root and a Docker engine on `/var/run/docker.sock`; builds the image with
+//! `scripts/build-test-image.sh --if-stale`. Each test creates its own uniquely named containers and networks and
+//! removes them on drop (also on failure); leftovers of crashed runs are removed at start.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cvm_agent::docker::{DiscoveryConfig, DiscoveryTask, EngineState};
+use cvm_agent::forward::{ForwardConfig, Forwarder, PortRule, PortState};
+use cvm_agent::target::{COMPOSE_SERVICE_LABEL, PORT_LABEL, SERVICE_LABEL};
+use support::{docker, http_get, prepare, served_by, unique, unique_port, wait_for, Scratch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A loopback address of its own per test, standing in for the tunnel address.
+fn listen(n: u8) -> IpAddr {
+    IpAddr::from([127, 77, 0, n])
+}
+
+fn rule(port: u16, target: &str) -> PortRule {
+    PortRule {
+        port,
+        target: target.parse().unwrap(),
+    }
+}
+
+fn discovery_on(socket: PathBuf) -> DiscoveryTask {
+    DiscoveryTask::spawn(DiscoveryConfig {
+        socket,
+        max_backoff: Duration::from_millis(300),
+        ..DiscoveryConfig::default()
+    })
+}
+
+/// Expects the forwarder to reset the connection (RST, not FIN) quickly; returns how long it took.
+async fn expect_reset(addr: SocketAddr) -> Duration {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("the listener accepts");
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the connection was left hanging");
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => start.elapsed(),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn forwards_by_compose_service_and_service_label_with_real_clients() {
+    prepare();
+    let mut scratch = Scratch::default();
+    let (svc_a, svc_b) = (unique("svc"), unique("svc"));
+    let (a, b) = (unique("a"), unique("b"));
+    scratch.run(&a, &[(COMPOSE_SERVICE_LABEL, svc_a.clone())], &[]);
+    scratch.wait_ready(&a).await;
+    scratch.run(&b, &[(SERVICE_LABEL, svc_b.clone())], &[]);
+    scratch.wait_ready(&b).await;
+    let task = discovery_on(PathBuf::from(cvm_agent::docker::DEFAULT_SOCKET));
+    let d = task.discovery();
+    let ports = vec![
+        rule(80, &format!("docker:{svc_a}:8080")),
+        rule(81, &format!("docker:{svc_b}:8080")),
+        rule(443, &format!("docker:{svc_a}:8443")),
+    ];
+    let fwd = Forwarder::start(ForwardConfig::new(listen(1), ports), Some(d.clone()))
+        .await
+        .unwrap();
+    wait_for(&d, WAIT, "both containers", |d| {
+        d.containers()
+            .iter()
+            .filter(|c| c.name == a || c.name == b)
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(
+        fwd.port_states().await,
+        [
+            PortState { port: 80, up: true },
+            PortState { port: 81, up: true },
+            PortState {
+                port: 443,
+                up: true
+            }
+        ]
+    );
+
+    let via = |port| SocketAddr::new(listen(1), port);
+    assert_eq!(served_by(&http_get(via(80), "/").await.unwrap()), a);
+    assert_eq!(served_by(&http_get(via(81), "/").await.unwrap()), b);
+
+    // gRPC (h2c) and WebSocket through the forwarder, with Python grpcio and websockets.
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clients");
+    let out = tokio::process::Command::new("python3")
+        .arg(clients.join("grpc_echo.py"))
+        .args([&via(80).to_string(), "stream", "3"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{a} 0\n{a} 1\n{a} 2\n")
+    );
+    let out = tokio::process::Command::new("python3")
+        .arg(clients.join("ws_echo.py"))
+        .args([&format!("ws://{}/ws", via(81)), "through", "the agent"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), b);
+
+    // The container's own TLS (the passthrough case) reaches the client end to end: the name in its
+    // certificate is the container's host name.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{ssl_verify_result}",
+        ])
+        .args([
+            "--resolve",
+            &format!("{a}:443:{}", listen(1)),
+            &format!("https://{a}:443/tls"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let body = text.lines().next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["server"], a.as_str());
+    assert_eq!(v["tls"], true);
+}
+
+#[tokio::test]
+async fn docker_label_target_uses_the_port_label() {
+    prepare();
+    let mut scratch = Scratch::default();
+    let (p1, p2) = (unique_port(), unique_port());
+    let (c1, c2) = (unique("lbl"), unique("lbl"));
+    scratch.run(&c1, &[(PORT_LABEL, format!("{p1}:8080"))], &[]);
+    scratch.wait_ready(&c1).await;
+    // `<port>` alone means the same port inside the container: 9000 is the raw echo.
+    scratch.run(&c2, &[(PORT_LABEL, "9000".to_owned())], &[]);
+    scratch.wait_ready(&c2).await;
+    let task = discovery_on(PathBuf::from(cvm_agent::docker::DEFAULT_SOCKET));
+    let d = task.discovery();
+    let ports = vec![rule(p1, "docker-label"), rule(p2, "docker-label")];
+    let fwd = Forwarder::start(ForwardConfig::new(listen(2), ports), Some(d.clone()))
+        .await
+        .unwrap();
+    wait_for(&d, WAIT, "the labelled container", |d| {
+        d.containers().iter().any(|c| c.name == c1)
+    })
+    .await;
+    assert_eq!(
+        served_by(&http_get(SocketAddr::new(listen(2), p1), "/").await.unwrap()),
+        c1
+    );
+    // Nothing carries `tee-gateway.port=<p2>`: that port is down and resets.
+    assert_eq!(
+        fwd.port_states().await[1],
+        PortState {
+            port: p2,
+            up: false
+        }
+    );
+    let took = expect_reset(SocketAddr::new(listen(2), p2)).await;
+    assert!(took < Duration::from_millis(500), "reset took {took:?}");
+}
+
+#[tokio::test]
+async fn restarted_and_readdressed_container_is_used_without_restarting() {
+    prepare();
+    let mut scratch = Scratch::default();
+    let (net, prefix) = scratch.network(&unique("net"));
+    let svc = unique("svc");
+    let c = unique("rst");
+    let first_ip = format!("{prefix}.10");
+    scratch.run(
+        &c,
+        &[(SERVICE_LABEL, svc.clone())],
+        &["--network", &net, "--ip", &first_ip],
+    );
+    scratch.wait_ready(&c).await;
+    let task = discovery_on(PathBuf::from(cvm_agent::docker::DEFAULT_SOCKET));
+    let d = task.discovery();
+    let target: cvm_agent::target::Target = format!("docker:{svc}:8080").parse().unwrap();
+    let fwd = Forwarder::start(
+        ForwardConfig::new(
+            listen(3),
+            vec![PortRule {
+                port: 80,
+                target: target.clone(),
+            }],
+        ),
+        Some(d.clone()),
+    )
+    .await
+    .unwrap();
+    let at = |ip: &str| vec![SocketAddr::new(ip.parse().unwrap(), 8080)];
+    wait_for(&d, WAIT, "the container", |d| {
+        d.candidates(&target, 80) == at(&first_ip)
+    })
+    .await;
+    let via = SocketAddr::new(listen(3), 80);
+    assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
+
+    docker(&["restart", "-t", "1", &c]);
+    scratch.wait_ready(&c).await;
+    wait_for(&d, WAIT, "the restarted container", |d| {
+        d.candidates(&target, 80) == at(&first_ip)
+    })
+    .await;
+    assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
+
+    // Replace its address: the forwarder follows the engine's events to the new one.
+    let second_ip = format!("{prefix}.20");
+    docker(&["stop", "-t", "1", &c]);
+    docker(&["network", "disconnect", &net, &c]);
+    docker(&["network", "connect", "--ip", &second_ip, &net, &c]);
+    docker(&["start", &c]);
+    scratch.wait_ready(&c).await;
+    assert_eq!(scratch.address(&c), second_ip);
+    wait_for(&d, WAIT, "the new address", |d| {
+        d.candidates(&target, 80) == at(&second_ip)
+    })
+    .await;
+    assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
+    drop(fwd);
+}
+
+#[tokio::test]
+async fn stopped_container_resets_fast_and_reports_down() {
+    prepare();
+    let mut scratch = Scratch::default();
+    let svc = unique("svc");
+    let c = unique("stop");
+    scratch.run(&c, &[(SERVICE_LABEL, svc.clone())], &[]);
+    scratch.wait_ready(&c).await;
+    let task = discovery_on(PathBuf::from(cvm_agent::docker::DEFAULT_SOCKET));
+    let d = task.discovery();
+    let target = format!("docker:{svc}:8080");
+    let fwd = Forwarder::start(
+        ForwardConfig::new(listen(4), vec![rule(80, &target)]),
+        Some(d.clone()),
+    )
+    .await
+    .unwrap();
+    let t = target.parse().unwrap();
+    wait_for(&d, WAIT, "the container", |d| {
+        !d.candidates(&t, 80).is_empty()
+    })
+    .await;
+    let via = SocketAddr::new(listen(4), 80);
+    assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
+    assert_eq!(fwd.port_states().await, [PortState { port: 80, up: true }]);
+
+    docker(&["stop", "-t", "1", &c]);
+    wait_for(&d, WAIT, "the container to be gone", |d| {
+        d.candidates(&t, 80).is_empty()
+    })
+    .await;
+    assert_eq!(
+        fwd.port_states().await,
+        [PortState {
+            port: 80,
+            up: false
+        }]
+    );
+    let took = expect_reset(via).await;
+    assert!(took < Duration::from_millis(500), "reset took {took:?}");
+
+    docker(&["start", &c]);
+    scratch.wait_ready(&c).await;
+    wait_for(&d, WAIT, "the container to be back", |d| {
+        !d.candidates(&t, 80).is_empty()
+    })
+    .await;
+    assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
+    assert_eq!(fwd.port_states().await, [PortState { port: 80, up: true }]);
+}
+
+#[tokio::test]
+async fn two_containers_of_one_service_both_receive_connections() {
+    prepare();
+    let mut scratch = Scratch::default();
+    let svc = unique("svc");
+    let (c1, c2) = (unique("rr"), unique("rr"));
+    scratch.run(&c1, &[(COMPOSE_SERVICE_LABEL, svc.clone())], &[]);
+    scratch.wait_ready(&c1).await;
+    scratch.run(&c2, &[(COMPOSE_SERVICE_LABEL, svc.clone())], &[]);
+    scratch.wait_ready(&c2).await;
+    let task = discovery_on(PathBuf::from(cvm_agent::docker::DEFAULT_SOCKET));
+    let d = task.discovery();
+    let target = format!("docker:{svc}:8080");
+    let _fwd = Forwarder::start(
+        ForwardConfig::new(listen(5), vec![rule(80, &target)]),
+        Some(d.clone()),
+    )
+    .await
+    .unwrap();
+    let t = target.parse().unwrap();
+    wait_for(&d, WAIT, "both containers", |d| {
+        d.candidates(&t, 80).len() == 2
+    })
+    .await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..8 {
+        let body = http_get(SocketAddr::new(listen(5), 80), "/").await.unwrap();
+        *seen.entry(served_by(&body)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen.get(&c1), Some(&4), "{seen:?}");
+    assert_eq!(seen.get(&c2), Some(&4), "{seen:?}");
+}
+
+#[tokio::test]
+async fn undeclared_port_is_refused_and_proxy_header_passes_unchanged() {
+    prepare();
+    let mut scratch = Scratch::default();
+    let svc = unique("svc");
+    let c = unique("pp");
+    scratch.run(&c, &[(SERVICE_LABEL, svc.clone())], &[]);
+    scratch.wait_ready(&c).await;
+    let task = discovery_on(PathBuf::from(cvm_agent::docker::DEFAULT_SOCKET));
+    let d = task.discovery();
+    let ports = vec![
+        rule(80, &format!("docker:{svc}:8080")),
+        rule(7000, &format!("docker:{svc}:9000")),
+    ];
+    let fwd = Forwarder::start(ForwardConfig::new(listen(6), ports), Some(d.clone()))
+        .await
+        .unwrap();
+    assert_eq!(fwd.ports(), [80, 7000]);
+    let t = format!("docker:{svc}:8080").parse().unwrap();
+    wait_for(&d, WAIT, "the container", |d| {
+        !d.candidates(&t, 80).is_empty()
+    })
+    .await;
+
+    for port in [22, 81, 8080, 9000] {
+        let err = TcpStream::connect(SocketAddr::new(listen(6), port))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "port {port}"
+        );
+    }
+
+    // A PROXY v2 header and payload reach the raw echo and come back byte for byte.
+    let mut sent = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    sent.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 198, 18, 0, 9, 10, 0, 0, 2, 0x9c, 0x40, 0, 80,
+    ]);
+    sent.extend((0..100_000u32).map(|i| (i % 253) as u8));
+    let mut s = TcpStream::connect(SocketAddr::new(listen(6), 7000))
+        .await
+        .unwrap();
+    s.write_all(&sent).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.len(), sent.len());
+    assert!(back == sent, "bytes changed on the way");
+
+    // And the HTTP service sees the client the header announced.
+    let mut s = TcpStream::connect(SocketAddr::new(listen(6), 80))
+        .await
+        .unwrap();
+    s.write_all(b"PROXY TCP4 198.18.0.9 10.0.0.2 40000 80\r\nGET / HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = out.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["proxy"]["source"], "198.18.0.9:40000");
+    assert_eq!(v["server"], c.as_str());
+}
+
+/// A Unix socket that relays to the real Docker socket and can be taken away and brought back, standing in for
+/// an engine that becomes unreachable.
+struct EngineProxy {
+    path: PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    fn new(path: PathBuf) -> Self {
+        let mut p = EngineProxy { path, task: None };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = UnixListener::bind(&self.path).unwrap();
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut engine) =
+                        UnixStream::connect(cvm_agent::docker::DEFAULT_SOCKET).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut engine).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes every relayed connection and removes the socket.
+    async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test]
+async fn engine_unreachable_keeps_forwarding_and_recovers() {
+    prepare();
+    let mut scratch = Scratch::default();
+    let socket = std::env::temp_dir().join(format!("{}.sock", unique("engine")));
+    let mut proxy = EngineProxy::new(socket.clone());
+    let (p1, p2) = (unique_port(), unique_port());
+    let (c1, c2) = (unique("eng"), unique("eng"));
+    scratch.run(&c1, &[(PORT_LABEL, format!("{p1}:8080"))], &[]);
+    scratch.wait_ready(&c1).await;
+    let task = discovery_on(socket.clone());
+    let d = task.discovery();
+    let ports = vec![rule(p1, "docker-label"), rule(p2, "docker-label")];
+    let fwd = Forwarder::start(ForwardConfig::new(listen(7), ports), Some(d.clone()))
+        .await
+        .unwrap();
+    wait_for(&d, WAIT, "the first container", |d| {
+        d.containers().iter().any(|c| c.name == c1)
+    })
+    .await;
+    assert_eq!(d.engine_state(), EngineState::Reachable);
+
+    proxy.stop().await;
+    wait_for(&d, WAIT, "the engine to be reported unreachable", |d| {
+        matches!(d.engine_state(), EngineState::Unreachable { .. })
+    })
+    .await;
+    let EngineState::Unreachable { error } = d.engine_state() else {
+        unreachable!()
+    };
+    assert!(
+        error.contains(&socket.display().to_string()),
+        "error does not name the socket: {error}"
+    );
+    // The known container still serves; one started meanwhile is not known yet.
+    assert_eq!(
+        served_by(&http_get(SocketAddr::new(listen(7), p1), "/").await.unwrap()),
+        c1
+    );
+    scratch.run(&c2, &[(PORT_LABEL, format!("{p2}:8080"))], &[]);
+    scratch.wait_ready(&c2).await;
+    expect_reset(SocketAddr::new(listen(7), p2)).await;
+    assert_eq!(
+        fwd.port_states().await[1],
+        PortState {
+            port: p2,
+            up: false
+        }
+    );
+
+    proxy.start();
+    wait_for(
+        &d,
+        WAIT,
+        "the engine to be back with the new container",
+        |d| {
+            d.engine_state() == EngineState::Reachable
+                && d.containers().iter().any(|c| c.name == c2)
+        },
+    )
+    .await;
+    assert_eq!(
+        served_by(&http_get(SocketAddr::new(listen(7), p2), "/").await.unwrap()),
+        c2
+    );
+    assert_eq!(fwd.port_states().await[1], PortState { port: p2, up: true });
+}
