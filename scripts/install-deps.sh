@@ -7,7 +7,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping procps psmisc util-linux   # lab: ip netns, ping, ps, fuser, flock
   wireguard-go wireguard-tools                     # reference WireGuard peer for interop and benchmarks
   iperf3 curl openssl wrk nghttp2-client           # real clients (h2load is in nghttp2-client)
-  haproxy nginx                                    # alternatives the benchmarks compare against
+  haproxy nginx libnginx-mod-stream bc             # alternatives the benchmarks compare against; ratios
   python3 python3-pip python3-venv                 # grpcio and websockets clients
   pkg-config                                       # for -sys crates
 )
