@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::evidence::SigningKeyKind;
 use crate::platform::Platform;
+pub use crate::tdx::{TcbStatus, TdxClaims};
 
 /// What verified evidence says about the TEE that produced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,15 @@ impl Claims {
     pub fn snp(&self) -> Option<&SnpClaims> {
         match &self.details {
             PlatformClaims::Snp(s) => Some(s),
+            PlatformClaims::Tdx(_) => None,
+        }
+    }
+
+    /// The TDX claims, when the evidence was TDX.
+    pub fn tdx(&self) -> Option<&TdxClaims> {
+        match &self.details {
+            PlatformClaims::Tdx(t) => Some(t),
+            PlatformClaims::Snp(_) => None,
         }
     }
 }
@@ -36,9 +46,14 @@ impl Claims {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 #[non_exhaustive]
+// Claims are built once per verification and mostly moved whole; boxing the larger variant would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum PlatformClaims {
     /// SEV-SNP claims.
     Snp(SnpClaims),
+    /// Intel TDX claims.
+    Tdx(TdxClaims),
 }
 
 /// The AMD processor generation an SNP report came from, as named by its root of trust.

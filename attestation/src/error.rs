@@ -100,6 +100,41 @@ pub enum VerifyError {
     /// The claims were verified but the policy refuses them.
     #[error("policy: {0}")]
     Policy(#[from] PolicyViolation),
+    /// A piece of collateral (TDX TCB info, QE identity, CRL, certificate) has expired at the verification time.
+    #[error(
+        "collateral expired: {item} was valid until {valid_until}, verification time is {now}"
+    )]
+    CollateralExpired {
+        /// The piece of collateral that expired first.
+        item: String,
+        /// When it stopped being valid (RFC 3339).
+        valid_until: String,
+        /// The verification time (RFC 3339).
+        now: String,
+    },
+    /// Collateral needed to verify the evidence is missing, malformed or not yet valid.
+    #[error("collateral: {reason}")]
+    Collateral {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate chain does not validate up to the trusted root (bad signature, revoked, wrong root).
+    #[error("{chain} certificate chain does not validate: {reason}")]
+    CertificateChain {
+        /// Which chain ("PCK", "TCB signing").
+        chain: &'static str,
+        /// What path validation reported.
+        reason: String,
+    },
+    /// The evidence verified cryptographically but a platform-defined check refused it (TDX: TCB level, QE
+    /// identity, TD attributes).
+    #[error("{reason}")]
+    Refused {
+        /// The check ("tcb", "qe-identity", "td-attributes", ...).
+        check: &'static str,
+        /// What it found.
+        reason: String,
+    },
     /// This build or configuration cannot verify evidence of this platform.
     #[error("verification of {0} evidence is not supported")]
     Unsupported(Platform),
@@ -113,7 +148,11 @@ impl VerifyError {
             VerifyError::SimulatedRootNotTrusted { .. } | VerifyError::UntrustedRoot { .. } => {
                 "root-of-trust"
             }
-            VerifyError::CertificateSignature { .. } => "certificate-chain",
+            VerifyError::CertificateSignature { .. } | VerifyError::CertificateChain { .. } => {
+                "certificate-chain"
+            }
+            VerifyError::CollateralExpired { .. } | VerifyError::Collateral { .. } => "collateral",
+            VerifyError::Refused { check, .. } => check,
             VerifyError::CertificateValidity { .. } => "certificate-validity",
             VerifyError::EndorsementMismatch { .. } | VerifyError::SigningKeyKind { .. } => {
                 "endorsement"

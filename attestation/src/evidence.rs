@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::platform::PlatformFamily;
+pub use crate::tdx::{TdxEvidence, TDX_MEDIA_TYPE};
 
 /// Media type of SEV-SNP evidence (report plus certificates) in a CMW record.
 pub const SNP_MEDIA_TYPE: &str = "application/vnd.tee-gateway.sev-snp-evidence.v1";
@@ -20,6 +21,8 @@ pub const SNP_MEDIA_TYPE: &str = "application/vnd.tee-gateway.sev-snp-evidence.v
 pub enum Evidence {
     /// AMD SEV-SNP (real or simulated).
     Snp(SnpEvidence),
+    /// Intel TDX (real or simulated).
+    Tdx(TdxEvidence),
 }
 
 impl Evidence {
@@ -27,6 +30,7 @@ impl Evidence {
     pub fn family(&self) -> PlatformFamily {
         match self {
             Evidence::Snp(_) => PlatformFamily::Snp,
+            Evidence::Tdx(_) => PlatformFamily::Tdx,
         }
     }
 
@@ -34,6 +38,7 @@ impl Evidence {
     pub fn media_type(&self) -> &'static str {
         match self {
             Evidence::Snp(_) => SNP_MEDIA_TYPE,
+            Evidence::Tdx(_) => TDX_MEDIA_TYPE,
         }
     }
 
@@ -41,6 +46,7 @@ impl Evidence {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Evidence::Snp(e) => e.encode(),
+            Evidence::Tdx(e) => e.encode(),
         }
     }
 
@@ -48,6 +54,7 @@ impl Evidence {
     pub fn decode(media_type: &str, bytes: &[u8]) -> Result<Self, EvidenceDecodeError> {
         match media_type {
             SNP_MEDIA_TYPE => Ok(Evidence::Snp(SnpEvidence::decode(bytes)?)),
+            TDX_MEDIA_TYPE => Ok(Evidence::Tdx(TdxEvidence::decode(bytes)?)),
             other => Err(EvidenceDecodeError::UnknownMediaType(other.to_owned())),
         }
     }

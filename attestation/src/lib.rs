@@ -21,9 +21,10 @@ pub mod tdx;
 pub mod verifier;
 
 pub use attester::Attester;
-pub use claims::{Claims, PlatformClaims, SnpClaims, SnpProduct, SnpTcb};
+pub use claims::{Claims, PlatformClaims, SnpClaims, SnpProduct, SnpTcb, TcbStatus, TdxClaims};
 pub use error::{AttestError, VerifyError};
-pub use evidence::{Evidence, SigningKeyKind, SnpEvidence};
+pub use evidence::{Evidence, SigningKeyKind, SnpEvidence, TdxEvidence};
 pub use platform::{Platform, PlatformFamily};
 pub use snp::sim::{SimReportRequest, SimSnpAttester, SimSnpPki};
+pub use tdx::{SimTdReport, SimTdxAttester, SimTdxPki};
 pub use verifier::{TrustAnchors, Verifier};

@@ -4,20 +4,24 @@
 //! [`TrustAnchors`] at a given time, compares its report data with the expected value and returns typed
 //! [`Claims`]. Policy is applied by the caller ([`crate::policy`]) or by the RA-TLS verifiers.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::claims::Claims;
 use crate::error::VerifyError;
 use crate::evidence::Evidence;
 use crate::snp::{self, roots::TrustedRoot, SnpVerifier};
+use crate::tdx::evidence_verifier::{self, TdxEvidenceVerifier};
+use crate::tdx::CollateralSource;
 
 /// The roots of trust a verifier accepts.
 ///
-/// The real vendor roots (AMD's ARKs for Milan, Genoa and Turin) are always trusted. A simulated root is trusted
-/// only when added here explicitly.
+/// The real vendor roots (AMD's ARKs for Milan, Genoa and Turin; Intel's SGX Root CA) are always trusted. A
+/// simulated root is trusted only when added here explicitly.
 #[derive(Debug, Clone, Default)]
 pub struct TrustAnchors {
     sim_snp: Vec<TrustedRoot>,
+    sim_tdx: Vec<Vec<u8>>,
 }
 
 impl TrustAnchors {
@@ -32,9 +36,16 @@ impl TrustAnchors {
         Ok(self)
     }
 
+    /// Also trust a simulated Intel root (PEM or DER), e.g. `root-ca.pem` written by
+    /// [`crate::tdx::SimTdxPki::write_to`].
+    pub fn with_sim_tdx_root(mut self, root: &[u8]) -> Result<Self, VerifyError> {
+        self.sim_tdx.push(evidence_verifier::simulated_root(root)?);
+        Ok(self)
+    }
+
     /// Whether any simulated root is trusted.
     pub fn trusts_simulated(&self) -> bool {
-        !self.sim_snp.is_empty()
+        !self.sim_snp.is_empty() || !self.sim_tdx.is_empty()
     }
 }
 
@@ -42,6 +53,8 @@ impl TrustAnchors {
 #[derive(Debug)]
 pub struct Verifier {
     snp: SnpVerifier,
+    tdx: TdxEvidenceVerifier,
+    sim_tdx_roots: Vec<Vec<u8>>,
 }
 
 impl Verifier {
@@ -49,7 +62,16 @@ impl Verifier {
     pub fn new(anchors: TrustAnchors) -> Self {
         Verifier {
             snp: SnpVerifier::new(anchors.sim_snp),
+            tdx: TdxEvidenceVerifier::new(&anchors.sim_tdx, None),
+            sim_tdx_roots: anchors.sim_tdx,
         }
+    }
+
+    /// Use `source` for TDX evidence that carries no collateral (its memory cache and collateral directory; a
+    /// PCCS is consulted only by whoever refreshes the source, never during a TLS handshake).
+    pub fn with_tdx_collateral(mut self, source: Arc<CollateralSource>) -> Self {
+        self.tdx = TdxEvidenceVerifier::new(&self.sim_tdx_roots, Some(source));
+        self
     }
 
     /// Verify evidence at `now` and check that its report data equals `expected_report_data`.
@@ -78,12 +100,13 @@ impl Verifier {
     ) -> Result<Claims, VerifyError> {
         match evidence {
             Evidence::Snp(e) => self.snp.verify(e, now),
+            Evidence::Tdx(e) => self.tdx.verify(e, now),
         }
     }
 
-    /// How many verified certificate chains are cached.
+    /// How many verified certificate chains (SNP) and quotes (TDX) are cached.
     pub fn cached_chains(&self) -> usize {
-        self.snp.cached_chains()
+        self.snp.cached_chains() + self.tdx.cached()
     }
 }
 

@@ -220,9 +220,10 @@ impl Attester for ConfigfsTsm {
                 out.outblob,
                 &out.auxblob,
             )?)),
-            TsmProvider::TdxGuest => Err(AttestError::Unavailable(
-                "TDX evidence is not supported by this build".into(),
-            )),
+            TsmProvider::TdxGuest => Ok(Evidence::Tdx(crate::tdx::TdxEvidence {
+                quote: out.outblob,
+                collateral: None,
+            })),
         }
     }
 }

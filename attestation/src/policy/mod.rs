@@ -14,9 +14,12 @@
 //! signing_keys = ["vcek"]                # optional: default both "vcek" and "vlek"
 //! allow_debug = false                    # optional: default false
 //! ```
+//!
+//! TDX profiles (`platform = "tdx"` or `"sim-tdx"`) are described in [`TdxProfile`].
 
 mod file;
 mod snp;
+mod tdx;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +31,7 @@ use crate::platform::Platform;
 
 pub use file::{PolicyFile, PolicyLoadError};
 pub use snp::{MinTcb, SnpProfile};
+pub use tdx::TdxProfile;
 
 /// One acceptable configuration of a TEE, tagged by platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,10 @@ pub enum Profile {
     SevSnp(SnpProfile),
     /// Simulated SEV-SNP.
     SimSnp(SnpProfile),
+    /// Real Intel TDX.
+    Tdx(TdxProfile),
+    /// Simulated Intel TDX.
+    SimTdx(TdxProfile),
 }
 
 impl Profile {
@@ -46,6 +54,8 @@ impl Profile {
         match self {
             Profile::SevSnp(_) => Platform::SevSnp,
             Profile::SimSnp(_) => Platform::SimSnp,
+            Profile::Tdx(_) => Platform::Tdx,
+            Profile::SimTdx(_) => Platform::SimTdx,
         }
     }
 
@@ -59,6 +69,7 @@ impl Profile {
         }
         match self {
             Profile::SevSnp(p) | Profile::SimSnp(p) => p.check(claims),
+            Profile::Tdx(p) | Profile::SimTdx(p) => p.check(claims),
         }
     }
 }
@@ -97,6 +108,16 @@ pub enum Violation {
         minimum: u8,
         /// The claims' value.
         actual: u8,
+    },
+    /// The TDX platform's TCB status is not among the allowed ones.
+    #[error("TCB status {actual} is not allowed (allowed: {allowed}; advisories: {advisories})")]
+    TcbStatus {
+        /// The claims' status.
+        actual: String,
+        /// The allowed statuses.
+        allowed: String,
+        /// Advisories of the platform's TCB level (may be empty).
+        advisories: String,
     },
     /// The report was signed by a key kind the profile does not allow.
     #[error("signing key {actual} is not allowed (allowed: {allowed})")]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::hexbytes;
-use super::quote::TdReport;
+use super::quote::{QuoteVersion, TdAttributes, TdReport};
 
 /// The TCB status Intel's collateral assigns to the platform (merged over the platform, TDX module and QE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,12 +83,38 @@ impl std::str::FromStr for TcbStatus {
     }
 }
 
-/// The claims of a verified TDX quote.
+/// The claims of a verified TDX quote (its report data is returned beside them, see
+/// [`super::VerifiedQuote`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TdxClaims {
-    /// The trust domain's measurements and attributes.
-    #[serde(flatten)]
-    pub td: TdReport,
+    /// Quote format version.
+    pub quote_version: QuoteVersion,
+    /// TEE_TCB_SVN: the TDX module's security version numbers.
+    #[serde(with = "hexbytes")]
+    pub tee_tcb_svn: [u8; 16],
+    /// MRSEAM: measurement of the TDX module.
+    #[serde(with = "hexbytes")]
+    pub mr_seam: [u8; 48],
+    /// MRTD: measurement of the initial TD contents (firmware).
+    #[serde(with = "hexbytes")]
+    pub mr_td: [u8; 48],
+    /// RTMR0-3: runtime-extendable measurement registers.
+    #[serde(with = "hexbytes::rtmrs")]
+    pub rtmr: [[u8; 48]; 4],
+    /// MRCONFIGID: software-defined configuration id set by the host at TD creation.
+    #[serde(with = "hexbytes")]
+    pub mr_config_id: [u8; 48],
+    /// MROWNER: software-defined id of the TD's owner.
+    #[serde(with = "hexbytes")]
+    pub mr_owner: [u8; 48],
+    /// MROWNERCONFIG: software-defined owner configuration.
+    #[serde(with = "hexbytes")]
+    pub mr_owner_config: [u8; 48],
+    /// TD attributes (debug, SEPT_VE_DISABLE, ...).
+    pub td_attributes: TdAttributes,
+    /// XFAM: extended features available to the TD.
+    #[serde(with = "hexbytes")]
+    pub xfam: [u8; 8],
     /// The platform's merged TCB status.
     pub tcb_status: TcbStatus,
     /// Intel security advisories that apply to the platform's TCB level.
@@ -96,4 +122,30 @@ pub struct TdxClaims {
     /// FMSPC of the platform (from its PCK certificate).
     #[serde(with = "hexbytes")]
     pub fmspc: [u8; 6],
+}
+
+impl TdxClaims {
+    /// The claims of a parsed TD report with the TCB verdict of its verification.
+    pub fn new(
+        td: &TdReport,
+        tcb_status: TcbStatus,
+        advisory_ids: Vec<String>,
+        fmspc: [u8; 6],
+    ) -> Self {
+        TdxClaims {
+            quote_version: td.quote_version,
+            tee_tcb_svn: td.tee_tcb_svn,
+            mr_seam: td.mr_seam,
+            mr_td: td.mr_td,
+            rtmr: td.rtmr,
+            mr_config_id: td.mr_config_id,
+            mr_owner: td.mr_owner,
+            mr_owner_config: td.mr_owner_config,
+            td_attributes: td.td_attributes,
+            xfam: td.xfam,
+            tcb_status,
+            advisory_ids,
+            fmspc,
+        }
+    }
 }

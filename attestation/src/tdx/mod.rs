@@ -11,6 +11,8 @@ pub mod claims;
 pub mod collateral;
 
 pub mod error;
+pub mod evidence;
+pub(crate) mod evidence_verifier;
 mod hexbytes;
 pub mod pcs;
 pub mod quote;
@@ -22,9 +24,10 @@ pub use collateral::{
     Collateral, CollateralConfig, CollateralKey, CollateralSource, ValidityWindow,
 };
 pub use error::{SignedPart, TdxError};
+pub use evidence::{TdxEvidence, TDX_MEDIA_TYPE};
 pub use quote::{QuoteVersion, TdAttributes, TdReport};
-pub use sim::{SimTdReport, SimTdxPki};
-pub use verify::{intel_root_ca_der, TdxVerifier, INTEL_SGX_ROOT_CA_DER};
+pub use sim::{SimTdReport, SimTdxAttester, SimTdxPki};
+pub use verify::{intel_root_ca_der, TdxVerifier, VerifiedQuote, INTEL_SGX_ROOT_CA_DER};
 
 #[cfg(test)]
 mod tests;

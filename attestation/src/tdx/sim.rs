@@ -25,7 +25,12 @@ use time::OffsetDateTime;
 
 use super::collateral::{rfc3339, unix_secs, Collateral};
 use super::error::TdxError;
+use super::evidence::TdxEvidence;
 use super::quote::{QuoteVersion, HEADER_LEN, TD_REPORT10_LEN, TEE_TYPE_TDX};
+use crate::attester::Attester;
+use crate::error::AttestError;
+use crate::evidence::Evidence;
+use crate::platform::Platform;
 
 /// The FMSPC of the simulated platform.
 pub const SIM_FMSPC: [u8; 6] = [0x5e, 0x51, 0x70, 0x00, 0x00, 0x00];
@@ -39,6 +44,8 @@ pub const SIM_TEE_TCB_SVN_UP_TO_DATE: [u8; 16] = [5, 0, 2, 0, 0, 0, 0, 0, 0, 0, 
 pub const SIM_TEE_TCB_SVN_OUT_OF_DATE: [u8; 16] = [3, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 /// The advisory attached to the simulated `OutOfDate` level.
 pub const SIM_ADVISORY: &str = "INTEL-SA-SIM-0001";
+/// The organization name in every simulated Intel certificate, which marks it as simulated.
+pub const SIM_ORGANIZATION: &str = "tee-gateway simulated Intel PKI";
 /// TD attribute bit SEPT_VE_DISABLE.
 pub const TD_ATTR_SEPT_VE_DISABLE: u64 = 1 << 28;
 /// TD attribute bit DEBUG.
@@ -230,7 +237,7 @@ fn sgx_extension(
 fn dn(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
-    dn.push(DnType::OrganizationName, "tee-gateway simulated Intel PKI");
+    dn.push(DnType::OrganizationName, SIM_ORGANIZATION);
     dn
 }
 
@@ -699,6 +706,74 @@ impl SimTdxPki {
             }
         }
         Ok(pki)
+    }
+}
+
+/// An [`Attester`] producing `sim-tdx` evidence for a fixed TD: quotes under a simulated Intel PKI, with
+/// collateral embedded (regenerated when less than a day of its 30-day validity remains).
+pub struct SimTdxAttester {
+    pki: std::sync::Arc<SimTdxPki>,
+    /// The TD every quote describes (its `report_data` is replaced by the requested one).
+    pub td: SimTdReport,
+    collateral: std::sync::Mutex<Option<Collateral>>,
+}
+
+impl std::fmt::Debug for SimTdxAttester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimTdxAttester")
+            .field("pki", &self.pki)
+            .field("td", &self.td)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimTdxAttester {
+    /// An attester for `td` under `pki`.
+    pub fn new(pki: std::sync::Arc<SimTdxPki>, td: SimTdReport) -> Self {
+        SimTdxAttester {
+            pki,
+            td,
+            collateral: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn current_collateral(&self) -> Result<Collateral, TdxError> {
+        let now = SystemTime::now();
+        let mut slot = self
+            .collateral
+            .lock()
+            .map_err(|_| TdxError::SimPki("collateral lock poisoned".into()))?;
+        if let Some(c) = slot.as_ref() {
+            if c.window(&[])
+                .is_ok_and(|w| w.fresh_at(unix_secs(now), Duration::from_secs(24 * 3600)))
+            {
+                return Ok(c.clone());
+            }
+        }
+        // Issued a minute in the past so that verifiers with a slightly slow clock accept it.
+        let c = self.pki.collateral(now - Duration::from_secs(60))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl Attester for SimTdxAttester {
+    fn platform(&self) -> Platform {
+        Platform::SimTdx
+    }
+
+    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+        let quote = self.pki.quote(&SimTdReport {
+            report_data: *report_data,
+            ..self.td.clone()
+        });
+        let collateral = self
+            .current_collateral()
+            .map_err(|e| AttestError::Device(e.to_string()))?;
+        Ok(Evidence::Tdx(TdxEvidence {
+            quote,
+            collateral: Some(collateral),
+        }))
     }
 }
 

@@ -52,6 +52,10 @@ fn td() -> SimTdReport {
 }
 
 fn verify_sim(quote: &[u8]) -> Result<TdxClaims, TdxError> {
+    verify_sim_full(quote).map(|v| v.claims)
+}
+
+fn verify_sim_full(quote: &[u8]) -> Result<VerifiedQuote, TdxError> {
     let now = SystemTime::now();
     sim_verifier().verify(
         quote,
@@ -64,17 +68,21 @@ fn verify_sim(quote: &[u8]) -> Result<TdxClaims, TdxError> {
 fn real_quote_verifies_inside_its_collateral_window() {
     let quote = std::fs::read(testdata("tdx_quote")).unwrap();
     let collateral = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
-    let claims = TdxVerifier::intel()
+    let verified = TdxVerifier::intel()
         .verify(&quote, &collateral, sample_now())
         .unwrap();
+    let parsed = TdReport::parse(&quote).unwrap();
+    assert_eq!(verified.report_data, parsed.report_data);
+    let claims = verified.claims;
     assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
-    assert_eq!(claims.td.quote_version, QuoteVersion::V4);
+    assert_eq!(claims.quote_version, QuoteVersion::V4);
     assert_eq!(hex::encode_upper(claims.fmspc), "B0C06F000000");
-    assert!(claims.td.td_attributes.sept_ve_disable);
-    assert!(!claims.td.td_attributes.debug);
+    assert!(claims.td_attributes.sept_ve_disable);
+    assert!(!claims.td_attributes.debug);
     // The claims are the quote's own fields.
-    assert_eq!(claims.td, TdReport::parse(&quote).unwrap());
-    assert_ne!(claims.td.mr_td, [0; 48]);
+    assert_eq!(claims.mr_td, parsed.mr_td);
+    assert_eq!(claims.rtmr, parsed.rtmr);
+    assert_ne!(claims.mr_td, [0; 48]);
 }
 
 #[test]
@@ -132,14 +140,15 @@ fn sim_quotes_round_trip_v4_and_v5() {
     for version in [QuoteVersion::V4, QuoteVersion::V5] {
         let input = SimTdReport { version, ..td() };
         let quote = pki().quote(&input);
-        let claims = verify_sim(&quote).unwrap();
-        assert_eq!(claims.td.quote_version, version);
-        assert_eq!(claims.td.mr_td, input.mr_td);
-        assert_eq!(claims.td.rtmr, input.rtmr);
-        assert_eq!(claims.td.mr_config_id, input.mr_config_id);
-        assert_eq!(claims.td.mr_owner, input.mr_owner);
-        assert_eq!(claims.td.mr_owner_config, input.mr_owner_config);
-        assert_eq!(claims.td.report_data, input.report_data);
+        let verified = verify_sim_full(&quote).unwrap();
+        assert_eq!(verified.report_data, input.report_data);
+        let claims = verified.claims;
+        assert_eq!(claims.quote_version, version);
+        assert_eq!(claims.mr_td, input.mr_td);
+        assert_eq!(claims.rtmr, input.rtmr);
+        assert_eq!(claims.mr_config_id, input.mr_config_id);
+        assert_eq!(claims.mr_owner, input.mr_owner);
+        assert_eq!(claims.mr_owner_config, input.mr_owner_config);
         assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
         assert!(claims.advisory_ids.is_empty());
         assert_eq!(claims.fmspc, sim::SIM_FMSPC);
@@ -323,9 +332,9 @@ fn debug_tds_verify_with_the_debug_flag_set() {
         ..td()
     });
     let claims = verify_sim(&quote).unwrap();
-    assert!(claims.td.td_attributes.debug);
+    assert!(claims.td_attributes.debug);
     let normal = verify_sim(&pki().quote(&td())).unwrap();
-    assert!(!normal.td.td_attributes.debug);
+    assert!(!normal.td_attributes.debug);
 }
 
 #[test]
@@ -575,5 +584,300 @@ mod collateral_source {
             "{text}"
         );
         assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    }
+}
+
+mod through_the_crate_verifier {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::policy::{AppPolicy, Profile, TdxProfile, Violation};
+    use crate::{Attester, Claims, Evidence, PlatformClaims, TrustAnchors, Verifier, VerifyError};
+
+    fn attester(td: SimTdReport) -> SimTdxAttester {
+        static PKI: OnceLock<Arc<SimTdxPki>> = OnceLock::new();
+        let pki = PKI.get_or_init(|| Arc::new(SimTdxPki::from_seed(b"tdx unit tests").unwrap()));
+        SimTdxAttester::new(pki.clone(), td)
+    }
+
+    fn trusting() -> Verifier {
+        Verifier::new(
+            TrustAnchors::production()
+                .with_sim_tdx_root(pki().root_pem().as_bytes())
+                .unwrap(),
+        )
+    }
+
+    fn claims_of(td: SimTdReport) -> Claims {
+        let rd = [7u8; 64];
+        let ev = attester(td).attest(&rd).unwrap();
+        trusting().verify(&ev, &rd, SystemTime::now()).unwrap()
+    }
+
+    #[test]
+    fn sim_tdx_evidence_verifies_as_sim_tdx() {
+        let rd = [9u8; 64];
+        let ev = attester(td()).attest(&rd).unwrap();
+        // Through the media-type encoding, as RA-TLS carries it.
+        let ev = Evidence::decode(ev.media_type(), &ev.encode()).unwrap();
+        let v = trusting();
+        let claims = v.verify(&ev, &rd, SystemTime::now()).unwrap();
+        assert_eq!(claims.platform, crate::Platform::SimTdx);
+        assert_eq!(claims.report_data, rd);
+        assert!(!claims.debug);
+        let tdx = claims.tdx().unwrap();
+        assert_eq!(tdx.mr_td, [0x11; 48]);
+        assert_eq!(tdx.tcb_status, TcbStatus::UpToDate);
+        let json = serde_json::to_value(&claims).unwrap();
+        assert_eq!(json["kind"], "tdx");
+        assert_eq!(json["platform"], "sim-tdx");
+        assert_eq!(json["mr_td"], hex::encode([0x11; 48]));
+        assert_eq!(serde_json::from_value::<Claims>(json).unwrap(), claims);
+        // The second verification is served from the cache.
+        let cached = v.cached_chains();
+        assert!(cached >= 1);
+        v.verify(&ev, &rd, SystemTime::now()).unwrap();
+        assert_eq!(v.cached_chains(), cached);
+    }
+
+    #[test]
+    fn sim_tdx_evidence_is_refused_without_trusting_the_simulated_root() {
+        let rd = [1u8; 64];
+        let ev = attester(td()).attest(&rd).unwrap();
+        let err = Verifier::default()
+            .verify(&ev, &rd, SystemTime::now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VerifyError::SimulatedRootNotTrusted {
+                    family: crate::PlatformFamily::Tdx
+                }
+            ),
+            "{err}"
+        );
+        // Trusting another simulated root does not help.
+        let other = SimTdxPki::from_seed(b"other").unwrap();
+        let v = Verifier::new(
+            TrustAnchors::production()
+                .with_sim_tdx_root(other.root_der())
+                .unwrap(),
+        );
+        let err = v.verify(&ev, &rd, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, VerifyError::UntrustedRoot { .. }), "{err}");
+        assert_eq!(err.check(), "root-of-trust");
+    }
+
+    #[test]
+    fn report_data_that_does_not_match_is_refused() {
+        let ev = attester(td()).attest(&[1u8; 64]).unwrap();
+        let err = trusting()
+            .verify(&ev, &[2u8; 64], SystemTime::now())
+            .unwrap_err();
+        assert!(
+            matches!(err, VerifyError::ReportDataMismatch { .. }),
+            "{err}"
+        );
+        assert_eq!(err.check(), "binding");
+    }
+
+    #[test]
+    fn evidence_without_collateral_uses_the_collateral_source() {
+        let rd = [3u8; 64];
+        let Evidence::Tdx(mut ev) = attester(td()).attest(&rd).unwrap() else {
+            panic!("not TDX")
+        };
+        let collateral = ev.collateral.take().unwrap();
+        let ev = Evidence::Tdx(ev);
+        let err = trusting().verify(&ev, &rd, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, VerifyError::Collateral { .. }), "{err}");
+
+        let dir = tempdir("verifier-collateral");
+        let source = Arc::new(
+            CollateralSource::new(CollateralConfig {
+                cache_dir: Some(dir.clone()),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let v = trusting().with_tdx_collateral(source.clone());
+        let err = v.verify(&ev, &rd, SystemTime::now()).unwrap_err();
+        assert!(
+            err.to_string().contains("no valid TDX collateral cached"),
+            "{err}"
+        );
+        let key = CollateralKey::for_quote(&match &ev {
+            Evidence::Tdx(t) => t.quote.clone(),
+            _ => unreachable!(),
+        })
+        .unwrap();
+        collateral
+            .save(&dir.join(format!("tdx-{}-{}.json", key.fmspc, key.ca)))
+            .unwrap();
+        assert_eq!(
+            v.verify(&ev, &rd, SystemTime::now()).unwrap().report_data,
+            rd
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn real_evidence_verifies_as_tdx_then_expires() {
+        let quote = std::fs::read(testdata("tdx_quote")).unwrap();
+        let collateral = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
+        let rd = TdReport::parse(&quote).unwrap().report_data;
+        let ev = Evidence::Tdx(TdxEvidence {
+            quote,
+            collateral: Some(collateral),
+        });
+        let claims = Verifier::default().verify(&ev, &rd, sample_now()).unwrap();
+        assert_eq!(claims.platform, crate::Platform::Tdx);
+        let err = Verifier::default()
+            .verify(&ev, &rd, SystemTime::now())
+            .unwrap_err();
+        assert!(
+            matches!(err, VerifyError::CollateralExpired { .. }),
+            "{err}"
+        );
+        assert_eq!(err.check(), "collateral");
+        assert!(err.to_string().starts_with("collateral expired"), "{err}");
+    }
+
+    #[test]
+    fn outdated_real_evidence_is_refused_as_tcb() {
+        let quote = std::fs::read(testdata("tdx_quote_outdated")).unwrap();
+        let collateral = Collateral::load(&testdata("tdx_quote_outdated_collateral.json")).unwrap();
+        let now = UNIX_EPOCH
+            + Duration::from_secs(collateral.window(&[]).unwrap().starts.not_before + 60);
+        let ev = Evidence::Tdx(TdxEvidence {
+            quote,
+            collateral: Some(collateral),
+        });
+        let err = Verifier::default().verify_unbound(&ev, now).unwrap_err();
+        assert_eq!(err.check(), "tcb", "{err}");
+    }
+
+    fn profile() -> TdxProfile {
+        TdxProfile::with_mr_td([0x11; 48])
+    }
+
+    #[test]
+    fn default_profile_refuses_debug_tds() {
+        let debug = claims_of(SimTdReport {
+            td_attributes: TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG,
+            ..td()
+        });
+        assert!(debug.debug);
+        assert_eq!(profile().check(&debug), Err(Violation::Debug));
+        let allowing = TdxProfile {
+            allow_debug: true,
+            ..profile()
+        };
+        assert_eq!(allowing.check(&debug), Ok(()));
+        assert_eq!(profile().check(&claims_of(td())), Ok(()));
+    }
+
+    #[test]
+    fn mismatches_name_the_field_with_expected_and_actual_hex() {
+        let claims = claims_of(td());
+        let err = TdxProfile::with_mr_td([0xaa; 48])
+            .check(&claims)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Violation::Mismatch {
+                field: "MRTD",
+                expected: hex::encode([0xaa; 48]),
+                actual: hex::encode([0x11; 48]),
+            }
+        );
+        let p = TdxProfile {
+            rtmr2: Some(vec![[1; 48], [2; 48]]),
+            ..profile()
+        };
+        let text = p.check(&claims).unwrap_err().to_string();
+        assert!(
+            text.starts_with("RTMR2 not allowed: expected one of "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!("got {}", hex::encode([0x22; 48]))),
+            "{text}"
+        );
+        let p = TdxProfile {
+            mr_config_id: Some(vec![[9; 48]]),
+            ..profile()
+        };
+        assert!(matches!(
+            p.check(&claims),
+            Err(Violation::Mismatch {
+                field: "MRCONFIGID",
+                ..
+            })
+        ));
+        let p = TdxProfile {
+            rtmr0: Some(vec![[0x20; 48]]),
+            rtmr1: Some(vec![[0x21; 48]]),
+            rtmr2: Some(vec![[0x22; 48]]),
+            rtmr3: Some(vec![[0x23; 48]]),
+            mr_config_id: Some(vec![[0x33; 48]]),
+            ..profile()
+        };
+        assert_eq!(p.check(&claims), Ok(()));
+    }
+
+    #[test]
+    fn tcb_status_must_be_allowed() {
+        let outdated = claims_of(SimTdReport {
+            tee_tcb_svn: SIM_TEE_TCB_SVN_OUT_OF_DATE,
+            ..td()
+        });
+        let err = profile().check(&outdated).unwrap_err();
+        assert!(matches!(err, Violation::TcbStatus { .. }), "{err}");
+        assert!(err.to_string().contains(SIM_ADVISORY), "{err}");
+        let p = TdxProfile {
+            tcb_statuses: vec![TcbStatus::UpToDate, TcbStatus::OutOfDate],
+            ..profile()
+        };
+        assert_eq!(p.check(&outdated), Ok(()));
+    }
+
+    #[test]
+    fn app_policy_toml_with_tdx_profiles() {
+        let toml_text = format!(
+            r#"
+            [[apps.deadbeef11111111.profile]]
+            platform = "sim-tdx"
+            mr_td = ["{}"]
+            rtmr3 = ["{}"]
+            tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
+            "#,
+            hex::encode([0x11; 48]),
+            hex::encode([0x23; 48])
+        );
+        let policy = AppPolicy::from_toml(&toml_text).unwrap();
+        let claims = claims_of(td());
+        let matched = policy.check("deadbeef11111111", &claims).unwrap();
+        assert!(matches!(matched, Profile::SimTdx(_)));
+        // A real-TDX profile does not accept sim-tdx claims.
+        let real = toml_text.replace("\"sim-tdx\"", "\"tdx\"");
+        let err = AppPolicy::from_toml(&real)
+            .unwrap()
+            .check("deadbeef11111111", &claims)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no profile for platform sim-tdx"),
+            "{err}"
+        );
+        // Empty allow lists, unknown keys and unknown statuses are errors.
+        assert!(AppPolicy::from_toml(&toml_text.replace(&hex::encode([0x23; 48]), "")).is_err());
+        let empty = toml_text.replace(&format!("[\"{}\"]", hex::encode([0x23; 48])), "[]");
+        assert!(AppPolicy::from_toml(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("at least one"));
+        assert!(AppPolicy::from_toml(&format!("{toml_text}\nrtmr4 = []")).is_err());
+        assert!(AppPolicy::from_toml(&toml_text.replace("SWHardeningNeeded", "Fine")).is_err());
+        let _ = PlatformClaims::Tdx(claims.tdx().unwrap().clone());
     }
 }

@@ -23,6 +23,15 @@ pub fn intel_root_ca_der() -> &'static [u8] {
 
 type Backend = dcap_qvl::configs::RustCryptoConfig;
 
+/// A verified quote: its claims and the report data the TD put in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedQuote {
+    /// REPORTDATA of the TD report.
+    pub report_data: [u8; 64],
+    /// Everything else the quote and its collateral establish.
+    pub claims: TdxClaims,
+}
+
 /// Verifies TDX quotes against one trusted root.
 ///
 /// Verification checks, at a caller-given time: the validity of every piece of collateral (reported as
@@ -65,7 +74,7 @@ impl TdxVerifier {
         quote: &[u8],
         collateral: &Collateral,
         now: SystemTime,
-    ) -> Result<TdxClaims, TdxError> {
+    ) -> Result<VerifiedQuote, TdxError> {
         let parsed = Quote::parse(quote).map_err(|e| TdxError::MalformedQuote(format!("{e:#}")))?;
         let td = TdReport::from_quote(&parsed)?;
         let now = unix_secs(now);
@@ -108,11 +117,9 @@ impl TdxVerifier {
             .and_then(|k| hex::decode(k.fmspc).ok())
             .and_then(|b| <[u8; 6]>::try_from(b.as_slice()).ok())
             .unwrap_or_default();
-        Ok(TdxClaims {
-            td,
-            tcb_status,
-            advisory_ids: report.advisory_ids,
-            fmspc,
+        Ok(VerifiedQuote {
+            report_data: td.report_data,
+            claims: TdxClaims::new(&td, tcb_status, report.advisory_ids, fmspc),
         })
     }
 
