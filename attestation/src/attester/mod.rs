@@ -2,7 +2,9 @@
 //!
 //! - [`ConfigfsTsm`]: the kernel's configfs-tsm report interface (`/sys/kernel/config/tsm/report`), provider-
 //!   independent, preferred on Linux 6.7 and later;
+//! - [`TdxGuestDevice`]: `/dev/tdx_guest` ioctls (TDREPORT, then GetQuote), for older TDX kernels;
 //! - [`SevGuestDevice`]: `/dev/sev-guest` through the `sev` crate, for older kernels;
+//! - [`crate::SimTdxAttester`]: simulated TDX under a simulated Intel PKI;
 //! - [`crate::SimSnpAttester`]: simulated SEV-SNP under a simulated AMD PKI.
 //!
 //! [`detect`] picks the first real interface present.
@@ -10,6 +12,7 @@
 mod configfs_tsm;
 mod sev_guest;
 
+pub use crate::tdx::device::TdxGuestDevice;
 pub use configfs_tsm::{ConfigfsTsm, TsmProvider, DEFAULT_TSM_ROOT};
 pub use sev_guest::SevGuestDevice;
 
@@ -26,12 +29,17 @@ pub trait Attester: Send + Sync {
     fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError>;
 }
 
-/// Find the attestation interface of this machine: configfs-tsm first, then `/dev/sev-guest`.
+/// Find the attestation interface of this machine: configfs-tsm first, then `/dev/tdx_guest`, then
+/// `/dev/sev-guest`.
 pub fn detect() -> Result<Box<dyn Attester>, AttestError> {
     let mut tried = Vec::new();
     match ConfigfsTsm::open(DEFAULT_TSM_ROOT) {
         Ok(a) => return Ok(Box::new(a)),
         Err(e) => tried.push(format!("configfs-tsm: {e}")),
+    }
+    match TdxGuestDevice::open() {
+        Ok(a) => return Ok(Box::new(a)),
+        Err(e) => tried.push(format!("/dev/tdx_guest: {e}")),
     }
     match SevGuestDevice::open() {
         Ok(a) => return Ok(Box::new(a)),

@@ -6,9 +6,12 @@
 //! - [`collateral`]: [`Collateral`] and [`CollateralSource`] (memory cache, collateral directory, PCCS/PCS).
 //! - [`pcs`]: the HTTP client for PCCS and Intel PCS.
 //! - [`sim`]: the simulated Intel PKI and quote builder (`sim-tdx`).
+//! - [`device`]: quote generation inside a TD through `/dev/tdx_guest`, the fallback for kernels without
+//!   configfs-tsm (which [`crate::attester::ConfigfsTsm`] handles with provider `tdx_guest`).
 
 pub mod claims;
 pub mod collateral;
+pub mod device;
 
 pub mod error;
 pub mod evidence;
