@@ -896,3 +896,110 @@ async fn websockets_exchange_both_ways_and_pings_outlive_the_idle_timeout() {
     assert_eq!(with_pings.trim(), "ok");
     assert!(without.starts_with("closed"), "{without}");
 }
+
+/// The DER SubjectPublicKeyInfo of the certificate the proxy presents for `name`, read with openssl.
+fn presented_spki(pki: &Pki, gw: std::net::SocketAddr, name: &str) -> Vec<u8> {
+    let script = format!(
+        "openssl s_client -connect {gw} -servername {name} -CAfile {} </dev/null 2>/dev/null \
+         | openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER",
+        pki.ca_pem.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && !out.stdout.is_empty());
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_name_serves_attestation_bound_to_the_tls_key() {
+    use attestation::{Evidence, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
+    use base64::Engine;
+    use gateway::proxy::self_attestation::{report_data_for, AttestationDocument};
+
+    let pki = Pki::new();
+    let sim = Arc::new(SimSnpPki::generate_small("tee-gateway proxy test").unwrap());
+    let attester = Arc::new(SimSnpAttester::new(sim.clone(), [0x11; 48], [0x22; 32]));
+    let backend = Backend::start(I1, BackendKind::Http).await;
+    let gw = Running::start_with(
+        test_config(&pki),
+        one_instance(backend.addr, false),
+        Some(attester),
+    )
+    .await;
+    let name = format!("gateway.{BASE}");
+
+    let out = curl(&pki, gw.addr, &name, &["--path-as-is"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url_out = {
+        let url = format!("https://{name}:{}/v1/attestation", gw.addr.port());
+        let resolve = format!("{name}:{}:127.0.0.1", gw.addr.port());
+        tokio::process::Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&pki.ca_pem)
+            .args(["--resolve", &resolve, &url])
+            .output()
+            .await
+            .unwrap()
+    };
+    assert!(
+        url_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&url_out.stderr)
+    );
+    let doc: AttestationDocument = serde_json::from_slice(&url_out.stdout).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&doc.evidence)
+        .unwrap();
+    let evidence = Evidence::decode(&doc.media_type, &bytes).unwrap();
+
+    // The key of the TLS session, taken independently of the document, is the one the evidence binds.
+    let spki = presented_spki(&pki, gw.addr, &name);
+    assert_eq!(doc.public_key, hex::encode(&spki));
+    let verifier = Verifier::new(
+        TrustAnchors::production()
+            .with_sim_snp_ark(sim.ark_der())
+            .unwrap(),
+    );
+    let claims = verifier
+        .verify(
+            &evidence,
+            &report_data_for(&spki),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    assert_eq!(claims.report_data, report_data_for(&spki));
+    // Any other key does not match, and a verifier without the simulated root refuses the evidence.
+    let mut other = spki.clone();
+    *other.last_mut().unwrap() ^= 1;
+    assert!(verifier
+        .verify(
+            &evidence,
+            &report_data_for(&other),
+            std::time::SystemTime::now()
+        )
+        .is_err());
+    assert!(Verifier::new(TrustAnchors::production())
+        .verify(
+            &evidence,
+            &report_data_for(&spki),
+            std::time::SystemTime::now()
+        )
+        .is_err());
+    assert_eq!(
+        backend.accepted.load(Ordering::SeqCst),
+        0,
+        "the reserved name never reaches an app"
+    );
+
+    // A proxy without an attester refuses the reserved name.
+    let plain = Running::start(test_config(&pki), one_instance(backend.addr, false)).await;
+    let out = curl(&pki, plain.addr, &name, &[]).await;
+    assert!(!out.status.success());
+    assert_eq!(plain.refusals("gateway_endpoint_unavailable"), 1);
+}

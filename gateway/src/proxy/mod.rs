@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod replay;
+pub mod self_attestation;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -29,6 +29,7 @@ use super::metrics::{InstanceHealth, Metrics};
 use super::proxy_protocol;
 use super::relay::{relay, RelayOutcome};
 use super::replay::Replay;
+use super::self_attestation::{self, SelfAttestation};
 use super::tls::{CertError, CertStore, TerminationConfigs};
 use super::upstream::{self, ConnectError};
 
@@ -164,6 +165,7 @@ pub struct Proxy {
     metrics: Metrics,
     connections: Arc<ConnectionTable>,
     drains: DrainSet,
+    self_attestation: Option<SelfAttestation>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -183,6 +185,16 @@ impl Proxy {
         health_window: Duration,
         directory: Arc<dyn InstanceDirectory>,
     ) -> Result<Arc<Self>, ProxyError> {
+        Self::build(config, base_domains, health_window, directory, None)
+    }
+
+    fn build(
+        config: ProxyConfig,
+        base_domains: &[String],
+        health_window: Duration,
+        directory: Arc<dyn InstanceDirectory>,
+        self_attestation: Option<SelfAttestation>,
+    ) -> Result<Arc<Self>, ProxyError> {
         config.validate()?;
         if base_domains.is_empty() {
             return Err(ProxyError::NoBaseDomain);
@@ -199,7 +211,25 @@ impl Proxy {
             tls,
             metrics: Metrics::default(),
             drains: DrainSet::default(),
+            self_attestation,
         }))
+    }
+
+    /// Like [`Proxy::new`], and `gateway.<base>` serves the gateway's attestation produced by `attester`.
+    pub fn with_attester(
+        config: ProxyConfig,
+        base_domains: &[String],
+        health_window: Duration,
+        directory: Arc<dyn InstanceDirectory>,
+        attester: Arc<dyn attestation::Attester>,
+    ) -> Result<Arc<Self>, ProxyError> {
+        Self::build(
+            config,
+            base_domains,
+            health_window,
+            directory,
+            Some(SelfAttestation::new(attester)),
+        )
     }
 
     /// The configuration in force.
@@ -376,6 +406,38 @@ impl Proxy {
         Ok((resolution.app_id, healthy))
     }
 
+    async fn serve_self_attestation(
+        &self,
+        client: &mut TcpStream,
+        raw: Vec<u8>,
+        name: &str,
+    ) -> Result<(), Refusal> {
+        let attestation = self
+            .self_attestation
+            .as_ref()
+            .ok_or(Refusal::GatewayEndpointUnavailable)?;
+        let leaf = self
+            .certs
+            .find(name)
+            .and_then(|k| k.cert.first().cloned())
+            .ok_or(Refusal::GatewayEndpointUnavailable)?;
+        let deadline = self.config.handshake_timeout();
+        let accept = TlsAcceptor::from(self.tls.http1.clone()).accept(Replay::new(raw, client));
+        let mut tls = match tokio::time::timeout(deadline, accept).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(Refusal::Handshake(e)),
+            Err(_) => return Err(Refusal::HandshakeTimeout(deadline)),
+        };
+        self.metrics.connection("gateway", "attestation");
+        let document = attestation.document(leaf.as_ref());
+        if let Err(e) = &document {
+            tracing::error!(error = %e, "gateway attestation failed");
+        }
+        let _ = self_attestation::serve_one(&mut tls, document, self.config.client_hello_timeout())
+            .await;
+        Ok(())
+    }
+
     async fn route(&self, client: &mut TcpStream, peer: SocketAddr) -> Result<(), Refusal> {
         let hello = read_client_hello(
             client,
@@ -391,7 +453,9 @@ impl Proxy {
             .to_owned();
         let target = match self.grammar.parse(&name) {
             Ok(Route::Target(t)) => t,
-            Ok(Route::Gateway { .. }) => return Err(Refusal::GatewayEndpointUnavailable),
+            Ok(Route::Gateway { .. }) => {
+                return self.serve_self_attestation(client, hello.raw, &name).await
+            }
             Err(error) => return Err(Refusal::HostName { name, error }),
         };
         let (app, candidates) = self.candidates(&target)?;

@@ -211,14 +211,22 @@ pub struct Running {
 }
 
 impl Running {
-    pub async fn start(mut config: ProxyConfig, directory: Arc<StaticDirectory>) -> Running {
+    pub async fn start(config: ProxyConfig, directory: Arc<StaticDirectory>) -> Running {
+        Self::start_with(config, directory, None).await
+    }
+
+    pub async fn start_with(
+        mut config: ProxyConfig,
+        directory: Arc<StaticDirectory>,
+        attester: Option<Arc<dyn attestation::Attester>>,
+    ) -> Running {
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let proxy = Proxy::new(
-            config,
-            &[BASE.to_string()],
-            Duration::from_secs(300),
-            directory.clone(),
-        )
+        let bases = [BASE.to_string()];
+        let window = Duration::from_secs(300);
+        let proxy = match attester {
+            Some(a) => Proxy::with_attester(config, &bases, window, directory.clone(), a),
+            None => Proxy::new(config, &bases, window, directory.clone()),
+        }
         .unwrap();
         let listeners = proxy.bind().await.unwrap();
         let addr = listeners[0].local_addr().unwrap();

@@ -1,0 +1,207 @@
+//! The reserved name `gateway.<base-domain>`: the gateway's own attestation, bound to its public TLS key.
+//!
+//! A client connecting to `gateway.<base-domain>` gets the gateway's TLS certificate for that name (the
+//! TLS session is terminated here, never relayed), and `GET /v1/attestation` answers a JSON document with
+//! evidence whose `report_data` is SHA-512 of the ASCII label `tee-gateway/ra-tls/v1:` followed by the DER
+//! SubjectPublicKeyInfo of that very certificate. A client that verifies the evidence and compares the
+//! binding with the key of the TLS session it is on knows it talks to the attested gateway.
+//!
+//! Evidence is produced once per certificate key and cached; a certificate reload with a new key produces
+//! new evidence on the next request.
+
+use std::sync::{Arc, Mutex};
+
+use attestation::Attester;
+use sha2::{Digest, Sha512};
+
+/// The label hashed in front of the SubjectPublicKeyInfo.
+pub const BINDING_LABEL: &[u8] = b"tee-gateway/ra-tls/v1:";
+
+/// The path that serves the document.
+pub const PATH: &str = "/v1/attestation";
+
+/// `report_data` binding a public key: SHA-512(label || SPKI DER).
+pub fn report_data_for(spki_der: &[u8]) -> [u8; 64] {
+    let mut h = Sha512::new();
+    h.update(BINDING_LABEL);
+    h.update(spki_der);
+    h.finalize().into()
+}
+
+/// Why no attestation document could be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfAttestationError {
+    /// The certificate could not be parsed.
+    #[error("gateway certificate cannot be parsed: {0}")]
+    Certificate(String),
+    /// The attester failed.
+    #[error("attestation failed: {0}")]
+    Attest(#[from] attestation::AttestError),
+}
+
+/// The JSON document served at [`PATH`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct AttestationDocument {
+    /// The platform the evidence comes from.
+    pub platform: String,
+    /// The evidence media type (see `docs/ra-tls.md`).
+    pub media_type: String,
+    /// The evidence bytes, base64 (standard alphabet, padded).
+    pub evidence: String,
+    /// How `report_data` was computed.
+    pub binding: String,
+    /// The DER SubjectPublicKeyInfo bound, hex.
+    pub public_key: String,
+    /// The leaf certificate presented on this name, PEM.
+    pub certificate: String,
+}
+
+/// The key last attested (DER SubjectPublicKeyInfo) and its JSON document.
+type CachedDocument = Option<(Vec<u8>, Arc<Vec<u8>>)>;
+
+/// Produces and caches the gateway's attestation document.
+pub struct SelfAttestation {
+    attester: Arc<dyn Attester>,
+    cache: Mutex<CachedDocument>,
+}
+
+impl std::fmt::Debug for SelfAttestation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfAttestation")
+            .field("platform", &self.attester.platform())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SelfAttestation {
+    /// Attests with `attester`.
+    pub fn new(attester: Arc<dyn Attester>) -> Self {
+        SelfAttestation {
+            attester,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The JSON document for the certificate `leaf_der`, from the cache when its key did not change.
+    pub fn document(&self, leaf_der: &[u8]) -> Result<Arc<Vec<u8>>, SelfAttestationError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
+            .map_err(|e| SelfAttestationError::Certificate(e.to_string()))?;
+        let spki = cert.tbs_certificate.subject_pki.raw.to_vec();
+        if let Some((key, doc)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if *key == spki {
+                return Ok(doc.clone());
+            }
+        }
+        let evidence = self.attester.attest(&report_data_for(&spki))?;
+        let doc = AttestationDocument {
+            platform: format!("{:?}", self.attester.platform()),
+            media_type: evidence.media_type().to_owned(),
+            evidence: base64_encode(&evidence.encode()),
+            binding:
+                "report_data = SHA-512(\"tee-gateway/ra-tls/v1:\" || SubjectPublicKeyInfo DER)"
+                    .into(),
+            public_key: hex::encode(&spki),
+            certificate: pem_encode(leaf_der),
+        };
+        let json = Arc::new(serde_json::to_vec_pretty(&doc).unwrap_or_default());
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((spki, json.clone()));
+        Ok(json)
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn pem_encode(der: &[u8]) -> String {
+    let b64 = base64_encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// Answers one HTTP/1.1 request on a terminated `gateway.<base>` connection and closes it.
+pub(crate) async fn serve_one<S>(
+    stream: &mut S,
+    document: Result<Arc<Vec<u8>>, SelfAttestationError>,
+    deadline: std::time::Duration,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(deadline, async {
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    let request_line =
+        String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default()).to_string();
+    let mut parts = request_line.split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body): (&str, &str, Vec<u8>) = match (read, method, path) {
+        (Err(_), _, _) => (
+            "408 Request Timeout",
+            "text/plain",
+            b"request timeout\n".to_vec(),
+        ),
+        (Ok(Err(e)), _, _) => return Err(e),
+        (Ok(Ok(())), "GET", p) if p == PATH || p == "/" => match &document {
+            Ok(doc) => ("200 OK", "application/json", doc.as_ref().clone()),
+            Err(e) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("attestation unavailable: {e}\n").into_bytes(),
+            ),
+        },
+        (Ok(Ok(())), "GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            format!("only GET {PATH}\n").into_bytes(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            format!("only GET {PATH}\n").into_bytes(),
+        ),
+    };
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(header.as_bytes()).await?;
+    stream.write_all(&body).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_is_sha512_of_label_and_key() {
+        let rd = report_data_for(b"key");
+        let mut h = Sha512::new();
+        h.update(b"tee-gateway/ra-tls/v1:key");
+        assert_eq!(rd.as_slice(), h.finalize().as_slice());
+        assert_ne!(report_data_for(b"key"), report_data_for(b"kez"));
+    }
+}
