@@ -1,0 +1,90 @@
+//! Measures TDX quote verification: the real Intel sample and `sim-tdx` quotes, uncached and through the
+//! crate-wide verifier's cache. Prints one table row per case (median of the runs).
+//!
+//! `cargo run --example tdx_verify_bench -p attestation -- [ITERATIONS]`
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use attestation::tdx::{Collateral, SimTdReport, SimTdxPki, TdxVerifier};
+use attestation::{Attester, SimTdxAttester, TrustAnchors, Verifier};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time<F: FnMut()>(iterations: usize, mut f: F) -> Duration {
+    f();
+    median(
+        (0..iterations)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let iterations: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(200);
+    let testdata = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/tdx");
+    let quote = std::fs::read(testdata.join("tdx_quote"))?;
+    let collateral = Collateral::load(&testdata.join("tdx_quote_collateral.json"))?;
+    let sample_now = UNIX_EPOCH + Duration::from_secs(1_751_371_200); // 2025-07-01T12:00:00Z
+
+    let intel = TdxVerifier::intel();
+    let real = time(iterations, || {
+        intel
+            .verify(&quote, &collateral, sample_now)
+            .expect("real quote verifies");
+    });
+
+    let pki = std::sync::Arc::new(SimTdxPki::from_seed(b"tdx bench")?);
+    let sim_root = TdxVerifier::with_root(pki.root_der().to_vec(), "bench root");
+    let sim_quote = pki.quote(&SimTdReport::default());
+    let now = SystemTime::now();
+    let sim_collateral = pki.collateral(now - Duration::from_secs(60))?;
+    let sim = time(iterations, || {
+        sim_root
+            .verify(&sim_quote, &sim_collateral, now)
+            .expect("sim quote verifies");
+    });
+
+    let attester = SimTdxAttester::new(pki.clone(), SimTdReport::default());
+    let evidence = attester.attest(&[7; 64])?;
+    let verifier = Verifier::new(TrustAnchors::production().with_sim_tdx_root(pki.root_der())?);
+    let cached = time(iterations, || {
+        verifier
+            .verify(&evidence, &[7; 64], now)
+            .expect("evidence verifies");
+    });
+    let attest = time(iterations, || {
+        attester.attest(&[7; 64]).expect("attests");
+    });
+
+    println!("| TDX operation | median |");
+    println!("|---|---|");
+    println!(
+        "| verify real Intel quote (dcap-qvl, uncached) | {:.0} µs |",
+        real.as_secs_f64() * 1e6
+    );
+    println!(
+        "| verify sim-tdx quote (dcap-qvl, uncached) | {:.0} µs |",
+        sim.as_secs_f64() * 1e6
+    );
+    println!(
+        "| verify sim-tdx evidence (Verifier, cached) | {:.1} µs |",
+        cached.as_secs_f64() * 1e6
+    );
+    println!(
+        "| produce sim-tdx evidence (quote + cached collateral) | {:.0} µs |",
+        attest.as_secs_f64() * 1e6
+    );
+    Ok(())
+}
