@@ -16,6 +16,7 @@ pub mod evidence;
 mod hex_serde;
 pub mod platform;
 pub mod policy;
+pub mod ratls;
 pub mod snp;
 pub mod tdx;
 pub mod verifier;

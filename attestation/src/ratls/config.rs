@@ -1,0 +1,32 @@
+//! Mutual RA-TLS `rustls` configurations (TLS 1.3 only).
+
+use std::sync::Arc;
+
+use super::{RaTlsClientCertVerifier, RaTlsIdentity, RaTlsServerCertVerifier, RaTlsVerifier};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration presenting `identity` and requiring a client RA-TLS certificate that `peers` accepts.
+pub fn server_config(
+    identity: Arc<RaTlsIdentity>,
+    peers: Arc<RaTlsVerifier>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(RaTlsClientCertVerifier::new(peers)))
+        .with_cert_resolver(identity))
+}
+
+/// A client configuration presenting `identity` and requiring a server RA-TLS certificate that `peers` accepts.
+pub fn client_config(
+    identity: Arc<RaTlsIdentity>,
+    peers: Arc<RaTlsVerifier>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(RaTlsServerCertVerifier::new(peers)))
+        .with_client_cert_resolver(identity))
+}

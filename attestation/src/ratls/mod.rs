@@ -1,0 +1,96 @@
+//! RA-TLS: X.509 certificates that carry TEE evidence bound to their key, and the `rustls` verifiers that check
+//! them.
+//!
+//! - [`RaTlsCertificate::generate`] makes a fresh P-256 key in memory, asks an [`crate::Attester`] for evidence whose
+//!   report data is [`report_data_for_spki`] of the key, and self-signs a short-lived certificate (default 1 h)
+//!   carrying the evidence in a non-critical CMW extension (`id-pe-cmw`, [`CMW_OID`]).
+//! - [`RaTlsVerifier`] checks such a certificate: validity times, evidence (through [`crate::Verifier`]), binding
+//!   of the evidence to the certificate's key, then a [`crate::policy::ClaimsPolicy`]. It remembers verified
+//!   certificates so that the application can read a peer's [`crate::Claims`] after the handshake
+//!   ([`RaTlsVerifier::peer_claims`]) and a repeated handshake with the same certificate costs no signature checks.
+//! - [`RaTlsServerCertVerifier`] and [`RaTlsClientCertVerifier`] plug it into `rustls`; [`RaTlsIdentity`] serves
+//!   and renews one's own certificate; [`server_config`] and [`client_config`] assemble mutual RA-TLS.
+//!
+//! `docs/ra-tls.md` specifies the certificate format.
+
+mod cert;
+mod cmw;
+mod config;
+mod identity;
+mod verify;
+
+use sha2::{Digest, Sha512};
+
+pub use cert::{parse_certificate, CertOptions, ParsedCertificate, RaTlsCertificate};
+pub use cmw::{decode_cmw, encode_cmw};
+pub use config::{client_config, server_config};
+pub use identity::RaTlsIdentity;
+pub use verify::{RaTlsClientCertVerifier, RaTlsServerCertVerifier, RaTlsVerifier};
+
+use crate::error::{AttestError, VerifyError};
+
+/// The label hashed in front of the SubjectPublicKeyInfo to form the report data.
+pub const REPORT_DATA_LABEL: &[u8] = b"tee-gateway/ra-tls/v1:";
+
+/// `id-pe-cmw` (1.3.6.1.5.5.7.1.35): the X.509 extension carrying a conceptual message wrapper.
+pub const CMW_OID: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 35];
+
+/// [`CMW_OID`] in dotted form.
+pub const CMW_OID_STR: &str = "1.3.6.1.5.5.7.1.35";
+
+/// The report data binding a key: SHA-512(`tee-gateway/ra-tls/v1:` || DER SubjectPublicKeyInfo).
+pub fn report_data_for_spki(spki_der: &[u8]) -> [u8; 64] {
+    let mut h = Sha512::new();
+    h.update(REPORT_DATA_LABEL);
+    h.update(spki_der);
+    h.finalize().into()
+}
+
+/// Why an RA-TLS certificate could not be made or was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaTlsError {
+    /// The certificate is not valid X.509, or lacks what RA-TLS needs.
+    #[error("RA-TLS certificate: {0}")]
+    Certificate(String),
+    /// The certificate has no evidence extension.
+    #[error("RA-TLS certificate carries no evidence (extension {CMW_OID_STR} missing)")]
+    NoEvidence,
+    /// The evidence extension is malformed.
+    #[error("RA-TLS evidence extension: {0}")]
+    Cmw(String),
+    /// The certificate is outside its validity period.
+    #[error("RA-TLS certificate is not valid at {now}: valid from {not_before} to {not_after}")]
+    Validity {
+        /// Start (RFC 3339).
+        not_before: String,
+        /// End (RFC 3339).
+        not_after: String,
+        /// Verification time (RFC 3339).
+        now: String,
+    },
+    /// The evidence, its binding or the policy refused the certificate.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// Producing evidence failed.
+    #[error("attestation: {0}")]
+    Attest(#[from] AttestError),
+    /// Building the certificate or key failed.
+    #[error("building the RA-TLS certificate: {0}")]
+    Build(String),
+}
+
+impl RaTlsError {
+    /// A short stable name of the check that failed, for logs and metrics.
+    pub fn check(&self) -> &'static str {
+        match self {
+            RaTlsError::Certificate(_) | RaTlsError::NoEvidence | RaTlsError::Cmw(_) => {
+                "certificate-format"
+            }
+            RaTlsError::Validity { .. } => "certificate-validity",
+            RaTlsError::Verify(v) => v.check(),
+            RaTlsError::Attest(_) => "attestation",
+            RaTlsError::Build(_) => "build",
+        }
+    }
+}
