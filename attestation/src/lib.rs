@@ -29,3 +29,16 @@ pub use platform::{Platform, PlatformFamily};
 pub use snp::sim::{SimReportRequest, SimSnpAttester, SimSnpPki};
 pub use tdx::{SimTdReport, SimTdxAttester, SimTdxPki};
 pub use verifier::{TrustAnchors, Verifier};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Shared fixtures for unit tests.
+    use std::sync::{Arc, OnceLock};
+
+    /// One small simulated PKI per test process.
+    pub fn pki() -> Arc<crate::SimSnpPki> {
+        static PKI: OnceLock<Arc<crate::SimSnpPki>> = OnceLock::new();
+        PKI.get_or_init(|| Arc::new(crate::SimSnpPki::generate_small("unit tests").unwrap()))
+            .clone()
+    }
+}

@@ -103,7 +103,6 @@ impl ConfigfsTsm {
     }
 
     #[cfg(test)]
-    #[allow(dead_code)]
     pub(crate) fn open_with_hook(root: &Path, hook: MkdirHook) -> Result<Self, AttestError> {
         Self::open_inner(root.to_path_buf(), Some(hook))
     }
@@ -225,5 +224,172 @@ impl Attester for ConfigfsTsm {
                 collateral: None,
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The file protocol against a simulated kernel: on `mkdir` it fills the entry like configfs does, with
+    //! `outblob` a FIFO whose writer produces a `sim-snp` report for whatever was written to `inblob`.
+
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use super::*;
+    use crate::snp::cert_table;
+    use crate::{SimReportRequest, TrustAnchors, Verifier};
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kernel {
+        Honest,
+        /// Someone else writes to the entry too: the generation advances by two.
+        Racing,
+        /// The host installed no certificates.
+        NoCerts,
+    }
+
+    fn root(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tsm-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn fake_kernel(provider: &'static str, mode: Kernel) -> MkdirHook {
+        let pki = crate::test_support::pki();
+        Box::new(move |dir: &Path| {
+            fs::write(dir.join("provider"), format!("{provider}\n")).unwrap();
+            fs::write(dir.join("generation"), "0\n").unwrap();
+            fs::write(dir.join("inblob"), b"").unwrap();
+            if mode != Kernel::NoCerts {
+                let table = cert_table::build(&[
+                    (cert_table::VCEK_GUID, pki.vcek_der()),
+                    (cert_table::ASK_GUID, pki.ask_der()),
+                    (cert_table::ARK_GUID, pki.ark_der()),
+                ]);
+                fs::write(dir.join("auxblob"), table).unwrap();
+            }
+            let outblob = dir.join("outblob");
+            assert!(Command::new("mkfifo")
+                .arg(&outblob)
+                .status()
+                .unwrap()
+                .success());
+            let dir = dir.to_path_buf();
+            let pki = pki.clone();
+            std::thread::spawn(move || {
+                // Wait for a request; entries that only probe the provider never get one.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let inblob = loop {
+                    let data = fs::read(dir.join("inblob")).unwrap_or_default();
+                    if data.len() == 64 {
+                        break data;
+                    }
+                    if Instant::now() > deadline {
+                        let _ = fs::remove_file(&outblob);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                };
+                let generation = if mode == Kernel::Racing { 2 } else { 1 };
+                fs::write(dir.join("generation"), format!("{generation}\n")).unwrap();
+                let report = pki
+                    .report(&SimReportRequest {
+                        report_data: inblob.try_into().unwrap(),
+                        measurement: [4; 48],
+                        host_data: [5; 32],
+                        guest_svn: 0,
+                        debug: false,
+                    })
+                    .unwrap();
+                fs::write(&outblob, report).unwrap();
+            });
+        })
+    }
+
+    #[test]
+    fn snp_report_through_configfs_verifies() {
+        let root = root("ok");
+        let tsm =
+            ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::Honest)).unwrap();
+        assert_eq!(tsm.provider(), TsmProvider::SevGuest);
+        assert_eq!(tsm.platform(), Platform::SevSnp);
+        let ev = tsm.attest(&[9; 64]).unwrap();
+        let v = Verifier::new(
+            TrustAnchors::production()
+                .with_sim_snp_ark(crate::test_support::pki().ark_der())
+                .unwrap(),
+        );
+        let claims = v.verify(&ev, &[9; 64], SystemTime::now()).unwrap();
+        assert_eq!(claims.snp().unwrap().measurement, [4; 48]);
+        let Evidence::Snp(snp) = ev;
+        assert!(snp.ask.is_some() && snp.ark.is_some());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_generation_jump_is_refused() {
+        let root = root("race");
+        let tsm =
+            ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::Racing)).unwrap();
+        let err = tsm.attest(&[1; 64]).unwrap_err();
+        assert!(
+            matches!(&err, AttestError::Protocol(m) if m.contains("from 0 to 2")),
+            "{err}"
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn missing_certificates_are_reported() {
+        let root = root("nocerts");
+        let tsm =
+            ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::NoCerts)).unwrap();
+        let err = tsm.attest(&[1; 64]).unwrap_err();
+        assert!(
+            matches!(&err, AttestError::Unavailable(m) if m.contains("no VCEK certificate")),
+            "{err}"
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn providers_and_roots_are_checked() {
+        let root = root("providers");
+        let tdx =
+            ConfigfsTsm::open_with_hook(&root, fake_kernel("tdx_guest", Kernel::Honest)).unwrap();
+        assert_eq!(tdx.platform(), Platform::Tdx);
+        let err = ConfigfsTsm::open_with_hook(&root, fake_kernel("foo_guest", Kernel::Honest))
+            .unwrap_err();
+        assert!(
+            matches!(&err, AttestError::Unavailable(m) if m.contains("foo_guest")),
+            "{err}"
+        );
+        assert!(matches!(
+            ConfigfsTsm::open(root.join("absent")),
+            Err(AttestError::Unavailable(_))
+        ));
+        // A root without the kernel behind it: the entry has no attributes.
+        assert!(matches!(
+            ConfigfsTsm::open(&root),
+            Err(AttestError::Io { op: "read", .. })
+        ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn entries_are_unique_per_request() {
+        let root = root("unique");
+        let tsm = Arc::new(
+            ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::Honest)).unwrap(),
+        );
+        let a = tsm.request(&[1; 64]).unwrap();
+        let b = tsm.request(&[2; 64]).unwrap();
+        assert_ne!(a.outblob, b.outblob);
+        assert_eq!(&a.outblob[0x50..0x90], &[1u8; 64][..]);
+        assert_eq!(&b.outblob[0x50..0x90], &[2u8; 64][..]);
+        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -524,17 +524,12 @@ impl Attester for SimSnpAttester {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, OnceLock};
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
     use crate::{TrustAnchors, Verifier, VerifyError};
 
-    fn pki() -> Arc<SimSnpPki> {
-        static PKI: OnceLock<Arc<SimSnpPki>> = OnceLock::new();
-        PKI.get_or_init(|| Arc::new(SimSnpPki::generate_small("sim unit tests").unwrap()))
-            .clone()
-    }
+    use crate::test_support::pki;
 
     fn verify(p: &SimSnpPki) -> Result<crate::Claims, VerifyError> {
         let v = Verifier::new(
