@@ -324,7 +324,9 @@ mod tests {
         );
         let claims = v.verify(&ev, &[9; 64], SystemTime::now()).unwrap();
         assert_eq!(claims.snp().unwrap().measurement, [4; 48]);
-        let Evidence::Snp(snp) = ev;
+        let Evidence::Snp(snp) = ev else {
+            panic!("not SNP evidence")
+        };
         assert!(snp.ask.is_some() && snp.ark.is_some());
         fs::remove_dir_all(&root).unwrap();
     }
