@@ -32,10 +32,14 @@ use super::config::{EndpointConfig, PeerConfig, TIMER_TICK};
 use super::error::TunnelError;
 use super::ip::ipv4_addrs;
 use super::key::PublicKey;
+use super::offload;
 use super::peer::{Peer, PeerTable};
 use super::stats::{EndpointCounters, EndpointStats, PeerDrop, PeerStats};
 use super::tun::Tun;
-use super::udp::{Batch, DATAGRAM_CAP};
+use super::udp::{Batch, BATCH, DATAGRAM_CAP, SEND_CAPACITY};
+
+/// The largest read from a TUN device with offloads: a 64 KiB IP packet behind its virtio header.
+const MAX_FRAME: usize = offload::VNET_HDR_LEN + 65_535;
 
 /// State shared by the endpoint's handle and its tasks.
 struct Shared {
@@ -122,6 +126,7 @@ impl Endpoint {
             config.address,
             config.prefix_len,
             config.mtu,
+            config.offload,
         )?;
         let tun_name = tun.name().to_string();
         let tun = tun.into_async()?;
@@ -298,7 +303,7 @@ async fn until_stopped(
 
 async fn receive_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
     until_stopped("receive", stop, async {
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(BATCH);
         let mut out = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
         loop {
             let n = batch.recv(&shared.udp).await?;
@@ -464,16 +469,21 @@ fn deliver(shared: &Shared, peer: &Peer, allowed: Ipv4Addr, packet: &[u8]) {
 
 async fn send_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
     until_stopped("send", stop, async {
-        let mut batch = Batch::new();
-        let mut packet = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
+        let mut batch = Batch::new(SEND_CAPACITY);
+        let vnet_hdr = shared.tun.get_ref().has_vnet_hdr();
+        // With offloads a read is a whole TCP super-segment (up to 64 KiB) behind its virtio header.
+        let mut frame =
+            vec![0u8; if vnet_hdr { MAX_FRAME } else { DATAGRAM_CAP }].into_boxed_slice();
+        let mut scratch = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
         // Leave room for WireGuard's 32 bytes in the datagram buffer.
-        let max_packet = DATAGRAM_CAP - 32;
+        let max_packet = DATAGRAM_CAP - DATA_OVERHEAD;
+        let frame_len = if vnet_hdr { frame.len() } else { max_packet };
         loop {
             let mut ready = shared.tun.readable().await?;
             {
                 let peers = shared.read_peers();
                 while !batch.is_full() {
-                    let n = match ready.get_inner().read(&mut packet[..max_packet]) {
+                    let n = match ready.get_inner().read(&mut frame[..frame_len]) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             ready.clear_ready();
@@ -482,7 +492,24 @@ async fn send_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e),
                     };
-                    encapsulate_one(&shared, &peers, &packet[..n], &mut batch);
+                    if !vnet_hdr {
+                        encapsulate_one(&shared, &peers, &frame[..n], &mut batch);
+                        continue;
+                    }
+                    let split = offload::split(&frame[..n], &mut scratch, |packet| {
+                        if packet.len() > max_packet {
+                            EndpointCounters::bump(&shared.counters.malformed);
+                        } else if batch.has_room() {
+                            encapsulate_one(&shared, &peers, packet, &mut batch);
+                        } else {
+                            // Only a super-segment with an MSS below what the MTU range allows gets here.
+                            EndpointCounters::bump(&shared.counters.malformed);
+                        }
+                    });
+                    if let Err(e) = split {
+                        tracing::debug!(error = ?e, "unusable packet from the TUN device");
+                        EndpointCounters::bump(&shared.counters.malformed);
+                    }
                 }
             }
             drop(ready);

@@ -27,6 +27,7 @@ mod endpoint;
 mod error;
 mod ip;
 mod key;
+mod offload;
 mod peer;
 mod stats;
 mod tun;

@@ -17,6 +17,8 @@ use super::error::TunnelError;
 pub(crate) struct Tun {
     fd: OwnedFd,
     name: String,
+    /// Whether every read and write carries a `virtio_net_hdr` (offloads on).
+    vnet_hdr: bool,
 }
 
 fn ifreq_for(name: &str) -> libc::ifreq {
@@ -43,12 +45,14 @@ fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
 
 impl Tun {
     /// Creates the device `name` (the kernel picks `tunN` when `name` is empty), sets `addr/prefix_len`
-    /// and `mtu`, and brings the link up.
+    /// and `mtu`, and brings the link up. With `offload`, the device hands over TCP super-segments (TSO)
+    /// and packets with partial checksums, each behind a `virtio_net_hdr` (see `offload`).
     pub(crate) fn create(
         name: &str,
         addr: Ipv4Addr,
         prefix_len: u8,
         mtu: u16,
+        offload: bool,
     ) -> Result<Tun, TunnelError> {
         let fail = |action: &'static str, source: io::Error| TunnelError::Tun {
             name: name.to_string(),
@@ -81,7 +85,11 @@ impl Tun {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
         let mut req = ifreq_for(name);
-        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
+        if offload {
+            flags |= libc::IFF_VNET_HDR;
+        }
+        req.ifr_ifru.ifru_flags = flags as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is.
         if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
             return Err(fail("TUNSETIFF", io::Error::last_os_error()));
@@ -90,7 +98,25 @@ impl Tun {
         let actual = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
             .to_string_lossy()
             .into_owned();
-        let tun = Tun { fd, name: actual };
+        if offload {
+            let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO_ECN;
+            // SAFETY: TUNSETOFFLOAD takes its argument by value.
+            if unsafe {
+                libc::ioctl(
+                    fd.as_raw_fd(),
+                    libc::TUNSETOFFLOAD,
+                    features as libc::c_ulong,
+                )
+            } < 0
+            {
+                return Err(fail("TUNSETOFFLOAD", io::Error::last_os_error()));
+            }
+        }
+        let tun = Tun {
+            fd,
+            name: actual,
+            vnet_hdr: offload,
+        };
         tun.configure(addr, prefix_len, mtu)
             .map_err(|(action, source)| TunnelError::Tun {
                 name: tun.name.clone(),
@@ -175,10 +201,33 @@ impl Tun {
         }
     }
 
-    /// Writes one packet (non-blocking).
+    /// Whether reads start with a `virtio_net_hdr`.
+    pub(crate) fn has_vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    /// Writes one packet (non-blocking), behind an all-zero `virtio_net_hdr` when offloads are on.
     pub(crate) fn write(&self, packet: &[u8]) -> io::Result<usize> {
-        // SAFETY: `packet` is valid for reads of its length.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+        const NO_OFFLOAD: [u8; super::offload::VNET_HDR_LEN] = [0; super::offload::VNET_HDR_LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: NO_OFFLOAD.as_ptr() as *mut libc::c_void,
+                iov_len: NO_OFFLOAD.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        let skip = usize::from(!self.vnet_hdr);
+        // SAFETY: both iovecs point to live buffers of the stated lengths, which writev only reads.
+        let n = unsafe {
+            libc::writev(
+                self.fd.as_raw_fd(),
+                iov[skip..].as_ptr(),
+                (2 - skip) as libc::c_int,
+            )
+        };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {

@@ -12,8 +12,11 @@ use tokio::io::Interest;
 
 use super::error::TunnelError;
 
-/// Datagrams handled per system call.
+/// Datagrams received per system call, and the fill level at which a send batch goes out.
 pub(crate) const BATCH: usize = 64;
+/// Room in a send batch: one more TCP super-segment can always follow a batch of [`BATCH`] (a 64 KiB
+/// super-segment at the smallest MSS the MTU range allows makes at most 128 packets).
+pub(crate) const SEND_CAPACITY: usize = BATCH + 128;
 /// Room for one datagram: a full 1500-byte IP packet plus WireGuard's 32 bytes, rounded up.
 pub(crate) const DATAGRAM_CAP: usize = 2048;
 /// Socket buffer size asked for (the kernel may cap it; as root `*BUFFORCE` lifts the cap).
@@ -137,9 +140,9 @@ fn to_storage(addr: SocketAddr, v6: bool, out: &mut libc::sockaddr_storage) -> l
 /// Preallocated buffers and headers for one `recvmmsg` or `sendmmsg` call of up to [`BATCH`] datagrams.
 pub(crate) struct Batch {
     bufs: Vec<[u8; DATAGRAM_CAP]>,
-    lens: [usize; BATCH],
+    lens: Vec<usize>,
     addrs: Vec<libc::sockaddr_storage>,
-    addr_lens: [libc::socklen_t; BATCH],
+    addr_lens: Vec<libc::socklen_t>,
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     /// Number of datagrams filled (received, or queued for sending).
@@ -151,22 +154,24 @@ pub(crate) struct Batch {
 unsafe impl Send for Batch {}
 
 impl Batch {
-    pub(crate) fn new() -> Batch {
+    /// A batch with room for `capacity` datagrams (at least [`BATCH`]).
+    pub(crate) fn new(capacity: usize) -> Batch {
+        let capacity = capacity.max(BATCH);
         Batch {
-            bufs: vec![[0u8; DATAGRAM_CAP]; BATCH],
-            lens: [0; BATCH],
+            bufs: vec![[0u8; DATAGRAM_CAP]; capacity],
+            lens: vec![0; capacity],
             // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-            addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
-            addr_lens: [0; BATCH],
+            addrs: vec![unsafe { std::mem::zeroed() }; capacity],
+            addr_lens: vec![0; capacity],
             iovecs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0
                 };
-                BATCH
+                capacity
             ],
             // SAFETY: mmsghdr is plain old data; all-zero (null pointers, zero lengths) is valid.
-            msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            msgs: vec![unsafe { std::mem::zeroed() }; capacity],
             len: 0,
         }
     }
@@ -176,9 +181,14 @@ impl Batch {
         self.len
     }
 
-    /// Whether the batch has room for no more datagrams.
+    /// Whether the batch holds at least [`BATCH`] datagrams and should be sent before more are read.
     pub(crate) fn is_full(&self) -> bool {
-        self.len == BATCH
+        self.len >= BATCH
+    }
+
+    /// Whether one more datagram fits.
+    pub(crate) fn has_room(&self) -> bool {
+        self.len < self.bufs.len()
     }
 
     /// Datagram `i` of a received batch and its sender (None for an address family we do not speak).

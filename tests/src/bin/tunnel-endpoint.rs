@@ -43,6 +43,9 @@ struct Args {
     /// Idle session renewal interval for keep-alive peers, in milliseconds.
     #[arg(long)]
     rekey_after_ms: Option<u64>,
+    /// Turn TUN offloads off (read and write one packet per system call).
+    #[arg(long)]
+    no_offload: bool,
     /// A peer, as `key=KEY,ip=ADDR[,endpoint=HOST:PORT][,keepalive-ms=N]` (repeatable).
     #[arg(long = "peer")]
     peers: Vec<String>,
@@ -122,6 +125,7 @@ async fn main() -> Result<()> {
     );
     config.tun_name = args.tun_name;
     config.mtu = args.mtu;
+    config.offload = !args.no_offload;
     if let Some(ms) = args.health_window_ms {
         config.health_window = Duration::from_millis(ms);
     }
