@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Size of the buffer each direction keeps while idle.
-const IDLE_BUFFER: usize = 512;
+const IDLE_BUFFER: usize = 128;
 
 /// Limits and sizes for one relayed connection.
 #[derive(Debug, Clone, Copy)]

@@ -439,11 +439,13 @@ impl Proxy {
     }
 
     async fn route(&self, client: &mut TcpStream, peer: SocketAddr) -> Result<(), Refusal> {
-        let hello = read_client_hello(
+        // Boxed, like the other one-off steps below, so that their state does not stay in the connection's
+        // task for its whole life (an idle connection should cost little memory).
+        let hello = Box::pin(read_client_hello(
             client,
             self.config.client_hello_max_bytes,
             self.config.client_hello_timeout(),
-        )
+        ))
         .await?;
         let name = hello
             .accepted
@@ -454,7 +456,7 @@ impl Proxy {
         let target = match self.grammar.parse(&name) {
             Ok(Route::Target(t)) => t,
             Ok(Route::Gateway { .. }) => {
-                return self.serve_self_attestation(client, hello.raw, &name).await
+                return Box::pin(self.serve_self_attestation(client, hello.raw, &name)).await
             }
             Err(error) => return Err(Refusal::HostName { name, error }),
         };
@@ -466,7 +468,8 @@ impl Proxy {
                     app: app.clone(),
                     max: self.connections.max_per_app(),
                 })?;
-        let connected = upstream::connect(candidates, self.config.connect_policy()).await?;
+        let connected =
+            Box::pin(upstream::connect(candidates, self.config.connect_policy())).await?;
         self.metrics.connect.observe(connected.elapsed);
         permit.set_instance(&connected.candidate.instance_id);
         let mut upstream = connected.stream;
@@ -496,14 +499,12 @@ impl Proxy {
                 let started = Instant::now();
                 let replay = Replay::new(hello.raw, client);
                 let deadline = self.config.handshake_timeout();
-                let tls =
-                    match tokio::time::timeout(deadline, TlsAcceptor::from(config).accept(replay))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => return Err(Refusal::Handshake(e)),
-                        Err(_) => return Err(Refusal::HandshakeTimeout(deadline)),
-                    };
+                let accept = TlsAcceptor::from(config).accept(replay);
+                let tls = match Box::pin(tokio::time::timeout(deadline, accept)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return Err(Refusal::Handshake(e)),
+                    Err(_) => return Err(Refusal::HandshakeTimeout(deadline)),
+                };
                 self.metrics.handshake.observe(started.elapsed());
                 if !preamble.is_empty() {
                     upstream
