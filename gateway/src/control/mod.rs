@@ -1,12 +1,12 @@
 //! The control plane: registration of CVM instances over mutual RA-TLS.
 //!
-//! - [`service`]: the registration logic as plain functions (decode, authorise against the app policy, store,
+//! - [`service`] — the registration logic as plain functions (decode, authorise against the app policy, store,
 //!   update the tunnel's peers, answer), independent of HTTP and TLS.
-//! - [`peer`]: what the control plane knows about the other end of a connection (its verified attestation).
-//! - [`tunnel`]: the seam to the WireGuard endpoint ([`PeerTable`]).
-//! - [`http`]: the axum routes (`POST /v1/register`, `GET /v1/attestation`), body and rate limits, typed errors.
-//! - [`rate`]: per-source token buckets.
-//! - [`listener`]: TLS accept loop feeding axum, with handshake timeout and a connection limit.
+//! - [`peer`] — what the control plane knows about the other end of a connection (its verified attestation).
+//! - [`tunnel`] — the seam to the WireGuard endpoint ([`PeerTable`]).
+//! - [`http`] — the axum routes (`POST /v1/register`, `GET /v1/attestation`), body and rate limits, typed errors.
+//! - [`rate`] — per-source token buckets.
+//! - [`listener`] — TLS accept loop feeding axum, with handshake timeout and a connection limit.
 
 pub mod http;
 pub mod listener;
