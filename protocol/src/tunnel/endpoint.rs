@@ -1,20 +1,25 @@
 //! The endpoint: owns the UDP socket, the TUN device, the peer table and the three tasks that move packets.
 //!
-//! # Tasks, ownership and shutdown
+//! # Threads, ownership and shutdown
 //!
-//! [`Endpoint::start`] spawns three tasks on the current tokio runtime:
-//! - **receive**: UDP → decrypt → isolation checks → TUN (batches of up to 64 datagrams per `recvmmsg`);
-//! - **send**: TUN → encrypt → UDP (reads every queued TUN packet, sends them with one `sendmmsg`);
-//! - **timers**: every 250 ms, WireGuard's timers (handshake retries, rekeying, session expiry), persistent
-//!   keep-alives, the handshake rate limiter's reset, and the health bookkeeping.
+//! The data plane runs on two threads of its own, each with a single-threaded tokio runtime, so a packet is
+//! handled by the thread the kernel wakes (no hand-off between threads) and the data plane does not compete
+//! with the embedding program's tasks:
+//! - **`tunnel-rx`**: UDP → decrypt → isolation checks → TUN (batches of up to 64 datagrams per `recvmmsg`);
+//! - **`tunnel-tx`**: TUN → encrypt → UDP (every queued TUN packet or super-segment, then one `sendmmsg`),
+//!   and next to it the **timers** task: every 250 ms, WireGuard's timers (handshake retries, rekeying,
+//!   session expiry), persistent keep-alives, the handshake rate limiter's reset, and health bookkeeping.
 //!
-//! The [`Endpoint`] owns the tasks. [`Endpoint::shutdown`] (or a [`ShutdownHandle`]) asks them to stop and
-//! waits for them; dropping the `Endpoint` aborts them. Either way the TUN device disappears once the tasks
-//! have released it (it is not persistent), together with its address and routes. Peer changes and
-//! snapshots are synchronous and may be called from any thread while the tasks run.
+//! The [`Endpoint`] owns the threads. [`Endpoint::shutdown`] (or a [`ShutdownHandle`]) asks them to stop
+//! and waits for them; dropping the `Endpoint` asks them to stop without waiting (they finish the batch in
+//! hand and exit within milliseconds). If either thread fails (an unexpected socket or device error) it
+//! stops the whole endpoint, which [`Endpoint::stopped`] reports. The TUN device disappears with its address
+//! and routes once the threads and the `Endpoint` are gone (it is not persistent). Peer changes and
+//! snapshots are synchronous and may be called from any thread while the endpoint runs.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime};
 
@@ -24,9 +29,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, TunnResult};
 use boringtun::x25519;
 use socket2::{SockAddr, Socket};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::config::{EndpointConfig, PeerConfig, TIMER_TICK};
 use super::error::TunnelError;
@@ -36,7 +39,7 @@ use super::offload;
 use super::peer::{Peer, PeerTable};
 use super::stats::{EndpointCounters, EndpointStats, PeerDrop, PeerStats};
 use super::tun::Tun;
-use super::udp::{Batch, BATCH, DATAGRAM_CAP, SEND_CAPACITY};
+use super::udp::{watch_fd, Batch, BATCH, DATAGRAM_CAP, SEND_CAPACITY};
 
 /// The largest read from a TUN device with offloads: a 64 KiB IP packet behind its virtio header.
 const MAX_FRAME: usize = offload::VNET_HDR_LEN + 65_535;
@@ -46,9 +49,9 @@ struct Shared {
     config: EndpointConfig,
     public: x25519::PublicKey,
     public_key: PublicKey,
-    udp: AsyncFd<Socket>,
+    udp: Socket,
     udp_v6: bool,
-    tun: AsyncFd<Tun>,
+    tun: Tun,
     tun_name: String,
     local_addr: SocketAddr,
     peers: RwLock<PeerTable>,
@@ -78,7 +81,7 @@ impl Shared {
     /// Sends one datagram right away, outside the batched paths (handshakes, cookies, timers).
     /// Returns false if the kernel did not take it; the WireGuard timers retry handshakes.
     fn send_now(&self, datagram: &[u8], to: SocketAddr) -> bool {
-        match self.udp.get_ref().send_to(datagram, &self.dest(to)) {
+        match self.udp.send_to(datagram, &self.dest(to)) {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!(%to, error = %e, "UDP send failed");
@@ -93,7 +96,7 @@ impl Shared {
 pub struct ShutdownHandle(watch::Sender<bool>);
 
 impl ShutdownHandle {
-    /// Asks the endpoint's tasks to stop. They finish the batch in hand and exit.
+    /// Asks the endpoint's threads to stop. They finish the batch in hand and exit.
     pub fn shutdown(&self) {
         self.0.send_replace(true);
     }
@@ -103,7 +106,7 @@ impl ShutdownHandle {
 pub struct Endpoint {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -118,7 +121,7 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// Creates the TUN device (with its address, MTU and link up) and the UDP socket, then starts the
-    /// endpoint's tasks on the current tokio runtime. Needs `CAP_NET_ADMIN`.
+    /// endpoint's threads. Needs `CAP_NET_ADMIN`.
     pub async fn start(config: EndpointConfig) -> Result<Endpoint, TunnelError> {
         config.validate()?;
         let tun = Tun::create(
@@ -129,10 +132,8 @@ impl Endpoint {
             config.offload,
         )?;
         let tun_name = tun.name().to_string();
-        let tun = tun.into_async()?;
         let udp = super::udp::bind(config.listen)?;
         let local_addr = udp
-            .get_ref()
             .local_addr()
             .ok()
             .and_then(|a| a.as_socket())
@@ -153,11 +154,31 @@ impl Endpoint {
             config,
         });
         let (stop, _) = watch::channel(false);
-        let tasks = vec![
-            tokio::spawn(receive_task(Arc::clone(&shared), stop.clone())),
-            tokio::spawn(send_task(Arc::clone(&shared), stop.clone())),
-            tokio::spawn(timer_task(Arc::clone(&shared), stop.clone())),
-        ];
+        let mut endpoint = Endpoint {
+            shared: Arc::clone(&shared),
+            stop: stop.clone(),
+            threads: Vec::with_capacity(2),
+        };
+        let rx = {
+            let (shared, stop) = (Arc::clone(&shared), stop.clone());
+            spawn_thread("tunnel-rx", stop.clone(), move || {
+                receive_task(shared, stop)
+            })
+        };
+        endpoint
+            .threads
+            .push(rx.map_err(|e| thread_error(&shared, e))?);
+        let tx = {
+            let (shared, stop) = (Arc::clone(&shared), stop.clone());
+            spawn_thread("tunnel-tx", stop.clone(), move || async move {
+                let timers = tokio::spawn(timer_task(Arc::clone(&shared), stop.clone()));
+                send_task(shared, stop).await;
+                let _ = timers.await;
+            })
+        };
+        endpoint
+            .threads
+            .push(tx.map_err(|e| thread_error(&shared, e))?);
         tracing::info!(
             tun = %shared.tun_name,
             listen = %shared.local_addr,
@@ -165,11 +186,7 @@ impl Endpoint {
             public_key = %shared.public_key,
             "WireGuard endpoint started"
         );
-        Ok(Endpoint {
-            shared,
-            stop,
-            tasks,
-        })
+        Ok(endpoint)
     }
 
     /// This endpoint's public key.
@@ -255,15 +272,20 @@ impl Endpoint {
         ShutdownHandle(self.stop.clone())
     }
 
-    /// Stops the tasks and waits for them; the TUN device is removed once this returns.
+    /// Stops the threads and waits for them; the TUN device is removed once this returns.
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
-        for task in self.tasks.drain(..) {
-            if let Err(e) = task.await {
-                if e.is_panic() {
-                    tracing::error!(error = %e, "tunnel task panicked");
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("a tunnel thread panicked");
                 }
             }
+        })
+        .await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "waiting for the tunnel threads failed");
         }
     }
 
@@ -277,10 +299,40 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.stop.send_replace(true);
-        for task in &self.tasks {
-            task.abort();
-        }
     }
+}
+
+fn thread_error(shared: &Shared, source: io::Error) -> TunnelError {
+    TunnelError::Tun {
+        name: shared.tun_name.clone(),
+        action: "starting a data-plane thread",
+        source,
+    }
+}
+
+/// Runs `task` on a new thread with its own single-threaded runtime; any failure stops the endpoint.
+fn spawn_thread<F, Fut>(
+    name: &'static str,
+    stop: watch::Sender<bool>,
+    task: F,
+) -> io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build();
+        match runtime {
+            Ok(runtime) => runtime.block_on(task()),
+            Err(e) => {
+                tracing::error!(thread = name, error = %e, "cannot build the thread's runtime; stopping the endpoint");
+                stop.send_replace(true);
+            }
+        }
+    })
 }
 
 /// Runs `work` until it fails or the endpoint is asked to stop; a failure stops the whole endpoint.
@@ -303,10 +355,11 @@ async fn until_stopped(
 
 async fn receive_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
     until_stopped("receive", stop, async {
+        let udp = watch_fd(shared.udp.as_fd())?;
         let mut batch = Batch::new(BATCH);
         let mut out = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
         loop {
-            let n = batch.recv(&shared.udp).await?;
+            let n = batch.recv(&udp).await?;
             let wall = SystemTime::now();
             let peers = shared.read_peers();
             for i in 0..n {
@@ -458,7 +511,7 @@ fn deliver(shared: &Shared, peer: &Peer, allowed: Ipv4Addr, packet: &[u8]) {
         counters.drop(PeerDrop::WrongDestination);
         return;
     }
-    match shared.tun.get_ref().write(packet) {
+    match shared.tun.write(packet) {
         Ok(_) => counters.received(packet.len()),
         Err(e) => {
             tracing::debug!(error = %e, "TUN write failed");
@@ -469,8 +522,10 @@ fn deliver(shared: &Shared, peer: &Peer, allowed: Ipv4Addr, packet: &[u8]) {
 
 async fn send_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
     until_stopped("send", stop, async {
+        let tun = watch_fd(shared.tun.as_fd())?;
+        let udp = watch_fd(shared.udp.as_fd())?;
         let mut batch = Batch::new(SEND_CAPACITY);
-        let vnet_hdr = shared.tun.get_ref().has_vnet_hdr();
+        let vnet_hdr = shared.tun.has_vnet_hdr();
         // With offloads a read is a whole TCP super-segment (up to 64 KiB) behind its virtio header.
         let mut frame =
             vec![0u8; if vnet_hdr { MAX_FRAME } else { DATAGRAM_CAP }].into_boxed_slice();
@@ -479,11 +534,11 @@ async fn send_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
         let max_packet = DATAGRAM_CAP - DATA_OVERHEAD;
         let frame_len = if vnet_hdr { frame.len() } else { max_packet };
         loop {
-            let mut ready = shared.tun.readable().await?;
+            let mut ready = tun.readable().await?;
             {
                 let peers = shared.read_peers();
                 while !batch.is_full() {
-                    let n = match ready.get_inner().read(&mut frame[..frame_len]) {
+                    let n = match shared.tun.read(&mut frame[..frame_len]) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             ready.clear_ready();
@@ -514,7 +569,7 @@ async fn send_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
             }
             drop(ready);
             if batch.len() > 0 {
-                batch.send(&shared.udp).await?;
+                batch.send(&udp).await?;
             }
         }
     })

@@ -174,17 +174,6 @@ impl Tun {
         Ok(())
     }
 
-    /// Registers the device with the current tokio runtime.
-    pub(crate) fn into_async(self) -> Result<tokio::io::unix::AsyncFd<Tun>, TunnelError> {
-        let name = self.name.clone();
-        // SAFETY: `Tun` owns its descriptor, which stays open and unchanged until the AsyncFd drops it.
-        unsafe { tokio::io::unix::AsyncFd::register(self) }.map_err(|e| TunnelError::Tun {
-            name,
-            action: "registering with the runtime",
-            source: e.into(),
-        })
-    }
-
     /// The interface name the kernel gave the device.
     pub(crate) fn name(&self) -> &str {
         &self.name
@@ -233,6 +222,12 @@ impl Tun {
         } else {
             Ok(n as usize)
         }
+    }
+}
+
+impl std::os::fd::AsFd for Tun {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

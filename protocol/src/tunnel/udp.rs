@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -23,7 +23,7 @@ pub(crate) const DATAGRAM_CAP: usize = 2048;
 const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Binds the endpoint's socket: non-blocking, dual-stack when bound to `[::]`, large buffers.
-pub(crate) fn bind(addr: SocketAddr) -> Result<AsyncFd<Socket>, TunnelError> {
+pub(crate) fn bind(addr: SocketAddr) -> Result<Socket, TunnelError> {
     let fail = |action: &'static str, source: io::Error| TunnelError::Udp {
         addr,
         action,
@@ -47,8 +47,15 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<AsyncFd<Socket>, TunnelError> {
         }
     }
     sock.bind(&addr.into()).map_err(|e| fail("binding", e))?;
-    // SAFETY: the socket owns its descriptor, which stays open and unchanged until the AsyncFd drops it.
-    unsafe { AsyncFd::register(sock) }.map_err(|e| fail("registering with the runtime", e.into()))
+    Ok(sock)
+}
+
+/// Registers a duplicate of `fd` with the current tokio runtime, to wait for the readiness of the open file
+/// behind it (a duplicate shares the file, and with it the readiness, of the original).
+pub(crate) fn watch_fd(fd: BorrowedFd<'_>) -> io::Result<AsyncFd<OwnedFd>> {
+    let dup = fd.try_clone_to_owned()?;
+    // SAFETY: the AsyncFd owns the duplicate, which stays open and unchanged until the AsyncFd drops it.
+    unsafe { AsyncFd::register(dup) }.map_err(Into::into)
 }
 
 fn setsockopt_int(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
@@ -235,7 +242,7 @@ impl Batch {
     }
 
     /// Receives up to [`BATCH`] datagrams, waiting until at least one is there.
-    pub(crate) async fn recv(&mut self, sock: &AsyncFd<Socket>) -> io::Result<usize> {
+    pub(crate) async fn recv(&mut self, sock: &AsyncFd<OwnedFd>) -> io::Result<usize> {
         self.len = 0;
         loop {
             let mut guard = sock.readable().await?;
@@ -276,14 +283,14 @@ impl Batch {
     /// Sends every queued datagram, waiting for room in the socket's buffer when it is full, then empties
     /// the batch. A datagram the kernel refuses (for example, no route to its destination) is skipped and
     /// counted in the returned number of failures.
-    pub(crate) async fn send(&mut self, sock: &AsyncFd<Socket>) -> io::Result<usize> {
+    pub(crate) async fn send(&mut self, sock: &AsyncFd<OwnedFd>) -> io::Result<usize> {
         let count = self.len;
         self.prepare(count, false);
         let mut sent = 0;
         let mut failed = 0;
         while sent < count {
             let mut guard = sock.ready(Interest::WRITABLE).await?;
-            let fd = guard.get_ref().get_ref().as_raw_fd();
+            let fd = guard.get_ref().as_raw_fd();
             // SAFETY: headers sent..count point into this batch's live buffers.
             let n = unsafe {
                 libc::sendmmsg(

@@ -101,7 +101,7 @@ fn command(endpoint: &Endpoint, line: &str) -> Result<serde_json::Value> {
     })
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
