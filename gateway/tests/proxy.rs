@@ -182,11 +182,16 @@ async fn client_hello_one_byte_per_segment_and_padded_over_records_are_routed() 
         s.write_all(&[*b]).await.unwrap();
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    s.write_all(b"after-hello").await.unwrap();
+    // Then 1 MB: past the first 64 KiB the passthrough relay moves it with splice(2).
+    let bulk: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    s.write_all(&bulk).await.unwrap();
     s.shutdown().await.unwrap();
     let (answer, _, closed) = read_answer(&mut s, Duration::from_secs(5)).await;
     assert!(closed);
-    let expected_len = wire.len() + b"after-hello".len();
+    let expected_len = wire.len() + bulk.len();
+    assert_eq!(backend.received.lock().unwrap()[0][wire.len()..], bulk[..]);
+    let spliced = gw.proxy.metrics().spliced.load(Ordering::Relaxed);
+    assert!(spliced > 800_000, "spliced {spliced}");
     assert_eq!(
         String::from_utf8_lossy(&answer),
         format!("instance={I1} len={expected_len}")

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub connect: Histogram,
     /// Bytes relayed.
     pub bytes: ByteCounters,
+    /// Bytes relayed by `splice(2)` on passthrough routes (included in `bytes`).
+    pub spliced: AtomicU64,
 }
 
 impl Metrics {
@@ -174,6 +176,13 @@ impl Metrics {
             out,
             "tee_gateway_bytes_total{{direction=\"to_client\"}} {}",
             self.bytes.to_client.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP tee_gateway_spliced_bytes_total Bytes of passthrough routes relayed by splice(2), part of tee_gateway_bytes_total.\n");
+        out.push_str("# TYPE tee_gateway_spliced_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "tee_gateway_spliced_bytes_total {}",
+            self.spliced.load(Ordering::Relaxed)
         );
         out.push_str("# HELP tee_gateway_tls_handshake_seconds TLS handshake latency of terminated routes.\n");
         out.push_str("# TYPE tee_gateway_tls_handshake_seconds histogram\n");

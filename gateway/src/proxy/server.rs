@@ -27,7 +27,7 @@ use super::hostname::{HostGrammar, HostNameError, Mode, Route, Target};
 use super::limits::{ConnectionTable, DrainSet};
 use super::metrics::{InstanceHealth, Metrics};
 use super::proxy_protocol;
-use super::relay::{relay, RelayOutcome};
+use super::relay::{relay, relay_tcp, RelayOutcome};
 use super::replay::Replay;
 use super::self_attestation::{self, SelfAttestation};
 use super::tls::{CertError, CertStore, TerminationConfigs};
@@ -489,7 +489,14 @@ impl Proxy {
                     .await
                     .map_err(Refusal::UpstreamWrite)?;
                 drop(hello);
-                relay(client, upstream, limits, &self.metrics.bytes).await
+                relay_tcp(
+                    client,
+                    &upstream,
+                    limits,
+                    &self.metrics.bytes,
+                    &self.metrics.spliced,
+                )
+                .await
             }
             Mode::Terminate | Mode::Grpc => {
                 let config = match target.mode {
