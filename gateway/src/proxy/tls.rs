@@ -258,3 +258,96 @@ impl TerminationConfigs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write_cert(dir: &Path, file: &str, names: &[&str]) -> CertificateFiles {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let files = CertificateFiles {
+            cert: dir.join(format!("{file}.crt")),
+            key: dir.join(format!("{file}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    fn tempdir(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("tee-gateway-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    #[test]
+    fn exact_names_win_over_wildcards_across_base_domains() {
+        let dir = tempdir("names");
+        let wild_a = write_cert(&dir.0, "a", &["*.apps.example.org"]);
+        let wild_b = write_cert(&dir.0, "b", &["*.example.net"]);
+        let exact = write_cert(&dir.0, "gw", &["gateway.apps.example.org"]);
+        let store = CertStore::load(vec![wild_a, wild_b, exact]).unwrap();
+        let exact_key = store.find("gateway.apps.example.org").unwrap();
+        let wild_key = store.find("deadbeef11.apps.example.org").unwrap();
+        assert!(!Arc::ptr_eq(&exact_key, &wild_key));
+        assert!(Arc::ptr_eq(
+            &store.find("DEADBEEF11.Apps.Example.Org").unwrap(),
+            &wild_key
+        ));
+        assert!(store.find("deadbeef11.example.net").is_some());
+        // A wildcard covers one label only.
+        assert!(store.find("a.b.apps.example.org").is_none());
+        assert!(store.find("apps.example.org").is_none());
+        assert_eq!(
+            store.names(),
+            [
+                "*.apps.example.org",
+                "*.example.net",
+                "gateway.apps.example.org"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_file_named() {
+        let dir = tempdir("bad");
+        let a = write_cert(&dir.0, "a", &["*.apps.example.org"]);
+        let b = write_cert(&dir.0, "b", &["*.example.net"]);
+        let crossed = CertificateFiles {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+        };
+        assert!(matches!(
+            CertStore::load(vec![crossed]),
+            Err(CertError::KeyMismatch(_))
+        ));
+        let missing = CertificateFiles {
+            cert: dir.0.join("nope.crt"),
+            key: a.key.clone(),
+        };
+        let err = CertStore::load(vec![missing]).unwrap_err();
+        assert!(err.to_string().contains("nope.crt"), "{err}");
+        let no_names = write_cert(&dir.0, "c", &[]);
+        assert!(matches!(
+            CertStore::load(vec![no_names]),
+            Err(CertError::NoNames(_))
+        ));
+        // A reload that fails keeps what was loaded.
+        let store = CertStore::load(vec![a.clone()]).unwrap();
+        std::fs::write(&a.cert, "garbage").unwrap();
+        assert!(store.reload_if_changed().is_err());
+        assert!(store.find("x1234567.apps.example.org").is_some());
+    }
+}
