@@ -6,7 +6,7 @@
 //! or Intel PCS URL. Collateral is refreshed a configurable margin before its first `nextUpdate` or expiry;
 //! when no source can provide valid collateral the error lists what each source said.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -297,7 +297,8 @@ pub struct CollateralConfig {
 #[derive(Debug)]
 pub struct CollateralSource {
     config: CollateralConfig,
-    memory: Mutex<HashMap<CollateralKey, Collateral>>,
+    memory: Mutex<HashMap<CollateralKey, (Collateral, ValidityWindow)>>,
+    wanted: Mutex<HashSet<CollateralKey>>,
     http: Option<super::pcs::PcsClient>,
 }
 
@@ -314,6 +315,7 @@ impl CollateralSource {
         Ok(CollateralSource {
             config,
             memory: Mutex::new(HashMap::new()),
+            wanted: Mutex::new(HashSet::new()),
             http,
         })
     }
@@ -322,30 +324,72 @@ impl CollateralSource {
         self.config.refresh_margin.unwrap_or(DEFAULT_REFRESH_MARGIN)
     }
 
-    /// Put collateral into the memory cache (e.g. collateral given on the command line).
-    pub fn insert(&self, key: CollateralKey, collateral: Collateral) {
+    /// Put collateral into the memory cache (e.g. collateral given on the command line). Collateral whose dates
+    /// cannot be read is refused.
+    pub fn insert(&self, key: CollateralKey, collateral: Collateral) -> Result<(), TdxError> {
+        let window = collateral.window(&[])?;
         if let Ok(mut memory) = self.memory.lock() {
-            memory.insert(key, collateral);
+            memory.insert(key, (collateral, window));
         }
+        Ok(())
     }
 
     /// Collateral from the memory cache or the collateral directory, without network access, if it is valid at
-    /// `now`. Collateral inside the refresh margin is still returned here.
+    /// `now`. Collateral inside the refresh margin is still returned here. A miss is remembered, so that the next
+    /// [`Self::refresh_all`] fetches collateral for that platform.
     pub fn cached(&self, key: &CollateralKey, now: SystemTime) -> Option<Collateral> {
+        let found = self.cached_quietly(key, now);
+        if found.is_none() {
+            if let Ok(mut wanted) = self.wanted.lock() {
+                wanted.insert(key.clone());
+            }
+        }
+        found
+    }
+
+    fn cached_quietly(&self, key: &CollateralKey, now: SystemTime) -> Option<Collateral> {
         let now = unix_secs(now);
-        let valid = |c: &Collateral| c.window(&[]).map(|w| w.check(now).is_ok()).unwrap_or(false);
         if let Ok(memory) = self.memory.lock() {
-            if let Some(c) = memory.get(key).filter(|c| valid(c)) {
+            if let Some((c, _)) = memory.get(key).filter(|(_, w)| w.check(now).is_ok()) {
                 return Some(c.clone());
             }
         }
         let dir = self.config.cache_dir.as_ref()?;
         let c = Collateral::load(&dir.join(key.file_name())).ok()?;
-        if !valid(&c) {
+        let window = c.window(&[]).ok()?;
+        if window.check(now).is_err() {
             return None;
         }
-        self.insert(key.clone(), c.clone());
+        if let Ok(mut memory) = self.memory.lock() {
+            memory.insert(key.clone(), (c.clone(), window));
+        }
         Some(c)
+    }
+
+    /// Bring the collateral of every platform seen so far (cached, or missed by [`Self::cached`]) up to date:
+    /// whatever expires within the refresh margin is fetched again. Meant to run periodically (e.g. hourly) so that
+    /// verification never waits for the network. Returns each platform's outcome.
+    pub async fn refresh_all(&self, now: SystemTime) -> Vec<(CollateralKey, Result<(), TdxError>)> {
+        let mut keys: HashSet<CollateralKey> = self
+            .memory
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Ok(mut wanted) = self.wanted.lock() {
+            keys.extend(wanted.drain());
+        }
+        let mut outcomes = Vec::with_capacity(keys.len());
+        for key in keys {
+            let outcome = self.collateral_for_key(&key, now).await.map(|_| ());
+            if let Err(e) = &outcome {
+                tracing::warn!(fmspc = %key.fmspc, ca = key.ca, error = %e, "TDX collateral refresh failed");
+                if let Ok(mut wanted) = self.wanted.lock() {
+                    wanted.insert(key.clone());
+                }
+            }
+            outcomes.push((key, outcome));
+        }
+        outcomes
     }
 
     /// Collateral for `quote` valid at `now`: from the caches while it is fresh, otherwise fetched (and cached).
@@ -375,14 +419,14 @@ impl CollateralSource {
         };
 
         let memory_hit = self.memory.lock().ok().and_then(|m| m.get(key).cloned());
-        if let Some(c) = memory_hit.filter(|c| fresh(c)) {
+        if let Some((c, _)) = memory_hit.filter(|(_, w)| w.fresh_at(secs, margin)) {
             return Ok(c);
         }
         if let Some(dir) = &self.config.cache_dir {
             let path = dir.join(key.file_name());
             match Collateral::load(&path) {
                 Ok(c) if fresh(&c) => {
-                    self.insert(key.clone(), c.clone());
+                    self.insert(key.clone(), c.clone())?;
                     return Ok(c);
                 }
                 Ok(c) => attempts.push(format!(
@@ -411,7 +455,7 @@ impl CollateralSource {
                                 tracing::warn!(error = %e, "could not cache TDX collateral");
                             }
                         }
-                        self.insert(key.clone(), c.clone());
+                        self.insert(key.clone(), c.clone())?;
                         tracing::info!(fmspc = %key.fmspc, ca = key.ca, "fetched TDX collateral");
                         return Ok(c);
                     }
@@ -424,7 +468,7 @@ impl CollateralSource {
             },
             None => attempts.push("no PCCS/PCS URL configured".into()),
         }
-        if let Some(c) = self.cached(key, now) {
+        if let Some(c) = self.cached_quietly(key, now) {
             tracing::warn!(
                 fmspc = %key.fmspc,
                 problems = %attempts.join("; "),

@@ -560,6 +560,48 @@ mod collateral_source {
     }
 
     #[tokio::test]
+    async fn verifier_misses_are_fetched_by_the_next_refresh() {
+        use crate::{Evidence, TrustAnchors, Verifier, VerifyError};
+        let now = SystemTime::now();
+        let (url, hits) =
+            serve_pccs(pki().collateral(now - Duration::from_secs(60)).unwrap()).await;
+        let source = std::sync::Arc::new(
+            CollateralSource::new(CollateralConfig {
+                pccs_url: Some(url),
+                http_timeout: Some(Duration::from_secs(5)),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let verifier = Verifier::new(
+            TrustAnchors::production()
+                .with_sim_tdx_root(pki().root_der())
+                .unwrap(),
+        )
+        .with_tdx_collateral(source.clone());
+        let rd = [5u8; 64];
+        let ev = Evidence::Tdx(TdxEvidence {
+            quote: pki().quote(&SimTdReport {
+                report_data: rd,
+                ..td()
+            }),
+            collateral: None,
+        });
+        // The handshake path never waits for the network: a miss is an error, and is remembered.
+        let err = verifier.verify(&ev, &rd, now).unwrap_err();
+        assert!(matches!(err, VerifyError::Collateral { .. }), "{err}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let outcomes = source.refresh_all(now).await;
+        assert_eq!(outcomes.len(), 1);
+        assert!(outcomes[0].1.is_ok(), "{:?}", outcomes[0].1);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(verifier.verify(&ev, &rd, now).unwrap().report_data, rd);
+        // A second refresh finds fresh collateral and fetches nothing.
+        source.refresh_all(now).await;
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
     async fn an_unreachable_pccs_is_reported() {
         // Bind and drop to get a closed loopback port.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
