@@ -71,7 +71,7 @@ declare -A SINGLE MULTI RTT
 measure() { # name server_addr
   echo "== $1" >&2
   wait_ping "$CVM" "$2"
-  bg ip netns exec "$GW" iperf3 -s -B "$2" -p 5201
+  bg ip netns exec "$GW" iperf3 -s -B "$2" -p 5201 >/dev/null 2>&1
   sleep 0.5
   SINGLE[$1]=$(iperf "$2" 1)
   MULTI[$1]=$(iperf "$2" 4)

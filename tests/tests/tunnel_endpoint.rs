@@ -190,6 +190,24 @@ fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
         "the removed key works again"
     );
 
+    // Updating a peer (here its keep-alive) keeps its session; moving it onto another peer's address fails.
+    let before = gw.peer(&new_key.public).unwrap();
+    gw.command(&format!(
+        "update key={} ip=10.0.0.2 keepalive-ms=1000",
+        new_key.public
+    ))
+    .unwrap();
+    let after = gw.peer(&new_key.public).unwrap();
+    assert_eq!(after["persistent_keepalive_ms"], 1000);
+    assert_eq!(after["last_handshake_ms"], before["last_handshake_ms"]);
+    assert!(gw
+        .command(&format!("update key={} ip=10.0.0.3", new_key.public))
+        .is_err());
+    assert!(gw
+        .command(&format!("update key={} ip=10.0.0.9", old_key.public))
+        .is_err());
+    assert!(ping(&lab, Host::Cvm2, "10.0.0.1", 1));
+
     // An address cannot be given to two peers, nor a key added twice.
     let err = gw
         .command(&format!("add key={} ip=10.0.0.2", old_key.public))

@@ -169,3 +169,91 @@ fn peers_reach_the_gateway_but_not_each_other_and_spoofed_sources_are_dropped() 
     }
     gw.stop().unwrap();
 }
+
+#[test]
+fn a_handshake_flood_gets_cookie_replies_and_established_peers_keep_working() {
+    use boringtun::noise::{Tunn, TunnResult};
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    let lab = Lab::up().unwrap();
+    let dir = TempDir::new("flood").unwrap();
+    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
+    let cvm_key = KeyPair::generate(&dir, "cvm1").unwrap();
+    let mut gw = EndpointProc::start(
+        &lab,
+        Host::Gateway,
+        Path::new(BIN),
+        &gw_key,
+        &[
+            "--address=10.0.0.1/24".into(),
+            "--tun-name=tg0".into(),
+            peer_arg(&cvm_key.public, "10.0.0.2", &[]),
+        ],
+    )
+    .unwrap();
+    let mut cvm = EndpointProc::start(
+        &lab,
+        Host::Cvm1,
+        Path::new(BIN),
+        &cvm_key,
+        &[
+            "--address=10.0.0.2/24".into(),
+            "--tun-name=tg0".into(),
+            peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
+        ],
+    )
+    .unwrap();
+    assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 2));
+
+    // From the root namespace's leg on the lab bridge: 400 genuine handshake initiations from a key the
+    // gateway does not know, as fast as possible.
+    let attacker_secret = boringtun::x25519::StaticSecret::from([0x42u8; 32]);
+    let gw_public = boringtun::x25519::PublicKey::from(*gw_key.public.as_bytes());
+    let mut attacker = Tunn::new(attacker_secret, gw_public, None, None, 1, None);
+    let sock = UdpSocket::bind((Host::Root.addr(), 0)).unwrap();
+    let mut buf = [0u8; 256];
+    for _ in 0..400 {
+        if let TunnResult::WriteToNetwork(init) =
+            attacker.format_handshake_initiation(&mut buf, true)
+        {
+            sock.send_to(init, (Host::Gateway.addr(), 51820)).unwrap();
+        }
+    }
+    // Cookie replies (message type 3, 64 bytes) come back to the flooding address.
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut cookies = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match sock.recv_from(&mut buf) {
+            Ok((64, _)) if buf[0] == 3 => cookies += 1,
+            Ok(_) => {
+                panic!("the gateway answered an unknown key with something other than a cookie")
+            }
+            Err(_) => break,
+        }
+    }
+    let stats = gw.stats().unwrap();
+    // (Our socket's small receive buffer may overflow during the burst: count what the gateway sent.)
+    assert!(
+        cookies >= 200,
+        "only {cookies} cookie replies to 400 initiations: {stats}"
+    );
+    let sent = counter(&stats, &["cookie_replies"]);
+    assert!(sent >= cookies, "{stats}");
+    // Those that came before the limit was reached were checked and found to belong to no peer.
+    let checked = counter(&stats, &["unknown_peer"]);
+    assert!(checked >= 50, "{stats}");
+    assert_eq!(
+        sent + checked,
+        400,
+        "every initiation is either answered with a cookie or checked: {stats}"
+    );
+
+    // The established peer's data keeps flowing (data messages are not rate limited).
+    assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 3));
+    assert!(ping(&lab, Host::Gateway, "10.0.0.2", 2));
+    let peer = cvm.peer(&gw_key.public).unwrap();
+    assert_eq!(counter(&peer, &["drops", "rejected"]), 0, "{peer}");
+}
