@@ -103,33 +103,16 @@ async fn main() -> anyhow::Result<()> {
         },
         ..ProxyConfig::default()
     };
-    let token = config.admin_token()?;
     let proxy = Proxy::new(
         config,
         &args.base_domain,
         Duration::from_secs(300),
         directory,
     )?;
-    let listeners = proxy.bind().await?;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
-    let admin = match proxy.config().admin.listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr).await?;
-            Some(tokio::spawn(gateway::proxy::admin::serve(
-                proxy.clone(),
-                l,
-                token,
-                rx.clone(),
-            )))
-        }
-        None => None,
-    };
-    let run = tokio::spawn(proxy.clone().run(listeners, rx));
+    let running = gateway::proxy::service::start(proxy, rx).await?;
     tokio::signal::ctrl_c().await?;
     shutdown.send(true)?;
-    run.await?;
-    if let Some(a) = admin {
-        a.await??;
-    }
+    running.wait().await?;
     Ok(())
 }

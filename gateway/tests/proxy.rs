@@ -1008,3 +1008,52 @@ async fn gateway_name_serves_attestation_bound_to_the_tls_key() {
     assert!(!out.status.success());
     assert_eq!(plain.refusals("gateway_endpoint_unavailable"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_start_refuses_an_admin_listener_without_token_and_stops_on_signal() {
+    use gateway::proxy::server::Proxy;
+    use gateway::proxy::service::{self, StartError};
+    let pki = Pki::new();
+    let backend = Backend::start(I1, BackendKind::Http).await;
+    let mut config = test_config(&pki);
+    config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    let build = |config| {
+        Proxy::new(
+            config,
+            &[BASE.to_string()],
+            Duration::from_secs(300),
+            one_instance(backend.addr, false),
+        )
+        .unwrap()
+    };
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let err = service::start(build(config.clone()), rx.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Admin(_)), "{err}");
+
+    let token_file = pki.dir.path().join("admin-token");
+    std::fs::write(&token_file, "  a-long-enough-admin-token\n").unwrap();
+    config.admin.token_file = Some(token_file);
+    let running = service::start(build(config), rx).await.unwrap();
+    let admin = running.admin_addr.unwrap();
+    let gw = running.client_addrs[0];
+    let (code, _) = admin_curl(admin, Some("a-long-enough-admin-token"), "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    let out = curl(
+        &pki,
+        gw,
+        &format!("{APP}-{}.{BASE}", backend.addr.port()),
+        &[],
+    )
+    .await;
+    assert!(out.status.success());
+    shutdown.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(gw).await.is_err());
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}

@@ -13,5 +13,6 @@ pub mod relay;
 pub mod replay;
 pub mod self_attestation;
 pub mod server;
+pub mod service;
 pub mod tls;
 pub mod upstream;
