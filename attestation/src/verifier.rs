@@ -36,7 +36,7 @@ impl TrustAnchors {
         Ok(self)
     }
 
-    /// Also trust a simulated Intel root (PEM or DER), e.g. `root-ca.pem` written by
+    /// Also trust a simulated Intel root (PEM or DER), e.g. `tdx-root-ca.pem` written by
     /// [`crate::tdx::SimTdxPki::write_to`].
     pub fn with_sim_tdx_root(mut self, root: &[u8]) -> Result<Self, VerifyError> {
         self.sim_tdx.push(evidence_verifier::simulated_root(root)?);

@@ -354,16 +354,16 @@ impl std::fmt::Debug for SimTdxPki {
     }
 }
 
-/// File names inside a simulated TDX PKI directory.
+/// File names inside a simulated PKI directory (prefixed, so that the SEV-SNP files can live beside them).
 pub mod files {
     /// The seed (hex). Everything else follows from it.
-    pub const SEED: &str = "seed.hex";
+    pub const SEED: &str = "tdx-seed.hex";
     /// The simulated root CA certificate (PEM): what verifiers are told to trust.
-    pub const ROOT_CA: &str = "root-ca.pem";
+    pub const ROOT_CA: &str = "tdx-root-ca.pem";
     /// The PCK certificate chain (PEM, leaf first).
-    pub const PCK_CHAIN: &str = "pck-chain.pem";
+    pub const PCK_CHAIN: &str = "tdx-pck-chain.pem";
     /// Collateral valid for 30 days from when the directory was written.
-    pub const COLLATERAL: &str = "collateral.json";
+    pub const COLLATERAL: &str = "tdx-collateral.json";
 }
 
 impl SimTdxPki {
