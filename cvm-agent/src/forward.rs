@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::control::{PortPolicy, TargetState};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -31,6 +32,10 @@ pub struct PortRule {
     pub port: u16,
     /// Where connections to it are forwarded.
     pub target: Target,
+    /// Whether the gateway prefixes each connection with a PROXY protocol v2 header (announced at registration;
+    /// the header reaches the target unchanged, so the target must expect it).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// Settings of the forwarder.
@@ -66,6 +71,17 @@ pub struct PortState {
     /// True if the target has at least one running container (Docker targets) or accepts a connection (fixed
     /// addresses).
     pub up: bool,
+}
+
+impl PortState {
+    /// The state as the control protocol reports it.
+    pub fn target_state(&self) -> TargetState {
+        if self.up {
+            TargetState::Up
+        } else {
+            TargetState::Down
+        }
+    }
 }
 
 /// Why the forwarder could not start.
@@ -226,6 +242,27 @@ impl Forwarder {
             });
         }
         states
+    }
+
+    /// The declared ports with their PROXY protocol setting and current target state, as sent to the gateway at
+    /// registration and re-registration.
+    pub async fn port_policies(&self) -> Vec<PortPolicy> {
+        let states = self.port_states().await;
+        self.ports
+            .iter()
+            .zip(states)
+            .map(|(p, s)| PortPolicy {
+                port: p.rule.port,
+                proxy_protocol: p.rule.proxy_protocol,
+                target_state: Some(s.target_state()),
+            })
+            .collect()
+    }
+
+    /// A receiver that changes whenever the container view changes (none without Docker discovery), so the
+    /// caller can re-register early when a port's state flips.
+    pub fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.resolver.discovery.as_ref().map(Discovery::subscribe)
     }
 
     /// Stops accepting and closes every relayed connection.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use cvm_agent::docker::{DiscoveryConfig, DiscoveryTask, EngineState};
 use cvm_agent::forward::{ForwardConfig, Forwarder, PortRule, PortState};
 use cvm_agent::target::{COMPOSE_SERVICE_LABEL, PORT_LABEL, SERVICE_LABEL};
+use protocol::control::TargetState;
 use support::{docker, http_get, prepare, served_by, unique, unique_port, wait_for, Scratch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
@@ -32,6 +33,7 @@ fn rule(port: u16, target: &str) -> PortRule {
     PortRule {
         port,
         target: target.parse().unwrap(),
+        proxy_protocol: false,
     }
 }
 
@@ -225,6 +227,7 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
             vec![PortRule {
                 port: 80,
                 target: target.clone(),
+                proxy_protocol: false,
             }],
         ),
         Some(d.clone()),
@@ -301,6 +304,10 @@ async fn stopped_container_resets_fast_and_reports_down() {
             up: false
         }]
     );
+    assert_eq!(
+        fwd.port_policies().await[0].target_state,
+        Some(TargetState::Down)
+    );
     let took = expect_reset(via).await;
     assert!(took < Duration::from_millis(500), "reset took {took:?}");
 
@@ -360,12 +367,23 @@ async fn undeclared_port_is_refused_and_proxy_header_passes_unchanged() {
     let d = task.discovery();
     let ports = vec![
         rule(80, &format!("docker:{svc}:8080")),
-        rule(7000, &format!("docker:{svc}:9000")),
+        PortRule {
+            proxy_protocol: true,
+            ..rule(7000, &format!("docker:{svc}:9000"))
+        },
     ];
     let fwd = Forwarder::start(ForwardConfig::new(listen(6), ports), Some(d.clone()))
         .await
         .unwrap();
     assert_eq!(fwd.ports(), [80, 7000]);
+    let policies = fwd.port_policies().await;
+    assert_eq!(
+        policies
+            .iter()
+            .map(|p| (p.port, p.proxy_protocol))
+            .collect::<Vec<_>>(),
+        [(80, false), (7000, true)]
+    );
     let t = format!("docker:{svc}:8080").parse().unwrap();
     wait_for(&d, WAIT, "the container", |d| {
         !d.candidates(&t, 80).is_empty()
