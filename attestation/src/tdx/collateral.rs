@@ -56,7 +56,8 @@ impl ValidityWindow {
                 now: rfc3339(now),
             });
         }
-        if now > self.ends.not_after {
+        // The end is exclusive, as for CRLs in path validation.
+        if now >= self.ends.not_after {
             return Err(TdxError::CollateralExpired {
                 item: self.ends.item.clone(),
                 valid_until: rfc3339(self.ends.not_after),

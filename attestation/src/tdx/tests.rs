@@ -113,6 +113,43 @@ fn real_quote_is_refused_once_its_collateral_expired() {
 }
 
 #[test]
+fn real_collateral_window_matches_its_published_dates() {
+    let collateral = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
+    let w = collateral.window(&[]).unwrap();
+    let (from, until) = (
+        collateral::rfc3339(w.starts.not_before),
+        collateral::rfc3339(w.ends.not_after),
+    );
+    assert!(
+        from.starts_with("2025-06-19T10:32"),
+        "{from} ({})",
+        w.starts.item
+    );
+    assert!(
+        until.starts_with("2025-07-19T10:00"),
+        "{until} ({})",
+        w.ends.item
+    );
+    let quote = std::fs::read(testdata("tdx_quote")).unwrap();
+    let just = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+    let v = TdxVerifier::intel();
+    assert!(v
+        .verify(&quote, &collateral, just(w.starts.not_before))
+        .is_ok());
+    assert!(v
+        .verify(&quote, &collateral, just(w.ends.not_after - 1))
+        .is_ok());
+    assert!(matches!(
+        v.verify(&quote, &collateral, just(w.starts.not_before - 1)),
+        Err(TdxError::CollateralNotYetValid { .. })
+    ));
+    assert!(matches!(
+        v.verify(&quote, &collateral, just(w.ends.not_after)),
+        Err(TdxError::CollateralExpired { .. })
+    ));
+}
+
+#[test]
 fn outdated_real_quote_is_refused_for_its_tcb() {
     let quote = std::fs::read(testdata("tdx_quote_outdated")).unwrap();
     let collateral = Collateral::load(&testdata("tdx_quote_outdated_collateral.json")).unwrap();
