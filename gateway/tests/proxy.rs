@@ -1057,3 +1057,34 @@ async fn service_start_refuses_an_admin_listener_without_token_and_stops_on_sign
     assert!(tokio::net::TcpStream::connect(gw).await.is_err());
     assert!(tokio::net::TcpStream::connect(admin).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_without_a_recent_handshake_get_no_connections() {
+    let pki = Pki::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.7:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let fresh = Backend::start_on(&format!("127.0.0.7:{port}"), I1, BackendKind::Http).await;
+    let stale = Backend::start_on(&format!("127.0.0.8:{port}"), I2, BackendKind::Http).await;
+    let d = Arc::new(StaticDirectory::new());
+    d.upsert(APP, I1, "127.0.0.7".parse().unwrap(), [(port, false)]);
+    d.upsert(APP, I2, "127.0.0.8".parse().unwrap(), [(port, false)]);
+    d.set_since_handshake(I2, Some(301)); // the window is 300 s
+    let gw = Running::start(test_config(&pki), d.clone()).await;
+    let name = format!("{APP}-{port}.{BASE}");
+    let results = curl_many(&pki, gw.addr, &name, 30).await;
+    assert!(results.iter().all(|(code, _)| *code == 200));
+    assert_eq!(fresh.accepted.load(Ordering::SeqCst), 30);
+    assert_eq!(stale.accepted.load(Ordering::SeqCst), 0);
+    // Never handshaked either: no healthy instance, refused with a handshake_failure alert.
+    d.set_since_handshake(I1, None);
+    let mut s = connect(gw.addr).await;
+    s.write_all(&records(&client_hello_message(Some(&name), 0), 16384))
+        .await
+        .unwrap();
+    let (answer, _, closed) = read_answer(&mut s, Duration::from_secs(3)).await;
+    assert!(closed);
+    assert_eq!(answer, alert(40));
+    assert_eq!(gw.refusals("no_healthy_instance"), 1);
+}
