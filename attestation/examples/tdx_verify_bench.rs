@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
 
     let pki = std::sync::Arc::new(SimTdxPki::from_seed(b"tdx bench")?);
     let sim_root = TdxVerifier::with_root(pki.root_der().to_vec(), "bench root");
-    let sim_quote = pki.quote(&SimTdReport::default());
+    let sim_quote = pki.quote(&SimTdReport::default())?;
     let now = SystemTime::now();
     let sim_collateral = pki.collateral(now - Duration::from_secs(60))?;
     let sim = time(iterations, || {

@@ -92,7 +92,7 @@ mod tests {
     fn encoding_round_trips_and_refuses_malformed_input() {
         let pki = super::super::SimTdxPki::from_seed(b"evidence encoding").unwrap();
         let with = TdxEvidence {
-            quote: pki.quote(&Default::default()),
+            quote: pki.quote(&Default::default()).unwrap(),
             collateral: Some(pki.collateral(SystemTime::now()).unwrap()),
         };
         assert_eq!(TdxEvidence::decode(&with.encode()).unwrap(), with);

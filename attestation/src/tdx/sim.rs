@@ -296,6 +296,10 @@ pub struct SimTdReport {
     pub xfam: [u8; 8],
     /// REPORTDATA.
     pub report_data: [u8; 64],
+    /// TDX 1.5 only (quote v5): `Some` produces a TD 1.5 body (type 3) carrying this TEE_TCB_SVN2 (the module's
+    /// current TCB after a TD-preserving update) and a zero MRSERVICETD; `None` a TD 1.0 body. A v4 quote has no
+    /// room for it: [`SimTdxPki::quote`] refuses the combination.
+    pub tee_tcb_svn2: Option<[u8; 16]>,
 }
 
 impl Default for SimTdReport {
@@ -311,6 +315,7 @@ impl Default for SimTdReport {
             td_attributes: TD_ATTR_SEPT_VE_DISABLE,
             xfam: [0xe7, 0x02, 0x06, 0, 0, 0, 0, 0],
             report_data: [0; 64],
+            tee_tcb_svn2: None,
         }
     }
 }
@@ -617,8 +622,13 @@ impl SimTdxPki {
     }
 
     /// A quote over `td`: header and TD report signed by the attestation key, QE report signed by the PCK key,
-    /// the PCK chain embedded (certification data type 5 inside type 6).
-    pub fn quote(&self, td: &SimTdReport) -> Vec<u8> {
+    /// the PCK chain embedded (certification data type 5 inside type 6). Refuses a TDX 1.5 body in a v4 quote.
+    pub fn quote(&self, td: &SimTdReport) -> Result<Vec<u8>, TdxError> {
+        if td.version == QuoteVersion::V4 && td.tee_tcb_svn2.is_some() {
+            return Err(TdxError::SimPki(
+                "a v4 quote carries a TD 1.0 report: tee_tcb_svn2 needs QuoteVersion::V5".into(),
+            ));
+        }
         let mut signed = Vec::with_capacity(HEADER_LEN + 6 + TD_REPORT10_LEN);
         signed.extend_from_slice(&td.version.number().to_le_bytes());
         signed.extend_from_slice(&2u16.to_le_bytes()); // ECDSA-256 with P-256
@@ -628,8 +638,12 @@ impl SimTdxPki {
         signed.extend_from_slice(&QE_VENDOR_ID);
         signed.extend_from_slice(&derive_bytes::<20>(&self.seed, "qe-user-data"));
         if td.version == QuoteVersion::V5 {
-            signed.extend_from_slice(&2u16.to_le_bytes()); // body type: TD report 1.0
-            signed.extend_from_slice(&(TD_REPORT10_LEN as u32).to_le_bytes());
+            let (body_type, len) = match td.tee_tcb_svn2 {
+                None => (2u16, TD_REPORT10_LEN),         // TD report 1.0
+                Some(_) => (3u16, TD_REPORT10_LEN + 64), // TD report 1.5
+            };
+            signed.extend_from_slice(&body_type.to_le_bytes());
+            signed.extend_from_slice(&(len as u32).to_le_bytes());
         }
         signed.extend_from_slice(&td.tee_tcb_svn);
         signed.extend_from_slice(&self.mr_seam);
@@ -645,6 +659,10 @@ impl SimTdxPki {
             signed.extend_from_slice(rtmr);
         }
         signed.extend_from_slice(&td.report_data);
+        if let Some(svn2) = &td.tee_tcb_svn2 {
+            signed.extend_from_slice(svn2);
+            signed.extend_from_slice(&[0; 48]); // MRSERVICETD: no service TD bound
+        }
 
         let qe_auth_data: [u8; 32] = derive_bytes(&self.seed, "qe-auth-data");
         let qe_report = self.qe_report(&qe_auth_data);
@@ -668,7 +686,7 @@ impl SimTdxPki {
         let mut quote = signed;
         quote.extend_from_slice(&(auth.len() as u32).to_le_bytes());
         quote.extend_from_slice(&auth);
-        quote
+        Ok(quote)
     }
 
     /// Write the PKI into `dir`: the seed, the root certificate, the PCK chain and collateral valid for 30 days
@@ -763,10 +781,13 @@ impl Attester for SimTdxAttester {
     }
 
     fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
-        let quote = self.pki.quote(&SimTdReport {
-            report_data: *report_data,
-            ..self.td.clone()
-        });
+        let quote = self
+            .pki
+            .quote(&SimTdReport {
+                report_data: *report_data,
+                ..self.td.clone()
+            })
+            .map_err(|e| AttestError::Device(e.to_string()))?;
         let collateral = self
             .current_collateral()
             .map_err(|e| AttestError::Device(e.to_string()))?;

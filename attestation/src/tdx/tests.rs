@@ -176,7 +176,7 @@ fn real_quote_is_refused_under_a_simulated_root() {
 fn sim_quotes_round_trip_v4_and_v5() {
     for version in [QuoteVersion::V4, QuoteVersion::V5] {
         let input = SimTdReport { version, ..td() };
-        let quote = pki().quote(&input);
+        let quote = pki().quote(&input).unwrap();
         let verified = verify_sim_full(&quote).unwrap();
         assert_eq!(verified.report_data, input.report_data);
         let claims = verified.claims;
@@ -193,8 +193,36 @@ fn sim_quotes_round_trip_v4_and_v5() {
 }
 
 #[test]
+fn td15_bodies_in_v5_quotes_carry_the_current_tcb() {
+    let td15 = SimTdReport {
+        version: QuoteVersion::V5,
+        tee_tcb_svn2: Some(sim::SIM_TEE_TCB_SVN_UP_TO_DATE),
+        ..td()
+    };
+    let claims = verify_sim(&pki().quote(&td15).unwrap()).unwrap();
+    assert_eq!(claims.quote_version, QuoteVersion::V5);
+    assert_eq!(claims.mr_td, [0x11; 48]);
+    assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
+
+    // Launched on an out-of-date module, updated in place since: relaunch advised.
+    let updated = SimTdReport {
+        tee_tcb_svn: SIM_TEE_TCB_SVN_OUT_OF_DATE,
+        ..td15.clone()
+    };
+    let claims = verify_sim(&pki().quote(&updated).unwrap()).unwrap();
+    assert_eq!(claims.tcb_status, TcbStatus::TDRelaunchAdvised);
+
+    // A v4 quote cannot carry a TD 1.5 body.
+    let v4 = SimTdReport {
+        version: QuoteVersion::V4,
+        ..td15
+    };
+    assert!(matches!(pki().quote(&v4), Err(TdxError::SimPki(_))));
+}
+
+#[test]
 fn sim_quote_is_refused_by_the_intel_root() {
-    let quote = pki().quote(&td());
+    let quote = pki().quote(&td()).unwrap();
     let now = SystemTime::now();
     let err = TdxVerifier::intel()
         .verify(&quote, &pki().collateral(now).unwrap(), now)
@@ -207,7 +235,7 @@ fn sim_quote_is_refused_by_the_intel_root() {
 fn sim_quote_is_refused_under_another_seed() {
     let other = SimTdxPki::from_seed(b"another seed").unwrap();
     assert_ne!(other.root_der(), pki().root_der());
-    let quote = other.quote(&td());
+    let quote = other.quote(&td()).unwrap();
     let err = verify_sim(&quote).unwrap_err();
     assert!(matches!(err, TdxError::CertificateChain { .. }), "{err}");
 }
@@ -217,7 +245,7 @@ fn same_seed_gives_the_same_pki_and_quotes() {
     let again = SimTdxPki::from_seed(b"tdx unit tests").unwrap();
     assert_eq!(again.root_der(), pki().root_der());
     assert_eq!(again.pck_chain_pem(), pki().pck_chain_pem());
-    assert_eq!(again.quote(&td()), pki().quote(&td()));
+    assert_eq!(again.quote(&td()).unwrap(), pki().quote(&td()).unwrap());
 }
 
 /// Offsets inside a v4 sim quote.
@@ -230,7 +258,7 @@ const QE_REPORT_AT: usize = AUTH_AT + 64 + 64 + 2 + 4;
 const QE_SIG_AT: usize = QE_REPORT_AT + 384;
 
 fn flipped(at: usize) -> Vec<u8> {
-    let mut quote = pki().quote(&td());
+    let mut quote = pki().quote(&td()).unwrap();
     quote[at] ^= 0x01;
     quote
 }
@@ -285,7 +313,7 @@ fn a_substituted_attestation_key_is_refused() {
 
 #[test]
 fn truncated_or_garbage_quotes_are_malformed() {
-    let quote = pki().quote(&td());
+    let quote = pki().quote(&td()).unwrap();
     for bad in [
         &quote[..100],
         &quote[..quote.len() - 10],
@@ -299,7 +327,7 @@ fn truncated_or_garbage_quotes_are_malformed() {
 
 #[test]
 fn tampered_collateral_is_refused() {
-    let quote = pki().quote(&td());
+    let quote = pki().quote(&td()).unwrap();
     let now = SystemTime::now();
     let good = pki().collateral(now - Duration::from_secs(60)).unwrap();
 
@@ -337,7 +365,7 @@ fn a_revoked_pck_certificate_is_refused() {
         })
         .unwrap();
     let err = sim_verifier()
-        .verify(&pki().quote(&td()), &collateral, now)
+        .verify(&pki().quote(&td()).unwrap(), &collateral, now)
         .unwrap_err();
     assert!(
         matches!(err, TdxError::CertificateChain { chain: "PCK", .. }),
@@ -357,49 +385,59 @@ fn expired_sim_collateral_is_refused() {
         })
         .unwrap();
     let err = sim_verifier()
-        .verify(&pki().quote(&td()), &collateral, SystemTime::now())
+        .verify(&pki().quote(&td()).unwrap(), &collateral, SystemTime::now())
         .unwrap_err();
     assert!(matches!(err, TdxError::CollateralExpired { .. }), "{err}");
 }
 
 #[test]
 fn debug_tds_verify_with_the_debug_flag_set() {
-    let quote = pki().quote(&SimTdReport {
-        td_attributes: TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG,
-        ..td()
-    });
+    let quote = pki()
+        .quote(&SimTdReport {
+            td_attributes: TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG,
+            ..td()
+        })
+        .unwrap();
     let claims = verify_sim(&quote).unwrap();
     assert!(claims.td_attributes.debug);
-    let normal = verify_sim(&pki().quote(&td())).unwrap();
+    let normal = verify_sim(&pki().quote(&td()).unwrap()).unwrap();
     assert!(!normal.td_attributes.debug);
 }
 
 #[test]
 fn a_td_without_sept_ve_disable_is_refused() {
-    let quote = pki().quote(&SimTdReport {
-        td_attributes: 0,
-        ..td()
-    });
+    let quote = pki()
+        .quote(&SimTdReport {
+            td_attributes: 0,
+            ..td()
+        })
+        .unwrap();
     let err = verify_sim(&quote).unwrap_err();
     assert!(matches!(err, TdxError::TdAttributes(_)), "{err}");
 }
 
 #[test]
 fn tcb_levels_are_reported_or_refused() {
-    let quote = pki().quote(&SimTdReport {
-        tee_tcb_svn: SIM_TEE_TCB_SVN_OUT_OF_DATE,
-        ..td()
-    });
+    let quote = pki()
+        .quote(&SimTdReport {
+            tee_tcb_svn: SIM_TEE_TCB_SVN_OUT_OF_DATE,
+            ..td()
+        })
+        .unwrap();
     let claims = verify_sim(&quote).unwrap();
     assert_eq!(claims.tcb_status, TcbStatus::OutOfDate);
     assert_eq!(claims.advisory_ids, vec![SIM_ADVISORY.to_string()]);
 
     let mut too_old = SIM_TEE_TCB_SVN_OUT_OF_DATE;
     too_old[0] -= 1;
-    let err = verify_sim(&pki().quote(&SimTdReport {
-        tee_tcb_svn: too_old,
-        ..td()
-    }))
+    let err = verify_sim(
+        &pki()
+            .quote(&SimTdReport {
+                tee_tcb_svn: too_old,
+                ..td()
+            })
+            .unwrap(),
+    )
     .unwrap_err();
     assert!(matches!(err, TdxError::TcbRefused(_)), "{err}");
 }
@@ -428,7 +466,11 @@ fn sim_pki_files_round_trip() {
     assert_eq!(loaded.root_der(), pki().root_der());
     let collateral = Collateral::load(&dir.join(sim::files::COLLATERAL)).unwrap();
     sim_verifier()
-        .verify(&loaded.quote(&td()), &collateral, SystemTime::now())
+        .verify(
+            &loaded.quote(&td()).unwrap(),
+            &collateral,
+            SystemTime::now(),
+        )
         .unwrap();
     // A root that does not belong to the seed is refused.
     let other = SimTdxPki::from_seed(b"x").unwrap();
@@ -439,10 +481,12 @@ fn sim_pki_files_round_trip() {
 
 #[test]
 fn quote_parser_reads_the_fields_without_verifying() {
-    let quote = pki().quote(&SimTdReport {
-        version: QuoteVersion::V5,
-        ..td()
-    });
+    let quote = pki()
+        .quote(&SimTdReport {
+            version: QuoteVersion::V5,
+            ..td()
+        })
+        .unwrap();
     let report = TdReport::parse(&quote).unwrap();
     assert_eq!(report.quote_version, QuoteVersion::V5);
     assert_eq!(report.mr_config_id, [0x33; 48]);
@@ -552,7 +596,7 @@ mod collateral_source {
         let served = pki().collateral(now - Duration::from_secs(60)).unwrap();
         let (url, hits) = serve_pccs(served.clone()).await;
         let dir = tempdir("collateral-cache");
-        let quote = pki().quote(&td());
+        let quote = pki().quote(&td()).unwrap();
         let config = CollateralConfig {
             cache_dir: Some(dir.clone()),
             pccs_url: Some(url),
@@ -618,10 +662,12 @@ mod collateral_source {
         .with_tdx_collateral(source.clone());
         let rd = [5u8; 64];
         let ev = Evidence::Tdx(TdxEvidence {
-            quote: pki().quote(&SimTdReport {
-                report_data: rd,
-                ..td()
-            }),
+            quote: pki()
+                .quote(&SimTdReport {
+                    report_data: rd,
+                    ..td()
+                })
+                .unwrap(),
             collateral: None,
         });
         // The handshake path never waits for the network: a miss is an error, and is remembered.
@@ -654,7 +700,7 @@ mod collateral_source {
         })
         .unwrap();
         let err = source
-            .collateral_for(&pki().quote(&td()), SystemTime::now())
+            .collateral_for(&pki().quote(&td()).unwrap(), SystemTime::now())
             .await
             .unwrap_err();
         let text = err.to_string();
