@@ -5,9 +5,13 @@
 //! (optional). Collateral is signed by Intel (or the simulated Intel PKI), so carrying it beside the quote adds
 //! no trust; it saves the verifier a PCCS round trip.
 
+use std::path::Path;
+
 use crate::evidence::EvidenceDecodeError;
 
 use super::collateral::Collateral;
+use super::error::TdxError;
+use super::quote::TdReport;
 
 /// Media type of TDX evidence in a CMW record.
 pub const TDX_MEDIA_TYPE: &str = "application/vnd.tee-gateway.tdx-evidence.v1";
@@ -27,6 +31,26 @@ pub struct TdxEvidence {
 }
 
 impl TdxEvidence {
+    /// Read a raw quote file and, optionally, a collateral JSON file (what `--format tdx-quote` and
+    /// `--collateral` of the verify command name).
+    pub fn from_files(quote: &Path, collateral: Option<&Path>) -> Result<Self, TdxError> {
+        let quote_bytes = std::fs::read(quote).map_err(|e| TdxError::io("reading", quote, e))?;
+        // Refuse what is not a TDX quote here, with the file's name, rather than at verification.
+        TdReport::parse(&quote_bytes).map_err(|e| match e {
+            TdxError::MalformedQuote(m) => {
+                TdxError::MalformedQuote(format!("{}: {m}", quote.display()))
+            }
+            TdxError::UnsupportedQuote(m) => {
+                TdxError::UnsupportedQuote(format!("{}: {m}", quote.display()))
+            }
+            other => other,
+        })?;
+        Ok(TdxEvidence {
+            quote: quote_bytes,
+            collateral: collateral.map(Collateral::load).transpose()?,
+        })
+    }
+
     /// Encode as tagged fields.
     pub fn encode(&self) -> Vec<u8> {
         let collateral = self.collateral.as_ref().map(|c| c.to_json());
@@ -87,6 +111,42 @@ impl TdxEvidence {
 mod tests {
     use super::*;
     use std::time::SystemTime;
+
+    #[test]
+    fn evidence_from_files() {
+        let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/tdx");
+        let ev = TdxEvidence::from_files(
+            &data.join("tdx_quote"),
+            Some(&data.join("tdx_quote_collateral.json")),
+        )
+        .unwrap();
+        assert!(ev.collateral.is_some());
+        assert!(TdxEvidence::from_files(&data.join("tdx_quote"), None)
+            .unwrap()
+            .collateral
+            .is_none());
+        // A collateral file given as the quote, a missing file, a quote given as collateral.
+        let err =
+            TdxEvidence::from_files(&data.join("tdx_quote_collateral.json"), None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TdxError::MalformedQuote(_) | TdxError::UnsupportedQuote(_)
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("tdx_quote_collateral.json"),
+            "{err}"
+        );
+        assert!(matches!(
+            TdxEvidence::from_files(&data.join("missing"), None),
+            Err(TdxError::Io { .. })
+        ));
+        let err = TdxEvidence::from_files(&data.join("tdx_quote"), Some(&data.join("tdx_quote")))
+            .unwrap_err();
+        assert!(matches!(err, TdxError::MalformedCollateral(_)), "{err}");
+    }
 
     #[test]
     fn encoding_round_trips_and_refuses_malformed_input() {
