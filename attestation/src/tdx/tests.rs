@@ -641,6 +641,29 @@ mod collateral_source {
     }
 
     #[tokio::test]
+    async fn intel_collateral_fetched_from_a_pccs_keeps_its_signed_bytes() {
+        let real = Collateral::load(&testdata("tdx_quote_collateral.json")).unwrap();
+        let (url, _) = serve_pccs(real.clone()).await;
+        let quote = std::fs::read(testdata("tdx_quote")).unwrap();
+        let key = CollateralKey::for_quote(&quote).unwrap();
+        assert_eq!(key.fmspc, "B0C06F000000");
+        assert_eq!(key.ca, "platform");
+        let source = CollateralSource::new(CollateralConfig {
+            pccs_url: Some(url),
+            http_timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        })
+        .unwrap();
+        let fetched = source.collateral_for(&quote, sample_now()).await.unwrap();
+        assert_eq!(fetched.inner().tcb_info, real.inner().tcb_info);
+        assert_eq!(fetched.inner().qe_identity, real.inner().qe_identity);
+        let verified = TdxVerifier::intel()
+            .verify(&quote, &fetched, sample_now())
+            .unwrap();
+        assert_eq!(verified.claims.tcb_status, TcbStatus::UpToDate);
+    }
+
+    #[tokio::test]
     async fn verifier_misses_are_fetched_by_the_next_refresh() {
         use crate::{Evidence, TrustAnchors, Verifier, VerifyError};
         let now = SystemTime::now();
