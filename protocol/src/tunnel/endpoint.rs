@@ -33,6 +33,7 @@ use tokio::sync::watch;
 
 use super::config::{EndpointConfig, PeerConfig, TIMER_TICK};
 use super::error::TunnelError;
+use super::gro::{Coalescer, FrameSink};
 use super::ip::ipv4_addrs;
 use super::key::PublicKey;
 use super::offload;
@@ -358,6 +359,8 @@ async fn receive_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
         let udp = watch_fd(shared.udp.as_fd())?;
         let mut batch = Batch::new(BATCH);
         let mut out = vec![0u8; DATAGRAM_CAP].into_boxed_slice();
+        // With offloads, the TCP segments of a batch are merged before they are written (see `gro`).
+        let mut gro = shared.tun.has_vnet_hdr().then(Coalescer::new);
         loop {
             let n = batch.recv(&udp).await?;
             let wall = SystemTime::now();
@@ -365,7 +368,18 @@ async fn receive_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
             for i in 0..n {
                 let (datagram, from) = batch.received(i);
                 let Some(from) = from else { continue };
-                receive_one(&shared, &peers, datagram, from, &mut out, wall);
+                receive_one(
+                    &shared,
+                    &peers,
+                    datagram,
+                    from,
+                    &mut out,
+                    wall,
+                    gro.as_mut(),
+                );
+            }
+            if let Some(gro) = gro.as_mut() {
+                gro.flush(&mut TunSink(&shared));
             }
         }
     })
@@ -453,6 +467,7 @@ fn receive_one(
     from: SocketAddr,
     out: &mut [u8],
     wall: SystemTime,
+    gro: Option<&mut Coalescer>,
 ) {
     let Some(peer) = identify(shared, peers, datagram, from, out) else {
         return;
@@ -485,7 +500,7 @@ fn receive_one(
             }
         }
         TunnResult::WriteToTunnelV4(packet, _) => {
-            deliver(shared, peer, st.allowed_ip, packet);
+            deliver(shared, peer, st.allowed_ip, packet, gro);
         }
         TunnResult::WriteToTunnelV6(..) => counters.drop(PeerDrop::NotIpv4),
     }
@@ -497,7 +512,13 @@ fn receive_one(
 }
 
 /// The isolation rule: deliver only packets from the peer's own address to this endpoint's address.
-fn deliver(shared: &Shared, peer: &Peer, allowed: Ipv4Addr, packet: &[u8]) {
+fn deliver(
+    shared: &Shared,
+    peer: &Peer,
+    allowed: Ipv4Addr,
+    packet: &[u8],
+    gro: Option<&mut Coalescer>,
+) {
     let counters = &peer.counters;
     let Some((src, dst)) = ipv4_addrs(packet) else {
         counters.drop(PeerDrop::NotIpv4);
@@ -511,11 +532,29 @@ fn deliver(shared: &Shared, peer: &Peer, allowed: Ipv4Addr, packet: &[u8]) {
         counters.drop(PeerDrop::WrongDestination);
         return;
     }
+    if let Some(gro) = gro {
+        // Write failures of merged frames are counted for the endpoint (`tun_write_failed`).
+        gro.push(packet, &mut TunSink(shared));
+        counters.received(packet.len());
+        return;
+    }
     match shared.tun.write(packet) {
         Ok(_) => counters.received(packet.len()),
         Err(e) => {
             tracing::debug!(error = %e, "TUN write failed");
             counters.drop(PeerDrop::WriteFailed);
+        }
+    }
+}
+
+/// Writes the coalescer's frames to the TUN device.
+struct TunSink<'a>(&'a Shared);
+
+impl FrameSink for TunSink<'_> {
+    fn write_frame(&mut self, hdr: &[u8; offload::VNET_HDR_LEN], packet: &[u8]) {
+        if let Err(e) = self.0.tun.write_frame(hdr, packet) {
+            tracing::debug!(error = %e, "TUN write failed");
+            EndpointCounters::bump(&self.0.counters.tun_write_failed);
         }
     }
 }

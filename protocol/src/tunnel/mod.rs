@@ -25,6 +25,7 @@
 mod config;
 mod endpoint;
 mod error;
+mod gro;
 mod ip;
 mod key;
 mod offload;

@@ -2,7 +2,8 @@
 //! `virtio_net_hdr` in front, and the endpoint cuts them into MTU-sized packets itself. One read then
 //! replaces dozens, and the sender's TCP stack processes one large segment instead of many small ones.
 //!
-//! Packets written back to the TUN device carry an all-zero header (no offload requested).
+//! Packets written back to the TUN device carry a header too: all-zero for a single packet, or a TCP
+//! super-segment description for segments merged by `gro`.
 
 use std::net::Ipv4Addr;
 

@@ -165,6 +165,7 @@ pub(crate) struct EndpointCounters {
     pub(crate) unknown_peer: AtomicU64,
     pub(crate) no_route: AtomicU64,
     pub(crate) cookie_replies: AtomicU64,
+    pub(crate) tun_write_failed: AtomicU64,
 }
 
 impl EndpointCounters {
@@ -187,6 +188,9 @@ pub struct EndpointStats {
     pub no_route: u64,
     /// Cookie replies sent because handshakes arrived faster than the rate limit.
     pub cookie_replies: u64,
+    /// Merged frames (several packets from one peer) the TUN device refused; single packets the device refuses
+    /// are counted per peer as `write_failed`.
+    pub tun_write_failed: u64,
 }
 
 impl EndpointCounters {
@@ -197,6 +201,7 @@ impl EndpointCounters {
             unknown_peer: self.unknown_peer.load(Relaxed),
             no_route: self.no_route.load(Relaxed),
             cookie_replies: self.cookie_replies.load(Relaxed),
+            tun_write_failed: self.tun_write_failed.load(Relaxed),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::error::TunnelError;
+use super::offload::VNET_HDR_LEN;
 
 /// An open, configured TUN device (layer 3, no packet-information header).
 #[derive(Debug)]
@@ -197,26 +198,35 @@ impl Tun {
 
     /// Writes one packet (non-blocking), behind an all-zero `virtio_net_hdr` when offloads are on.
     pub(crate) fn write(&self, packet: &[u8]) -> io::Result<usize> {
-        const NO_OFFLOAD: [u8; super::offload::VNET_HDR_LEN] = [0; super::offload::VNET_HDR_LEN];
+        const NO_OFFLOAD: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+        if self.vnet_hdr {
+            self.write_frame(&NO_OFFLOAD, packet)
+        } else {
+            // SAFETY: `packet` is valid for reads of its length.
+            let n =
+                unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        }
+    }
+
+    /// Writes `hdr` and `packet` as one frame (offloads on only).
+    pub(crate) fn write_frame(&self, hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<usize> {
         let iov = [
             libc::iovec {
-                iov_base: NO_OFFLOAD.as_ptr() as *mut libc::c_void,
-                iov_len: NO_OFFLOAD.len(),
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
             },
             libc::iovec {
                 iov_base: packet.as_ptr() as *mut libc::c_void,
                 iov_len: packet.len(),
             },
         ];
-        let skip = usize::from(!self.vnet_hdr);
         // SAFETY: both iovecs point to live buffers of the stated lengths, which writev only reads.
-        let n = unsafe {
-            libc::writev(
-                self.fd.as_raw_fd(),
-                iov[skip..].as_ptr(),
-                (2 - skip) as libc::c_int,
-            )
-        };
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
