@@ -2,7 +2,8 @@
 //! containers, local API.
 //!
 //! Joining the gateway: [`config`] is `agent.toml`, [`state`] the state directory (instance id kept across
-//! restarts), [`client`] one registration attempt over mutual RA-TLS, [`backoff`] retry delays with jitter.
+//! restarts), [`client`] one registration attempt over mutual RA-TLS, [`backoff`] retry delays with jitter, [`run`]
+//! the boot sequence and the registration loop.
 //!
 //! Forwarding to containers: [`target`] parses where each declared port goes, [`docker`] follows the Docker
 //! engine to know which containers run and where, and [`forward`] listens on the declared ports and relays each
@@ -13,5 +14,6 @@ pub mod client;
 pub mod config;
 pub mod docker;
 pub mod forward;
+pub mod run;
 pub mod state;
 pub mod target;

@@ -5,3 +5,4 @@ pub mod config;
 pub mod control;
 pub mod proxy;
 pub mod registry;
+pub mod run;

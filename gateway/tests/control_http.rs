@@ -91,7 +91,7 @@ async fn start(per_sec: u32, burst: u32) -> Server {
         limiter: Arc::new(RateLimiter::new(per_sec, burst)),
         max_body_bytes: 4096,
         request_timeout: Duration::from_secs(2),
-        attestation: Arc::new(serde_json::json!({"platform": "test"})),
+        attestation: Arc::new(|| serde_json::json!({"platform": "test"})),
     };
     let app = router(state).into_make_service_with_connect_info::<ControlPeer>();
     let task = tokio::spawn(async move {

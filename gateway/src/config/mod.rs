@@ -259,6 +259,9 @@ pub struct AttestationConfig {
     /// Lifetime of the gateway's RA-TLS certificate, in seconds.
     #[serde(default = "default_cert_validity")]
     pub certificate_validity_secs: u64,
+    /// The measurement a `sim-snp` gateway reports (96 hex characters); default all zeros.
+    #[serde(default)]
+    pub sim_measurement: Option<String>,
 }
 
 fn default_cert_validity() -> u64 {

@@ -27,8 +27,8 @@ pub struct ControlState {
     pub max_body_bytes: usize,
     /// Time allowed to receive a body and answer.
     pub request_timeout: Duration,
-    /// The gateway's attestation document served on `GET /v1/attestation`.
-    pub attestation: Arc<serde_json::Value>,
+    /// Produces the gateway's attestation document served on `GET /v1/attestation`.
+    pub attestation: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -196,7 +196,7 @@ async fn attestation(
     ConnectInfo(peer): ConnectInfo<ControlPeer>,
 ) -> Result<Response, ErrorResponse> {
     rate_check(&state, &peer)?;
-    Ok(Json(state.attestation.as_ref().clone()).into_response())
+    Ok(Json((state.attestation)()).into_response())
 }
 
 async fn not_found() -> ErrorResponse {

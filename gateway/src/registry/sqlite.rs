@@ -39,6 +39,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE ports ADD COLUMN target_state TEXT CHECK (target_state IN ('up', 'down'));
     "#,
+    // 3: the gateway's own long-lived secrets (its WireGuard private key), so agents keep their tunnels across
+    // gateway restarts.
+    r#"
+    CREATE TABLE secrets (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value BLOB NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -313,6 +321,25 @@ impl RegistryStore for SqliteStore {
             .execute(
                 "UPDATE instances SET last_seen = ?2 WHERE instance_id = ?1",
                 params![instance_id.as_str(), last_seen as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn put_secret(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+                params![name, value],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))

@@ -59,12 +59,17 @@ pub trait RegistryStore: Send {
     fn touch(&mut self, instance_id: &InstanceId, last_seen: u64) -> Result<(), StoreError>;
     /// Removes instances.
     fn remove(&mut self, instance_ids: &[InstanceId]) -> Result<(), StoreError>;
+    /// A named secret of the gateway itself, if stored.
+    fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a named secret durably.
+    fn put_secret(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError>;
 }
 
 /// A store that keeps records in memory only (tests, and throwaway gateways).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: BTreeMap<InstanceId, InstanceRecord>,
+    secrets: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -96,6 +101,15 @@ impl RegistryStore for MemoryStore {
         for id in instance_ids {
             self.records.remove(id);
         }
+        Ok(())
+    }
+
+    fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.secrets.get(name).cloned())
+    }
+
+    fn put_secret(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.secrets.insert(name.to_owned(), value.to_vec());
         Ok(())
     }
 }

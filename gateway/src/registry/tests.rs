@@ -277,6 +277,12 @@ impl RegistryStore for FailingStore {
     fn remove(&mut self, _: &[InstanceId]) -> Result<(), StoreError> {
         Ok(())
     }
+    fn secret(&mut self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    fn put_secret(&mut self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[test]
@@ -353,4 +359,17 @@ fn directory_resolves_apps_then_instances_and_follows_changes() {
     r.expire(1101).unwrap();
     assert_eq!(dir.resolve(APP, 80).unwrap().candidates.len(), 1);
     assert_eq!(dir.instances().len(), 1);
+}
+
+#[test]
+fn secrets_survive_reopening() {
+    let dir = TempDir::new();
+    {
+        let mut s = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(s.secret("wireguard").unwrap(), None);
+        s.put_secret("wireguard", &[1, 2, 3]).unwrap();
+        s.put_secret("wireguard", &[4, 5, 6]).unwrap();
+    }
+    let mut s = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(s.secret("wireguard").unwrap(), Some(vec![4, 5, 6]));
 }

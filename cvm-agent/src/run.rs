@@ -1,0 +1,470 @@
+//! `cvm-agent run`: the boot sequence and the registration loop.
+//!
+//! Boot, each step logged:
+//! 1. the instance id from the state directory (created on first boot);
+//! 2. the gateway policy and trust anchors;
+//! 3. the agent's evidence in a fresh RA-TLS certificate, and a fresh WireGuard key pair (both in memory only);
+//! 4. registration: for each gateway URL in order, a mutual RA-TLS handshake in which the gateway's evidence is
+//!    verified against the gateway policy before anything else is sent; only then the request with the
+//!    WireGuard key. A gateway refused at the handshake learns nothing; the failed check is logged;
+//! 5. the tunnel: TUN device with the assigned address (its prefix route reaches the gateway), the gateway as the
+//!    one peer, persistent keep-alive as the gateway says (25 s by default).
+//!
+//! Then the agent registers again every re-registration interval, and at once when no tunnel handshake completed
+//! for the handshake timeout (180 s by default). Failures are retried with exponential backoff and jitter; the
+//! tunnel and everything behind it keep running meanwhile. Everything stops when the shutdown future completes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn};
+use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
+use attestation::{Attester, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
+use protocol::control::{
+    InstanceId, PortPolicy, RegisterRequest, RegisterResponse, WireGuardKey, PROTOCOL_VERSION,
+};
+use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey, PublicKey};
+
+use crate::backoff::Backoff;
+use crate::client::{register_once, AttemptError, GatewayUrl};
+use crate::config::{AgentConfig, Backend};
+use crate::state::StateDir;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A boot step failed.
+    #[error("{step}: {reason}")]
+    Setup {
+        /// The step.
+        step: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn setup(step: &'static str) -> impl Fn(String) -> RunError {
+    move |reason| RunError::Setup { step, reason }
+}
+
+fn attester(config: &AgentConfig) -> Result<Arc<dyn Attester>, RunError> {
+    let a = &config.attestation;
+    let err = setup("attester");
+    match a.backend {
+        Backend::Auto | Backend::SevSnp | Backend::Tdx => attestation::attester::detect()
+            .map(Arc::from)
+            .map_err(|e| err(e.to_string())),
+        Backend::SimSnp => {
+            let dir = a
+                .sim_pki
+                .as_deref()
+                .ok_or_else(|| err("sim-snp needs attestation.sim_pki".into()))?;
+            let pki = SimSnpPki::load_pem(dir).map_err(|e| err(e.to_string()))?;
+            let measurement = match &a.sim_measurement {
+                None => [0u8; 48],
+                Some(h) => hex_48(h).ok_or_else(|| {
+                    err(format!("sim_measurement {h:?} is not 96 hex characters"))
+                })?,
+            };
+            Ok(Arc::new(SimSnpAttester::new(
+                Arc::new(pki),
+                measurement,
+                [0; 32],
+            )))
+        }
+        Backend::SimTdx => Err(err(
+            "the sim-tdx backend is not available in this build".into()
+        )),
+    }
+}
+
+fn hex_48(h: &str) -> Option<[u8; 48]> {
+    let mut out = [0u8; 48];
+    if h.len() != 96 {
+        return None;
+    }
+    for (i, chunk) in h.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn anchors(config: &AgentConfig) -> Result<TrustAnchors, RunError> {
+    let mut anchors = TrustAnchors::production();
+    for dir in &config.attestation.trusted_sim_roots {
+        let path = dir.join(attestation::snp::sim::files::ARK);
+        let pem = std::fs::read(&path)
+            .map_err(|e| setup("trust anchors")(format!("{}: {e}", path.display())))?;
+        anchors = anchors
+            .with_sim_snp_ark(&pem)
+            .map_err(|e| setup("trust anchors")(format!("{}: {e}", path.display())))?;
+        tracing::warn!(root = %path.display(), "trusting a SIMULATED attestation root");
+    }
+    Ok(anchors)
+}
+
+/// Everything a registration attempt needs.
+struct Registrar {
+    gateways: Vec<GatewayUrl>,
+    tls: Arc<rustls::ClientConfig>,
+    verifier: Arc<RaTlsVerifier>,
+    request: RegisterRequest,
+    timeout: Duration,
+}
+
+impl Registrar {
+    /// One pass over the gateways in order; the first answer wins.
+    async fn register(&self) -> Result<(GatewayUrl, RegisterResponse), Vec<AttemptError>> {
+        let mut errors = Vec::new();
+        for gateway in &self.gateways {
+            tracing::info!(%gateway, "registering: connecting and verifying the gateway's evidence");
+            let verifier = self.verifier.clone();
+            let result = register_once(gateway, self.tls.clone(), &self.request, self.timeout, |verified| {
+                let claims = verifier.claims_for(&verified.certificate);
+                tracing::info!(%gateway, claims = ?claims.as_deref().map(claims_summary),
+                    "gateway evidence verified against the gateway policy; sending the registration");
+            })
+            .await;
+            match result {
+                Ok(answer) => return Ok((gateway.clone(), answer)),
+                Err(e) => {
+                    if e.is_permanent() {
+                        tracing::error!(error = %e, "registration refused; the gateway's operator or this \
+                            instance's configuration must change before it can succeed");
+                    } else {
+                        tracing::warn!(error = %e, "registration attempt failed");
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        Err(errors)
+    }
+}
+
+fn claims_summary(claims: &attestation::Claims) -> String {
+    let value = serde_json::to_value(claims).unwrap_or_default();
+    let m = ["measurement", "mrtd"]
+        .iter()
+        .find_map(|k| {
+            value
+                .get(*k)
+                .and_then(|v| v.as_str())
+                .map(|m| format!(" {k}={m}"))
+        })
+        .unwrap_or_default();
+    format!("{}{m}", claims.platform)
+}
+
+async fn resolve(endpoint: &str) -> Option<SocketAddr> {
+    tokio::net::lookup_host(endpoint)
+        .await
+        .ok()?
+        .find(|a| a.is_ipv4())
+}
+
+/// The running tunnel and what it was built from.
+struct Tunnel {
+    endpoint: Endpoint,
+    answer: RegisterResponse,
+    gateway_key: PublicKey,
+    started: Instant,
+}
+
+impl Tunnel {
+    async fn start(
+        config: &AgentConfig,
+        key: &PrivateKey,
+        answer: RegisterResponse,
+    ) -> Result<Self, String> {
+        let mut c = EndpointConfig::new(
+            key.clone(),
+            config.tunnel.listen_port,
+            answer.tunnel_address,
+            answer.tunnel_prefix_len,
+        );
+        c.tun_name = config.tunnel.interface.clone();
+        c.mtu = config.tunnel.mtu;
+        let endpoint = Endpoint::start(c).await.map_err(|e| e.to_string())?;
+        let gateway_key = PublicKey::from_bytes(*answer.gateway.public_key.as_bytes());
+        let tunnel = Self {
+            endpoint,
+            gateway_key,
+            answer,
+            started: Instant::now(),
+        };
+        tunnel.add_gateway_peer().await?;
+        tracing::info!(interface = %tunnel.endpoint.tun_name(), address = %tunnel.answer.tunnel_address,
+            prefix = tunnel.answer.tunnel_prefix_len, gateway = %tunnel.answer.gateway.tunnel_address,
+            endpoint = %tunnel.answer.gateway.endpoint, keepalive_secs = tunnel.answer.keepalive_secs,
+            "tunnel up");
+        Ok(tunnel)
+    }
+
+    async fn add_gateway_peer(&self) -> Result<(), String> {
+        let endpoint = resolve(&self.answer.gateway.endpoint)
+            .await
+            .ok_or_else(|| {
+                format!(
+                    "cannot resolve the gateway endpoint {}",
+                    self.answer.gateway.endpoint
+                )
+            })?;
+        let peer = PeerConfig::new(self.gateway_key, self.answer.gateway.tunnel_address)
+            .with_endpoint(endpoint)
+            .with_keepalive(Duration::from_secs(self.answer.keepalive_secs.max(1)));
+        if self.endpoint.peer(&self.gateway_key).is_some() {
+            self.endpoint.update_peer(peer).map_err(|e| e.to_string())
+        } else {
+            self.endpoint.add_peer(peer).map_err(|e| e.to_string())
+        }
+    }
+
+    /// Time since the last completed handshake (or since the tunnel started, if none yet).
+    fn since_handshake(&self) -> Duration {
+        let last = self
+            .endpoint
+            .peer(&self.gateway_key)
+            .and_then(|p| p.last_handshake);
+        self.since(last)
+    }
+
+    /// Time since the gateway last sent an authenticated packet (or since the session started, if none yet).
+    fn since_heard(&self) -> Duration {
+        let last = self
+            .endpoint
+            .peer(&self.gateway_key)
+            .and_then(|p| p.last_authenticated);
+        self.since(last)
+    }
+
+    fn since(&self, at: Option<SystemTime>) -> Duration {
+        let started = self.started.elapsed();
+        match at {
+            Some(t) => SystemTime::now()
+                .duration_since(t)
+                .unwrap_or(Duration::ZERO)
+                .min(started),
+            None => started,
+        }
+    }
+
+    /// Starts a fresh WireGuard session with the gateway (its side may have lost the old one, e.g. in a restart):
+    /// the peer is removed and added again, and the next keep-alive begins a handshake.
+    async fn restart_session(&mut self) -> Result<(), String> {
+        let _ = self.endpoint.remove_peer(&self.gateway_key);
+        self.started = Instant::now();
+        self.add_gateway_peer().await
+    }
+
+    /// Applies a new answer: same address => update the gateway peer in place; new address => rebuild.
+    async fn apply(
+        self,
+        config: &AgentConfig,
+        key: &PrivateKey,
+        answer: RegisterResponse,
+    ) -> Result<Self, String> {
+        if answer.tunnel_address == self.answer.tunnel_address
+            && answer.tunnel_prefix_len == self.answer.tunnel_prefix_len
+        {
+            let mut this = self;
+            let new_key = PublicKey::from_bytes(*answer.gateway.public_key.as_bytes());
+            if new_key != this.gateway_key {
+                tracing::info!("the gateway's WireGuard key changed; replacing the peer");
+                let _ = this.endpoint.remove_peer(&this.gateway_key);
+                this.gateway_key = new_key;
+            }
+            this.answer = answer;
+            this.add_gateway_peer().await?;
+            Ok(this)
+        } else {
+            tracing::warn!(old = %self.answer.tunnel_address, new = %answer.tunnel_address,
+                "the gateway assigned a new tunnel address; rebuilding the tunnel");
+            self.endpoint.shutdown().await;
+            Self::start(config, key, answer).await
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    tracing::info!(dir = %config.state_dir.display(), "boot 1/5: state directory");
+    let state =
+        StateDir::open(&config.state_dir).map_err(|e| setup("state directory")(e.to_string()))?;
+    let (instance_id, fresh) = state
+        .instance_id()
+        .map_err(|e| setup("state directory")(e.to_string()))?;
+    tracing::info!(instance = %instance_id, app = %config.app_id, new = fresh, "instance id");
+
+    tracing::info!(policy = %config.attestation.gateway_policy.display(), "boot 2/5: gateway policy and trust anchors");
+    let policy: Arc<PolicyFile<GatewayPolicy>> = Arc::new(
+        PolicyFile::load(&config.attestation.gateway_policy)
+            .map_err(|e| setup("gateway policy")(e.to_string()))?,
+    );
+    let verifier = Arc::new(Verifier::new(anchors(&config)?));
+    let check_policy = policy.clone();
+    let gateways_verifier = Arc::new(RaTlsVerifier::new(
+        verifier,
+        Arc::new(PolicyFn(move |claims: &attestation::Claims| {
+            check_policy.current().check(claims).map(|_| ())
+        })),
+    ));
+
+    tracing::info!(backend = ?config.attestation.backend, "boot 3/5: attesting (RA-TLS certificate) and WireGuard key");
+    let attester = attester(&config)?;
+    let options = CertOptions {
+        validity: Duration::from_secs(config.attestation.certificate_validity_secs),
+        ..Default::default()
+    };
+    let identity = tokio::task::spawn_blocking(move || RaTlsIdentity::new(attester, options))
+        .await
+        .map_err(|e| setup("ra-tls identity")(e.to_string()))?
+        .map_err(|e| setup("ra-tls identity")(e.to_string()))?;
+    let identity = Arc::new(identity);
+    let tls = Arc::new(
+        ratls::client_config(identity.clone(), gateways_verifier.clone())
+            .map_err(|e| setup("tls")(e.to_string()))?,
+    );
+    let wg_key = PrivateKey::generate();
+    let wg_public = WireGuardKey::from_bytes(*wg_key.public_key().as_bytes())
+        .map_err(|e| setup("wireguard key")(e.to_string()))?;
+
+    let gateways = config
+        .gateways
+        .iter()
+        .map(|g| GatewayUrl::parse(g).map_err(|e| setup("gateways")(format!("{g}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let registrar = Registrar {
+        gateways,
+        tls,
+        verifier: gateways_verifier,
+        request: request(&config, &instance_id, wg_public),
+        timeout: config.registration.attempt_timeout(),
+    };
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        _ = registration_loop(&config, &registrar, &wg_key, &identity, &policy) => Ok(()),
+    }
+}
+
+fn request(config: &AgentConfig, instance_id: &InstanceId, key: WireGuardKey) -> RegisterRequest {
+    RegisterRequest {
+        version: PROTOCOL_VERSION,
+        app_id: config.app_id.clone(),
+        instance_id: instance_id.clone(),
+        wireguard_public_key: key,
+        ports: config
+            .ports
+            .iter()
+            .map(|p| PortPolicy {
+                port: p.port,
+                proxy_protocol: p.proxy_protocol,
+                target_state: None,
+            })
+            .collect(),
+    }
+}
+
+/// Registers until it succeeds, brings the tunnel up, then keeps registering on the interval and whenever
+/// handshakes stop. Never returns on its own.
+async fn registration_loop(
+    config: &AgentConfig,
+    registrar: &Registrar,
+    wg_key: &PrivateKey,
+    identity: &RaTlsIdentity,
+    policy: &PolicyFile<GatewayPolicy>,
+) {
+    let timing = &config.registration;
+    let mut backoff = Backoff::new(timing.retry_initial(), timing.retry_max());
+    let handshake_timeout = Duration::from_secs(config.tunnel.handshake_timeout_secs);
+    let mut tunnel: Option<Tunnel> = None;
+    let mut next_attempt = Instant::now();
+    let mut last_registration: Option<Instant> = None;
+    let policy_mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen_mtime = policy_mtime(policy.path());
+    if tunnel.is_none() {
+        tracing::info!("boot 4/5: registering with the gateway");
+    }
+    loop {
+        if let Err(e) = identity.renew_if_due(SystemTime::now()) {
+            tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry");
+        }
+        let mtime = policy_mtime(policy.path());
+        if mtime != seen_mtime {
+            seen_mtime = mtime;
+            if let Err(e) = policy.reload() {
+                tracing::error!(error = %e, "gateway policy reload failed; keeping the previous policy");
+            }
+        }
+        if let Some(t) = tunnel.as_mut() {
+            // The gateway keeps the session alive with keep-alives; silence for three intervals means it lost
+            // the session (restart) or the path is down: start a fresh handshake.
+            let silence = Duration::from_secs(3 * t.answer.keepalive_secs.max(1) + 5);
+            if t.since_heard() >= silence {
+                tracing::warn!(since = ?t.since_heard(), "nothing heard from the gateway; restarting the WireGuard session");
+                if let Err(e) = t.restart_session().await {
+                    tracing::error!(error = %e, "restarting the WireGuard session failed");
+                }
+            }
+        }
+        let due = match (&tunnel, last_registration) {
+            (None, _) | (_, None) => true,
+            (Some(t), Some(at)) => {
+                // No handshake within the timeout: register again (at most once per sixth of the timeout).
+                let stale = t.since_handshake() >= handshake_timeout
+                    && at.elapsed() >= handshake_timeout / 6;
+                if stale && Instant::now() >= next_attempt {
+                    tracing::warn!(since = ?t.since_handshake(), "no tunnel handshake within the timeout; registering again");
+                }
+                stale || at.elapsed() >= Duration::from_secs(t.answer.reregister_secs)
+            }
+        };
+        if due && Instant::now() >= next_attempt {
+            match registrar.register().await {
+                Ok((gateway, answer)) => {
+                    backoff.reset();
+                    last_registration = Some(Instant::now());
+                    tracing::info!(%gateway, address = %answer.tunnel_address, reregister_secs = answer.reregister_secs,
+                        "registered");
+                    tunnel = match tunnel.take() {
+                        None => {
+                            tracing::info!("boot 5/5: bringing up the tunnel");
+                            match Tunnel::start(config, wg_key, answer).await {
+                                Ok(t) => Some(t),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "tunnel bring-up failed; will retry");
+                                    next_attempt = Instant::now() + backoff.next_delay();
+                                    None
+                                }
+                            }
+                        }
+                        Some(t) => match t.apply(config, wg_key, answer).await {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                tracing::error!(error = %e, "updating the tunnel failed; will retry");
+                                next_attempt = Instant::now() + backoff.next_delay();
+                                None
+                            }
+                        },
+                    };
+                }
+                Err(_) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(retry_in = ?delay, tunnel_up = tunnel.is_some(),
+                        "no gateway accepted the registration; still serving, retrying later");
+                    next_attempt = Instant::now() + delay;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,136 @@
+//! The gateway's own attestation: attester, trust anchors, RA-TLS identity, and the per-app check of an agent's
+//! claims.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use attestation::policy::PolicyFile;
+use attestation::policy::{AppPolicy, PolicyViolation};
+use attestation::{Attester, Claims, SimSnpAttester, SimSnpPki, TrustAnchors};
+use protocol::control::{AppId, ErrorBody, ErrorCode};
+
+use super::RunError;
+use crate::config::{AttestationBackend, AttestationConfig};
+use crate::control::PeerAttestation;
+
+/// Builds the attester the configuration asks for.
+pub fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunError> {
+    let setup = |reason: String| RunError::Setup {
+        step: "attester",
+        reason,
+    };
+    match config.backend {
+        AttestationBackend::Auto | AttestationBackend::SevSnp | AttestationBackend::Tdx => {
+            attestation::attester::detect()
+                .map(Arc::from)
+                .map_err(|e| setup(e.to_string()))
+        }
+        AttestationBackend::SimSnp => {
+            let dir = config
+                .sim_pki
+                .as_deref()
+                .ok_or_else(|| setup("sim-snp needs attestation.sim_pki".into()))?;
+            let pki = SimSnpPki::load_pem(dir).map_err(|e| setup(e.to_string()))?;
+            let measurement = sim_measurement(config.sim_measurement.as_deref()).map_err(setup)?;
+            Ok(Arc::new(SimSnpAttester::new(
+                Arc::new(pki),
+                measurement,
+                [0; 32],
+            )))
+        }
+        AttestationBackend::SimTdx => Err(setup(
+            "the sim-tdx backend is not available in this build".into(),
+        )),
+    }
+}
+
+/// Parses a simulated measurement (96 hex characters; absent: zeros).
+pub fn sim_measurement(hex_text: Option<&str>) -> Result<[u8; 48], String> {
+    match hex_text {
+        None => Ok([0; 48]),
+        Some(h) => hex::decode(h)
+            .ok()
+            .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| format!("sim_measurement must be 96 hex characters, got {h:?}")),
+    }
+}
+
+/// The vendor roots, plus each configured simulated root.
+pub fn trust_anchors(sim_roots: &[std::path::PathBuf]) -> Result<TrustAnchors, RunError> {
+    let mut anchors = TrustAnchors::production();
+    for dir in sim_roots {
+        let path = dir.join(attestation::snp::sim::files::ARK);
+        let pem = std::fs::read(&path).map_err(|e| RunError::Setup {
+            step: "trust anchors",
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        anchors = anchors
+            .with_sim_snp_ark(&pem)
+            .map_err(|e| RunError::Setup {
+                step: "trust anchors",
+                reason: format!("{}: {e}", path.display()),
+            })?;
+        tracing::warn!(root = %path.display(), "trusting a SIMULATED attestation root");
+    }
+    Ok(anchors)
+}
+
+/// A one-line summary of claims for logs and the registry: platform, the launch measurement (SNP
+/// `measurement`, TDX `mrtd`) and the debug flag.
+pub fn summary(claims: &Claims) -> String {
+    let value = serde_json::to_value(claims).unwrap_or_default();
+    let measurement = ["measurement", "mrtd"]
+        .iter()
+        .find_map(|k| {
+            value
+                .get(*k)
+                .and_then(|v| v.as_str())
+                .map(|m| format!(" {k}={m}"))
+        })
+        .unwrap_or_default();
+    format!(
+        "{}{measurement} debug={}",
+        claims.platform.as_str(),
+        claims.debug
+    )
+}
+
+/// An agent's verified claims, checked against the (reloadable) app policy per request.
+#[derive(Debug)]
+pub struct AgentClaims {
+    /// The verified claims of the agent's RA-TLS certificate.
+    pub claims: Arc<Claims>,
+    /// The app policy.
+    pub policy: Arc<PolicyFile<AppPolicy>>,
+}
+
+impl PeerAttestation for AgentClaims {
+    fn authorize(&self, app_id: &AppId) -> Result<String, ErrorBody> {
+        let policy = self.policy.current();
+        match policy.check(app_id.as_str(), &self.claims) {
+            Ok(_) => Ok(summary(&self.claims)),
+            Err(PolicyViolation::UnknownApp(_)) => Err(ErrorBody::new(
+                ErrorCode::AppUnknown,
+                format!("app {app_id} is unknown to this gateway's policy; ask its operator to add the app"),
+            )),
+            Err(v) => Err(ErrorBody::new(
+                ErrorCode::PolicyRefused,
+                format!("attestation refused for app {app_id}: {v} (evidence: {})", summary(&self.claims)),
+            )),
+        }
+    }
+
+    fn is_app_id(&self, id: &str) -> bool {
+        self.policy.current().apps.contains_key(id)
+    }
+}
+
+/// Loads the app policy file.
+pub fn load_policy(path: &Path) -> Result<Arc<PolicyFile<AppPolicy>>, RunError> {
+    PolicyFile::load(path)
+        .map(Arc::new)
+        .map_err(|e| RunError::Setup {
+            step: "app policy",
+            reason: e.to_string(),
+        })
+}

@@ -1,0 +1,342 @@
+//! Shared set-up of the registration lab tests: a simulated AMD PKI, policies, configuration files, and the
+//! gateway and agents started as real processes inside the lab's namespaces.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use attestation::SimSnpPki;
+use tee_gateway_tests::{wait_for, Host, Lab, Process};
+
+pub const APP: &str = "deadbeef111111111111111111111111";
+pub const GOOD: &str = "aa";
+pub const BAD: &str = "bb";
+pub const CONTROL_PORT: u16 = 8443;
+pub const WG_PORT: u16 = 51820;
+
+/// A measurement of 48 bytes, all `byte` (given as two hex digits).
+pub fn measurement(byte: &str) -> String {
+    byte.repeat(48)
+}
+
+/// A built binary of the workspace (built on demand when missing).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join(name);
+    BUILT.get_or_init(|| {
+        if !dir.join("gateway").exists() || !dir.join("cvm-agent").exists() {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "gateway", "-p", "cvm-agent", "--bins"])
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "building the gateway and agent binaries failed"
+            );
+        }
+    });
+    path
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("tg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes the simulated PKI (once per process; RSA key generation is slow).
+pub fn write_pki(dir: &Path) {
+    static PKI: OnceLock<SimSnpPki> = OnceLock::new();
+    PKI.get_or_init(|| SimSnpPki::generate_small("tee-gateway registration tests").unwrap())
+        .write_pem(dir)
+        .unwrap();
+}
+
+/// One test's world: scratch files, the PKI, policies, and the paths of everything.
+pub struct World {
+    pub scratch: Scratch,
+}
+
+impl World {
+    pub fn new(name: &str) -> Self {
+        let scratch = Scratch::new(name);
+        write_pki(&scratch.path("pki"));
+        let w = Self { scratch };
+        w.write_app_policy(&[GOOD]);
+        w.write_gateway_policy(GOOD);
+        w
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.scratch.path("pki")
+    }
+
+    /// The app policy: `APP` allows the listed measurements.
+    pub fn write_app_policy(&self, allowed: &[&str]) {
+        let mut text = String::new();
+        for m in allowed {
+            text += &format!(
+                "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n\n",
+                measurement(m)
+            );
+        }
+        std::fs::write(self.scratch.path("apps.toml"), text).unwrap();
+    }
+
+    /// The agents' gateway policy `gateway-policy.toml`: gateways with measurement `allowed`.
+    pub fn write_gateway_policy(&self, allowed: &str) {
+        self.write_gateway_policy_to("gateway-policy.toml", allowed);
+    }
+
+    /// A gateway policy file named `file` allowing gateways with measurement `allowed`.
+    pub fn write_gateway_policy_to(&self, file: &str, allowed: &str) {
+        let text = format!(
+            "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
+            measurement(allowed)
+        );
+        std::fs::write(self.scratch.path(file), text).unwrap();
+    }
+
+    /// The gateway's configuration; its own evidence carries measurement `gateway_measurement`.
+    pub fn gateway_config(&self, gateway_measurement: &str) -> PathBuf {
+        let text = format!(
+            r#"base_domains = ["apps.lab.test"]
+[control]
+listen = "{gw}:{CONTROL_PORT}"
+rate_limit_per_sec = 1000
+rate_limit_burst = 1000
+[tunnel]
+listen_port = {WG_PORT}
+public_endpoint = "{gw}:{WG_PORT}"
+interface = "tgreg0"
+reregister_secs = 20
+keepalive_secs = 2
+health_window_secs = 30
+[registry]
+path = "{db}"
+expire_after_secs = 3600
+[attestation]
+backend = "sim-snp"
+app_policy = "{policy}"
+trusted_sim_roots = ["{pki}"]
+sim_pki = "{pki}"
+sim_measurement = "{m}"
+[proxy]
+listen = ["{gw}:9443"]
+"#,
+            gw = Host::Gateway.addr(),
+            db = self.scratch.path("registry.sqlite").display(),
+            policy = self.scratch.path("apps.toml").display(),
+            pki = self.pki().display(),
+            m = measurement(gateway_measurement),
+        );
+        let path = self.scratch.path("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// An agent's configuration (state directory per `name`); its evidence carries `agent_measurement`.
+    pub fn agent_config(
+        &self,
+        name: &str,
+        agent_measurement: &str,
+        gateway_policy: &str,
+    ) -> PathBuf {
+        let text = format!(
+            r#"app_id = "{APP}"
+gateways = ["https://{gw}:{CONTROL_PORT}"]
+state_dir = "{state}"
+[attestation]
+backend = "sim-snp"
+gateway_policy = "{gp}"
+trusted_sim_roots = ["{pki}"]
+sim_pki = "{pki}"
+sim_measurement = "{m}"
+[tunnel]
+interface = "tga-{name}"
+handshake_timeout_secs = 30
+[registration]
+retry_initial_ms = 200
+retry_max_ms = 2000
+attempt_timeout_secs = 5
+[[ports]]
+port = 7000
+target = "127.0.0.1:7000"
+"#,
+            gw = Host::Gateway.addr(),
+            state = self.scratch.path(&format!("state-{name}")).display(),
+            gp = self.scratch.path(gateway_policy).display(),
+            pki = self.pki().display(),
+            m = measurement(agent_measurement),
+        );
+        let path = self.scratch.path(&format!("agent-{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.scratch.path(&format!("{name}.log"))
+    }
+
+    pub fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log(name)).unwrap_or_default()
+    }
+
+    /// Starts a program inside `host` with stdout and stderr appended to `<name>.log`.
+    pub fn start(
+        &self,
+        lab: &Lab,
+        host: Host,
+        name: &str,
+        program: &str,
+        config: &Path,
+    ) -> Result<Process> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))?;
+        let mut cmd = lab.command(host, binary(program));
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        lab.spawn(cmd)
+    }
+
+    pub fn start_gateway(&self, lab: &Lab, measurement: &str) -> Result<Process> {
+        let config = self.gateway_config(measurement);
+        self.start(lab, Host::Gateway, "gateway", "gateway", &config)
+    }
+
+    pub fn start_agent(
+        &self,
+        lab: &Lab,
+        host: Host,
+        name: &str,
+        measurement: &str,
+    ) -> Result<Process> {
+        self.start_agent_with(lab, host, name, measurement, "gateway-policy.toml")
+    }
+
+    pub fn start_agent_with(
+        &self,
+        lab: &Lab,
+        host: Host,
+        name: &str,
+        measurement: &str,
+        gateway_policy: &str,
+    ) -> Result<Process> {
+        let config = self.agent_config(name, measurement, gateway_policy);
+        self.start(lab, host, name, "cvm-agent", &config)
+    }
+
+    /// The registry as the gateway stored it.
+    pub fn registry(&self) -> Vec<gateway::registry::InstanceRecord> {
+        use gateway::registry::RegistryStore;
+        match gateway::registry::SqliteStore::open(&self.scratch.path("registry.sqlite")) {
+            Ok(mut s) => s.load_all().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The IPv4 address of `interface` inside `host`, once it exists.
+pub fn tunnel_address(lab: &Lab, host: Host, interface: &str, timeout: Duration) -> Result<String> {
+    wait_for(timeout, &format!("{interface} in {}", host.name()), || {
+        let out = lab
+            .command(host, "ip")
+            .args(["-o", "-4", "addr", "show", "dev", interface])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|cidr| cidr.split('/').next())
+            .map(str::to_owned))
+    })
+}
+
+/// Starts a one-line TCP server in `host` on port 7000 that answers each connection with `reply`.
+pub fn start_tcp_server(lab: &Lab, host: Host, reply: &str) -> Result<Process> {
+    let script = format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('0.0.0.0',7000))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'{reply}\\n')\n  c.close()\n"
+    );
+    let mut cmd = lab.command(host, "python3");
+    cmd.args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    lab.spawn(cmd)
+}
+
+/// Connects from `host` to `addr:7000` and returns the first line answered.
+pub fn fetch(lab: &Lab, host: Host, addr: &str) -> Result<String> {
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{addr}',7000),timeout=3)\nprint(s.makefile().readline().strip())\n"
+    );
+    let out = lab
+        .command(host, "python3")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "connecting to {addr}:7000 from {}: {}",
+            host.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Waits until `addr:7000` answers `expected` from `host`.
+pub fn wait_reachable(
+    lab: &Lab,
+    host: Host,
+    addr: &str,
+    expected: &str,
+    timeout: Duration,
+) -> Result<Duration> {
+    let start = std::time::Instant::now();
+    wait_for(
+        timeout,
+        &format!("{addr}:7000 reachable from {}", host.name()),
+        || match fetch(lab, host, addr) {
+            Ok(got) if got == expected => Ok(Some(())),
+            Ok(got) => bail!("{addr}:7000 answered {got:?}, expected {expected:?}"),
+            Err(e) => Err(e),
+        },
+    )
+    .context("tunnel reachability")?;
+    Ok(start.elapsed())
+}

@@ -1,0 +1,203 @@
+//! Registration end to end in the lab: real gateway and agent processes in network namespaces, simulated SEV-SNP
+//! evidence, mutual RA-TLS, the WireGuard tunnel, and plain TCP through it.
+
+mod registration;
+
+use std::time::{Duration, Instant};
+
+use registration::*;
+use tee_gateway_tests::{wait_for, Host, Lab};
+
+#[test]
+fn agents_register_reach_and_recover() {
+    let lab = Lab::up().unwrap();
+    let world = World::new("reg-recover");
+    let mut gw = world.start_gateway(&lab, GOOD).unwrap();
+    let _a1 = world.start_agent(&lab, Host::Cvm1, "a1", GOOD).unwrap();
+    let mut a2 = world.start_agent(&lab, Host::Cvm2, "a2", GOOD).unwrap();
+    let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
+    let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-cvm2").unwrap();
+
+    let dump = |w: &World| {
+        format!(
+            "gateway log:\n{}\na1:\n{}\na2:\n{}",
+            w.read_log("gateway"),
+            w.read_log("a1"),
+            w.read_log("a2")
+        )
+    };
+    let addr1 = tunnel_address(&lab, Host::Cvm1, "tga-a1", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    let addr2 = tunnel_address(&lab, Host::Cvm2, "tga-a2", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    assert_ne!(addr1, addr2);
+    for a in [&addr1, &addr2] {
+        assert!(a.starts_with("10.") && a != "10.0.0.1", "{a}");
+    }
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr1,
+        "hello-from-cvm1",
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr2,
+        "hello-from-cvm2",
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    let mut stored: Vec<String> = world
+        .registry()
+        .iter()
+        .map(|r| r.tunnel_address.to_string())
+        .collect();
+    stored.sort();
+    let mut expected = vec![addr1.clone(), addr2.clone()];
+    expected.sort();
+    assert_eq!(
+        stored, expected,
+        "the registry holds both instances with their addresses"
+    );
+    let log1 = world.read_log("a1");
+    let verified = log1
+        .find("gateway evidence verified")
+        .expect("agent logs the verification");
+    let registered = log1
+        .find("registered")
+        .expect("agent logs the registration");
+    assert!(
+        verified < registered,
+        "the gateway is verified before registering"
+    );
+
+    // kill -9 the gateway and start it again: both tunnels recover within 60 s with the same addresses.
+    gw.child_mut().kill().unwrap();
+    let _ = gw.child_mut().wait();
+    assert!(
+        fetch(&lab, Host::Gateway, &addr1).is_err(),
+        "no tunnel while the gateway is down"
+    );
+    let restarted = Instant::now();
+    let _gw = world.start_gateway(&lab, GOOD).unwrap();
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr1,
+        "hello-from-cvm1",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr2,
+        "hello-from-cvm2",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    eprintln!(
+        "both agents reachable {:?} after the gateway restarted",
+        restarted.elapsed()
+    );
+    assert!(
+        world.read_log("gateway").contains("restored=2"),
+        "{}",
+        world.read_log("gateway")
+    );
+
+    // Restart an agent with the same state directory: same instance id, same address.
+    let id_before = std::fs::read_to_string(world.scratch.path("state-a2/instance-id")).unwrap();
+    a2.child_mut().kill().unwrap();
+    let _ = a2.child_mut().wait();
+    wait_for(
+        Duration::from_secs(10),
+        "the old TUN device to vanish",
+        || Ok((!lab.succeeds(Host::Cvm2, &["ip", "link", "show", "tga-a2"])).then_some(())),
+    )
+    .unwrap();
+    let _a2 = world.start_agent(&lab, Host::Cvm2, "a2", GOOD).unwrap();
+    let again = tunnel_address(&lab, Host::Cvm2, "tga-a2", Duration::from_secs(30)).unwrap();
+    assert_eq!(again, addr2, "same address after an agent restart");
+    assert_eq!(
+        std::fs::read_to_string(world.scratch.path("state-a2/instance-id")).unwrap(),
+        id_before
+    );
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr2,
+        "hello-from-cvm2",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    assert_eq!(world.registry().len(), 2, "no new instance was created");
+}
+
+#[test]
+fn refused_agents_and_refused_gateways_get_nothing() {
+    let lab = Lab::up().unwrap();
+    let world = World::new("reg-refuse");
+    world.write_gateway_policy_to("strict-gateway-policy.toml", BAD);
+    let _gw = world.start_gateway(&lab, GOOD).unwrap();
+    // cvm1: an agent whose measurement the app policy does not allow.
+    let _bad_agent = world.start_agent(&lab, Host::Cvm1, "bad", BAD).unwrap();
+    // cvm2: a good agent whose policy does not accept this gateway's measurement.
+    let _picky = world
+        .start_agent_with(
+            &lab,
+            Host::Cvm2,
+            "picky",
+            GOOD,
+            "strict-gateway-policy.toml",
+        )
+        .unwrap();
+
+    let bad_measurement = measurement(BAD);
+    wait_for(
+        Duration::from_secs(30),
+        "the refusal in the agent's log",
+        || {
+            let log = world.read_log("bad");
+            Ok((log.contains("policy_refused")
+                && log.contains(APP)
+                && log.contains(&bad_measurement))
+            .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", world.read_log("bad")));
+    wait_for(
+        Duration::from_secs(30),
+        "the refused gateway in the agent's log",
+        || {
+            let log = world.read_log("picky");
+            Ok((log.contains("TLS handshake failed") && log.contains("measurement")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", world.read_log("picky")));
+    // Both keep retrying, and nothing reaches the registry or the tunnel.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        world.read_log("bad").matches("policy_refused").count() >= 2,
+        "the refused agent retries"
+    );
+    assert!(world.registry().is_empty(), "{:?}", world.registry());
+    let gw_log = world.read_log("gateway");
+    assert!(
+        !gw_log.contains("peer added"),
+        "the gateway's peer table is unchanged:\n{gw_log}"
+    );
+    assert!(!gw_log.contains("instance registered"), "{gw_log}");
+    assert!(
+        !world.read_log("picky").contains("sending the registration"),
+        "{}",
+        world.read_log("picky")
+    );
+    assert!(
+        !lab.succeeds(Host::Cvm2, &["ip", "link", "show", "tga-picky"]),
+        "no tunnel for the picky agent"
+    );
+}
