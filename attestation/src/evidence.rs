@@ -134,6 +134,16 @@ impl SnpEvidence {
         out
     }
 
+    /// Assemble evidence from a raw report, its VCEK or VLEK certificate and optionally the ASK/ASVK and ARK (DER,
+    /// any order). The kind of the endorsement key is read from the report.
+    pub fn from_parts(
+        report: Vec<u8>,
+        vek: Vec<u8>,
+        chain: Vec<Vec<u8>>,
+    ) -> Result<Self, crate::error::AttestError> {
+        crate::snp::evidence_parts::from_parts(report, vek, chain)
+    }
+
     /// Decode the encoding written by [`SnpEvidence::encode`].
     pub fn decode(mut bytes: &[u8]) -> Result<Self, EvidenceDecodeError> {
         let mut report = None;

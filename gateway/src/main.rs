@@ -27,6 +27,9 @@ enum Command {
         #[arg(long, short, default_value = "/etc/tee-gateway/gateway.toml")]
         config: PathBuf,
     },
+    /// Verify attestation evidence, or make a simulated PKI.
+    #[command(subcommand)]
+    Attestation(gateway::cli::attestation::AttestationCommand),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => Ok(gateway::config::check_config(&config)),
+        Command::Attestation(cmd) => Ok(gateway::cli::attestation::run(cmd)),
     }
 }
 

@@ -53,3 +53,40 @@ pub(crate) fn assemble(report: Vec<u8>, table: &[u8]) -> Result<SnpEvidence, Att
         ark: find(cert_table::ARK_GUID),
     })
 }
+
+/// Build evidence from a raw report, its VCEK or VLEK (DER) and any further AMD certificates (DER, any order): the
+/// self-issued one is taken as the ARK, another as the ASK/ASVK. The key kind comes from the report.
+pub fn from_parts(
+    report: Vec<u8>,
+    vek: Vec<u8>,
+    chain: Vec<Vec<u8>>,
+) -> Result<SnpEvidence, AttestError> {
+    let vek_kind = report_signing_key(&report)?;
+    let (mut ask, mut ark) = (None, None);
+    for der in chain {
+        let (_, x) = <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<
+            '_,
+            _,
+        >>::from_der(&der)
+        .map_err(|e| AttestError::Malformed(format!("chain certificate: {e}")))?;
+        let slot = if x.subject().as_raw() == x.issuer().as_raw() {
+            &mut ark
+        } else {
+            &mut ask
+        };
+        if slot.is_some() {
+            return Err(AttestError::Malformed(
+                "the chain holds two ARKs or two ASKs".into(),
+            ));
+        }
+        drop(x);
+        *slot = Some(der);
+    }
+    Ok(SnpEvidence {
+        report,
+        vek_kind,
+        vek,
+        ask,
+        ark,
+    })
+}

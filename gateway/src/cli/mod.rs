@@ -1,0 +1,3 @@
+//! Command-line subcommands implemented in the library so that they can be tested and reused.
+
+pub mod attestation;

@@ -1,0 +1,267 @@
+//! `gateway attestation verify` and `sim-pki` run as a program.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use attestation::ratls::{CertOptions, RaTlsCertificate};
+use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
+
+const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir() -> Dir {
+    let p = std::env::temp_dir().join(format!(
+        "tg-attest-cli-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    Dir(p)
+}
+
+/// Run `gateway attestation ARGS`: (exit code, stdout, stderr).
+fn gateway(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("attestation")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn verify_real_snp_samples() {
+    let (code, out, err) = gateway(&[
+        "verify",
+        "--evidence",
+        &format!("{SNP}/report_milan.hex"),
+        "--vcek",
+        &format!("{SNP}/vcek_milan.der"),
+        "--chain",
+        &format!("{SNP}/cert_chain_milan"),
+        "--now",
+        "2025-06-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["platform"], "sev-snp");
+    assert_eq!(claims["reported_tcb"]["snp"], 8);
+    assert_eq!(claims["reported_tcb"]["microcode"], 115);
+
+    // The debug sample verifies, and a policy naming its measurement still refuses it for debug.
+    let (code, out, err) = gateway(&[
+        "verify",
+        "--evidence",
+        &format!("{SNP}/debug_attestation.bin"),
+        "--vcek",
+        &format!("{SNP}/debug_vcek.der"),
+        "--now",
+        "2025-06-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["debug"], true);
+    let d = dir();
+    let policy = d.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[apps.abcd1234.profile]]\nplatform = \"sev-snp\"\nmeasurement = \"{}\"\n",
+            claims["measurement"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = gateway(&[
+        "verify",
+        "--evidence",
+        &format!("{SNP}/debug_attestation.bin"),
+        "--vcek",
+        &format!("{SNP}/debug_vcek.der"),
+        "--policy",
+        p(&policy),
+        "--app",
+        "abcd1234",
+        "--now",
+        "2025-06-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("refused (policy)") && err.contains("debug mode is not allowed"),
+        "{err}"
+    );
+
+    // Expired VCEK, unusable input.
+    let (code, _, err) = gateway(&[
+        "verify",
+        "--evidence",
+        &format!("{SNP}/report_milan.hex"),
+        "--vcek",
+        &format!("{SNP}/vcek_milan.der"),
+        "--now",
+        "2031-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("VCEK certificate is not valid at 2031-01-01T00:00:00Z"),
+        "{err}"
+    );
+    let (code, _, err) = gateway(&["verify", "--evidence", &format!("{SNP}/report_milan.hex")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("needs --vcek"), "{err}");
+    let (code, _, err) = gateway(&["verify", "--evidence", &format!("{SNP}/absent")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("reading"), "{err}");
+}
+
+#[test]
+fn sim_pki_round_trip_through_the_command() {
+    let d = dir();
+    let pki_dir = d.0.join("pki");
+    let (code, _, err) = gateway(&[
+        "sim-pki",
+        "--seed",
+        "cli test",
+        "--small",
+        "--out",
+        p(&pki_dir),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ark = pki_dir.join("snp-ark.pem");
+    let pki = SimSnpPki::load_pem(&pki_dir).unwrap();
+    let report = pki
+        .report(&SimReportRequest {
+            report_data: [3; 64],
+            measurement: [0x42; 48],
+            host_data: [0; 32],
+            guest_svn: 0,
+            debug: false,
+        })
+        .unwrap();
+    let report_path = d.0.join("report.bin");
+    std::fs::write(&report_path, &report).unwrap();
+    let chain = d.0.join("chain.pem");
+    let chain_text = std::fs::read_to_string(pki_dir.join("snp-ask.pem")).unwrap()
+        + &std::fs::read_to_string(&ark).unwrap();
+    std::fs::write(&chain, chain_text).unwrap();
+    let vcek = pki_dir.join("snp-vcek.pem");
+    let base = [
+        "verify",
+        "--evidence",
+        p(&report_path),
+        "--vcek",
+        p(&vcek),
+        "--chain",
+        p(&chain),
+    ];
+
+    let (code, out, err) = gateway(&[&base[..], &["--trust-sim-root", p(&ark)]].concat());
+    assert_eq!(code, 0, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["platform"], "sim-snp");
+    assert_eq!(claims["measurement"], "42".repeat(48));
+    assert_eq!(claims["report_data"], "03".repeat(64));
+
+    let (code, _, err) = gateway(&base);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("simulated") && err.contains("root-of-trust"),
+        "{err}"
+    );
+
+    let policy = d.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
+            "43".repeat(48)
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = gateway(
+        &[
+            &base[..],
+            &["--trust-sim-root", p(&ark), "--policy", p(&policy)],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("measurement not allowed"), "{err}");
+
+    // A flipped bit in the report.
+    let mut bad = report.clone();
+    bad[0x90] ^= 0x10;
+    std::fs::write(&report_path, &bad).unwrap();
+    let (code, _, err) = gateway(&[&base[..], &["--trust-sim-root", p(&ark)]].concat());
+    assert_eq!(code, 1);
+    assert!(err.contains("signature"), "{err}");
+
+    // A file that is not a simulated root is not accepted as one.
+    let (code, _, err) = gateway(
+        &[
+            &base[..],
+            &["--trust-sim-root", &format!("{SNP}/cert_chain_milan")],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("not a simulated root"), "{err}");
+}
+
+#[test]
+fn verify_ra_tls_certificates() {
+    let d = dir();
+    let pki = std::sync::Arc::new(SimSnpPki::generate_small("cli ra-tls").unwrap());
+    let ark = d.0.join("ark.pem");
+    std::fs::write(&ark, pki.ark_pem()).unwrap();
+    let attester = SimSnpAttester::new(pki, [0x42; 48], [0; 32]);
+    let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
+    let cert_path = d.0.join("cert.pem");
+    std::fs::write(&cert_path, cert.cert_pem()).unwrap();
+    let (code, out, err) = gateway(&[
+        "verify",
+        "--evidence",
+        p(&cert_path),
+        "--trust-sim-root",
+        p(&ark),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"sim-snp\""), "{out}");
+
+    let old = RaTlsCertificate::generate(
+        &attester,
+        &CertOptions {
+            issued_at: Some(SystemTime::now() - Duration::from_secs(7200)),
+            ..CertOptions::default()
+        },
+    )
+    .unwrap();
+    std::fs::write(&cert_path, old.cert_der().as_ref()).unwrap();
+    let (code, _, err) = gateway(&[
+        "verify",
+        "--evidence",
+        p(&cert_path),
+        "--format",
+        "ra-tls-cert",
+        "--trust-sim-root",
+        p(&ark),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("certificate-validity"), "{err}");
+}
