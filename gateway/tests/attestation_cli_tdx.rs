@@ -1,0 +1,245 @@
+//! `gateway attestation verify` with Intel TDX evidence: the real Intel samples, and `sim-tdx` quotes and RA-TLS
+//! certificates under the simulated Intel PKI that `gateway attestation sim-pki` writes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use attestation::ratls::{CertOptions, RaTlsCertificate};
+use attestation::tdx::sim::{files, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
+use attestation::{SimTdReport, SimTdxAttester, SimTdxPki};
+
+const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/tdx");
+/// Inside the validity window of the real sample's collateral.
+const SAMPLE_NOW: &str = "2025-07-01T12:00:00Z";
+
+/// A scratch directory removed on drop, also when the test fails.
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir() -> Dir {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "tg-attest-cli-tdx-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    Dir(p)
+}
+
+/// Run `gateway attestation ARGS`: (exit code, stdout, stderr).
+fn gateway(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("attestation")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn real_tdx_quote_inside_and_outside_its_collateral_window() {
+    let quote = format!("{TDX}/tdx_quote");
+    let collateral = format!("{TDX}/tdx_quote_collateral.json");
+    let base = ["verify", "--evidence", &quote, "--collateral", &collateral];
+
+    let (code, out, err) = gateway(&[&base[..], &["--now", SAMPLE_NOW]].concat());
+    assert_eq!(code, 0, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["platform"], "tdx");
+    assert_eq!(claims["kind"], "tdx");
+    assert_eq!(claims["tcb_status"], "UpToDate");
+    assert_eq!(claims["quote_version"], "v4");
+    assert_eq!(claims["debug"], false);
+    assert_eq!(claims["mr_td"].as_str().unwrap().len(), 96);
+
+    // Today the collateral has expired.
+    let (code, _, err) = gateway(&base);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("collateral expired"), "{err}");
+
+    // Without collateral the quote cannot be verified offline.
+    let (code, _, err) = gateway(&["verify", "--evidence", &quote, "--now", SAMPLE_NOW]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--collateral"), "{err}");
+}
+
+#[test]
+fn outdated_real_tdx_quote_is_refused_for_its_tcb() {
+    let (code, _, err) = gateway(&[
+        "verify",
+        "--evidence",
+        &format!("{TDX}/tdx_quote_outdated"),
+        "--collateral",
+        &format!("{TDX}/tdx_quote_outdated_collateral.json"),
+        // Inside its collateral's window (2026-02-18T10:58:51Z .. 2026-03-20T10:41:15Z).
+        "--now",
+        "2026-03-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refused (tcb)"), "{err}");
+}
+
+/// `sim-pki` into a fresh directory; returns the directory and the PKI it wrote.
+fn sim_pki(d: &Dir) -> (PathBuf, Arc<SimTdxPki>) {
+    let pki_dir = d.0.join("pki");
+    let (code, _, err) = gateway(&[
+        "sim-pki",
+        "--seed",
+        "tdx cli test",
+        "--small",
+        "--out",
+        p(&pki_dir),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let pki = Arc::new(SimTdxPki::load(&pki_dir).unwrap());
+    (pki_dir, pki)
+}
+
+fn td() -> SimTdReport {
+    SimTdReport {
+        mr_td: [0x42; 48],
+        report_data: [3; 64],
+        ..SimTdReport::default()
+    }
+}
+
+#[test]
+fn sim_tdx_quote_round_trip_through_the_command() {
+    let d = dir();
+    let (pki_dir, pki) = sim_pki(&d);
+    let root = pki_dir.join(files::ROOT_CA);
+    let collateral = pki_dir.join(files::COLLATERAL);
+    let quote_path = d.0.join("quote.bin");
+    let quote = pki.quote(&td()).unwrap();
+    std::fs::write(&quote_path, &quote).unwrap();
+    let base = [
+        "verify",
+        "--evidence",
+        p(&quote_path),
+        "--collateral",
+        p(&collateral),
+    ];
+
+    let (code, out, err) = gateway(&[&base[..], &["--trust-sim-root", p(&root)]].concat());
+    assert_eq!(code, 0, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["platform"], "sim-tdx");
+    assert_eq!(claims["mr_td"], "42".repeat(48));
+    assert_eq!(claims["report_data"], "03".repeat(64));
+
+    // Refused without trusting the simulated root.
+    let (code, _, err) = gateway(&base);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("simulated") && err.contains("root-of-trust"),
+        "{err}"
+    );
+
+    // A policy on MRTD names the field, the expected and the actual value.
+    let policy = d.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\n",
+            "43".repeat(48)
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = gateway(
+        &[
+            &base[..],
+            &["--trust-sim-root", p(&root), "--policy", p(&policy)],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "MRTD not allowed: expected {}, got {}",
+            "43".repeat(48),
+            "42".repeat(48)
+        )),
+        "{err}"
+    );
+
+    // A flipped bit in the TD report (MRTD), in the QE report, and in the attestation signature.
+    for (what, offset) in [
+        ("TD report", 48 + 136),
+        ("QE report", 48 + 584 + 4 + 134 + 200),
+        ("signature", 48 + 584 + 4 + 7),
+    ] {
+        let mut bad = quote.clone();
+        bad[offset] ^= 0x01;
+        std::fs::write(&quote_path, &bad).unwrap();
+        let (code, _, err) = gateway(&[&base[..], &["--trust-sim-root", p(&root)]].concat());
+        assert_eq!(code, 1, "{what}: {err}");
+        assert!(err.contains("signature"), "{what}: {err}");
+    }
+}
+
+#[test]
+fn sim_tdx_ra_tls_certificates_through_the_command() {
+    let d = dir();
+    let (pki_dir, pki) = sim_pki(&d);
+    let root = pki_dir.join(files::ROOT_CA);
+    let cert_for = |td_attributes: u64, name: &str| {
+        let attester = SimTdxAttester::new(
+            pki.clone(),
+            SimTdReport {
+                td_attributes,
+                ..td()
+            },
+        );
+        let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
+        let path = d.0.join(name);
+        std::fs::write(&path, cert.cert_pem()).unwrap();
+        path
+    };
+    let good = cert_for(TD_ATTR_SEPT_VE_DISABLE, "good.pem");
+    let debug = cert_for(TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG, "debug.pem");
+    let policy = d.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\n",
+            "42".repeat(48)
+        ),
+    )
+    .unwrap();
+    let verify = |cert: &Path| {
+        gateway(&[
+            "verify",
+            "--evidence",
+            p(cert),
+            "--trust-sim-root",
+            p(&root),
+            "--policy",
+            p(&policy),
+        ])
+    };
+    let (code, out, err) = verify(&good);
+    assert_eq!(code, 0, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["platform"], "sim-tdx");
+    // The default profile refuses a debug TD.
+    let (code, _, err) = verify(&debug);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("debug"), "{err}");
+}
