@@ -1,5 +1,7 @@
 //! Isolation at the gateway: one endpoint with three peers. Every peer reaches the gateway; no peer reaches
-//! another peer through it; a packet with a spoofed source is dropped; each drop is counted.
+//! another peer through it; a packet with a spoofed source is dropped; each drop is counted. And the bad paths
+//! of the handshake: a flood of initiations is answered with cookies, and a replayed handshake message (with or
+//! without load) never moves a peer's endpoint.
 //!
 //! The attacking peer (cvm1) is `wireguard-go`, configured to route the whole tunnel subnet to the gateway
 //! (an honest peer of ours would refuse to send such packets at all); cvm2 and cvm3 run our endpoint.
@@ -171,7 +173,7 @@ fn peers_reach_the_gateway_but_not_each_other_and_spoofed_sources_are_dropped() 
 }
 
 #[test]
-fn a_handshake_flood_gets_cookie_replies_and_established_peers_keep_working() {
+fn handshake_floods_get_cookies_replays_move_no_endpoint_and_peers_keep_working() {
     use boringtun::noise::{Tunn, TunnResult};
     use std::net::UdpSocket;
     use std::time::{Duration, Instant};
@@ -253,6 +255,97 @@ fn a_handshake_flood_gets_cookie_replies_and_established_peers_keep_working() {
         sent + checked,
         400,
         "every initiation is either answered with a cookie or checked: {stats}"
+    );
+
+    // A replayed handshake must not move a peer's endpoint, also under load, when the gateway answers with a
+    // cookie before it can authenticate anything. The gateway reaches cvm3 through our socket A, which relays
+    // both ways; we keep cvm3's genuine handshake response and replay it from socket B.
+    let replay_key = KeyPair::generate(&dir, "cvm3").unwrap();
+    let a = sock.local_addr().unwrap();
+    gw.command(&format!(
+        "add key={} ip=10.0.0.4 endpoint={a}",
+        replay_key.public
+    ))
+    .unwrap();
+    let _cvm3 = EndpointProc::start(
+        &lab,
+        Host::Cvm3,
+        Path::new(BIN),
+        &replay_key,
+        &[
+            "--address=10.0.0.4/24".into(),
+            "--tun-name=tg0".into(),
+            peer_arg(&gw_key.public, "10.0.0.1", &[&format!("endpoint={a}")]),
+        ],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // the flood's rate-limit window is over
+    let mut pinger = lab.command(Host::Gateway, "ping");
+    pinger
+        .args(["-c", "3", "-i", "0.2", "10.0.0.4"])
+        .stdout(std::process::Stdio::null());
+    let _pinger = lab.spawn(pinger).unwrap();
+    let gw_addr = std::net::SocketAddr::from((Host::Gateway.addr(), 51820));
+    let cvm3_addr = std::net::SocketAddr::from((Host::Cvm3.addr(), 51820));
+    let mut response = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if from == gw_addr {
+            sock.send_to(&buf[..n], cvm3_addr).unwrap();
+        } else if from == cvm3_addr {
+            if n == 92 && buf[0] == 2 && response.is_none() {
+                response = Some(buf[..n].to_vec());
+            }
+            sock.send_to(&buf[..n], gw_addr).unwrap();
+        }
+        if response.is_some()
+            && gw.peer(&replay_key.public).unwrap()["rx_packets"].as_u64() >= Some(2)
+        {
+            break;
+        }
+    }
+    let response = response.expect("cvm3 answered the gateway's handshake");
+    let sock_b = UdpSocket::bind((Host::Root.addr(), 0)).unwrap();
+    let rejected_before = counter(
+        &gw.peer(&replay_key.public).unwrap(),
+        &["drops", "rejected"],
+    );
+    sock_b.send_to(&response, gw_addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = gw.peer(&replay_key.public).unwrap();
+    assert_eq!(
+        counter(&victim, &["drops", "rejected"]),
+        rejected_before + 1,
+        "replay not rejected: {victim}"
+    );
+    assert_eq!(victim["endpoint"], a.to_string(), "{victim}");
+    std::thread::sleep(Duration::from_millis(1100)); // a fresh rate-limit window, then load
+    let cookies_before = counter(&gw.stats().unwrap(), &["cookie_replies"]);
+    let mut flood = [0u8; 256];
+    for _ in 0..150 {
+        if let TunnResult::WriteToNetwork(init) =
+            attacker.format_handshake_initiation(&mut flood, true)
+        {
+            sock_b.send_to(init, gw_addr).unwrap();
+        }
+    }
+    for _ in 0..5 {
+        sock_b.send_to(&response, gw_addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = gw.stats().unwrap();
+    assert!(
+        counter(&stats, &["cookie_replies"]) > cookies_before,
+        "the gateway was not under load: {stats}"
+    );
+    let victim = gw.peer(&replay_key.public).unwrap();
+    assert_eq!(
+        victim["endpoint"],
+        a.to_string(),
+        "a replay under load moved the endpoint: {victim}"
     );
 
     // The established peer's data keeps flowing (data messages are not rate limited).

@@ -386,6 +386,8 @@ async fn receive_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
     .await;
 }
 
+/// WireGuard's cookie reply message type.
+const COOKIE_REPLY: u32 = 3;
 /// WireGuard's transport data message type.
 const DATA_MESSAGE: u32 = 4;
 /// Bytes a data message adds to the packet it carries (header and authentication tag).
@@ -472,7 +474,7 @@ fn receive_one(
     let Some(peer) = identify(shared, peers, datagram, from, out) else {
         return;
     };
-    let is_cookie = message_type(datagram) == Some(3);
+    let is_cookie = message_type(datagram) == Some(COOKIE_REPLY);
     let mut st = peer.lock();
     let counters = &peer.counters;
     match st.tunn.decapsulate(Some(from.ip()), datagram, out) {
@@ -482,6 +484,13 @@ fn receive_one(
             if !matches!(e, WireGuardError::UnderLoad) {
                 counters.drop(PeerDrop::Rejected);
             }
+            return;
+        }
+        TunnResult::WriteToNetwork(reply) if message_type(reply) == Some(COOKIE_REPLY) => {
+            // Handshakes are coming too fast: the sender must prove its address first. Nothing about this
+            // datagram is authenticated yet, so the peer's endpoint stays where it is.
+            EndpointCounters::bump(&shared.counters.cookie_replies);
+            shared.send_now(reply, from);
             return;
         }
         TunnResult::WriteToNetwork(reply) => {
