@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::docker::Discovery;
-use crate::target::{Host, Target};
+use crate::target::{Host, Target, TargetParseError};
 
 /// One declared port and where its connections go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,19 @@ pub struct PortRule {
     /// the header reaches the target unchanged, so the target must expect it).
     #[serde(default)]
     pub proxy_protocol: bool,
+}
+
+impl TryFrom<&crate::config::PortConfig> for PortRule {
+    type Error = TargetParseError;
+
+    /// The rule for one `[[ports]]` entry of `agent.toml`; fails when the target does not follow the grammar.
+    fn try_from(p: &crate::config::PortConfig) -> Result<Self, Self::Error> {
+        Ok(PortRule {
+            port: p.port,
+            target: p.target.parse()?,
+            proxy_protocol: p.proxy_protocol,
+        })
+    }
 }
 
 /// Settings of the forwarder.
@@ -355,5 +368,119 @@ async fn relay(
             reset(inbound);
             reset(outbound);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_from_agent_toml_ports() {
+        let ok = crate::config::PortConfig {
+            port: 443,
+            target: "docker-label".into(),
+            proxy_protocol: true,
+        };
+        assert_eq!(
+            PortRule::try_from(&ok).unwrap(),
+            PortRule {
+                port: 443,
+                target: Target::DockerLabel,
+                proxy_protocol: true
+            }
+        );
+        let bad = crate::config::PortConfig {
+            port: 80,
+            target: "docker:web".into(),
+            proxy_protocol: false,
+        };
+        assert!(matches!(
+            PortRule::try_from(&bad),
+            Err(TargetParseError::DockerShape(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn fixed_address_ports_without_docker() {
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = backend.local_addr().unwrap();
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let rule = |target: String| PortRule {
+            port: 0,
+            target: target.parse().unwrap(),
+            proxy_protocol: false,
+        };
+        // Docker targets need discovery.
+        let err = Forwarder::start(
+            ForwardConfig::new(
+                "127.0.0.1".parse().unwrap(),
+                vec![rule("docker:web:80".into())],
+            ),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ForwardError::NoDiscovery { .. }));
+        let fwd = Forwarder::start(
+            ForwardConfig::new(
+                "127.0.0.1".parse().unwrap(),
+                vec![PortRule {
+                    port: 0,
+                    ..rule(up.to_string())
+                }],
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(fwd.port_states().await[0].up);
+        let fwd_closed = Forwarder::start(
+            ForwardConfig::new("127.0.0.1".parse().unwrap(), vec![rule(closed.to_string())]),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            fwd_closed.port_policies().await[0].target_state,
+            Some(TargetState::Down)
+        );
+        // Bytes relay through to the fixed address.
+        // (The state probe above also connected: echo on every connection.)
+        let accept = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = backend.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let mut c = TcpStream::connect(fwd.local_addrs()[0]).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut c, b"hello")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 5];
+        tokio::io::AsyncReadExt::read_exact(&mut c, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(&buf, b"hello");
+        accept.abort();
+        // A target that refuses: the client gets a reset, not a hang.
+        let mut c = TcpStream::connect(fwd_closed.local_addrs()[0])
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1];
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
     }
 }
