@@ -134,15 +134,8 @@ impl RaTlsVerifier {
         };
         result.map_err(|e| {
             tracing::warn!(peer = side, check = e.check(), error = %e, "RA-TLS peer refused");
-            let ce = match &e {
-                RaTlsError::Validity { .. } => CertificateError::ExpiredContext {
-                    time: UnixTime::since_unix_epoch(Duration::from_secs(
-                        unix_seconds(now).max(0) as u64
-                    )),
-                    not_after: UnixTime::since_unix_epoch(Duration::ZERO),
-                },
-                _ => CertificateError::Other(OtherError(Arc::new(e))),
-            };
+            // The detail stays with this side's log and the error value; the peer gets a bad_certificate alert.
+            let ce = CertificateError::Other(OtherError(Arc::new(e)));
             rustls::Error::InvalidCertificate(ce)
         })
     }
