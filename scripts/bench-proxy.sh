@@ -39,7 +39,7 @@ trap cleanup EXIT
 # Each idle terminated connection costs the proxy two descriptors (client and backend side); the hard limit of
 # open files bounds how many idle connections one process can hold.
 ulimit -n "$(ulimit -Hn)"
-MAXIDLE=$(( ($(ulimit -n) - 200) / 2 ))
+MAXIDLE=$(( ($(ulimit -n) - 400) / 2 ))
 if [ "$IDLE" -gt "$MAXIDLE" ]; then
   echo "bench-proxy.sh: open-file limit $(ulimit -n) allows $MAXIDLE idle connections per proxy, not $IDLE; using $MAXIDLE" >&2
   IDLE=$MAXIDLE
@@ -92,7 +92,7 @@ PIDS+=($GW)
 # --- HAProxy: the same two jobs.
 cat > "$WORK/haproxy.cfg" <<CONF
 global
-  maxconn 9800
+  maxconn 9950
   nbthread 2
 defaults
   timeout connect 5s
