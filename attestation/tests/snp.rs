@@ -325,3 +325,37 @@ fn sim_debug_guest_is_reported_as_debug() {
     assert!(claims.debug);
     assert_ne!(claims.snp().unwrap().guest_policy & (1 << 19), 0);
 }
+
+#[test]
+fn vlek_signed_reports_verify_through_the_asvk_and_obey_the_key_policy() {
+    let ev = pki().vlek_evidence(&request([5; 64])).unwrap();
+    let v = sim_verifier();
+    let claims = v
+        .verify(&Evidence::Snp(ev.clone()), &[5; 64], now())
+        .unwrap();
+    assert_eq!(claims.snp().unwrap().signing_key, SigningKeyKind::Vlek);
+    let vcek_only = AppPolicy::from_toml(&format!(
+        "[[apps.deadbeef.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\nsigning_keys = [\"vcek\"]\n",
+        "11".repeat(48)
+    ))
+    .unwrap();
+    let err = vcek_only.check("deadbeef", &claims).unwrap_err();
+    assert!(
+        err.to_string().contains("signing key vlek is not allowed"),
+        "{err}"
+    );
+
+    // Presented as a VCEK, the VLEK certificate is refused: the report names the VLEK, and a VCEK needs a hwID.
+    let mut relabelled = ev.clone();
+    relabelled.vek_kind = SigningKeyKind::Vcek;
+    assert!(v.verify_unbound(&Evidence::Snp(relabelled), now()).is_err());
+    // A VLEK without its ASVK cannot be chained.
+    let mut bare = ev.clone();
+    bare.ask = None;
+    let err = v.verify_unbound(&Evidence::Snp(bare), now()).unwrap_err();
+    assert!(err.to_string().contains("ASVK"), "{err}");
+    // The VCEK's report with the VLEK's certificate: signature refused.
+    let mut swapped = ev;
+    swapped.report = pki().report(&request([5; 64])).unwrap();
+    assert!(v.verify_unbound(&Evidence::Snp(swapped), now()).is_err());
+}

@@ -102,6 +102,15 @@ pub struct SimSnpPki {
     vcek_key: p384::ecdsa::SigningKey,
     chip_id: [u8; 64],
     tcb: SnpTcb,
+    vlek: Option<SimVlek>,
+}
+
+/// The simulated cloud-provider key: an ASVK (sharing the ASK's RSA key, signed by the ARK) and a VLEK it signs.
+#[derive(Clone)]
+struct SimVlek {
+    asvk_der: Vec<u8>,
+    vlek_der: Vec<u8>,
+    key: p384::ecdsa::SigningKey,
 }
 
 impl std::fmt::Debug for SimSnpPki {
@@ -257,7 +266,7 @@ impl SimSnpPki {
             SerialNumber::from(2u32),
             validity(CA_NOT_AFTER)?,
             ask_name.clone(),
-            ask_spki,
+            ask_spki.clone(),
             &ark_signer,
         )
         .map_err(|e| build_err("ASK")(e.to_string()))?
@@ -301,6 +310,56 @@ impl SimSnpPki {
             .build_with_rng::<rsa::pss::Signature>(&mut rng)
             .map_err(|e| build_err("VCEK")(e.to_string()))?;
 
+        // VLEK side, drawn after everything above so that the VCEK side of a seed never changes.
+        let asvk_name = name(org, "SEV-VLEK-Milan")?;
+        let asvk = CertificateBuilder::new(
+            Profile::SubCA {
+                issuer: name(org, "ARK-Milan")?,
+                path_len_constraint: Some(0),
+            },
+            SerialNumber::from(4u32),
+            validity(CA_NOT_AFTER)?,
+            asvk_name.clone(),
+            ask_spki,
+            &ark_signer,
+        )
+        .map_err(|e| build_err("ASVK")(e.to_string()))?
+        .build_with_rng::<rsa::pss::Signature>(&mut rng)
+        .map_err(|e| build_err("ASVK")(e.to_string()))?;
+        let vlek_key = p384::ecdsa::SigningKey::random(&mut rng);
+        let vlek_spki = spki_of(
+            p384::PublicKey::from(vlek_key.verifying_key())
+                .to_public_key_der()
+                .map_err(|e| build_err("VLEK key")(e.to_string()))?,
+        )?;
+        let mut vlek = CertificateBuilder::new(
+            Profile::Leaf {
+                issuer: asvk_name,
+                enable_key_agreement: false,
+                enable_key_encipherment: false,
+            },
+            SerialNumber::from(5u32),
+            validity(VCEK_NOT_AFTER)?,
+            name(org, "SEV-VLEK")?,
+            vlek_spki,
+            &ask_signer,
+        )
+        .map_err(|e| build_err("VLEK")(e.to_string()))?;
+        let mut product_der = vec![0x16, product.len() as u8];
+        product_der.extend_from_slice(product);
+        for r in [
+            vlek.add_extension(&AmdExt::<0>(product_der)),
+            vlek.add_extension(&AmdExt::<1>(spl(tcb.bootloader))),
+            vlek.add_extension(&AmdExt::<2>(spl(tcb.tee))),
+            vlek.add_extension(&AmdExt::<3>(spl(tcb.snp))),
+            vlek.add_extension(&AmdExt::<4>(spl(tcb.microcode))),
+        ] {
+            r.map_err(|e| build_err("VLEK extension")(e.to_string()))?;
+        }
+        let vlek = vlek
+            .build_with_rng::<rsa::pss::Signature>(&mut rng)
+            .map_err(|e| build_err("VLEK")(e.to_string()))?;
+
         let der = |c: &x509_cert::Certificate, what| {
             c.to_der().map_err(|e| build_err(what)(e.to_string()))
         };
@@ -311,6 +370,11 @@ impl SimSnpPki {
             vcek_key,
             chip_id,
             tcb,
+            vlek: Some(SimVlek {
+                asvk_der: der(&asvk, "ASVK")?,
+                vlek_der: der(&vlek, "VLEK")?,
+                key: vlek_key,
+            }),
         })
     }
 
@@ -403,11 +467,20 @@ impl SimSnpPki {
             vcek_key,
             chip_id,
             tcb: e.tcb,
+            vlek: None,
         })
     }
 
     /// Produce a signed report in the real format.
     pub fn report(&self, request: &SimReportRequest) -> Result<Vec<u8>, AttestError> {
+        self.report_signed_by(request, SigningKeyKind::Vcek)
+    }
+
+    fn report_signed_by(
+        &self,
+        request: &SimReportRequest,
+        kind: SigningKeyKind,
+    ) -> Result<Vec<u8>, AttestError> {
         let tcb = TcbVersion::new(
             None,
             self.tcb.bootloader,
@@ -447,12 +520,41 @@ impl SimSnpPki {
             .to_bytes()
             .map_err(|e| AttestError::Malformed(e.to_string()))?
             .to_vec();
-        let sig: p384::ecdsa::Signature = self
-            .vcek_key
-            .sign_digest(Sha384::new_with_prefix(&raw[..SIGNED_LEN]));
+        let key = match kind {
+            SigningKeyKind::Vcek => &self.vcek_key,
+            SigningKeyKind::Vlek => {
+                // KEY_INFO.SIGNING_KEY (bits 2-4 at 0x48) = 1: signed by the VLEK.
+                raw[0x48] |= 1 << 2;
+                &self
+                    .vlek
+                    .as_ref()
+                    .ok_or_else(|| {
+                        AttestError::Unavailable("this simulated PKI has no VLEK".into())
+                    })?
+                    .key
+            }
+        };
+        let sig: p384::ecdsa::Signature =
+            key.sign_digest(Sha384::new_with_prefix(&raw[..SIGNED_LEN]));
         let sig_raw = signature_to_raw(&sig);
         raw[SIGNED_LEN..SIGNED_LEN + sig_raw.len()].copy_from_slice(&sig_raw);
         Ok(raw)
+    }
+
+    /// Produce complete evidence signed by the simulated VLEK (report, VLEK, ASVK and ARK). Only a freshly
+    /// generated PKI has a VLEK (the PEM files hold the VCEK side only).
+    pub fn vlek_evidence(&self, request: &SimReportRequest) -> Result<SnpEvidence, AttestError> {
+        let vlek = self
+            .vlek
+            .as_ref()
+            .ok_or_else(|| AttestError::Unavailable("this simulated PKI has no VLEK".into()))?;
+        Ok(SnpEvidence {
+            report: self.report_signed_by(request, SigningKeyKind::Vlek)?,
+            vek_kind: SigningKeyKind::Vlek,
+            vek: vlek.vlek_der.clone(),
+            ask: Some(vlek.asvk_der.clone()),
+            ark: Some(self.ark_der.clone()),
+        })
     }
 
     /// Produce complete evidence (report, VCEK, ASK and ARK).
