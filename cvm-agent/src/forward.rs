@@ -3,8 +3,9 @@
 //!
 //! - Containers of a target are used in turn (round robin per port); when one refuses or times out, the next is
 //!   tried.
-//! - A connection to a port whose target has no running container, or none that accepts, is reset at once (RST),
-//!   never left hanging, so the gateway can try another instance immediately.
+//! - While a Docker target has no running container its listener is closed, so connection attempts are refused at
+//!   once (RST to the SYN) and the gateway's connect race moves on to another instance; a connection accepted
+//!   when no container (or none that accepts) is left is reset at once. Nothing is left hanging.
 //! - Only declared ports have listeners, so the kernel refuses every other port on the tunnel address.
 //! - The relay copies bytes unchanged in both directions (half-close preserved): a PROXY protocol header sent by
 //!   the gateway reaches the container as it was sent.
@@ -293,16 +294,53 @@ async fn probe_any(candidates: &[SocketAddr], timeout: Duration) -> bool {
     false
 }
 
+/// Serves one declared port. While a Docker target has no running container the listener is closed, so
+/// connection attempts are refused by the kernel at once (and the gateway's connect race moves on to another
+/// instance); it is bound again as soon as a container runs.
 async fn accept_loop(
     listener: TcpListener,
     port: Arc<Port>,
     resolver: Resolver,
     connect_timeout: Duration,
 ) {
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(port = port.rule.port, error = %e, "listener has no address");
+            return;
+        }
+    };
+    let mut listener = Some(listener);
+    let mut changes = match &port.rule.target {
+        Target::Address { .. } => None,
+        _ => resolver.discovery.as_ref().map(Discovery::subscribe),
+    };
     let mut connections = JoinSet::new();
     loop {
+        if changes.is_some() {
+            let down = resolver
+                .resolve(&port.rule.target, port.rule.port)
+                .await
+                .is_empty();
+            if down && listener.is_some() {
+                tracing::info!(port = port.rule.port, target = %port.rule.target, "no running container: refusing connections");
+                listener = None;
+            } else if !down && listener.is_none() {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => {
+                        tracing::info!(port = port.rule.port, target = %port.rule.target, "container running: accepting connections");
+                        listener = Some(l);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%addr, error = %e, "cannot listen again; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+        }
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((stream, peer)) => {
                     let port = port.clone();
                     let resolver = resolver.clone();
@@ -316,9 +354,30 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            _ = changed(changes.as_mut()) => {}
             // Reap finished connections so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+}
+
+/// Accepts on the listener, or waits forever while there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when discovery reports a change; never, without discovery or once discovery has stopped.
+async fn changed(changes: Option<&mut tokio::sync::watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -17,7 +17,9 @@ use cvm_agent::docker::{DiscoveryConfig, DiscoveryTask, EngineState};
 use cvm_agent::forward::{ForwardConfig, Forwarder, PortRule, PortState};
 use cvm_agent::target::{COMPOSE_SERVICE_LABEL, PORT_LABEL, SERVICE_LABEL};
 use protocol::control::TargetState;
-use support::{docker, http_get, prepare, served_by, unique, unique_port, wait_for, Scratch};
+use support::{
+    docker, http_get, prepare, served_by, unique, unique_port, wait_for, wait_listening, Scratch,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinSet;
@@ -45,12 +47,15 @@ fn discovery_on(socket: PathBuf) -> DiscoveryTask {
     })
 }
 
-/// Expects the forwarder to reset the connection (RST, not FIN) quickly; returns how long it took.
+/// Expects the forwarder to turn the connection away quickly: refused outright (no listener while the target has
+/// no container) or reset (RST, not FIN) right after being accepted. Returns how long it took.
 async fn expect_reset(addr: SocketAddr) -> Duration {
     let start = Instant::now();
-    let mut s = TcpStream::connect(addr)
-        .await
-        .expect("the listener accepts");
+    let mut s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return start.elapsed(),
+        Err(e) => panic!("connecting: {e}"),
+    };
     let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
     let mut buf = [0u8; 64];
     let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
@@ -103,7 +108,9 @@ async fn forwards_by_compose_service_and_service_label_with_real_clients() {
     );
 
     let via = |port| SocketAddr::new(listen(1), port);
+    wait_listening(via(80)).await;
     assert_eq!(served_by(&http_get(via(80), "/").await.unwrap()), a);
+    wait_listening(via(81)).await;
     assert_eq!(served_by(&http_get(via(81), "/").await.unwrap()), b);
 
     // gRPC (h2c) and WebSocket through the forwarder, with Python grpcio and websockets.
@@ -188,6 +195,7 @@ async fn docker_label_target_uses_the_port_label() {
         d.containers().iter().any(|c| c.name == c1)
     })
     .await;
+    wait_listening(SocketAddr::new(listen(2), p1)).await;
     assert_eq!(
         served_by(&http_get(SocketAddr::new(listen(2), p1), "/").await.unwrap()),
         c1
@@ -240,6 +248,7 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
     })
     .await;
     let via = SocketAddr::new(listen(3), 80);
+    wait_listening(via).await;
     assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
 
     docker(&["restart", "-t", "1", &c]);
@@ -248,6 +257,7 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
         d.candidates(&target, 80) == at(&first_ip)
     })
     .await;
+    wait_listening(via).await;
     assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
 
     // Replace its address: the forwarder follows the engine's events to the new one.
@@ -262,6 +272,7 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
         d.candidates(&target, 80) == at(&second_ip)
     })
     .await;
+    wait_listening(via).await;
     assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
     drop(fwd);
 }
@@ -289,6 +300,7 @@ async fn stopped_container_resets_fast_and_reports_down() {
     })
     .await;
     let via = SocketAddr::new(listen(4), 80);
+    wait_listening(via).await;
     assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
     assert_eq!(fwd.port_states().await, [PortState { port: 80, up: true }]);
 
@@ -317,6 +329,7 @@ async fn stopped_container_resets_fast_and_reports_down() {
         !d.candidates(&t, 80).is_empty()
     })
     .await;
+    wait_listening(via).await;
     assert_eq!(served_by(&http_get(via, "/").await.unwrap()), c);
     assert_eq!(fwd.port_states().await, [PortState { port: 80, up: true }]);
 }
@@ -346,6 +359,7 @@ async fn two_containers_of_one_service_both_receive_connections() {
     })
     .await;
     let mut seen: HashMap<String, usize> = HashMap::new();
+    wait_listening(SocketAddr::new(listen(5), 80)).await;
     for _ in 0..8 {
         let body = http_get(SocketAddr::new(listen(5), 80), "/").await.unwrap();
         *seen.entry(served_by(&body)).or_default() += 1;
@@ -390,6 +404,8 @@ async fn undeclared_port_is_refused_and_proxy_header_passes_unchanged() {
     })
     .await;
 
+    wait_listening(SocketAddr::new(listen(6), 80)).await;
+    wait_listening(SocketAddr::new(listen(6), 7000)).await;
     for port in [22, 81, 8080, 9000] {
         let err = TcpStream::connect(SocketAddr::new(listen(6), port))
             .await
@@ -526,6 +542,7 @@ async fn engine_unreachable_keeps_forwarding_and_recovers() {
         "error does not name the socket: {error}"
     );
     // The known container still serves; one started meanwhile is not known yet.
+    wait_listening(SocketAddr::new(listen(7), p1)).await;
     assert_eq!(
         served_by(&http_get(SocketAddr::new(listen(7), p1), "/").await.unwrap()),
         c1
@@ -552,6 +569,7 @@ async fn engine_unreachable_keeps_forwarding_and_recovers() {
         },
     )
     .await;
+    wait_listening(SocketAddr::new(listen(7), p2)).await;
     assert_eq!(
         served_by(&http_get(SocketAddr::new(listen(7), p2), "/").await.unwrap()),
         c2

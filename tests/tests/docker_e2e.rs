@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cvm_agent::docker::{DiscoveryConfig, DiscoveryTask};
 use cvm_agent::forward::{ForwardConfig, Forwarder, PortRule};
 use cvm_agent::target::SERVICE_LABEL;
-use docker_support::{docker, prepare, unique, wait_for, Scratch};
+use docker_support::{docker, prepare, unique, wait_for, wait_listening, Scratch};
 use gateway::proxy::config::ProxyConfig;
 use gateway::proxy::directory::StaticDirectory;
 use gateway::proxy::server::Proxy;
@@ -441,6 +441,10 @@ fn client_to_container_through_gateway_tunnel_and_agent() {
         "the restarted container",
         |d| !d.candidates(&t80, 80).is_empty(),
     ));
+    rt.block_on(wait_listening(SocketAddr::new(
+        AGENT_ADDR.parse().unwrap(),
+        80,
+    )));
     let (ok, body, _) = curl(&lab, &ca, &docker_name, "/after-restart", &[]);
     assert!(ok, "request after restart failed: {body}");
     assert_eq!(server_of(&body), name);
@@ -455,15 +459,8 @@ fn client_to_container_through_gateway_tunnel_and_agent() {
     ));
     let (ok, _, took) = curl(&lab, &ca, &docker_name, "/stopped", &[]);
     assert!(!ok, "a request to a stopped container succeeded");
-    // The agent resets at once (asserted at the agent boundary in cvm-agent's docker_forwarding tests). Through
-    // the tunnel, the reset of a connection whose request the agent's kernel had already acknowledged is
-    // sometimes not seen by the gateway, which then waits for its own timeouts: reported, not failed, until that
-    // is fixed.
-    if took >= FAIL_FAST {
-        eprintln!(
-            "WARNING: the request to the stopped container took {took:?} to fail (expected < {FAIL_FAST:?})"
-        );
-    }
+    // With no container the agent stops listening on the port, so the gateway's connection is refused at once.
+    assert!(took < FAIL_FAST, "stopped container took {took:?} to fail");
     // ...and after the agent's next report the app is served by the instance whose target is up.
     rt.block_on(publish(&directory, DOCKER_INSTANCE, AGENT_ADDR, &fwd));
     for i in 0..4 {

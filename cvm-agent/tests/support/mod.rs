@@ -217,6 +217,18 @@ pub async fn wait_for(
     }
 }
 
+/// Waits until `addr` accepts connections (the forwarder listens on a Docker port only while a container runs).
+pub async fn wait_listening(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} does not accept connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// One HTTP/1.0 GET through `addr`; returns the response body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await??;
