@@ -74,9 +74,27 @@ fn attester(config: &AgentConfig) -> Result<Arc<dyn Attester>, RunError> {
                 [0; 32],
             )))
         }
-        Backend::SimTdx => Err(err(
-            "the sim-tdx backend is not available in this build".into()
-        )),
+        Backend::SimTdx => {
+            let dir = a
+                .sim_pki
+                .as_deref()
+                .ok_or_else(|| err("sim-tdx needs attestation.sim_pki".into()))?;
+            let pki = attestation::tdx::SimTdxPki::load(dir).map_err(|e| err(e.to_string()))?;
+            let mr_td = match &a.sim_measurement {
+                None => [0u8; 48],
+                Some(h) => hex_48(h).ok_or_else(|| {
+                    err(format!("sim_measurement {h:?} is not 96 hex characters"))
+                })?,
+            };
+            let td = attestation::tdx::SimTdReport {
+                mr_td,
+                ..Default::default()
+            };
+            Ok(Arc::new(attestation::tdx::SimTdxAttester::new(
+                Arc::new(pki),
+                td,
+            )))
+        }
     }
 }
 
@@ -93,15 +111,31 @@ fn hex_48(h: &str) -> Option<[u8; 48]> {
 }
 
 fn anchors(config: &AgentConfig) -> Result<TrustAnchors, RunError> {
+    let err = setup("trust anchors");
     let mut anchors = TrustAnchors::production();
     for dir in &config.attestation.trusted_sim_roots {
-        let path = dir.join(attestation::snp::sim::files::ARK);
-        let pem = std::fs::read(&path)
-            .map_err(|e| setup("trust anchors")(format!("{}: {e}", path.display())))?;
-        anchors = anchors
-            .with_sim_snp_ark(&pem)
-            .map_err(|e| setup("trust anchors")(format!("{}: {e}", path.display())))?;
-        tracing::warn!(root = %path.display(), "trusting a SIMULATED attestation root");
+        let snp = dir.join(attestation::snp::sim::files::ARK);
+        let tdx = dir.join(attestation::tdx::sim::files::ROOT_CA);
+        if !snp.is_file() && !tdx.is_file() {
+            return Err(err(format!(
+                "{} holds neither {} nor {}",
+                dir.display(),
+                snp.display(),
+                tdx.display()
+            )));
+        }
+        if let Ok(pem) = std::fs::read(&snp) {
+            anchors = anchors
+                .with_sim_snp_ark(&pem)
+                .map_err(|e| err(format!("{}: {e}", snp.display())))?;
+            tracing::warn!(root = %snp.display(), "trusting a SIMULATED AMD root");
+        }
+        if let Ok(pem) = std::fs::read(&tdx) {
+            anchors = anchors
+                .with_sim_tdx_root(&pem)
+                .map_err(|e| err(format!("{}: {e}", tdx.display())))?;
+            tracing::warn!(root = %tdx.display(), "trusting a SIMULATED Intel root");
+        }
     }
     Ok(anchors)
 }
@@ -147,7 +181,7 @@ impl Registrar {
 
 fn claims_summary(claims: &attestation::Claims) -> String {
     let value = serde_json::to_value(claims).unwrap_or_default();
-    let m = ["measurement", "mrtd"]
+    let m = ["measurement", "mr_td"]
         .iter()
         .find_map(|k| {
             value

@@ -153,6 +153,7 @@ fn refused_agents_and_refused_gateways_get_nothing() {
             "picky",
             GOOD,
             "strict-gateway-policy.toml",
+            "sim-snp",
         )
         .unwrap();
 
@@ -199,5 +200,48 @@ fn refused_agents_and_refused_gateways_get_nothing() {
     assert!(
         !lab.succeeds(Host::Cvm2, &["ip", "link", "show", "tga-picky"]),
         "no tunnel for the picky agent"
+    );
+}
+
+#[test]
+fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
+    let lab = Lab::up().unwrap();
+    let world = World::new("reg-tdx");
+    let _gw = world.start_gateway(&lab, GOOD).unwrap();
+    let _agent = world
+        .start_agent_with(
+            &lab,
+            Host::Cvm3,
+            "tdx",
+            GOOD,
+            "gateway-policy.toml",
+            "sim-tdx",
+        )
+        .unwrap();
+    let _server = start_tcp_server(&lab, Host::Cvm3, "hello-from-tdx").unwrap();
+    let addr =
+        tunnel_address(&lab, Host::Cvm3, "tga-tdx", Duration::from_secs(30)).unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\n{}\n{}",
+                world.read_log("gateway"),
+                world.read_log("tdx")
+            )
+        });
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr,
+        "hello-from-tdx",
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let registry = world.registry();
+    assert_eq!(registry.len(), 1);
+    assert!(
+        registry[0]
+            .attestation
+            .starts_with(&format!("sim-tdx mr_td={}", measurement(GOOD))),
+        "{}",
+        registry[0].attestation
     );
 }

@@ -259,7 +259,7 @@ pub struct AttestationConfig {
     /// Lifetime of the gateway's RA-TLS certificate, in seconds.
     #[serde(default = "default_cert_validity")]
     pub certificate_validity_secs: u64,
-    /// The measurement a `sim-snp` gateway reports (96 hex characters); default all zeros.
+    /// The measurement a simulated gateway reports (SNP MEASUREMENT or TDX MRTD, 96 hex characters); default zeros.
     #[serde(default)]
     pub sim_measurement: Option<String>,
 }
@@ -385,6 +385,17 @@ impl GatewayConfig {
                 problems.push(format!(
                     "attestation.trusted_sim_roots: {} does not exist",
                     root.display()
+                ));
+                continue;
+            }
+            let snp = root.join(attestation::snp::sim::files::ARK);
+            let tdx = root.join(attestation::tdx::sim::files::ROOT_CA);
+            if !snp.is_file() && !tdx.is_file() {
+                problems.push(format!(
+                    "attestation.trusted_sim_roots: {} holds neither {} nor {}",
+                    root.display(),
+                    snp.display(),
+                    tdx.display()
                 ));
             }
         }

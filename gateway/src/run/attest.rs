@@ -38,13 +38,26 @@ pub fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunErro
                 [0; 32],
             )))
         }
-        AttestationBackend::SimTdx => Err(setup(
-            "the sim-tdx backend is not available in this build".into(),
-        )),
+        AttestationBackend::SimTdx => {
+            let dir = config
+                .sim_pki
+                .as_deref()
+                .ok_or_else(|| setup("sim-tdx needs attestation.sim_pki".into()))?;
+            let pki = attestation::tdx::SimTdxPki::load(dir).map_err(|e| setup(e.to_string()))?;
+            let mr_td = sim_measurement(config.sim_measurement.as_deref()).map_err(setup)?;
+            let td = attestation::tdx::SimTdReport {
+                mr_td,
+                ..Default::default()
+            };
+            Ok(Arc::new(attestation::tdx::SimTdxAttester::new(
+                Arc::new(pki),
+                td,
+            )))
+        }
     }
 }
 
-/// Parses a simulated measurement (96 hex characters; absent: zeros).
+/// Parses a simulated measurement (SNP MEASUREMENT or TDX MRTD: 96 hex characters; absent: zeros).
 pub fn sim_measurement(hex_text: Option<&str>) -> Result<[u8; 48], String> {
     match hex_text {
         None => Ok([0; 48]),
@@ -55,31 +68,46 @@ pub fn sim_measurement(hex_text: Option<&str>) -> Result<[u8; 48], String> {
     }
 }
 
-/// The vendor roots, plus each configured simulated root.
+/// The vendor roots, plus the simulated roots in each configured directory (an SNP ARK, a TDX root CA, or both;
+/// a directory with neither is an error).
 pub fn trust_anchors(sim_roots: &[std::path::PathBuf]) -> Result<TrustAnchors, RunError> {
+    let err = |reason: String| RunError::Setup {
+        step: "trust anchors",
+        reason,
+    };
     let mut anchors = TrustAnchors::production();
     for dir in sim_roots {
-        let path = dir.join(attestation::snp::sim::files::ARK);
-        let pem = std::fs::read(&path).map_err(|e| RunError::Setup {
-            step: "trust anchors",
-            reason: format!("{}: {e}", path.display()),
-        })?;
-        anchors = anchors
-            .with_sim_snp_ark(&pem)
-            .map_err(|e| RunError::Setup {
-                step: "trust anchors",
-                reason: format!("{}: {e}", path.display()),
-            })?;
-        tracing::warn!(root = %path.display(), "trusting a SIMULATED attestation root");
+        let snp = dir.join(attestation::snp::sim::files::ARK);
+        let tdx = dir.join(attestation::tdx::sim::files::ROOT_CA);
+        if !snp.is_file() && !tdx.is_file() {
+            return Err(err(format!(
+                "{} holds neither {} nor {}",
+                dir.display(),
+                snp.display(),
+                tdx.display()
+            )));
+        }
+        if let Ok(pem) = std::fs::read(&snp) {
+            anchors = anchors
+                .with_sim_snp_ark(&pem)
+                .map_err(|e| err(format!("{}: {e}", snp.display())))?;
+            tracing::warn!(root = %snp.display(), "trusting a SIMULATED AMD root");
+        }
+        if let Ok(pem) = std::fs::read(&tdx) {
+            anchors = anchors
+                .with_sim_tdx_root(&pem)
+                .map_err(|e| err(format!("{}: {e}", tdx.display())))?;
+            tracing::warn!(root = %tdx.display(), "trusting a SIMULATED Intel root");
+        }
     }
     Ok(anchors)
 }
 
 /// A one-line summary of claims for logs and the registry: platform, the launch measurement (SNP
-/// `measurement`, TDX `mrtd`) and the debug flag.
+/// `measurement`, TDX `mr_td`) and the debug flag.
 pub fn summary(claims: &Claims) -> String {
     let value = serde_json::to_value(claims).unwrap_or_default();
-    let measurement = ["measurement", "mrtd"]
+    let measurement = ["measurement", "mr_td"]
         .iter()
         .find_map(|k| {
             value

@@ -76,6 +76,10 @@ pub fn write_pki(dir: &Path) {
     PKI.get_or_init(|| SimSnpPki::generate_small("tee-gateway registration tests").unwrap())
         .write_pem(dir)
         .unwrap();
+    attestation::tdx::SimTdxPki::from_seed(b"tee-gateway registration tests")
+        .unwrap()
+        .write_to(dir, std::time::SystemTime::now())
+        .unwrap();
 }
 
 /// One test's world: scratch files, the PKI, policies, and the paths of everything.
@@ -103,6 +107,10 @@ impl World {
         for m in allowed {
             text += &format!(
                 "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n\n",
+                measurement(m)
+            );
+            text += &format!(
+                "[[apps.{APP}.profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\n\n",
                 measurement(m)
             );
         }
@@ -167,13 +175,14 @@ listen = ["{gw}:9443"]
         name: &str,
         agent_measurement: &str,
         gateway_policy: &str,
+        backend: &str,
     ) -> PathBuf {
         let text = format!(
             r#"app_id = "{APP}"
 gateways = ["https://{gw}:{CONTROL_PORT}"]
 state_dir = "{state}"
 [attestation]
-backend = "sim-snp"
+backend = "{backend}"
 gateway_policy = "{gp}"
 trusted_sim_roots = ["{pki}"]
 sim_pki = "{pki}"
@@ -243,7 +252,14 @@ target = "127.0.0.1:7000"
         name: &str,
         measurement: &str,
     ) -> Result<Process> {
-        self.start_agent_with(lab, host, name, measurement, "gateway-policy.toml")
+        self.start_agent_with(
+            lab,
+            host,
+            name,
+            measurement,
+            "gateway-policy.toml",
+            "sim-snp",
+        )
     }
 
     pub fn start_agent_with(
@@ -253,8 +269,9 @@ target = "127.0.0.1:7000"
         name: &str,
         measurement: &str,
         gateway_policy: &str,
+        backend: &str,
     ) -> Result<Process> {
-        let config = self.agent_config(name, measurement, gateway_policy);
+        let config = self.agent_config(name, measurement, gateway_policy, backend);
         self.start(lab, host, name, "cvm-agent", &config)
     }
 
