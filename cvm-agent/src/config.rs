@@ -9,6 +9,9 @@
 //! backend = "auto"                              # auto, tdx, sev-snp, sim-tdx, sim-snp
 //! gateway_policy = "/etc/tee-gateway/gateway-policy.toml"
 //!
+//! [docker]                                    # only used when a port has a Docker target
+//! socket = "/var/run/docker.sock"
+//!
 //! [[ports]]
 //! port = 8080
 //! target = "docker:web:80"
@@ -70,9 +73,28 @@ pub struct AgentConfig {
     /// Registration timing.
     #[serde(default)]
     pub registration: RegistrationTiming,
+    /// The Docker engine that Docker targets are discovered through.
+    #[serde(default)]
+    pub docker: AgentDocker,
     /// The ports the instance exposes through the gateway.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+}
+
+/// The Docker engine the agent follows (only contacted when some port has a Docker target).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentDocker {
+    /// Path of the Docker Engine API's Unix socket.
+    pub socket: PathBuf,
+}
+
+impl Default for AgentDocker {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(crate::docker::DEFAULT_SOCKET),
+        }
+    }
 }
 
 /// Which attester produces the agent's evidence.
@@ -298,7 +320,15 @@ impl AgentConfig {
             }
             if port.target.trim().is_empty() {
                 p.push(format!("ports: port {} has an empty target", port.port));
+            } else if let Err(e) = port.target.parse::<crate::target::Target>() {
+                p.push(format!(
+                    "ports: port {} target {:?}: {e}",
+                    port.port, port.target
+                ));
             }
+        }
+        if self.docker.socket.as_os_str().is_empty() {
+            p.push("docker.socket is empty".into());
         }
         if self.ports.len() > protocol::control::MAX_PORTS {
             p.push(format!(
@@ -329,6 +359,10 @@ target = "127.0.0.1:8080"
         let c = AgentConfig::parse(text).unwrap();
         assert_eq!(c.app_id.as_str(), "deadbeef111111111111111111111111");
         assert_eq!(c.tunnel.handshake_timeout_secs, 180);
+        assert_eq!(
+            c.docker.socket,
+            PathBuf::from(crate::docker::DEFAULT_SOCKET)
+        );
         assert_eq!(c.registration.retry_max(), Duration::from_secs(60));
         assert_eq!(c.problems().len(), 1, "{:?}", c.problems());
         assert!(c.problems()[0].contains("gateway_policy"));

@@ -10,8 +10,14 @@
 //! 5. the tunnel: TUN device with the assigned address (its prefix route reaches the gateway), the gateway as the
 //!    one peer, persistent keep-alive as the gateway says (25 s by default).
 //!
-//! Then the agent registers again every re-registration interval, and at once when no tunnel handshake completed
-//! for the handshake timeout (180 s by default). Failures are retried with exponential backoff and jitter; the
+//! Docker discovery (the Docker Engine API at `docker.socket`) starts at boot only when some port has a Docker
+//! target, so an agent with only `HOST:PORT` targets needs no Docker engine. Once the tunnel is up, the port
+//! forwarder listens on the tunnel address for every declared port (and is restarted on a new address when the
+//! gateway assigns one); nothing else on the tunnel address is served, so undeclared ports are refused.
+//!
+//! Then the agent registers again every re-registration interval, at once when a port's target state may have
+//! changed (a container started or stopped) and when no tunnel handshake completed for the handshake timeout
+//! (180 s by default). Each registration reports every port's target state (up or down). Failures are retried with exponential backoff and jitter; the
 //! tunnel and everything behind it keep running meanwhile. Everything stops when the shutdown future completes.
 
 use std::future::Future;
@@ -30,7 +36,10 @@ use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey, PublicK
 use crate::backoff::Backoff;
 use crate::client::{register_once, AttemptError, GatewayUrl};
 use crate::config::{AgentConfig, Backend};
+use crate::docker::{Discovery, DiscoveryConfig, DiscoveryTask};
+use crate::forward::{ForwardConfig, Forwarder, PortRule};
 use crate::state::StateDir;
+use crate::target::Target;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,12 +160,19 @@ struct Registrar {
 
 impl Registrar {
     /// One pass over the gateways in order; the first answer wins.
-    async fn register(&self) -> Result<(GatewayUrl, RegisterResponse), Vec<AttemptError>> {
+    async fn register(
+        &self,
+        ports: Vec<PortPolicy>,
+    ) -> Result<(GatewayUrl, RegisterResponse), Vec<AttemptError>> {
+        let request = RegisterRequest {
+            ports,
+            ..self.request.clone()
+        };
         let mut errors = Vec::new();
         for gateway in &self.gateways {
             tracing::info!(%gateway, "registering: connecting and verifying the gateway's evidence");
             let verifier = self.verifier.clone();
-            let result = register_once(gateway, self.tls.clone(), &self.request, self.timeout, |verified| {
+            let result = register_once(gateway, self.tls.clone(), &request, self.timeout, |verified| {
                 let claims = verifier.claims_for(&verified.certificate);
                 tracing::info!(%gateway, claims = ?claims.as_deref().map(claims_summary),
                     "gateway evidence verified against the gateway policy; sending the registration");
@@ -369,6 +385,26 @@ pub async fn run(
     let wg_public = WireGuardKey::from_bytes(*wg_key.public_key().as_bytes())
         .map_err(|e| setup("wireguard key")(e.to_string()))?;
 
+    let rules = config
+        .ports
+        .iter()
+        .map(|p| {
+            PortRule::try_from(p)
+                .map_err(|e| setup("ports")(format!("port {} target {:?}: {e}", p.port, p.target)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let discovery = rules
+        .iter()
+        .any(|r| !matches!(r.target, Target::Address { .. }))
+        .then(|| {
+            tracing::info!(socket = %config.docker.socket.display(),
+                "a port has a Docker target: following the Docker engine");
+            DiscoveryTask::spawn(DiscoveryConfig {
+                socket: config.docker.socket.clone(),
+                ..DiscoveryConfig::default()
+            })
+        });
+
     let gateways = config
         .gateways
         .iter()
@@ -386,7 +422,9 @@ pub async fn run(
             tracing::info!("shutting down");
             Ok(())
         }
-        _ = registration_loop(&config, &registrar, &wg_key, &identity, &policy) => Ok(()),
+        _ = registration_loop(&config, &registrar, &wg_key, &identity, &policy,
+            Forwarding { rules, discovery: discovery.as_ref().map(DiscoveryTask::discovery), running: None },
+        ) => Ok(()),
     }
 }
 
@@ -402,9 +440,69 @@ fn request(config: &AgentConfig, instance_id: &InstanceId, key: WireGuardKey) ->
             .map(|p| PortPolicy {
                 port: p.port,
                 proxy_protocol: p.proxy_protocol,
+                // Unknown until the forwarder runs (it needs the tunnel address from this registration).
                 target_state: None,
             })
             .collect(),
+    }
+}
+
+/// The port forwarder and what it is built from.
+struct Forwarding {
+    rules: Vec<PortRule>,
+    discovery: Option<Discovery>,
+    running: Option<(Forwarder, std::net::IpAddr)>,
+}
+
+impl Forwarding {
+    /// Makes the forwarder listen on `address`, (re)starting it when it does not already. Returns whether it
+    /// was (re)started.
+    async fn ensure(&mut self, address: std::net::IpAddr) -> bool {
+        if matches!(&self.running, Some((_, at)) if *at == address) {
+            return false;
+        }
+        if let Some((old, at)) = self.running.take() {
+            tracing::info!(old = %at, new = %address, "tunnel address changed; restarting the port forwarder");
+            old.shutdown().await;
+        }
+        let config = ForwardConfig::new(address, self.rules.clone());
+        match Forwarder::start(config, self.discovery.clone()).await {
+            Ok(f) => {
+                tracing::info!(%address, ports = ?f.ports(), "port forwarder running");
+                self.running = Some((f, address));
+                true
+            }
+            Err(e) => {
+                tracing::error!(%address, error = %e, "starting the port forwarder failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Whether the container view changed since the last call (always false without Docker discovery).
+    fn changed(&mut self, seen: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+        match (seen.as_mut(), &self.running) {
+            (Some(rx), Some(_)) => {
+                let changed = rx.has_changed().unwrap_or(false);
+                if changed {
+                    rx.borrow_and_update();
+                }
+                changed
+            }
+            (None, Some((f, _))) => {
+                *seen = f.changes();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The port policies for the next registration: with target states once the forwarder runs.
+    async fn policies(&self, fallback: &[PortPolicy]) -> Vec<PortPolicy> {
+        match &self.running {
+            Some((f, _)) => f.port_policies().await,
+            None => fallback.to_vec(),
+        }
     }
 }
 
@@ -416,7 +514,10 @@ async fn registration_loop(
     wg_key: &PrivateKey,
     identity: &RaTlsIdentity,
     policy: &PolicyFile<GatewayPolicy>,
+    mut forwarding: Forwarding,
 ) {
+    let mut changes = None;
+    let mut report_now = false;
     let timing = &config.registration;
     let mut backoff = Backoff::new(timing.retry_initial(), timing.retry_max());
     let handshake_timeout = Duration::from_secs(config.tunnel.handshake_timeout_secs);
@@ -450,22 +551,37 @@ async fn registration_loop(
                 }
             }
         }
-        let due = match (&tunnel, last_registration) {
-            (None, _) | (_, None) => true,
-            (Some(t), Some(at)) => {
-                // No handshake within the timeout: register again (at most once per sixth of the timeout).
-                let stale = t.since_handshake() >= handshake_timeout
-                    && at.elapsed() >= handshake_timeout / 6;
-                if stale && Instant::now() >= next_attempt {
-                    tracing::warn!(since = ?t.since_handshake(), "no tunnel handshake within the timeout; registering again");
-                }
-                stale || at.elapsed() >= Duration::from_secs(t.answer.reregister_secs)
+        if let Some(t) = &tunnel {
+            if forwarding.ensure(t.answer.tunnel_address.into()).await {
+                // Report the ports' target states, unknown at the registration that assigned the address.
+                report_now = true;
             }
-        };
+        }
+        if forwarding.changed(&mut changes) {
+            tracing::info!(
+                "containers changed; registering again to report the ports' target states"
+            );
+            report_now = true;
+        }
+        let due = report_now
+            || match (&tunnel, last_registration) {
+                (None, _) | (_, None) => true,
+                (Some(t), Some(at)) => {
+                    // No handshake within the timeout: register again (at most once per sixth of the timeout).
+                    let stale = t.since_handshake() >= handshake_timeout
+                        && at.elapsed() >= handshake_timeout / 6;
+                    if stale && Instant::now() >= next_attempt {
+                        tracing::warn!(since = ?t.since_handshake(), "no tunnel handshake within the timeout; registering again");
+                    }
+                    stale || at.elapsed() >= Duration::from_secs(t.answer.reregister_secs)
+                }
+            };
         if due && Instant::now() >= next_attempt {
-            match registrar.register().await {
+            let ports = forwarding.policies(&registrar.request.ports).await;
+            match registrar.register(ports).await {
                 Ok((gateway, answer)) => {
                     backoff.reset();
+                    report_now = false;
                     last_registration = Some(Instant::now());
                     tracing::info!(%gateway, address = %answer.tunnel_address, reregister_secs = answer.reregister_secs,
                         "registered");

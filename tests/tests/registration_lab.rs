@@ -5,6 +5,7 @@ mod registration;
 
 use std::time::{Duration, Instant};
 
+use protocol::control::TargetState;
 use registration::*;
 use tee_gateway_tests::{wait_for, Host, Lab};
 
@@ -12,11 +13,12 @@ use tee_gateway_tests::{wait_for, Host, Lab};
 fn agents_register_reach_and_recover() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-recover");
+    // The servers listen on 127.0.0.1:7000 only: the tunnel address reaches them through the agents' forwarders.
+    let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
+    let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-cvm2").unwrap();
     let mut gw = world.start_gateway(&lab, GOOD).unwrap();
     let _a1 = world.start_agent(&lab, Host::Cvm1, "a1", GOOD).unwrap();
     let mut a2 = world.start_agent(&lab, Host::Cvm2, "a2", GOOD).unwrap();
-    let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
-    let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-cvm2").unwrap();
 
     let dump = |w: &World| {
         format!(
@@ -50,6 +52,24 @@ fn agents_register_reach_and_recover() {
         Duration::from_secs(20),
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    // Only declared ports are served on the tunnel address: 7001 is refused at once (RST), not left hanging.
+    let started = Instant::now();
+    assert_eq!(
+        connect_outcome(&lab, Host::Gateway, &addr1, 7001).unwrap(),
+        "ConnectionRefusedError"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Each agent reports port 7000's target as up once its forwarder runs.
+    for a in [&addr1, &addr2] {
+        wait_for(Duration::from_secs(10), "port 7000 reported up", || {
+            Ok((reported_state(&world, a, 7000) == Some(TargetState::Up)).then_some(()))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{:?}\n{}", world.registry(), dump(&world)));
+    }
     let mut stored: Vec<String> = world
         .registry()
         .iter()
@@ -218,7 +238,6 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
             "sim-tdx",
         )
         .unwrap();
-    let _server = start_tcp_server(&lab, Host::Cvm3, "hello-from-tdx").unwrap();
     let addr =
         tunnel_address(&lab, Host::Cvm3, "tga-tdx", Duration::from_secs(30)).unwrap_or_else(|e| {
             panic!(
@@ -227,6 +246,18 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
                 world.read_log("tdx")
             )
         });
+    // Nothing listens on the target yet: the agent reports port 7000 down, and a connection through the
+    // forwarder is closed rather than answered.
+    wait_for(Duration::from_secs(10), "port 7000 reported down", || {
+        Ok((reported_state(&world, &addr, 7000) == Some(TargetState::Down)).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{:?}\n{}", world.registry(), world.read_log("tdx")));
+    let answer = fetch(&lab, Host::Gateway, &addr);
+    assert!(
+        answer.as_ref().map_or(true, String::is_empty),
+        "no answer without a target: {answer:?}"
+    );
+    let _server = start_tcp_server(&lab, Host::Cvm3, "hello-from-tdx").unwrap();
     wait_reachable(
         &lab,
         Host::Gateway,

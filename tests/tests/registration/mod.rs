@@ -302,11 +302,13 @@ pub fn tunnel_address(lab: &Lab, host: Host, interface: &str, timeout: Duration)
     })
 }
 
-/// Starts a one-line TCP server in `host` on port 7000 that answers each connection with `reply`.
+/// Starts a one-line TCP server in `host` on 127.0.0.1:7000 (the agents' `[[ports]]` target) that answers each
+/// connection with `reply`. It listens on loopback only, so the tunnel address reaches it only through the
+/// agent's port forwarder.
 pub fn start_tcp_server(lab: &Lab, host: Host, reply: &str) -> Result<Process> {
     let script = format!(
         "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind(('0.0.0.0',7000))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'{reply}\\n')\n  c.close()\n"
+         s.bind(('127.0.0.1',7000))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'{reply}\\n')\n  c.close()\n"
     );
     let mut cmd = lab.command(host, "python3");
     cmd.args(["-c", &script])
@@ -356,4 +358,35 @@ pub fn wait_reachable(
     )
     .context("tunnel reachability")?;
     Ok(start.elapsed())
+}
+
+/// Connects from `host` to `addr:port` and returns the Python exception's name (`ConnectionRefusedError`,
+/// `TimeoutError`, ...) or `connected`.
+pub fn connect_outcome(lab: &Lab, host: Host, addr: &str, port: u16) -> Result<String> {
+    let script = format!(
+        "import socket\ntry:\n  socket.create_connection(('{addr}',{port}),timeout=3)\n  print('connected')\n\
+         except OSError as e:\n  print(type(e).__name__)\n"
+    );
+    let out = lab
+        .command(host, "python3")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The target state the registry holds for `port` of the instance at tunnel address `addr`.
+pub fn reported_state(
+    world: &World,
+    addr: &str,
+    port: u16,
+) -> Option<protocol::control::TargetState> {
+    world
+        .registry()
+        .into_iter()
+        .find(|r| r.tunnel_address.to_string() == addr)?
+        .ports
+        .into_iter()
+        .find(|p| p.port == port)?
+        .target_state
 }
