@@ -371,6 +371,10 @@ target = "127.0.0.1:8080"
                 .unwrap_err();
         assert!(e.to_string().contains("bakend"), "{e}");
         assert!(AgentConfig::parse(&text.replace("DEADBEEF", "nothex!!")).is_err());
+        let c = AgentConfig::parse(&format!("{text}[docker]\nsocket = \"/run/docker.sock\"\n"))
+            .unwrap();
+        assert_eq!(c.docker.socket, PathBuf::from("/run/docker.sock"));
+        assert!(AgentConfig::parse(&format!("{text}[docker]\nsock = \"/x\"\n")).is_err());
     }
 
     #[test]
@@ -390,6 +394,11 @@ target = ""
 [[ports]]
 port = 80
 target = "x:1"
+[[ports]]
+port = 81
+target = "docker:web"
+[docker]
+socket = ""
 "#;
         let p = AgentConfig::parse(text).unwrap().problems().join("\n");
         for needle in [
@@ -399,6 +408,8 @@ target = "x:1"
             "mtu",
             "more than once",
             "empty target",
+            "port 81 target \"docker:web\"",
+            "docker.socket",
         ] {
             assert!(p.contains(needle), "missing {needle}:\n{p}");
         }

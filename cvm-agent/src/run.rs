@@ -518,6 +518,7 @@ async fn registration_loop(
 ) {
     let mut changes = None;
     let mut report_now = false;
+    let mut reported: Option<Vec<PortPolicy>> = None;
     let timing = &config.registration;
     let mut backoff = Backoff::new(timing.retry_initial(), timing.retry_max());
     let handshake_timeout = Duration::from_secs(config.tunnel.handshake_timeout_secs);
@@ -558,10 +559,12 @@ async fn registration_loop(
             }
         }
         if forwarding.changed(&mut changes) {
-            tracing::info!(
-                "containers changed; registering again to report the ports' target states"
-            );
-            report_now = true;
+            // Discovery signals every event and resync; register only when a port's state actually flipped.
+            let now = forwarding.policies(&registrar.request.ports).await;
+            if reported.as_ref() != Some(&now) {
+                tracing::info!(ports = ?now, "a port's target state changed; registering again to report it");
+                report_now = true;
+            }
         }
         let due = report_now
             || match (&tunnel, last_registration) {
@@ -578,10 +581,11 @@ async fn registration_loop(
             };
         if due && Instant::now() >= next_attempt {
             let ports = forwarding.policies(&registrar.request.ports).await;
-            match registrar.register(ports).await {
+            match registrar.register(ports.clone()).await {
                 Ok((gateway, answer)) => {
                     backoff.reset();
                     report_now = false;
+                    reported = Some(ports);
                     last_registration = Some(Instant::now());
                     tracing::info!(%gateway, address = %answer.tunnel_address, reregister_secs = answer.reregister_secs,
                         "registered");
