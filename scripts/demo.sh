@@ -58,6 +58,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The lab is shared with the lab tests: hold its lock while the demo runs.
+exec 9>/run/tee-gateway-lab.lock
+flock -w 600 9 || { echo "demo.sh: the lab is busy (lock /run/tee-gateway-lab.lock)" >&2; exit 1; }
+
 step "lab: network namespaces gateway, cvm1, client on 198.18.0.0/24"
 scripts/lab.sh up
 
@@ -178,10 +182,11 @@ client python3 scripts/clients/grpc_echo.py "$GW_ADDR:443" unary hello --tls --c
 client python3 scripts/clients/grpc_echo.py "$GW_ADDR:443" stream 3 --tls --ca "$WORK/ca.pem" \
   --authority "$APP-8080g.$BASE"
 
-step "the gateway's own attestation (gateway.$BASE), verified with the simulated root"
+step "the gateway's own attestation document (gateway.$BASE), bound to its public TLS key"
 client curl -sS --max-time 5 --cacert "$WORK/ca.pem" --resolve "gateway.$BASE:443:$GW_ADDR" \
-  "https://gateway.$BASE/" | head -c 400
-echo
+  "https://gateway.$BASE/v1/attestation" >"$WORK/gateway-attestation.json"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print({k: (v if len(str(v)) < 100 else str(v)[:60] + "...") for k, v in d.items()})' \
+  "$WORK/gateway-attestation.json"
 
 if [ "$KEEP" -eq 1 ]; then
   step "running; logs in $WORK; Ctrl-C to stop"

@@ -110,10 +110,12 @@ pub async fn run(
         validity: Duration::from_secs(a.certificate_validity_secs),
         ..Default::default()
     };
-    let identity = tokio::task::spawn_blocking(move || RaTlsIdentity::new(attester, options))
-        .await
-        .map_err(|e| setup("ra-tls identity")(e.to_string()))?
-        .map_err(|e| setup("ra-tls identity")(e.to_string()))?;
+    let identity_attester = attester.clone();
+    let identity =
+        tokio::task::spawn_blocking(move || RaTlsIdentity::new(identity_attester, options))
+            .await
+            .map_err(|e| setup("ra-tls identity")(e.to_string()))?
+            .map_err(|e| setup("ra-tls identity")(e.to_string()))?;
     let identity = Arc::new(identity);
 
     tracing::info!(path = %config.registry.path.display(), "step 4/7: opening the registry");
@@ -227,11 +229,13 @@ pub async fn run(
     let proxy_config = &config.proxy;
     tracing::info!(listen = ?proxy_config.listen, "step 7/7: starting the client proxy");
     let directory = Arc::new(RegistryDirectory::new(snapshots, Arc::new(peers.clone())));
-    let proxy = crate::proxy::server::Proxy::new(
+    // `gateway.<base-domain>` serves the gateway's own attestation, bound to its public TLS key.
+    let proxy = crate::proxy::server::Proxy::with_attester(
         proxy_config.clone(),
         &config.base_domains,
         t.health_window(),
         directory,
+        attester,
     )
     .map_err(|e| setup("proxy")(e.to_string()))?;
     let listeners = proxy
