@@ -486,10 +486,12 @@ async fn a_blackholed_instance_delays_requests_by_at_most_the_stagger() {
         "some requests should have met the blackhole first: {sorted:?}"
     );
     assert_eq!(good.accepted.load(Ordering::SeqCst), 40);
-    // The gateway's own view: every upstream connect took at most the stagger (0.2 s) plus 0.1 s.
+    // The gateway's own view: every upstream connect took at most the stagger (0.2 s) plus 0.3 s. The margin is
+    // for a machine busy with the other tests of this binary: with 0.1 s, 3 connects in 40 landed in the
+    // 0.3..0.5 s bucket under load, while a connect that waits for the blackhole's timeout takes seconds.
     let metrics = gw.proxy.render_metrics();
     assert!(
-        metrics.contains("tee_gateway_upstream_connect_seconds_bucket{le=\"0.3\"} 40"),
+        metrics.contains("tee_gateway_upstream_connect_seconds_bucket{le=\"0.5\"} 40"),
         "{metrics}"
     );
     assert!(
