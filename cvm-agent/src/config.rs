@@ -8,6 +8,7 @@
 //! [attestation]
 //! backend = "auto"                              # auto, tdx, sev-snp, sim-tdx, sim-snp
 //! gateway_policy = "/etc/tee-gateway/gateway-policy.toml"
+//! # tdx_collateral_dir = "/etc/tee-gateway/tdx-collateral"   # for a TDX gateway's quotes without collateral
 //!
 //! [docker]                                    # only used when a port has a Docker target
 //! socket = "/var/run/docker.sock"
@@ -142,6 +143,10 @@ pub struct AgentAttestation {
     /// Simulated measurement for `sim-*` backends (hex); default all zeros.
     #[serde(default)]
     pub sim_measurement: Option<String>,
+    /// A directory of Intel TDX collateral files (`tdx-<FMSPC>-<ca>.json`, e.g. fetched from a PCCS) used to verify
+    /// peers' TDX evidence that carries no collateral of its own. Evidence carrying collateral does not need it.
+    #[serde(default)]
+    pub tdx_collateral_dir: Option<PathBuf>,
 }
 
 fn default_cert_validity() -> u64 {
@@ -277,6 +282,14 @@ impl AgentConfig {
             }
             _ => {}
         }
+        if let Some(dir) = &a.tdx_collateral_dir {
+            if !dir.is_dir() {
+                p.push(format!(
+                    "attestation.tdx_collateral_dir: {} is not a directory",
+                    dir.display()
+                ));
+            }
+        }
         if a.sim_measurement.is_some() && !a.backend.is_simulated() {
             p.push(
                 "attestation.sim_measurement is only used with a sim-* backend; remove it".into(),
@@ -386,6 +399,7 @@ state_dir = ""
 [attestation]
 backend = "sim-snp"
 gateway_policy = "/nonexistent"
+tdx_collateral_dir = "/nonexistent/tdx-collateral"
 [tunnel]
 mtu = 10
 [[ports]]
@@ -405,6 +419,7 @@ socket = ""
             "http://plain",
             "state_dir",
             "sim_pki",
+            "tdx_collateral_dir: /nonexistent/tdx-collateral is not a directory",
             "mtu",
             "more than once",
             "empty target",

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn};
 use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
-use attestation::{Attester, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
+use attestation::tdx::{CollateralConfig, CollateralSource};
+use attestation::{Attester, Platform, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
 use protocol::control::{
     InstanceId, PortPolicy, RegisterRequest, RegisterResponse, WireGuardKey, PROTOCOL_VERSION,
 };
@@ -62,9 +63,26 @@ fn attester(config: &AgentConfig) -> Result<Arc<dyn Attester>, RunError> {
     let a = &config.attestation;
     let err = setup("attester");
     match a.backend {
-        Backend::Auto | Backend::SevSnp | Backend::Tdx => attestation::attester::detect()
+        Backend::Auto => attestation::attester::detect()
             .map(Arc::from)
             .map_err(|e| err(e.to_string())),
+        Backend::SevSnp | Backend::Tdx => {
+            let wanted = if a.backend == Backend::Tdx {
+                Platform::Tdx
+            } else {
+                Platform::SevSnp
+            };
+            let found: Arc<dyn Attester> = attestation::attester::detect()
+                .map(Arc::from)
+                .map_err(|e| err(e.to_string()))?;
+            if found.platform() != wanted {
+                return Err(err(format!(
+                    "the configured backend is {wanted} but this machine attests as {}",
+                    found.platform()
+                )));
+            }
+            Ok(found)
+        }
         Backend::SimSnp => {
             let dir = a
                 .sim_pki
@@ -357,7 +375,16 @@ pub async fn run(
         PolicyFile::load(&config.attestation.gateway_policy)
             .map_err(|e| setup("gateway policy")(e.to_string()))?,
     );
-    let verifier = Arc::new(Verifier::new(anchors(&config)?));
+    let mut verifier = Verifier::new(anchors(&config)?);
+    if let Some(dir) = &config.attestation.tdx_collateral_dir {
+        let source = CollateralSource::new(CollateralConfig {
+            cache_dir: Some(dir.clone()),
+            ..Default::default()
+        })
+        .map_err(|e| setup("tdx collateral")(format!("{}: {e}", dir.display())))?;
+        verifier = verifier.with_tdx_collateral(Arc::new(source));
+    }
+    let verifier = Arc::new(verifier);
     let check_policy = policy.clone();
     let gateways_verifier = Arc::new(RaTlsVerifier::new(
         verifier,

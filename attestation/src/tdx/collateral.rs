@@ -276,7 +276,8 @@ impl CollateralKey {
         })
     }
 
-    fn file_name(&self) -> String {
+    /// The name of this collateral's file in a collateral directory: `tdx-<FMSPC>-<ca>.json`.
+    pub fn file_name(&self) -> String {
         format!("tdx-{}-{}.json", self.fmspc, self.ca)
     }
 }

@@ -22,6 +22,8 @@
 //! [attestation]
 //! backend = "auto"
 //! app_policy = "/etc/tee-gateway/apps.toml"
+//! # tdx_collateral_dir = "/var/lib/tee-gateway/tdx-collateral"   # for agents' TDX quotes without collateral
+//! # tdx_pccs_url = "https://pccs.example.com:8081"               # fetches what the directory lacks
 //! ```
 
 mod network;
@@ -262,6 +264,15 @@ pub struct AttestationConfig {
     /// The measurement a simulated gateway reports (SNP MEASUREMENT or TDX MRTD, 96 hex characters); default zeros.
     #[serde(default)]
     pub sim_measurement: Option<String>,
+    /// A directory of Intel TDX collateral files (`tdx-<FMSPC>-<ca>.json`, e.g. fetched from a PCCS) used to verify
+    /// peers' TDX evidence that carries no collateral of its own. Evidence carrying collateral does not need it.
+    #[serde(default)]
+    pub tdx_collateral_dir: Option<PathBuf>,
+    /// A PCCS or Intel PCS base URL (e.g. `https://api.trustedservices.intel.com`) from which TDX collateral that
+    /// `tdx_collateral_dir` lacks is fetched, and refreshed before it expires. Fetching happens in the background,
+    /// never during a handshake: the first agent of a new platform is refused until its collateral arrived.
+    #[serde(default)]
+    pub tdx_pccs_url: Option<String>,
 }
 
 fn default_cert_validity() -> u64 {
@@ -396,6 +407,14 @@ impl GatewayConfig {
                     root.display(),
                     snp.display(),
                     tdx.display()
+                ));
+            }
+        }
+        if let Some(dir) = &a.tdx_collateral_dir {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "attestation.tdx_collateral_dir: {} is not a directory",
+                    dir.display()
                 ));
             }
         }

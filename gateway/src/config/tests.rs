@@ -93,6 +93,7 @@ expire_after_secs = 5
 [attestation]
 backend = "sim-snp"
 app_policy = "{}"
+tdx_collateral_dir = "/nonexistent/tdx-collateral"
 "#,
         policy.path().display()
     );
@@ -105,6 +106,7 @@ app_policy = "{}"
         "mtu",
         "expire_after_secs",
         "sim_pki",
+        "tdx_collateral_dir: /nonexistent/tdx-collateral is not a directory",
     ] {
         assert!(p.contains(needle), "missing {needle} in:\n{p}");
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use attestation::policy::PolicyFile;
 use attestation::policy::{AppPolicy, PolicyViolation};
-use attestation::{Attester, Claims, SimSnpAttester, SimSnpPki, TrustAnchors};
+use attestation::tdx::{CollateralConfig, CollateralSource};
+use attestation::{Attester, Claims, Platform, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
 use protocol::control::{AppId, ErrorBody, ErrorCode};
 
 use super::RunError;
@@ -20,10 +21,25 @@ pub fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunErro
         reason,
     };
     match config.backend {
-        AttestationBackend::Auto | AttestationBackend::SevSnp | AttestationBackend::Tdx => {
-            attestation::attester::detect()
+        AttestationBackend::Auto => attestation::attester::detect()
+            .map(Arc::from)
+            .map_err(|e| setup(e.to_string())),
+        AttestationBackend::SevSnp | AttestationBackend::Tdx => {
+            let wanted = if config.backend == AttestationBackend::Tdx {
+                Platform::Tdx
+            } else {
+                Platform::SevSnp
+            };
+            let found: Arc<dyn Attester> = attestation::attester::detect()
                 .map(Arc::from)
-                .map_err(|e| setup(e.to_string()))
+                .map_err(|e| setup(e.to_string()))?;
+            if found.platform() != wanted {
+                return Err(setup(format!(
+                    "the configured backend is {wanted} but this machine attests as {}",
+                    found.platform()
+                )));
+            }
+            Ok(found)
         }
         AttestationBackend::SimSnp => {
             let dir = config
@@ -101,6 +117,54 @@ pub fn trust_anchors(sim_roots: &[std::path::PathBuf]) -> Result<TrustAnchors, R
         }
     }
     Ok(anchors)
+}
+
+/// The verifier of agents' evidence: `anchors`, and for TDX evidence without collateral the collateral files in
+/// `collateral_dir` (read on first use and kept in memory while valid) and what `pccs_url` serves. Returns the
+/// collateral source too when a PCCS is configured: its owner must refresh it ([`refresh_collateral`]).
+pub fn verifier(
+    anchors: TrustAnchors,
+    collateral_dir: Option<&Path>,
+    pccs_url: Option<&str>,
+) -> Result<(Verifier, Option<Arc<CollateralSource>>), RunError> {
+    let verifier = Verifier::new(anchors);
+    if collateral_dir.is_none() && pccs_url.is_none() {
+        return Ok((verifier, None));
+    }
+    let source = CollateralSource::new(CollateralConfig {
+        cache_dir: collateral_dir.map(Path::to_path_buf),
+        pccs_url: pccs_url.map(str::to_owned),
+        ..Default::default()
+    })
+    .map_err(|e| RunError::Setup {
+        step: "tdx collateral",
+        reason: e.to_string(),
+    })?;
+    tracing::info!(dir = ?collateral_dir, pccs = ?pccs_url, "TDX collateral source");
+    let source = Arc::new(source);
+    let verifier = verifier.with_tdx_collateral(source.clone());
+    Ok((verifier, pccs_url.is_some().then_some(source)))
+}
+
+/// Fetches the TDX collateral that verification missed, and refreshes collateral nearing its expiry, every
+/// `every`, until `stop` turns true.
+pub async fn refresh_collateral(
+    source: Arc<CollateralSource>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for (key, outcome) in source.refresh_all(std::time::SystemTime::now()).await {
+            if outcome.is_ok() {
+                tracing::info!(fmspc = %key.fmspc, ca = key.ca, "TDX collateral up to date");
+            }
+        }
+    }
 }
 
 /// A one-line summary of claims for logs and the registry: platform, the launch measurement (SNP

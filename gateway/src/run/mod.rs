@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attestation::policy::PolicyFn;
 use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
-use attestation::Verifier;
 use protocol::control::WireGuardKey;
 use protocol::tunnel::{Endpoint, EndpointConfig, PrivateKey};
 use tokio::sync::watch;
@@ -83,6 +82,9 @@ fn wireguard_key(store: &mut SqliteStore) -> Result<PrivateKey, RunError> {
     }
 }
 
+/// How often the TDX collateral source fetches what verification missed and refreshes what nears expiry.
+const COLLATERAL_REFRESH: Duration = Duration::from_secs(60);
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(
     config: GatewayConfig,
@@ -96,7 +98,12 @@ pub async fn run(
         simulated_roots = a.trusted_sim_roots.len(),
         "step 2/7: trust anchors"
     );
-    let verifier = Arc::new(Verifier::new(attest::trust_anchors(&a.trusted_sim_roots)?));
+    let (verifier, collateral) = attest::verifier(
+        attest::trust_anchors(&a.trusted_sim_roots)?,
+        a.tdx_collateral_dir.as_deref(),
+        a.tdx_pccs_url.as_deref(),
+    )?;
+    let verifier = Arc::new(verifier);
     // The handshake checks evidence, binding and validity; the app policy applies per request, once the app id
     // is known, so a refusal can say which app and which check.
     let agents = Arc::new(RaTlsVerifier::new(
@@ -259,6 +266,13 @@ pub async fn run(
     tasks.spawn(proxy.run(listeners, stop_rx.clone()));
 
     tasks.spawn(maintenance(service, identity, policy, stop_rx.clone()));
+    if let Some(source) = collateral {
+        tasks.spawn(attest::refresh_collateral(
+            source,
+            COLLATERAL_REFRESH,
+            stop_rx.clone(),
+        ));
+    }
     tracing::info!("gateway running");
     shutdown.await;
     tracing::info!("shutting down");
