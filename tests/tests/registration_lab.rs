@@ -1,5 +1,5 @@
 //! Registration end to end in the lab: real gateway and agent processes in network namespaces, simulated SEV-SNP
-//! evidence, mutual RA-TLS, the WireGuard tunnel, and plain TCP through it.
+//! and TDX evidence, mutual RA-TLS, the WireGuard tunnel, and plain TCP through it.
 
 mod registration;
 
@@ -275,4 +275,120 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
         "{}",
         registry[0].attestation
     );
+}
+
+/// Across platforms: a `sim-tdx` gateway, a `sim-snp` agent and a `sim-tdx` agent verify each other's evidence in
+/// mutual RA-TLS, register and are reachable through their tunnels; each side records the other's claims. A
+/// `sim-tdx` agent whose MRTD the app policy does not allow is refused, and the refusal names MRTD and its value.
+#[test]
+fn tdx_and_snp_peers_register_across_platforms() {
+    let lab = Lab::up().unwrap();
+    let world = World::new("reg-tdx");
+    let _gw = world.start_gateway_with(&lab, GOOD, "sim-tdx").unwrap();
+    let _snp = world
+        .start_agent_with(
+            &lab,
+            Host::Cvm1,
+            "snp",
+            GOOD,
+            "gateway-policy.toml",
+            "sim-snp",
+        )
+        .unwrap();
+    let _tdx = world
+        .start_agent_with(
+            &lab,
+            Host::Cvm2,
+            "tdx",
+            GOOD,
+            "gateway-policy.toml",
+            "sim-tdx",
+        )
+        .unwrap();
+    let _bad = world
+        .start_agent_with(
+            &lab,
+            Host::Cvm3,
+            "badtdx",
+            BAD,
+            "gateway-policy.toml",
+            "sim-tdx",
+        )
+        .unwrap();
+    let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-snp").unwrap();
+    let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-tdx").unwrap();
+    let dump = |w: &World| {
+        format!(
+            "gateway log:\n{}\nsnp:\n{}\ntdx:\n{}\nbadtdx:\n{}",
+            w.read_log("gateway"),
+            w.read_log("snp"),
+            w.read_log("tdx"),
+            w.read_log("badtdx")
+        )
+    };
+
+    let snp_addr = tunnel_address(&lab, Host::Cvm1, "tga-snp", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    let tdx_addr = tunnel_address(&lab, Host::Cvm2, "tga-tdx", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    assert_ne!(snp_addr, tdx_addr);
+    for (addr, reply) in [(&snp_addr, "hello-from-snp"), (&tdx_addr, "hello-from-tdx")] {
+        wait_reachable(&lab, Host::Gateway, addr, reply, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    }
+
+    // Each agent read the gateway's TDX claims; the gateway recorded each agent's platform and measurement.
+    let gateway_claims = format!("sim-tdx mr_td={}", measurement(GOOD));
+    for name in ["snp", "tdx"] {
+        let log = world.read_log(name);
+        assert!(
+            log.contains("gateway evidence verified") && log.contains(&gateway_claims),
+            "{name} logs the gateway's claims:\n{log}"
+        );
+    }
+    let mut recorded: Vec<(String, String)> = world
+        .registry()
+        .iter()
+        .map(|r| (r.tunnel_address.to_string(), r.attestation.clone()))
+        .collect();
+    recorded.sort();
+    let mut expected = vec![
+        (
+            snp_addr.clone(),
+            format!("sim-snp measurement={}", measurement(GOOD)),
+        ),
+        (
+            tdx_addr.clone(),
+            format!("sim-tdx mr_td={}", measurement(GOOD)),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(recorded.len(), 2, "{recorded:?}\n{}", dump(&world));
+    for ((addr, attestation), (want_addr, want)) in recorded.iter().zip(&expected) {
+        assert_eq!(addr, want_addr);
+        assert!(
+            attestation.starts_with(want.as_str()),
+            "{attestation} / {want}"
+        );
+    }
+
+    // The agent with a disallowed MRTD is refused with the field and its value, and gets no tunnel.
+    let bad_mrtd = measurement(BAD);
+    wait_for(
+        Duration::from_secs(30),
+        "the MRTD refusal in the agent's log",
+        || {
+            let log = world.read_log("badtdx");
+            Ok(
+                (log.contains("policy_refused") && log.contains("MRTD") && log.contains(&bad_mrtd))
+                    .then_some(()),
+            )
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    assert!(
+        !lab.succeeds(Host::Cvm3, &["ip", "link", "show", "tga-badtdx"]),
+        "no tunnel for the refused agent"
+    );
+    assert_eq!(world.registry().len(), 2, "the refused agent is not stored");
 }

@@ -230,7 +230,8 @@ impl Attester for ConfigfsTsm {
 #[cfg(test)]
 mod tests {
     //! The file protocol against a simulated kernel: on `mkdir` it fills the entry like configfs does, with
-    //! `outblob` a FIFO whose writer produces a `sim-snp` report for whatever was written to `inblob`.
+    //! `outblob` a FIFO whose writer produces a `sim-snp` report (provider `sev_guest`) or a `sim-tdx` quote
+    //! (provider `tdx_guest`) for whatever was written to `inblob`.
 
     use std::path::Path;
     use std::process::Command;
@@ -257,8 +258,15 @@ mod tests {
         dir
     }
 
+    fn sim_tdx_pki() -> Arc<crate::SimTdxPki> {
+        static PKI: std::sync::OnceLock<Arc<crate::SimTdxPki>> = std::sync::OnceLock::new();
+        PKI.get_or_init(|| Arc::new(crate::SimTdxPki::from_seed(b"configfs-tsm tests").unwrap()))
+            .clone()
+    }
+
     fn fake_kernel(provider: &'static str, mode: Kernel) -> MkdirHook {
         let pki = crate::test_support::pki();
+        let tdx_pki = sim_tdx_pki();
         Box::new(move |dir: &Path| {
             fs::write(dir.join("provider"), format!("{provider}\n")).unwrap();
             fs::write(dir.join("generation"), "0\n").unwrap();
@@ -279,6 +287,7 @@ mod tests {
                 .success());
             let dir = dir.to_path_buf();
             let pki = pki.clone();
+            let tdx_pki = tdx_pki.clone();
             std::thread::spawn(move || {
                 // Wait for a request; entries that only probe the provider never get one.
                 let deadline = Instant::now() + Duration::from_secs(2);
@@ -295,15 +304,25 @@ mod tests {
                 };
                 let generation = if mode == Kernel::Racing { 2 } else { 1 };
                 fs::write(dir.join("generation"), format!("{generation}\n")).unwrap();
-                let report = pki
-                    .report(&SimReportRequest {
-                        report_data: inblob.try_into().unwrap(),
+                let report_data: [u8; 64] = inblob.try_into().unwrap();
+                let report = if provider == "tdx_guest" {
+                    tdx_pki
+                        .quote(&crate::SimTdReport {
+                            report_data,
+                            mr_td: [4; 48],
+                            ..Default::default()
+                        })
+                        .unwrap()
+                } else {
+                    pki.report(&SimReportRequest {
+                        report_data,
                         measurement: [4; 48],
                         host_data: [5; 32],
                         guest_svn: 0,
                         debug: false,
                     })
-                    .unwrap();
+                    .unwrap()
+                };
                 fs::write(&outblob, report).unwrap();
             });
         })
@@ -328,6 +347,54 @@ mod tests {
             panic!("not SNP evidence")
         };
         assert!(snp.ask.is_some() && snp.ark.is_some());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A TDX quote from configfs-tsm carries no collateral: the verifier refuses it until it is given a
+    /// collateral directory, then accepts it and binds it to the report data.
+    #[test]
+    fn tdx_quote_through_configfs_verifies_with_a_collateral_directory() {
+        use crate::tdx::{CollateralConfig, CollateralKey, CollateralSource};
+        let root = root("tdx");
+        let tsm =
+            ConfigfsTsm::open_with_hook(&root, fake_kernel("tdx_guest", Kernel::NoCerts)).unwrap();
+        assert_eq!(tsm.provider(), TsmProvider::TdxGuest);
+        assert_eq!(tsm.platform(), Platform::Tdx);
+        let ev = tsm.attest(&[9; 64]).unwrap();
+        let Evidence::Tdx(tdx) = &ev else {
+            panic!("not TDX evidence")
+        };
+        assert!(tdx.collateral.is_none());
+        let now = SystemTime::now();
+        let anchors = TrustAnchors::production()
+            .with_sim_tdx_root(sim_tdx_pki().root_der())
+            .unwrap();
+        let err = Verifier::new(anchors.clone())
+            .verify(&ev, &[9; 64], now)
+            .unwrap_err();
+        assert!(err.to_string().contains("collateral"), "{err}");
+
+        let collateral_dir = root.join("collateral");
+        fs::create_dir_all(&collateral_dir).unwrap();
+        let key = CollateralKey::for_quote(&tdx.quote).unwrap();
+        sim_tdx_pki()
+            .collateral(now - Duration::from_secs(60))
+            .unwrap()
+            .save(&collateral_dir.join(key.file_name()))
+            .unwrap();
+        let source = CollateralSource::new(CollateralConfig {
+            cache_dir: Some(collateral_dir),
+            ..Default::default()
+        })
+        .unwrap();
+        let v = Verifier::new(anchors).with_tdx_collateral(Arc::new(source));
+        let claims = v.verify(&ev, &[9; 64], now).unwrap();
+        assert_eq!(claims.platform, Platform::SimTdx);
+        assert_eq!(claims.tdx().unwrap().mr_td, [4; 48]);
+        assert!(matches!(
+            v.verify(&ev, &[8; 64], now),
+            Err(crate::VerifyError::ReportDataMismatch { .. })
+        ));
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -122,17 +122,24 @@ impl World {
         self.write_gateway_policy_to("gateway-policy.toml", allowed);
     }
 
-    /// A gateway policy file named `file` allowing gateways with measurement `allowed`.
+    /// A gateway policy file named `file` allowing gateways with measurement `allowed` (sim-snp MEASUREMENT or
+    /// sim-tdx MRTD).
     pub fn write_gateway_policy_to(&self, file: &str, allowed: &str) {
         let text = format!(
-            "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-            measurement(allowed)
+            "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{m}\"\n\n\
+             [[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{m}\"]\n",
+            m = measurement(allowed)
         );
         std::fs::write(self.scratch.path(file), text).unwrap();
     }
 
-    /// The gateway's configuration; its own evidence carries measurement `gateway_measurement`.
+    /// The gateway's configuration; its own sim-snp evidence carries measurement `gateway_measurement`.
     pub fn gateway_config(&self, gateway_measurement: &str) -> PathBuf {
+        self.gateway_config_with(gateway_measurement, "sim-snp")
+    }
+
+    /// The gateway's configuration with attestation `backend` (`sim-snp` or `sim-tdx`).
+    pub fn gateway_config_with(&self, gateway_measurement: &str, backend: &str) -> PathBuf {
         let text = format!(
             r#"base_domains = ["apps.lab.test"]
 [control]
@@ -150,7 +157,7 @@ health_window_secs = 30
 path = "{db}"
 expire_after_secs = 3600
 [attestation]
-backend = "sim-snp"
+backend = "{backend}"
 app_policy = "{policy}"
 trusted_sim_roots = ["{pki}"]
 sim_pki = "{pki}"
@@ -242,6 +249,17 @@ target = "127.0.0.1:7000"
 
     pub fn start_gateway(&self, lab: &Lab, measurement: &str) -> Result<Process> {
         let config = self.gateway_config(measurement);
+        self.start(lab, Host::Gateway, "gateway", "gateway", &config)
+    }
+
+    /// Starts the gateway with attestation `backend` (`sim-snp` or `sim-tdx`).
+    pub fn start_gateway_with(
+        &self,
+        lab: &Lab,
+        measurement: &str,
+        backend: &str,
+    ) -> Result<Process> {
+        let config = self.gateway_config_with(measurement, backend);
         self.start(lab, Host::Gateway, "gateway", "gateway", &config)
     }
 
