@@ -283,7 +283,7 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
 #[test]
 fn tdx_and_snp_peers_register_across_platforms() {
     let lab = Lab::up().unwrap();
-    let world = World::new("reg-tdx");
+    let world = World::new("reg-xplat");
     let _gw = world.start_gateway_with(&lab, GOOD, "sim-tdx").unwrap();
     let _snp = world
         .start_agent_with(
