@@ -7,6 +7,7 @@
 //! a direction that carries bulk data switches to `splice(2)`, so its bytes never enter the process. The relay ends when both directions have
 //! ended, when neither direction moved a byte for the idle timeout, or when the lifetime limit is reached.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -128,6 +129,18 @@ where
         &activity,
         [&local.to_client, &global.to_client],
     );
+    drive(up, down, limits, &activity, &local).await
+}
+
+/// Runs both directions of a relay until both have ended, neither moved a byte for the idle timeout, or the
+/// lifetime is up; `local` holds this relay's byte totals.
+async fn drive(
+    up: impl Future<Output = io::Result<()>>,
+    down: impl Future<Output = io::Result<()>>,
+    limits: RelayLimits,
+    activity: &Activity,
+    local: &ByteCounters,
+) -> RelayOutcome {
     let both = async {
         let (a, b) = tokio::join!(up, down);
         match (a, b) {
@@ -246,32 +259,7 @@ pub async fn relay_tcp(
         [&local.to_client, &global.to_client],
         spliced,
     );
-    let both = async {
-        let (a, b) = tokio::join!(up, down);
-        match (a, b) {
-            (Err(e), _) | (_, Err(e)) => RelayEnd::Error(e),
-            _ => RelayEnd::Closed,
-        }
-    };
-    let idle = async {
-        loop {
-            let quiet = activity.idle_for();
-            if quiet >= limits.idle_timeout {
-                return RelayEnd::Idle;
-            }
-            tokio::time::sleep(limits.idle_timeout - quiet).await;
-        }
-    };
-    let end = tokio::select! {
-        end = both => end,
-        end = idle => end,
-        _ = tokio::time::sleep(limits.lifetime) => RelayEnd::Lifetime,
-    };
-    RelayOutcome {
-        end,
-        to_upstream: local.to_upstream.load(Ordering::Relaxed),
-        to_client: local.to_client.load(Ordering::Relaxed),
-    }
+    drive(up, down, limits, &activity, &local).await
 }
 
 async fn write_all_ref(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
