@@ -3,7 +3,8 @@
 //! Bytes are copied both ways without being parsed, so WebSocket, SSE, gRPC streams and anything else over TCP
 //! work. Each direction reads into a small inline buffer while idle and switches to a large buffer only while
 //! data flows, releasing it again after a short quiet period: an idle connection holds no large buffers. An end
-//! of stream on one side is passed on as a half-close to the other. Between two TCP sockets (passthrough),
+//! of stream on one side is passed on as a half-close to the other; a read or write error on either side ends
+//! the whole relay at once. Between two TCP sockets (passthrough),
 //! a direction that carries bulk data switches to `splice(2)`, so its bytes never enter the process. The relay ends when both directions have
 //! ended, when neither direction moved a byte for the idle timeout, or when the lifetime limit is reached.
 
@@ -132,8 +133,8 @@ where
     drive(up, down, limits, &activity, &local).await
 }
 
-/// Runs both directions of a relay until both have ended, neither moved a byte for the idle timeout, or the
-/// lifetime is up; `local` holds this relay's byte totals.
+/// Runs both directions of a relay until both have ended, one failed, neither moved a byte for the idle timeout,
+/// or the lifetime is up; `local` holds this relay's byte totals.
 async fn drive(
     up: impl Future<Output = io::Result<()>>,
     down: impl Future<Output = io::Result<()>>,
@@ -141,11 +142,13 @@ async fn drive(
     activity: &Activity,
     local: &ByteCounters,
 ) -> RelayOutcome {
+    // A failed direction ends the relay at once: its peer is gone (reset, or a TLS stream cut without
+    // close_notify), and the other direction could otherwise wait for the idle timeout, holding the connection
+    // and its slot in the per-app limit.
     let both = async {
-        let (a, b) = tokio::join!(up, down);
-        match (a, b) {
-            (Err(e), _) | (_, Err(e)) => RelayEnd::Error(e),
-            _ => RelayEnd::Closed,
+        match tokio::try_join!(up, down) {
+            Ok(_) => RelayEnd::Closed,
+            Err(e) => RelayEnd::Error(e),
         }
     };
     let idle = async {
@@ -483,6 +486,62 @@ mod tests {
         assert_eq!(out.to_upstream, 200_000);
         assert_eq!(out.to_client, 20);
         assert_eq!(counted, 200_000);
+    }
+
+    /// A stream whose reads fail the way a TLS stream cut without `close_notify` does.
+    struct CutStream(tokio::io::DuplexStream);
+
+    impl AsyncRead for CutStream {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
+        }
+    }
+
+    impl AsyncWrite for CutStream {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_direction_ends_the_relay_at_once() {
+        let (client, _client_far) = tokio::io::duplex(1024);
+        // The instance stays silent and never closes: only the client side's failure can end the relay.
+        let (upstream, _upstream_far) = tokio::io::duplex(1024);
+        let started = Instant::now();
+        let out = relay(
+            CutStream(client),
+            upstream,
+            limits(),
+            &ByteCounters::default(),
+        )
+        .await;
+        assert!(
+            matches!(&out.end, RelayEnd::Error(e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{:?}",
+            out.end
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]
