@@ -176,12 +176,23 @@ fn known_instance(proxy: &Proxy, id: &str) -> bool {
         .any(|i| i.instance_id == id)
 }
 
+fn drain_store_failed(id: &str, e: super::limits::DrainStoreError) -> Response {
+    tracing::error!(instance = %id, error = %e, "drain state not stored; unchanged");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{e}; the drain state is unchanged"),
+    )
+}
+
 async fn drain(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let id = id.to_ascii_lowercase();
     if !known_instance(&state.proxy, &id) {
         return error(StatusCode::NOT_FOUND, format!("no instance with id {id}"));
     }
-    let changed = state.proxy.drains().drain(&id);
+    let changed = match state.proxy.drains().drain(&id) {
+        Ok(changed) => changed,
+        Err(e) => return drain_store_failed(&id, e),
+    };
     tracing::info!(instance = %id, changed, "instance drained");
     Json(serde_json::json!({ "instance_id": id, "drained": true, "changed": changed }))
         .into_response()
@@ -192,7 +203,10 @@ async fn undrain(State(state): State<AdminState>, Path(id): Path<String>) -> Res
     if !known_instance(&state.proxy, &id) && !state.proxy.drains().is_drained(&id) {
         return error(StatusCode::NOT_FOUND, format!("no instance with id {id}"));
     }
-    let changed = state.proxy.drains().undrain(&id);
+    let changed = match state.proxy.drains().undrain(&id) {
+        Ok(changed) => changed,
+        Err(e) => return drain_store_failed(&id, e),
+    };
     tracing::info!(instance = %id, changed, "instance undrained");
     Json(serde_json::json!({ "instance_id": id, "drained": false, "changed": changed }))
         .into_response()

@@ -113,21 +113,92 @@ impl Drop for ConnectionPermit {
     }
 }
 
-/// Instances that take no new connections.
-#[derive(Debug, Default)]
+/// Durable storage of the drain state, so it survives a restart of the gateway.
+pub trait DrainStore: Send + Sync {
+    /// The instances stored as drained.
+    fn load(&self) -> Result<Vec<String>, DrainStoreError>;
+    /// Stores whether an instance is drained; must be durable when it returns.
+    fn save(&self, instance_id: &str, drained: bool) -> Result<(), DrainStoreError>;
+}
+
+/// Why the drain state could not be loaded or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainStoreError {
+    /// Loading the drained instances failed.
+    #[error("loading the drained instances: {0}")]
+    Load(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Storing one instance's drain state failed.
+    #[error("storing the drain state of instance {instance}: {source}")]
+    Save {
+        /// The instance.
+        instance: String,
+        /// The storage error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Instances that take no new connections. With a [`DrainStore`] attached, every change is stored before it
+/// takes effect.
+#[derive(Default)]
 pub struct DrainSet {
     drained: Mutex<BTreeSet<String>>,
+    store: std::sync::OnceLock<Box<dyn DrainStore>>,
+    // Serialises changes, so the stored state and the set change in the same order; lookups never wait for it.
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for DrainSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrainSet")
+            .field("drained", &*self.lock())
+            .field("stored", &self.store.get().is_some())
+            .finish()
+    }
 }
 
 impl DrainSet {
+    /// Attaches durable storage and adds the instances it holds as drained; returns how many it held. A set
+    /// takes one store; attaching another is refused.
+    pub fn attach_store(&self, store: Box<dyn DrainStore>) -> Result<usize, DrainStoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.store.get().is_some() {
+            return Err(DrainStoreError::Load(
+                "a drain store is already attached".into(),
+            ));
+        }
+        let stored = store.load()?;
+        let n = stored.len();
+        self.lock().extend(stored);
+        let _ = self.store.set(store);
+        Ok(n)
+    }
+
     /// Drains an instance; returns false if it was already drained.
-    pub fn drain(&self, instance_id: &str) -> bool {
-        self.lock().insert(instance_id.to_owned())
+    pub fn drain(&self, instance_id: &str) -> Result<bool, DrainStoreError> {
+        self.change(instance_id, true)
     }
 
     /// Undrains an instance; returns false if it was not drained.
-    pub fn undrain(&self, instance_id: &str) -> bool {
-        self.lock().remove(instance_id)
+    pub fn undrain(&self, instance_id: &str) -> Result<bool, DrainStoreError> {
+        self.change(instance_id, false)
+    }
+
+    fn change(&self, instance_id: &str, drained: bool) -> Result<bool, DrainStoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_drained(instance_id) == drained {
+            return Ok(false);
+        }
+        if let Some(store) = self.store.get() {
+            store.save(instance_id, drained)?;
+        }
+        let mut set = self.lock();
+        if drained {
+            set.insert(instance_id.to_owned());
+        } else {
+            set.remove(instance_id);
+        }
+        Ok(true)
     }
 
     /// Whether an instance is drained.
@@ -164,10 +235,63 @@ mod tests {
     #[test]
     fn drain_and_undrain() {
         let d = DrainSet::default();
-        assert!(d.drain("i1"));
-        assert!(!d.drain("i1"));
+        assert!(d.drain("i1").unwrap());
+        assert!(!d.drain("i1").unwrap());
         assert!(d.is_drained("i1"));
-        assert!(d.undrain("i1"));
+        assert!(d.undrain("i1").unwrap());
         assert!(!d.is_drained("i1"));
+    }
+
+    /// A store in memory that can be told to fail.
+    #[derive(Default)]
+    struct Stored {
+        ids: Mutex<BTreeSet<String>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl DrainStore for Arc<Stored> {
+        fn load(&self) -> Result<Vec<String>, DrainStoreError> {
+            Ok(self.ids.lock().unwrap().iter().cloned().collect())
+        }
+        fn save(&self, instance_id: &str, drained: bool) -> Result<(), DrainStoreError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(DrainStoreError::Save {
+                    instance: instance_id.to_owned(),
+                    source: "disk full".into(),
+                });
+            }
+            let mut ids = self.ids.lock().unwrap();
+            if drained {
+                ids.insert(instance_id.to_owned());
+            } else {
+                ids.remove(instance_id);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drain_state_is_stored_restored_and_unchanged_when_storing_fails() {
+        let store = Arc::new(Stored::default());
+        let d = DrainSet::default();
+        assert_eq!(d.attach_store(Box::new(store.clone())).unwrap(), 0);
+        assert!(d.attach_store(Box::new(store.clone())).is_err());
+        assert!(d.drain("i1").unwrap());
+        assert!(d.drain("i2").unwrap());
+        assert!(d.undrain("i2").unwrap());
+        assert_eq!(store.load().unwrap(), vec!["i1".to_owned()]);
+
+        // A fresh set (a restarted gateway) picks the state up from the store.
+        let again = DrainSet::default();
+        assert_eq!(again.attach_store(Box::new(store.clone())).unwrap(), 1);
+        assert!(again.is_drained("i1") && !again.is_drained("i2"));
+
+        // A failed write changes nothing.
+        store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = again.drain("i3").unwrap_err();
+        assert!(err.to_string().contains("instance i3: disk full"), "{err}");
+        assert!(!again.is_drained("i3"));
+        assert!(again.undrain("i1").is_err());
+        assert!(again.is_drained("i1"));
     }
 }

@@ -2,18 +2,21 @@
 //!
 //! Lookups read an immutable snapshot that the registry republishes after every change of membership, keys or
 //! ports, so the proxy never waits for a registration's disk write. Handshake ages come live from the tunnel.
+//! [`RegistryDrains`] keeps the proxy's drained instances in the registry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use protocol::control::{TargetState, WireGuardKey};
+use protocol::control::{InstanceId, TargetState, WireGuardKey};
 
 use super::record::InstanceRecord;
+use super::Registry;
 use crate::proxy::directory::{
     Candidate, InstanceDirectory, InstanceView, LookupError, Resolution,
 };
+use crate::proxy::limits::{DrainStore, DrainStoreError};
 
 /// How long ago each tunnel peer completed a handshake.
 pub trait HandshakeAges: Send + Sync + 'static {
@@ -130,5 +133,58 @@ impl InstanceDirectory for RegistryDirectory {
             .collect();
         out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         out
+    }
+}
+
+/// The registry as the proxy's [`DrainStore`]: an operator's drain of an instance is stored with the instance, so
+/// it survives a gateway restart and goes away when the instance expires.
+#[derive(Clone)]
+pub struct RegistryDrains {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl std::fmt::Debug for RegistryDrains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryDrains").finish_non_exhaustive()
+    }
+}
+
+impl RegistryDrains {
+    /// Drain storage in `registry`.
+    pub fn new(registry: Arc<Mutex<Registry>>) -> Self {
+        Self { registry }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl DrainStore for RegistryDrains {
+    fn load(&self) -> Result<Vec<String>, DrainStoreError> {
+        let ids = self
+            .lock()
+            .drained()
+            .map_err(|e| DrainStoreError::Load(Box::new(e)))?;
+        Ok(ids.into_iter().map(|id| id.as_str().to_owned()).collect())
+    }
+
+    fn save(&self, instance_id: &str, drained: bool) -> Result<(), DrainStoreError> {
+        let save_err = |source: Box<dyn std::error::Error + Send + Sync>| DrainStoreError::Save {
+            instance: instance_id.to_owned(),
+            source,
+        };
+        let id: InstanceId = instance_id
+            .parse()
+            .map_err(|e: protocol::control::IdError| save_err(Box::new(e)))?;
+        let found = self
+            .lock()
+            .set_drained(&id, drained)
+            .map_err(|e| save_err(Box::new(e)))?;
+        // Undraining an instance that has gone (expired) needs nothing stored.
+        if drained && !found {
+            return Err(save_err("the instance is not registered".into()));
+        }
+        Ok(())
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, RegisterRequest, WireGuardKey};
 
 pub use allocator::AddressAllocator;
-pub use directory::{HandshakeAges, RegistryDirectory, Snapshot, SnapshotCell};
+pub use directory::{HandshakeAges, RegistryDirectory, RegistryDrains, Snapshot, SnapshotCell};
 pub use record::InstanceRecord;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{MemoryStore, RegistryStore, StoreError};
@@ -285,6 +285,27 @@ impl Registry {
         }
         self.publish();
         Ok(removed)
+    }
+
+    /// Records durably whether an instance is drained (takes no new client connections). Returns false, changing
+    /// nothing, when no such instance is registered.
+    pub fn set_drained(
+        &mut self,
+        instance_id: &InstanceId,
+        drained: bool,
+    ) -> Result<bool, StoreError> {
+        if !self.instances.contains_key(instance_id) {
+            return Ok(false);
+        }
+        self.store.set_drained(instance_id, drained)?;
+        Ok(true)
+    }
+
+    /// The registered instances stored as drained.
+    pub fn drained(&mut self) -> Result<Vec<InstanceId>, StoreError> {
+        let mut ids = self.store.drained()?;
+        ids.retain(|id| self.instances.contains_key(id));
+        Ok(ids)
     }
 
     fn publish(&self) {

@@ -47,6 +47,10 @@ const MIGRATIONS: &[&str] = &[
         value BLOB NOT NULL
     ) STRICT;
     "#,
+    // 4: whether an operator drained the instance (no new client connections), kept across gateway restarts.
+    r#"
+    ALTER TABLE instances ADD COLUMN drained INTEGER NOT NULL DEFAULT 0 CHECK (drained IN (0, 1));
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -340,6 +344,39 @@ impl RegistryStore for SqliteStore {
             .execute(
                 "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
                 params![name, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn drained(&mut self) -> Result<Vec<InstanceId>, StoreError> {
+        let ids = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT instance_id FROM instances WHERE drained = 1 ORDER BY instance_id")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(|e| sqlite_err(&self.path, e))?
+        };
+        ids.into_iter()
+            .map(|id| {
+                id.parse().map_err(|e| StoreError::Corrupt {
+                    path: self.path.display().to_string(),
+                    instance: id.clone(),
+                    what: format!("instance id: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    fn set_drained(&mut self, instance_id: &InstanceId, drained: bool) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE instances SET drained = ?2 WHERE instance_id = ?1",
+                params![instance_id.as_str(), i64::from(drained)],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))

@@ -1,6 +1,6 @@
 //! The storage seam of the registry: a trait, and an in-memory implementation for tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use protocol::control::InstanceId;
 
@@ -59,6 +59,10 @@ pub trait RegistryStore: Send {
     fn touch(&mut self, instance_id: &InstanceId, last_seen: u64) -> Result<(), StoreError>;
     /// Removes instances.
     fn remove(&mut self, instance_ids: &[InstanceId]) -> Result<(), StoreError>;
+    /// The stored instances an operator drained.
+    fn drained(&mut self) -> Result<Vec<InstanceId>, StoreError>;
+    /// Records whether a stored instance is drained; an instance not stored is left alone.
+    fn set_drained(&mut self, instance_id: &InstanceId, drained: bool) -> Result<(), StoreError>;
     /// A named secret of the gateway itself, if stored.
     fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores a named secret durably.
@@ -69,6 +73,7 @@ pub trait RegistryStore: Send {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: BTreeMap<InstanceId, InstanceRecord>,
+    drained: BTreeSet<InstanceId>,
     secrets: BTreeMap<String, Vec<u8>>,
 }
 
@@ -100,6 +105,20 @@ impl RegistryStore for MemoryStore {
     fn remove(&mut self, instance_ids: &[InstanceId]) -> Result<(), StoreError> {
         for id in instance_ids {
             self.records.remove(id);
+            self.drained.remove(id);
+        }
+        Ok(())
+    }
+
+    fn drained(&mut self) -> Result<Vec<InstanceId>, StoreError> {
+        Ok(self.drained.iter().cloned().collect())
+    }
+
+    fn set_drained(&mut self, instance_id: &InstanceId, drained: bool) -> Result<(), StoreError> {
+        if drained && self.records.contains_key(instance_id) {
+            self.drained.insert(instance_id.clone());
+        } else {
+            self.drained.remove(instance_id);
         }
         Ok(())
     }

@@ -277,6 +277,15 @@ impl RegistryStore for FailingStore {
     fn remove(&mut self, _: &[InstanceId]) -> Result<(), StoreError> {
         Ok(())
     }
+    fn drained(&mut self) -> Result<Vec<InstanceId>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn set_drained(&mut self, _: &InstanceId, _: bool) -> Result<(), StoreError> {
+        Err(StoreError::Sqlite {
+            path: "test".into(),
+            source: rusqlite::Error::InvalidQuery,
+        })
+    }
     fn secret(&mut self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(None)
     }
@@ -372,4 +381,81 @@ fn secrets_survive_reopening() {
     }
     let mut s = SqliteStore::open(&dir.db()).unwrap();
     assert_eq!(s.secret("wireguard").unwrap(), Some(vec![4, 5, 6]));
+}
+
+#[test]
+fn drain_state_survives_reopening_re_registration_and_goes_with_expiry() {
+    use crate::proxy::limits::DrainStore;
+    let dir = TempDir::new();
+    let (one, two): (InstanceId, InstanceId) =
+        ("11111111".parse().unwrap(), "22222222".parse().unwrap());
+    {
+        let mut r = open(&dir.db());
+        r.register(&request(APP, "11111111", 1), "", 1000).unwrap();
+        r.register(&request(APP, "22222222", 2), "", 1000).unwrap();
+        assert!(r.drained().unwrap().is_empty());
+        assert!(r.set_drained(&one, true).unwrap());
+        assert!(r.set_drained(&two, true).unwrap());
+        assert!(r.set_drained(&two, false).unwrap());
+        assert!(
+            !r.set_drained(&"33333333".parse().unwrap(), true).unwrap(),
+            "an unknown instance is not stored"
+        );
+    }
+    // A restarted gateway finds the drain; registering again (new ports, new key) keeps it.
+    let mut r = Registry::open(
+        Box::new(SqliteStore::open(&dir.db()).unwrap()),
+        net(),
+        GW,
+        Duration::from_secs(100),
+    )
+    .unwrap();
+    assert_eq!(r.drained().unwrap(), vec![one.clone()]);
+    r.register(&request(APP, "11111111", 9), "", 1050).unwrap();
+    r.register(&request(APP, "22222222", 2), "", 1090).unwrap();
+    assert_eq!(r.drained().unwrap(), vec![one.clone()]);
+
+    // Through the proxy's storage seam, on the same registry.
+    let shared = Arc::new(std::sync::Mutex::new(r));
+    let drains = RegistryDrains::new(shared.clone());
+    assert_eq!(drains.load().unwrap(), vec!["11111111".to_owned()]);
+    drains.save("22222222", true).unwrap();
+    let err = drains.save("33333333", true).unwrap_err();
+    assert!(err.to_string().contains("not registered"), "{err}");
+    assert!(drains.save("not-an-id", true).is_err());
+    drains.save("33333333", false).unwrap();
+    assert_eq!(
+        drains.load().unwrap(),
+        vec!["11111111".to_owned(), "22222222".to_owned()]
+    );
+
+    // Expiry removes the instance and its drain: a later instance with the same id starts undrained.
+    let mut r = shared.lock().unwrap();
+    assert_eq!(r.expire(1151).unwrap().len(), 1);
+    assert_eq!(r.drained().unwrap(), vec![two.clone()]);
+    r.register(&request(APP, "11111111", 1), "", 1160).unwrap();
+    assert_eq!(r.drained().unwrap(), vec![two]);
+}
+
+#[test]
+fn a_version_3_database_gains_the_drain_column_undrained() {
+    let dir = TempDir::new();
+    {
+        let mut r = open(&dir.db());
+        r.register(&request(APP, "11111111", 1), "", 1000).unwrap();
+    }
+    {
+        // Back to version 3: what a gateway before the drain column left behind.
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch("ALTER TABLE instances DROP COLUMN drained; PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    let mut r = open(&dir.db());
+    assert_eq!(r.len(), 1);
+    assert!(r.drained().unwrap().is_empty());
+    assert!(r.set_drained(&"11111111".parse().unwrap(), true).unwrap());
+    drop(r);
+    let mut store = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.drained().unwrap().len(), 1);
 }

@@ -28,7 +28,7 @@ use crate::control::http::{router, ControlState};
 use crate::control::listener::TlsListener;
 use crate::control::rate::RateLimiter;
 use crate::control::{ControlPeer, ControlService, PeerAttestation, ResponseSettings};
-use crate::registry::{Registry, RegistryDirectory, RegistryStore, SqliteStore};
+use crate::registry::{Registry, RegistryDirectory, RegistryDrains, RegistryStore, SqliteStore};
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -163,8 +163,9 @@ pub async fn run(
         keepalive: t.keepalive(),
     };
 
+    let registry = Arc::new(Mutex::new(registry));
     let service = ControlService::new(
-        Arc::new(Mutex::new(registry)),
+        registry.clone(),
         Arc::new(peers.clone()),
         ResponseSettings {
             gateway_key: gateway_public,
@@ -245,6 +246,11 @@ pub async fn run(
         attester,
     )
     .map_err(|e| setup("proxy")(e.to_string()))?;
+    let drained = proxy
+        .drains()
+        .attach_store(Box::new(RegistryDrains::new(registry)))
+        .map_err(|e| setup("proxy drains")(e.to_string()))?;
+    tracing::info!(drained, "drained instances restored");
     let listeners = proxy
         .bind()
         .await
