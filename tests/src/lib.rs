@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod stack;
 pub mod tunnel;
 
 /// The lock file whose exclusive `flock` a [`Lab`] holds for its lifetime.
