@@ -407,8 +407,8 @@ fn pem_body(pem: &str) -> String {
 
 #[test]
 fn data_plane_through_real_processes_in_the_lab() {
-    let started = Instant::now();
     let lab = Lab::up().unwrap();
+    let started = Instant::now();
     let st = Stack::new().unwrap();
 
     let mut servers: Vec<Option<Process>> = CVMS
@@ -797,6 +797,7 @@ fn data_plane_through_real_processes_in_the_lab() {
         .unwrap()
         .terminate(Duration::from_secs(5))
         .unwrap();
+    let stopped = Instant::now();
     wait_for(
         Duration::from_secs(30),
         "cvm1's target reported down",
@@ -808,6 +809,10 @@ fn data_plane_through_real_processes_in_the_lab() {
         },
     )
     .unwrap_or_else(|e| fail(&st, e));
+    eprintln!(
+        "cvm1's stopped backend reported down after {:?}",
+        stopped.elapsed()
+    );
     let results = client.many(&term, "/", 300, 8).unwrap();
     let counts = tally(&results);
     assert_eq!(
