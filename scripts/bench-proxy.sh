@@ -3,10 +3,13 @@
 #   1. requests/s with wrk through TLS termination (TLS 1.3 at the proxy, plain TCP to the backend) and through
 #      TLS passthrough (SNI routing, TLS end to end to the backend), keep-alive connections;
 #   2. RSS per idle terminated connection with N idle connections (default 10,000).
-# The backend is nginx serving a small static answer. Everything runs on loopback.
+# The backend is nginx serving a small static answer. By default everything runs on loopback; with LAB=1 it runs
+# in the network-namespace lab (scripts/lab.sh, taken under its lock and torn down afterwards): the proxies in the
+# gateway host, the backend in cvm1 (reached over the lab network), wrk and the idle clients in the client host.
 # Usage (root, for the mount namespace that gives wrk its host names): scripts/bench-proxy.sh
 # Environment: IP (loopback address to use, default 127.77.0.1), DURATION (wrk seconds, default 10), CONNS (wrk connections, 64), THREADS (wrk threads, 2),
-#              IDLE (idle connections, 10000), SKIP_BUILD=1 to use an existing release build.
+#              IDLE (idle connections, 10000; 0 skips the measurement), SKIP_BUILD=1 to use an existing release
+#              build, LAB=1 for the lab topology.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,6 +18,15 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 IDLE=${IDLE:-10000}
 IP=${IP:-127.77.0.1}   # a loopback address of its own, clear of other services' ports
+LAB=${LAB:-0}
+# Where each part runs and listens: BACKEND_IP for the backend, IP for the proxies; IN_* prefix the commands.
+BACKEND_IP=$IP
+IN_BACKEND=() IN_PROXY=() IN_CLIENT=()
+if [ "$LAB" = 1 ]; then
+  IP=198.18.0.1          # the gateway host
+  BACKEND_IP=198.18.0.11 # cvm1
+  IN_BACKEND=(ip netns exec cvm1) IN_PROXY=(ip netns exec gateway) IN_CLIENT=(ip netns exec client)
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${BIN:-$TARGET_DIR/release/examples/static_proxy}
 
@@ -36,6 +48,12 @@ cleanup() {
   [ "${KEEP:-0}" = 1 ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
+if [ "$LAB" = 1 ]; then
+  exec 9>/run/tee-gateway-lab.lock
+  flock 9
+  scripts/lab.sh down && scripts/lab.sh up
+  trap 'cleanup; scripts/lab.sh down' EXIT
+fi
 # Each idle terminated connection costs the proxy two descriptors (client and backend side); the hard limit of
 # open files bounds how many idle connections one process can hold.
 ulimit -n "$(ulimit -Hn)"
@@ -77,16 +95,16 @@ events { worker_connections 20000; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  server { listen $IP:18080 backlog=4096; location / { return 200 "hello, bench\n"; } }
-  server { listen $IP:18443 ssl backlog=4096; ssl_certificate $WORK/backend.crt; ssl_certificate_key $WORK/backend.key;
+  server { listen $BACKEND_IP:18080 backlog=4096; location / { return 200 "hello, bench\n"; } }
+  server { listen $BACKEND_IP:18443 ssl backlog=4096; ssl_certificate $WORK/backend.crt; ssl_certificate_key $WORK/backend.key;
            ssl_protocols TLSv1.3; location / { return 200 "hello, bench\n"; } }
 }
 CONF
-nginx -c "$WORK/nginx-backend.conf" -p "$WORK/nginx-backend" -g 'daemon off;' & PIDS+=($!)
+"${IN_BACKEND[@]}" nginx -c "$WORK/nginx-backend.conf" -p "$WORK/nginx-backend" -g 'daemon off;' & PIDS+=($!)
 
 # --- The gateway.
-"$BIN" --listen $IP:28443 --base-domain "$BASE" --cert "$WORK/wildcard.crt" --key "$WORK/wildcard.key" \
-  --instance "$APP:$INST:$IP:18080" --instance "$APP:$INST:$IP:18443" 2>"$WORK/gateway.err" & GW=$!
+"${IN_PROXY[@]}" "$BIN" --listen $IP:28443 --base-domain "$BASE" --cert "$WORK/wildcard.crt" --key "$WORK/wildcard.key" \
+  --instance "$APP:$INST:$BACKEND_IP:18080" --instance "$APP:$INST:$BACKEND_IP:18443" 2>"$WORK/gateway.err" & GW=$!
 PIDS+=($GW)
 
 # --- HAProxy: the same two jobs.
@@ -104,7 +122,7 @@ frontend term
   default_backend plain
 backend plain
   mode tcp
-  server b1 $IP:18080
+  server b1 $BACKEND_IP:18080
 frontend pass
   mode tcp
   bind $IP:38444
@@ -113,9 +131,9 @@ frontend pass
   use_backend tls if { req.ssl_sni -m end .$BASE }
 backend tls
   mode tcp
-  server b1 $IP:18443
+  server b1 $BACKEND_IP:18443
 CONF
-haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.err" & HA=$!
+"${IN_PROXY[@]}" haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.err" & HA=$!
 PIDS+=($HA)
 
 # --- nginx (stream module): the same two jobs, two workers like the others' two threads.
@@ -129,33 +147,37 @@ worker_rlimit_nofile 20000;
 events { worker_connections 20000; }
 stream {
   server { listen $IP:48443 ssl backlog=4096; ssl_certificate $WORK/wildcard.crt; ssl_certificate_key $WORK/wildcard.key;
-           ssl_protocols TLSv1.3; proxy_pass $IP:18080; }
-  map \$ssl_preread_server_name \$up { default $IP:18443; }
+           ssl_protocols TLSv1.3; proxy_pass $BACKEND_IP:18080; }
+  map \$ssl_preread_server_name \$up { default $BACKEND_IP:18443; }
   server { listen $IP:48444 backlog=4096; ssl_preread on; proxy_pass \$up; }
 }
 CONF
-nginx -c "$WORK/nginx-proxy.conf" -p "$WORK/nginx-proxy" -g 'daemon off;' & NG=$!
+"${IN_PROXY[@]}" nginx -c "$WORK/nginx-proxy.conf" -p "$WORK/nginx-proxy" -g 'daemon off;' & NG=$!
 PIDS+=($NG)
 
 # Host names for wrk, in a private mount namespace.
 printf "127.0.0.1 localhost\n$IP %s %s\n" "$TERM_NAME" "$PASS_NAME" > "$WORK/hosts"
 cat "$WORK/ca.crt" > "$WORK/ca-bundle.crt"
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/$IP/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
-for p in 18080 18443 28443 38443 38444 48443 48444; do wait_port $p; done
+wait_port() { # ip port
+  for _ in $(seq 100); do "${IN_CLIENT[@]}" bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0; sleep 0.1; done
+  echo "port $1:$2 not up" >&2; return 1
+}
+for p in 18080 18443; do wait_port "$BACKEND_IP" $p; done
+for p in 28443 38443 38444 48443 48444; do wait_port "$IP" $p; done
 
 # Sanity: every path answers with the backend's body, and passthrough shows the backend's own certificate.
 check() { # name port
   local out
-  out=$(curl -sS --max-time 5 --cacert "$WORK/ca.crt" --resolve "$1:$2:$IP" "https://$1:$2/")
+  out=$("${IN_CLIENT[@]}" curl -sS --max-time 5 --cacert "$WORK/ca.crt" --resolve "$1:$2:$IP" "https://$1:$2/")
   [ "$out" = "hello, bench" ] || { echo "bench-proxy.sh: $1:$2 answered '$out'" >&2; exit 1; }
 }
 for p in 28443 38443 48443; do check "$TERM_NAME" $p; done
 for p in 28443 38444 48444; do check "$PASS_NAME" $p; done
-subj=$(openssl s_client -connect $IP:28443 -servername "$PASS_NAME" </dev/null 2>/dev/null | grep '^subject=')
+subj=$("${IN_CLIENT[@]}" openssl s_client -connect $IP:28443 -servername "$PASS_NAME" </dev/null 2>/dev/null | grep '^subject=')
 case "$subj" in *backend.internal*) ;; *) echo "bench-proxy.sh: passthrough presented '$subj'" >&2; exit 1;; esac
 
 run_wrk() { # name port -> requests/s
-  unshare -m sh -c "mount --bind '$WORK/hosts' /etc/hosts && SSL_CERT_FILE='$WORK/ca-bundle.crt' \
+  "${IN_CLIENT[@]}" unshare -m sh -c "mount --bind '$WORK/hosts' /etc/hosts && SSL_CERT_FILE='$WORK/ca-bundle.crt' \
     wrk -t$THREADS -c$CONNS -d${DURATION}s --latency https://$1:$2/" > "$WORK/wrk.out" 2>&1
   local rps errs
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
@@ -164,7 +186,8 @@ run_wrk() { # name port -> requests/s
   echo "${rps:-0}"
 }
 
-echo "== wrk: $THREADS threads, $CONNS keep-alive connections, ${DURATION}s each; backend nginx on loopback"
+if [ "$LAB" = 1 ]; then where="in the lab (client host -> gateway host -> backend in cvm1)"; else where="on loopback"; fi
+echo "== wrk: $THREADS threads, $CONNS keep-alive connections, ${DURATION}s each; backend nginx; $where"
 declare -A RPS
 for mode in term pass; do
   if [ $mode = term ]; then name=$TERM_NAME; ports=(28443 38443 48443); else name=$PASS_NAME; ports=(28443 38444 48444); fi
@@ -172,7 +195,7 @@ for mode in term pass; do
   RPS[$mode,haproxy]=$(run_wrk "$name" "${ports[1]}")
   RPS[$mode,nginx]=$(run_wrk "$name" "${ports[2]}")
 done
-RPS[direct,backend]=$(unshare -m sh -c "mount --bind '$WORK/hosts' /etc/hosts && wrk -t$THREADS -c$CONNS -d${DURATION}s http://$IP:18080/" | awk '/Requests\/sec/ {print $2}')
+RPS[direct,backend]=$("${IN_CLIENT[@]}" wrk -t$THREADS -c$CONNS -d${DURATION}s http://$BACKEND_IP:18080/ | awk '/Requests\/sec/ {print $2}')
 printf "%-12s %14s %14s %14s %12s %12s\n" mode tee-gateway haproxy nginx "gw/haproxy" "gw/nginx"
 for mode in term pass; do
   g=${RPS[$mode,tee-gateway]}; h=${RPS[$mode,haproxy]}; n=${RPS[$mode,nginx]}
@@ -191,12 +214,13 @@ rss_kb() { # pids... -> summed VmRSS in kB (nginx: master + workers)
   echo $total
 }
 
+[ "$IDLE" -gt 0 ] || exit 0
 echo "== RSS per idle terminated connection, $IDLE idle TLS connections"
 printf "%-12s %12s %12s %12s %14s\n" proxy "before kB" "after kB" opened "bytes/conn"
 for target in tee-gateway:28443:$GW haproxy:38443:$HA nginx:48443:$NG; do
   IFS=: read -r name port pid <<<"$target"
   before=$(rss_kb "$pid")
-  coproc IDLEC { python3 scripts/bench/idle_conns.py $IP "$port" "$TERM_NAME" "$WORK/ca.crt" "$IDLE"; }
+  coproc IDLEC { "${IN_CLIENT[@]}" python3 scripts/bench/idle_conns.py $IP "$port" "$TERM_NAME" "$WORK/ca.crt" "$IDLE"; }
   read -r ready opened <&"${IDLEC[0]}"
   sleep 2
   after=$(rss_kb "$pid")
