@@ -6,7 +6,8 @@
 //! - While a Docker target has no running container its listener is closed, so connection attempts are refused at
 //!   once (RST to the SYN) and the gateway's connect race moves on to another instance; a connection accepted
 //!   when no container (or none that accepts) is left is reset at once. Nothing is left hanging.
-//! - Only declared ports have listeners, so the kernel refuses every other port on the tunnel address.
+//! - Only declared ports have listeners on the tunnel address; the tunnel endpoint's inbound filter (set by
+//!   `cvm-agent run`) refuses every other port, also for local services that listen on a wildcard address.
 //! - The relay copies bytes unchanged in both directions (half-close preserved): a PROXY protocol header sent by
 //!   the gateway reaches the container as it was sent.
 //!

@@ -13,7 +13,8 @@
 //! Docker discovery (the Docker Engine API at `docker.socket`) starts at boot only when some port has a Docker
 //! target, so an agent with only `HOST:PORT` targets needs no Docker engine. Once the tunnel is up, the port
 //! forwarder listens on the tunnel address for every declared port (and is restarted on a new address when the
-//! gateway assigns one); nothing else on the tunnel address is served, so undeclared ports are refused.
+//! gateway assigns one); the tunnel endpoint's inbound filter lets in only the declared ports (and ICMP echo), so
+//! other ports are refused even where a local service listens on a wildcard address.
 //!
 //! Then the agent registers again every re-registration interval, at once when a port's target state may have
 //! changed (a container started or stopped) and when no tunnel handshake completed for the handshake timeout
@@ -32,7 +33,9 @@ use attestation::{Attester, Platform, SimSnpAttester, SimSnpPki, TrustAnchors, V
 use protocol::control::{
     InstanceId, PortPolicy, RegisterRequest, RegisterResponse, WireGuardKey, PROTOCOL_VERSION,
 };
-use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey, PublicKey};
+use protocol::tunnel::{
+    Endpoint, EndpointConfig, InboundFilter, PeerConfig, PrivateKey, PublicKey,
+};
 
 use crate::backoff::Backoff;
 use crate::client::{register_once, AttemptError, GatewayUrl};
@@ -256,6 +259,11 @@ impl Tunnel {
         );
         c.tun_name = config.tunnel.interface.clone();
         c.mtu = config.tunnel.mtu;
+        // Only the declared ports (and ping) get in; SYNs to any other port are refused with a reset.
+        c.inbound_filter = Some(InboundFilter::new(
+            config.ports.iter().map(|p| p.port),
+            true,
+        ));
         let endpoint = Endpoint::start(c).await.map_err(|e| e.to_string())?;
         let gateway_key = PublicKey::from_bytes(*answer.gateway.public_key.as_bytes());
         let tunnel = Self {

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::error::TunnelError;
+use super::filter::InboundFilter;
 use super::key::{PrivateKey, PublicKey};
 
 /// The default tunnel MTU: a 1500-byte path minus IPv6 (40), UDP (8) and WireGuard (32) overhead.
@@ -42,6 +43,9 @@ pub struct EndpointConfig {
     /// Let the kernel hand over TCP super-segments that the endpoint cuts up itself (TSO on the TUN device):
     /// far fewer system calls and a cheaper TCP stack on the sending side.
     pub offload: bool,
+    /// What may reach the TUN device from the tunnel besides the isolation checks (None: everything that
+    /// passes them). The agent lets in only its declared TCP ports; see [`InboundFilter`].
+    pub inbound_filter: Option<InboundFilter>,
 }
 
 impl EndpointConfig {
@@ -63,6 +67,7 @@ impl EndpointConfig {
             rekey_after: DEFAULT_REKEY_AFTER,
             handshake_rate_limit: 100,
             offload: true,
+            inbound_filter: None,
         }
     }
 

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 
 use super::config::{EndpointConfig, PeerConfig, TIMER_TICK};
 use super::error::TunnelError;
+use super::filter::{reset_for, InboundFilter, Verdict, RESET_LEN};
 use super::gro::{Coalescer, FrameSink};
 use super::ip::ipv4_addrs;
 use super::key::PublicKey;
@@ -56,6 +57,8 @@ struct Shared {
     tun_name: String,
     local_addr: SocketAddr,
     peers: RwLock<PeerTable>,
+    /// The inbound filter in force (starts as the configured one; replaced at run time).
+    filter: RwLock<Option<InboundFilter>>,
     rate_limiter: Arc<RateLimiter>,
     counters: EndpointCounters,
 }
@@ -67,6 +70,10 @@ impl Shared {
 
     fn write_peers(&self) -> RwLockWriteGuard<'_, PeerTable> {
         self.peers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_filter(&self) -> RwLockReadGuard<'_, Option<InboundFilter>> {
+        self.filter.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn dest(&self, addr: SocketAddr) -> SockAddr {
@@ -150,6 +157,7 @@ impl Endpoint {
             tun_name,
             local_addr,
             peers: RwLock::new(PeerTable::default()),
+            filter: RwLock::new(config.inbound_filter.clone()),
             rate_limiter,
             counters: EndpointCounters::default(),
             config,
@@ -238,6 +246,26 @@ impl Endpoint {
         let peer = self.shared.write_peers().remove(key)?;
         tracing::info!(public_key = %key, "peer removed");
         Ok(peer.snapshot(self.shared.config.health_window, SystemTime::now()))
+    }
+
+    /// Replaces the inbound filter (None: let in everything that passes the isolation checks). Takes effect
+    /// from the next batch of datagrams; established connections to ports no longer let in stop receiving.
+    pub fn set_inbound_filter(&self, filter: Option<InboundFilter>) {
+        match &filter {
+            Some(f) => tracing::info!(tcp_ports = ?f.tcp_ports().collect::<Vec<_>>(),
+                icmp_echo = f.icmp_echo(), "inbound filter set"),
+            None => tracing::info!("inbound filter removed"),
+        }
+        *self
+            .shared
+            .filter
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = filter;
+    }
+
+    /// The inbound filter in force.
+    pub fn inbound_filter(&self) -> Option<InboundFilter> {
+        self.shared.read_filter().clone()
     }
 
     /// A snapshot of one peer.
@@ -365,12 +393,14 @@ async fn receive_task(shared: Arc<Shared>, stop: watch::Sender<bool>) {
             let n = batch.recv(&udp).await?;
             let wall = SystemTime::now();
             let peers = shared.read_peers();
+            let filter = shared.read_filter();
             for i in 0..n {
                 let (datagram, from) = batch.received(i);
                 let Some(from) = from else { continue };
                 receive_one(
                     &shared,
                     &peers,
+                    filter.as_ref(),
                     datagram,
                     from,
                     &mut out,
@@ -462,9 +492,11 @@ fn identify<'t>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn receive_one(
     shared: &Shared,
     peers: &PeerTable,
+    filter: Option<&InboundFilter>,
     datagram: &[u8],
     from: SocketAddr,
     out: &mut [u8],
@@ -477,6 +509,7 @@ fn receive_one(
     let is_cookie = message_type(datagram) == Some(COOKIE_REPLY);
     let mut st = peer.lock();
     let counters = &peer.counters;
+    let mut reset = None;
     match st.tunn.decapsulate(Some(from.ip()), datagram, out) {
         TunnResult::Done => {}
         TunnResult::Err(e) => {
@@ -509,9 +542,20 @@ fn receive_one(
             }
         }
         TunnResult::WriteToTunnelV4(packet, _) => {
-            deliver(shared, peer, st.allowed_ip, packet, gro);
+            reset = deliver(shared, peer, st.allowed_ip, packet, filter, gro);
         }
         TunnResult::WriteToTunnelV6(..) => counters.drop(PeerDrop::NotIpv4),
+    }
+    if let Some(rst) = reset {
+        // Refuse the connection attempt the way a closed port would, through the session it came in on.
+        match st.tunn.encapsulate(&rst, out) {
+            TunnResult::WriteToNetwork(datagram) if shared.send_now(datagram, from) => {
+                counters.sent(RESET_LEN);
+                st.last_sent = Instant::now();
+            }
+            TunnResult::WriteToNetwork(_) => counters.drop(PeerDrop::WriteFailed),
+            _ => {}
+        }
     }
     if !is_cookie {
         // The datagram was authenticated under the peer's key: follow the peer to its current address.
@@ -520,32 +564,45 @@ fn receive_one(
     }
 }
 
-/// The isolation rule: deliver only packets from the peer's own address to this endpoint's address.
+/// The isolation rule: deliver only packets from the peer's own address to this endpoint's address; then the
+/// inbound filter, if any. Returns the reset to send back when the filter refuses a connection attempt.
 fn deliver(
     shared: &Shared,
     peer: &Peer,
     allowed: Ipv4Addr,
     packet: &[u8],
+    filter: Option<&InboundFilter>,
     gro: Option<&mut Coalescer>,
-) {
+) -> Option<[u8; RESET_LEN]> {
     let counters = &peer.counters;
     let Some((src, dst)) = ipv4_addrs(packet) else {
         counters.drop(PeerDrop::NotIpv4);
-        return;
+        return None;
     };
     if src != allowed {
         counters.drop(PeerDrop::SpoofedSource);
-        return;
+        return None;
     }
     if dst != shared.config.address {
         counters.drop(PeerDrop::WrongDestination);
-        return;
+        return None;
+    }
+    match filter.map_or(Verdict::Pass, |f| f.check(packet)) {
+        Verdict::Pass => {}
+        Verdict::Drop => {
+            counters.drop(PeerDrop::Filtered);
+            return None;
+        }
+        Verdict::Reset => {
+            counters.drop(PeerDrop::Refused);
+            return reset_for(packet);
+        }
     }
     if let Some(gro) = gro {
         // Write failures of merged frames are counted for the endpoint (`tun_write_failed`).
         gro.push(packet, &mut TunSink(shared));
         counters.received(packet.len());
-        return;
+        return None;
     }
     match shared.tun.write(packet) {
         Ok(_) => counters.received(packet.len()),
@@ -554,6 +611,7 @@ fn deliver(
             counters.drop(PeerDrop::WriteFailed);
         }
     }
+    None
 }
 
 /// Writes the coalescer's frames to the TUN device.

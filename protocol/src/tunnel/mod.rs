@@ -3,7 +3,9 @@
 //!
 //! Each peer has exactly one tunnel address (a /32). A decrypted packet is delivered only if its source is
 //! the sending peer's own address and its destination is this endpoint's address; anything else is dropped
-//! and counted, so the endpoint never forwards from one peer to another. Peers can be added, updated and
+//! and counted, so the endpoint never forwards from one peer to another. An optional [`InboundFilter`] further
+//! limits what reaches the TUN device (the agent's declared TCP ports), refusing connection attempts elsewhere
+//! with a reset. Peers can be added, updated and
 //! removed while traffic flows. Per-peer health and counters are read as [`PeerStats`] snapshots.
 //!
 //! ```no_run
@@ -25,6 +27,7 @@
 mod config;
 mod endpoint;
 mod error;
+mod filter;
 mod gro;
 mod ip;
 mod key;
@@ -40,5 +43,6 @@ pub use config::{
 };
 pub use endpoint::{Endpoint, ShutdownHandle};
 pub use error::TunnelError;
+pub use filter::InboundFilter;
 pub use key::{PrivateKey, PublicKey};
 pub use stats::{EndpointStats, PeerDrops, PeerStats};

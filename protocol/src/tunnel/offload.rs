@@ -47,7 +47,7 @@ fn parse_hdr(b: &[u8]) -> Option<VnetHdr> {
 }
 
 /// One's-complement sum of `data` (as big-endian 16-bit words) added to `sum`, not folded.
-fn sum_words(mut sum: u64, data: &[u8]) -> u64 {
+pub(crate) fn sum_words(mut sum: u64, data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
@@ -66,7 +66,7 @@ fn sum_words(mut sum: u64, data: &[u8]) -> u64 {
     sum
 }
 
-fn fold(mut sum: u64) -> u16 {
+pub(crate) fn fold(mut sum: u64) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -78,7 +78,7 @@ pub(crate) fn checksum(data: &[u8]) -> u16 {
     !fold(sum_words(0, data))
 }
 
-fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u64 {
+pub(crate) fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u64 {
     let mut sum = sum_words(0, &src.octets());
     sum = sum_words(sum, &dst.octets());
     sum + u64::from(proto) + len as u64

@@ -23,6 +23,10 @@ pub(crate) enum PeerDrop {
     NoEndpoint,
     /// The kernel refused the packet (TUN or UDP write failed).
     WriteFailed,
+    /// A decrypted packet the inbound filter does not let in (other than a connection attempt).
+    Filtered,
+    /// A TCP connection attempt to a port the inbound filter does not let in, answered with a reset.
+    Refused,
 }
 
 /// Per-peer counters, shared by the receive, send and timer tasks.
@@ -32,7 +36,7 @@ pub(crate) struct PeerCounters {
     pub(crate) rx_packets: AtomicU64,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) tx_packets: AtomicU64,
-    drops: [AtomicU64; 6],
+    drops: [AtomicU64; 8],
     /// Wall-clock time of the last authenticated datagram, in milliseconds since the Unix epoch (0: never).
     last_authenticated_ms: AtomicU64,
 }
@@ -78,6 +82,8 @@ impl PeerCounters {
             rejected: get(PeerDrop::Rejected),
             no_endpoint: get(PeerDrop::NoEndpoint),
             write_failed: get(PeerDrop::WriteFailed),
+            filtered: get(PeerDrop::Filtered),
+            refused: get(PeerDrop::Refused),
         }
     }
 }
@@ -97,6 +103,11 @@ pub struct PeerDrops {
     pub no_endpoint: u64,
     /// Packets the kernel refused to take (TUN or UDP write failed).
     pub write_failed: u64,
+    /// Decrypted packets the endpoint's inbound filter does not let in (other protocols, stray segments to
+    /// ports that are not let in), dropped.
+    pub filtered: u64,
+    /// TCP connection attempts to ports the inbound filter does not let in; each was answered with a reset.
+    pub refused: u64,
 }
 
 impl PeerDrops {
@@ -108,6 +119,8 @@ impl PeerDrops {
             + self.rejected
             + self.no_endpoint
             + self.write_failed
+            + self.filtered
+            + self.refused
     }
 }
 
