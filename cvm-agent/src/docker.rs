@@ -262,6 +262,30 @@ impl Discovery {
     }
 }
 
+#[cfg(test)]
+impl Discovery {
+    /// A view holding `containers`, with no task behind it (for the forwarder's tests).
+    pub(crate) fn fixed(containers: Vec<Container>) -> Discovery {
+        let (generation, _) = watch::channel(0);
+        Discovery {
+            shared: Arc::new(Shared {
+                snapshot: RwLock::new(Snapshot {
+                    containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
+                    engine: EngineState::Reachable,
+                }),
+                generation,
+            }),
+        }
+    }
+
+    /// Drops a container from the view, as when it stops.
+    pub(crate) fn remove(&self, id: &str) {
+        self.shared.update(|s| {
+            s.containers.remove(id);
+        });
+    }
+}
+
 /// The task that follows the Docker engine. Dropping it stops the task.
 #[derive(Debug)]
 pub struct DiscoveryTask {

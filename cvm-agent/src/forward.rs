@@ -2,7 +2,7 @@
 //! the port's [`Target`].
 //!
 //! - Containers of a target are used in turn (round robin per port); when one refuses or times out, the next is
-//!   tried.
+//!   tried. An attempt to a container that discovery drops meanwhile (it stopped) is given up at once.
 //! - While a Docker target has no running container its listener is closed, so connection attempts are refused at
 //!   once (RST to the SYN) and the gateway's connect race moves on to another instance; a connection accepted
 //!   when no container (or none that accepts) is left is reset at once. Nothing is left hanging.
@@ -388,6 +388,34 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// Connects to one candidate of `rule`'s target. The attempt is given up as soon as discovery no longer lists
+/// `addr` (the container stopped while its address was being tried: connecting to an address that is gone would
+/// otherwise take the whole timeout).
+async fn connect_while_present(
+    addr: SocketAddr,
+    rule: &PortRule,
+    resolver: &Resolver,
+    mut changes: Option<&mut tokio::sync::watch::Receiver<u64>>,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let connect = tokio::time::timeout(timeout, TcpStream::connect(addr));
+    tokio::pin!(connect);
+    loop {
+        tokio::select! {
+            result = &mut connect => return match result {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            },
+            _ = changed(changes.as_deref_mut()) => {
+                if !resolver.resolve(&rule.target, rule.port).await.contains(&addr) {
+                    return Err("the container went away".into());
+                }
+            }
+        }
+    }
+}
+
 async fn relay(
     mut inbound: TcpStream,
     peer: SocketAddr,
@@ -396,6 +424,11 @@ async fn relay(
     connect_timeout: Duration,
 ) {
     let rule = &port.rule;
+    // Subscribed before resolving, so a container that goes away from here on is noticed.
+    let mut changes = match &rule.target {
+        Target::Address { .. } => None,
+        _ => resolver.discovery.as_ref().map(Discovery::subscribe),
+    };
     let candidates = resolver.resolve(&rule.target, rule.port).await;
     if candidates.is_empty() {
         tracing::warn!(port = rule.port, target = %rule.target, %peer, "no running container for the target: resetting");
@@ -405,13 +438,12 @@ async fn relay(
     let mut outbound = None;
     for i in 0..candidates.len() {
         let addr = candidates[(start + i) % candidates.len()];
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
+        match connect_while_present(addr, rule, resolver, changes.as_mut(), connect_timeout).await {
+            Ok(s) => {
                 outbound = Some(s);
                 break;
             }
-            Ok(Err(e)) => tracing::debug!(%addr, error = %e, "container refused the connection"),
-            Err(_) => tracing::debug!(%addr, "connecting to the container timed out"),
+            Err(reason) => tracing::debug!(%addr, %reason, "container not reached"),
         }
     }
     let Some(mut outbound) = outbound else {
@@ -459,6 +491,61 @@ mod tests {
             PortRule::try_from(&bad),
             Err(TargetParseError::DockerShape(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_attempt_to_a_container_that_goes_away_is_given_up_at_once() {
+        // A "container" whose address never answers: a listener whose backlog is full drops further SYNs.
+        let blackhole =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        blackhole
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        blackhole.listen(0).unwrap();
+        let hole = blackhole.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        while let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(hole)).await
+        {
+            fillers.push(s);
+        }
+        let container = crate::docker::Container {
+            id: "c1".into(),
+            name: "web-1".into(),
+            labels: [(crate::target::SERVICE_LABEL.to_owned(), "web".to_owned())].into(),
+            addresses: vec![hole.ip()],
+        };
+        let discovery = Discovery::fixed(vec![container]);
+        let mut config = ForwardConfig::new(
+            "127.0.0.1".parse().unwrap(),
+            vec![PortRule {
+                port: 0,
+                target: format!("docker:web:{}", hole.port()).parse().unwrap(),
+                proxy_protocol: false,
+            }],
+        );
+        config.connect_timeout = Duration::from_secs(20);
+        let fwd = Forwarder::start(config, Some(discovery.clone()))
+            .await
+            .unwrap();
+        let mut c = TcpStream::connect(fwd.local_addrs()[0]).await.unwrap();
+        // The forwarder is now trying the container; it stops.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stopped = std::time::Instant::now();
+        discovery.remove("c1");
+        let mut buf = [0u8; 1];
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+        )
+        .await
+        .expect("the connection was left hanging");
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+        assert!(
+            stopped.elapsed() < Duration::from_secs(2),
+            "reset {:?} after the container went away",
+            stopped.elapsed()
+        );
     }
 
     #[tokio::test]
