@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod docker;
 pub mod stack;
 pub mod tunnel;
 
