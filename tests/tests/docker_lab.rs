@@ -567,8 +567,22 @@ target = "127.0.0.1:18443"
     // served by cvm1 alone.
     docker(&["stop", "-t", "1", &c1]);
     let stopped = Instant::now();
+    // At once: the agent may not have heard of the stop yet and accept the connection, then reset it as soon
+    // as it does.
+    let r = clients.curl(&docker_name, "/stopping", &[]);
+    assert!(
+        !r.ok,
+        "a request to the stopped container succeeded: {}",
+        r.body
+    );
+    let failed_at_once = r.took;
+    assert!(
+        failed_at_once < FAIL_FAST,
+        "the request right after docker stop took {failed_at_once:?} to fail: {}",
+        r.body
+    );
     // The agent learns of it from the engine's events (within milliseconds) and closes the port: the tunnel
-    // refuses connections. (A connection accepted just before is reset as soon as the agent hears of the stop.)
+    // refuses connections.
     wait_for(
         Duration::from_secs(10),
         "the agent to close port 80",
@@ -680,8 +694,8 @@ target = "127.0.0.1:18443"
 
     eprintln!(
         "docker lab: boot {booted:?}; undeclared port refused in {refused_in:?}; restart {before} -> {after} \
-         served again after {after_restart:?}; after docker stop the port closed in {closed:?}, a request \
-         failed in {failed_in:?} (connect timeout {CONNECT_TIMEOUT:?}), reported down after {reported_down:?}; outage {outage_len:?}, recovered in \
+         served again after {after_restart:?}; after docker stop a request failed in {failed_at_once:?}, the port \
+         closed in {closed:?}, a request then failed in {failed_in:?} (connect timeout {CONNECT_TIMEOUT:?}), reported down after {reported_down:?}; outage {outage_len:?}, recovered in \
          {recovered:?}; {:?} in all, {:?} once the lab was ours",
         total.elapsed(),
         start.elapsed()
