@@ -98,29 +98,8 @@ impl Default for AgentDocker {
     }
 }
 
-/// Which attester produces the agent's evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    /// Detect the platform.
-    #[default]
-    Auto,
-    /// Intel TDX.
-    Tdx,
-    /// AMD SEV-SNP.
-    SevSnp,
-    /// Simulated TDX.
-    SimTdx,
-    /// Simulated SEV-SNP.
-    SimSnp,
-}
-
-impl Backend {
-    /// Whether the backend produces simulated evidence.
-    pub fn is_simulated(self) -> bool {
-        matches!(self, Self::SimTdx | Self::SimSnp)
-    }
-}
+/// Which attester produces the agent's evidence (`auto`, `tdx`, `sev-snp`, `sim-tdx`, `sim-snp`).
+pub use attestation::attester::Backend;
 
 /// The agent's attestation settings.
 #[derive(Debug, Clone, Deserialize)]

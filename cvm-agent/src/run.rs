@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn};
 use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
 use attestation::tdx::{CollateralConfig, CollateralSource};
-use attestation::{Attester, Platform, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
+use attestation::{Attester, TrustAnchors, Verifier};
 use protocol::control::{
     InstanceId, PortPolicy, RegisterRequest, RegisterResponse, WireGuardKey, PROTOCOL_VERSION,
 };
@@ -39,7 +39,7 @@ use protocol::tunnel::{
 
 use crate::backoff::Backoff;
 use crate::client::{register_once, AttemptError, GatewayUrl};
-use crate::config::{AgentConfig, Backend};
+use crate::config::AgentConfig;
 use crate::docker::{Discovery, DiscoveryConfig, DiscoveryTask};
 use crate::forward::{ForwardConfig, Forwarder, PortRule};
 use crate::state::StateDir;
@@ -64,110 +64,14 @@ fn setup(step: &'static str) -> impl Fn(String) -> RunError {
 
 fn attester(config: &AgentConfig) -> Result<Arc<dyn Attester>, RunError> {
     let a = &config.attestation;
-    let err = setup("attester");
-    match a.backend {
-        Backend::Auto => attestation::attester::detect()
-            .map(Arc::from)
-            .map_err(|e| err(e.to_string())),
-        Backend::SevSnp | Backend::Tdx => {
-            let wanted = if a.backend == Backend::Tdx {
-                Platform::Tdx
-            } else {
-                Platform::SevSnp
-            };
-            let found: Arc<dyn Attester> = attestation::attester::detect()
-                .map(Arc::from)
-                .map_err(|e| err(e.to_string()))?;
-            if found.platform() != wanted {
-                return Err(err(format!(
-                    "the configured backend is {wanted} but this machine attests as {}",
-                    found.platform()
-                )));
-            }
-            Ok(found)
-        }
-        Backend::SimSnp => {
-            let dir = a
-                .sim_pki
-                .as_deref()
-                .ok_or_else(|| err("sim-snp needs attestation.sim_pki".into()))?;
-            let pki = SimSnpPki::load_pem(dir).map_err(|e| err(e.to_string()))?;
-            let measurement = match &a.sim_measurement {
-                None => [0u8; 48],
-                Some(h) => hex_48(h).ok_or_else(|| {
-                    err(format!("sim_measurement {h:?} is not 96 hex characters"))
-                })?,
-            };
-            Ok(Arc::new(SimSnpAttester::new(
-                Arc::new(pki),
-                measurement,
-                [0; 32],
-            )))
-        }
-        Backend::SimTdx => {
-            let dir = a
-                .sim_pki
-                .as_deref()
-                .ok_or_else(|| err("sim-tdx needs attestation.sim_pki".into()))?;
-            let pki = attestation::tdx::SimTdxPki::load(dir).map_err(|e| err(e.to_string()))?;
-            let mr_td = match &a.sim_measurement {
-                None => [0u8; 48],
-                Some(h) => hex_48(h).ok_or_else(|| {
-                    err(format!("sim_measurement {h:?} is not 96 hex characters"))
-                })?,
-            };
-            let td = attestation::tdx::SimTdReport {
-                mr_td,
-                ..Default::default()
-            };
-            Ok(Arc::new(attestation::tdx::SimTdxAttester::new(
-                Arc::new(pki),
-                td,
-            )))
-        }
-    }
-}
-
-fn hex_48(h: &str) -> Option<[u8; 48]> {
-    let mut out = [0u8; 48];
-    if h.len() != 96 {
-        return None;
-    }
-    for (i, chunk) in h.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
+    a.backend
+        .attester(a.sim_pki.as_deref(), a.sim_measurement.as_deref())
+        .map_err(|e| setup("attester")(e.to_string()))
 }
 
 fn anchors(config: &AgentConfig) -> Result<TrustAnchors, RunError> {
-    let err = setup("trust anchors");
-    let mut anchors = TrustAnchors::production();
-    for dir in &config.attestation.trusted_sim_roots {
-        let snp = dir.join(attestation::snp::sim::files::ARK);
-        let tdx = dir.join(attestation::tdx::sim::files::ROOT_CA);
-        if !snp.is_file() && !tdx.is_file() {
-            return Err(err(format!(
-                "{} holds neither {} nor {}",
-                dir.display(),
-                snp.display(),
-                tdx.display()
-            )));
-        }
-        if let Ok(pem) = std::fs::read(&snp) {
-            anchors = anchors
-                .with_sim_snp_ark(&pem)
-                .map_err(|e| err(format!("{}: {e}", snp.display())))?;
-            tracing::warn!(root = %snp.display(), "trusting a SIMULATED AMD root");
-        }
-        if let Ok(pem) = std::fs::read(&tdx) {
-            anchors = anchors
-                .with_sim_tdx_root(&pem)
-                .map_err(|e| err(format!("{}: {e}", tdx.display())))?;
-            tracing::warn!(root = %tdx.display(), "trusting a SIMULATED Intel root");
-        }
-    }
-    Ok(anchors)
+    attestation::attester::select::trust_anchors(&config.attestation.trusted_sim_roots)
+        .map_err(|e| setup("trust anchors")(e.to_string()))
 }
 
 /// Everything a registration attempt needs.

@@ -7,13 +7,16 @@
 //! - [`crate::SimTdxAttester`]: simulated TDX under a simulated Intel PKI;
 //! - [`crate::SimSnpAttester`]: simulated SEV-SNP under a simulated AMD PKI.
 //!
-//! [`detect`] picks the first real interface present.
+//! [`detect`] picks the first real interface present; [`select`] builds the attester and trust anchors a
+//! configuration's `[attestation]` section names.
 
 mod configfs_tsm;
+pub mod select;
 mod sev_guest;
 
 pub use crate::tdx::device::TdxGuestDevice;
 pub use configfs_tsm::{ConfigfsTsm, TsmProvider, DEFAULT_TSM_ROOT};
+pub use select::{Backend, SelectError};
 pub use sev_guest::SevGuestDevice;
 
 use crate::error::AttestError;

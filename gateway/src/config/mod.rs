@@ -219,29 +219,8 @@ impl RegistryConfig {
     }
 }
 
-/// Which attester produces the gateway's own evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttestationBackend {
-    /// Detect the platform (configfs-tsm, `/dev/tdx_guest`, `/dev/sev-guest`).
-    #[default]
-    Auto,
-    /// Intel TDX.
-    Tdx,
-    /// AMD SEV-SNP.
-    SevSnp,
-    /// Simulated TDX evidence signed by a simulated Intel PKI.
-    SimTdx,
-    /// Simulated SEV-SNP evidence signed by a simulated AMD PKI.
-    SimSnp,
-}
-
-impl AttestationBackend {
-    /// Whether the backend produces simulated evidence.
-    pub fn is_simulated(self) -> bool {
-        matches!(self, Self::SimTdx | Self::SimSnp)
-    }
-}
+/// Which attester produces the gateway's own evidence (`auto`, `tdx`, `sev-snp`, `sim-tdx`, `sim-snp`).
+pub use attestation::attester::Backend as AttestationBackend;
 
 /// The gateway's own attestation and the policy it applies to agents.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,116 +7,31 @@ use std::sync::Arc;
 use attestation::policy::PolicyFile;
 use attestation::policy::{AppPolicy, PolicyViolation};
 use attestation::tdx::{CollateralConfig, CollateralSource};
-use attestation::{Attester, Claims, Platform, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
+use attestation::{Attester, Claims, TrustAnchors, Verifier};
 use protocol::control::{AppId, ErrorBody, ErrorCode};
 
 use super::RunError;
-use crate::config::{AttestationBackend, AttestationConfig};
+use crate::config::AttestationConfig;
 use crate::control::PeerAttestation;
 
 /// Builds the attester the configuration asks for.
 pub fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunError> {
-    let setup = |reason: String| RunError::Setup {
-        step: "attester",
-        reason,
-    };
-    match config.backend {
-        AttestationBackend::Auto => attestation::attester::detect()
-            .map(Arc::from)
-            .map_err(|e| setup(e.to_string())),
-        AttestationBackend::SevSnp | AttestationBackend::Tdx => {
-            let wanted = if config.backend == AttestationBackend::Tdx {
-                Platform::Tdx
-            } else {
-                Platform::SevSnp
-            };
-            let found: Arc<dyn Attester> = attestation::attester::detect()
-                .map(Arc::from)
-                .map_err(|e| setup(e.to_string()))?;
-            if found.platform() != wanted {
-                return Err(setup(format!(
-                    "the configured backend is {wanted} but this machine attests as {}",
-                    found.platform()
-                )));
-            }
-            Ok(found)
-        }
-        AttestationBackend::SimSnp => {
-            let dir = config
-                .sim_pki
-                .as_deref()
-                .ok_or_else(|| setup("sim-snp needs attestation.sim_pki".into()))?;
-            let pki = SimSnpPki::load_pem(dir).map_err(|e| setup(e.to_string()))?;
-            let measurement = sim_measurement(config.sim_measurement.as_deref()).map_err(setup)?;
-            Ok(Arc::new(SimSnpAttester::new(
-                Arc::new(pki),
-                measurement,
-                [0; 32],
-            )))
-        }
-        AttestationBackend::SimTdx => {
-            let dir = config
-                .sim_pki
-                .as_deref()
-                .ok_or_else(|| setup("sim-tdx needs attestation.sim_pki".into()))?;
-            let pki = attestation::tdx::SimTdxPki::load(dir).map_err(|e| setup(e.to_string()))?;
-            let mr_td = sim_measurement(config.sim_measurement.as_deref()).map_err(setup)?;
-            let td = attestation::tdx::SimTdReport {
-                mr_td,
-                ..Default::default()
-            };
-            Ok(Arc::new(attestation::tdx::SimTdxAttester::new(
-                Arc::new(pki),
-                td,
-            )))
-        }
-    }
-}
-
-/// Parses a simulated measurement (SNP MEASUREMENT or TDX MRTD: 96 hex characters; absent: zeros).
-pub fn sim_measurement(hex_text: Option<&str>) -> Result<[u8; 48], String> {
-    match hex_text {
-        None => Ok([0; 48]),
-        Some(h) => hex::decode(h)
-            .ok()
-            .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
-            .ok_or_else(|| format!("sim_measurement must be 96 hex characters, got {h:?}")),
-    }
+    config
+        .backend
+        .attester(config.sim_pki.as_deref(), config.sim_measurement.as_deref())
+        .map_err(|e| RunError::Setup {
+            step: "attester",
+            reason: e.to_string(),
+        })
 }
 
 /// The vendor roots, plus the simulated roots in each configured directory (an SNP ARK, a TDX root CA, or both;
 /// a directory with neither is an error).
 pub fn trust_anchors(sim_roots: &[std::path::PathBuf]) -> Result<TrustAnchors, RunError> {
-    let err = |reason: String| RunError::Setup {
+    attestation::attester::select::trust_anchors(sim_roots).map_err(|e| RunError::Setup {
         step: "trust anchors",
-        reason,
-    };
-    let mut anchors = TrustAnchors::production();
-    for dir in sim_roots {
-        let snp = dir.join(attestation::snp::sim::files::ARK);
-        let tdx = dir.join(attestation::tdx::sim::files::ROOT_CA);
-        if !snp.is_file() && !tdx.is_file() {
-            return Err(err(format!(
-                "{} holds neither {} nor {}",
-                dir.display(),
-                snp.display(),
-                tdx.display()
-            )));
-        }
-        if let Ok(pem) = std::fs::read(&snp) {
-            anchors = anchors
-                .with_sim_snp_ark(&pem)
-                .map_err(|e| err(format!("{}: {e}", snp.display())))?;
-            tracing::warn!(root = %snp.display(), "trusting a SIMULATED AMD root");
-        }
-        if let Ok(pem) = std::fs::read(&tdx) {
-            anchors = anchors
-                .with_sim_tdx_root(&pem)
-                .map_err(|e| err(format!("{}: {e}", tdx.display())))?;
-            tracing::warn!(root = %tdx.display(), "trusting a SIMULATED Intel root");
-        }
-    }
-    Ok(anchors)
+        reason: e.to_string(),
+    })
 }
 
 /// The verifier of agents' evidence: `anchors`, and for TDX evidence without collateral the collateral files in
