@@ -1,5 +1,6 @@
 //! The control listener over real TLS and HTTP (reqwest): each refusal gets its typed JSON error and status, and
-//! refusals leave the registry and the peer table unchanged.
+//! refusals leave the registry and the peer table unchanged; the listener's handshake deadline and connection
+//! cap hold against raw TCP and TLS clients.
 //!
 //! The RA-TLS verifiers are exercised elsewhere; here the peer's attestation comes from a stand-in identity so the
 //! HTTP layer (limits, statuses, bodies) is tested on its own.
@@ -47,7 +48,14 @@ struct Server {
     _task: tokio::task::JoinHandle<()>,
 }
 
+/// Handshake deadline of the test listener.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn start(per_sec: u32, burst: u32) -> Server {
+    start_limited(per_sec, burst, 16).await
+}
+
+async fn start_limited(per_sec: u32, burst: u32, max_connections: usize) -> Server {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_der = cert.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
@@ -63,8 +71,8 @@ async fn start(per_sec: u32, burst: u32) -> Server {
         Arc::new(
             |_: &rustls::ServerConnection| Some(Arc::new(Allowed) as Arc<dyn PeerAttestation>),
         ),
-        Duration::from_secs(2),
-        16,
+        HANDSHAKE_TIMEOUT,
+        max_connections,
     )
     .unwrap();
     let port = listener.local_addr().port();
@@ -314,4 +322,138 @@ async fn raw_chunked(s: &Server, chunks: usize, chunk_len: usize) -> (u16, Strin
     let text = String::from_utf8_lossy(&answer).to_string();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// A TLS client connection to the test server (no client certificate: the stand-in listener asks for none).
+async fn tls_connect(
+    s: &Server,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(s.cert.clone()).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// `GET /v1/attestation` on an open keep-alive connection; the answer's status.
+async fn get_on(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /v1/attestation HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return Ok(head.get(9..12).and_then(|v| v.parse().ok()).unwrap_or(0));
+            }
+        }
+        let n = tls.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Waits until the server closes `stream` (EOF or reset) and returns how long that took; fails if it sends
+/// anything or stays open for `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => started.elapsed(),
+        Ok(Ok(n)) => panic!("the server sent {n} bytes to a client that sent no handshake"),
+        Err(_) => panic!("the connection was still open after {limit:?}"),
+    }
+}
+
+/// A connection over the cap is closed at once, well before the handshake deadline, without a TLS answer.
+async fn over_cap_is_closed(s: &Server) {
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT / 2, tls_connect(s)).await {
+        Ok(Err(_)) => {}
+        Ok(Ok(_)) => panic!("a connection over the cap was accepted"),
+        Err(_) => panic!(
+            "over the cap, the connection lingered {:?} without an answer",
+            started.elapsed()
+        ),
+    }
+}
+
+#[tokio::test]
+async fn handshake_deadline_and_connection_cap() {
+    use tokio::io::AsyncWriteExt;
+    let s = start_limited(1000, 1000, 3).await;
+
+    // A client that connects and sends nothing, and one that sends half a TLS record header, are both closed at
+    // the handshake deadline (2 s), not earlier and not much later.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let mut partial = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    partial.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let (a, b) = tokio::join!(
+        closed_within(&mut silent, Duration::from_secs(10)),
+        closed_within(&mut partial, Duration::from_secs(10))
+    );
+    for waited in [a, b] {
+        assert!(
+            waited >= HANDSHAKE_TIMEOUT - Duration::from_millis(100)
+                && waited < HANDSHAKE_TIMEOUT + Duration::from_secs(2),
+            "closed after {waited:?}, the deadline is {HANDSHAKE_TIMEOUT:?}"
+        );
+    }
+
+    // Three connections (the cap) are open and served.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut c = tls_connect(&s).await.unwrap();
+        assert_eq!(get_on(&mut c).await.unwrap(), 200);
+        open.push(c);
+    }
+    // A fourth is closed at once, well before the handshake deadline, without a TLS answer (several tries).
+    for _ in 0..3 {
+        over_cap_is_closed(&s).await;
+    }
+    // ... while the open ones are still served.
+    for c in &mut open {
+        assert_eq!(get_on(c).await.unwrap(), 200);
+    }
+    // Once one closes, a new connection is accepted and served (the server notices the close asynchronously).
+    let mut first = open.remove(0);
+    first.shutdown().await.unwrap();
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut fresh = loop {
+        match tls_connect(&s).await {
+            Ok(c) => break c,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no connection accepted after one closed: {e}"),
+        }
+    };
+    assert_eq!(get_on(&mut fresh).await.unwrap(), 200);
+    // The cap still holds with the new one.
+    over_cap_is_closed(&s).await;
+    for c in &mut open {
+        assert_eq!(get_on(c).await.unwrap(), 200);
+    }
 }

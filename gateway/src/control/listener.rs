@@ -4,7 +4,9 @@
 //! One task (owned by [`TlsListener`], aborted when it is dropped) accepts TCP connections; each handshake runs in
 //! its own task, bounded by the handshake timeout, and a finished connection is queued for axum. A semaphore
 //! permit travels with every connection (inside [`LimitedIo`]) and is released when the connection closes, so at
-//! most `max_connections` are open or handshaking at once.
+//! most `max_connections` are open or handshaking at once. A connection arriving while all permits are taken is
+//! accepted and closed at once (the client sees the connection end before any TLS, and retries later) rather than
+//! left waiting in the kernel's backlog.
 
 use std::io;
 use std::net::SocketAddr;
@@ -127,15 +129,29 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     tx: mpsc::Sender<(LimitedIo, ControlPeer)>,
 ) {
+    let mut at_limit = false;
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, remote) = match tcp.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "control listener accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => {
+                at_limit = false;
+                p
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Once per episode at the limit, not once per connection.
+                if !at_limit {
+                    tracing::warn!(%remote, "control connection limit reached; closing new connections");
+                }
+                at_limit = true;
+                drop(stream);
                 continue;
             }
         };
