@@ -116,7 +116,8 @@ pub struct AgentAttestation {
     /// The simulated PKI that signs the agent's evidence (required with a `sim-*` backend).
     #[serde(default)]
     pub sim_pki: Option<PathBuf>,
-    /// Lifetime of the agent's RA-TLS certificate, in seconds.
+    /// Lifetime of the agent's RA-TLS certificate, in seconds (at least 60); it is renewed when a quarter of it
+    /// remains.
     #[serde(default = "default_cert_validity")]
     pub certificate_validity_secs: u64,
     /// Simulated measurement for `sim-*` backends (hex); default all zeros.
@@ -132,6 +133,12 @@ fn default_cert_validity() -> u64 {
     3600
 }
 
+/// Shortest accepted `attestation.certificate_validity_secs`.
+pub const MIN_CERT_VALIDITY_SECS: u64 = 60;
+
+/// Shortest accepted `tunnel.handshake_timeout_secs`.
+pub const MIN_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
 /// The agent's WireGuard endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,7 +149,8 @@ pub struct AgentTunnel {
     pub listen_port: u16,
     /// MTU of the TUN device.
     pub mtu: u16,
-    /// Register again when no handshake completed for this long, in seconds.
+    /// Register again when the tunnel showed no life (no handshake, nothing from the gateway) for this long, in
+    /// seconds (at least 10; never less than three of the gateway's keep-alive intervals plus 5 s at run time).
     pub handshake_timeout_secs: u64,
 }
 
@@ -274,6 +282,17 @@ impl AgentConfig {
                 "attestation.sim_measurement is only used with a sim-* backend; remove it".into(),
             );
         }
+        if let Err(e) =
+            attestation::attester::select::sim_measurement_bytes(a.sim_measurement.as_deref())
+        {
+            p.push(format!("attestation.{e}"));
+        }
+        if a.certificate_validity_secs < MIN_CERT_VALIDITY_SECS {
+            p.push(format!(
+                "attestation.certificate_validity_secs = {} is below {MIN_CERT_VALIDITY_SECS}",
+                a.certificate_validity_secs
+            ));
+        }
         let t = &self.tunnel;
         if t.interface.is_empty() || t.interface.len() > 15 {
             p.push(format!(
@@ -284,9 +303,9 @@ impl AgentConfig {
         if !(1280..=9000).contains(&t.mtu) {
             p.push(format!("tunnel.mtu = {} is outside 1280..=9000", t.mtu));
         }
-        if t.handshake_timeout_secs < 30 {
+        if t.handshake_timeout_secs < MIN_HANDSHAKE_TIMEOUT_SECS {
             p.push(format!(
-                "tunnel.handshake_timeout_secs = {} is below 30",
+                "tunnel.handshake_timeout_secs = {} is below {MIN_HANDSHAKE_TIMEOUT_SECS}",
                 t.handshake_timeout_secs
             ));
         }

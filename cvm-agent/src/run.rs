@@ -17,9 +17,14 @@
 //! other ports are refused even where a local service listens on a wildcard address.
 //!
 //! Then the agent registers again every re-registration interval, at once when a port's target state may have
-//! changed (a container started or stopped) and when no tunnel handshake completed for the handshake timeout
-//! (180 s by default). Each registration reports every port's target state (up or down). Failures are retried with exponential backoff and jitter; the
-//! tunnel and everything behind it keep running meanwhile. Everything stops when the shutdown future completes.
+//! changed (a container started or stopped), and when the tunnel showed no life - no handshake completed and no
+//! packet came from the gateway - for the handshake timeout (180 s by default; WireGuard sessions last at most
+//! 180 s, so a working tunnel handshakes sooner, and the gateway's keep-alives arrive far more often). Session
+//! restarts after a silence do not reset that clock. Each registration reports every port's target state (up or
+//! down). Failures are retried with exponential backoff and jitter (the loop wakes for each retry on time); the
+//! tunnel and everything behind it keep running meanwhile. The RA-TLS certificate is renewed when a quarter of
+//! its validity remains, and the gateway policy is reloaded when its file changes. Everything stops when the
+//! shutdown future completes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -146,7 +151,13 @@ struct Tunnel {
     endpoint: Endpoint,
     answer: RegisterResponse,
     gateway_key: PublicKey,
+    /// When the current WireGuard session with the gateway began (reset by [`Tunnel::restart_session`]).
     started: Instant,
+    /// When the tunnel was built or was last seen alive (checked every loop turn); a session restart does not
+    /// move it.
+    alive: Instant,
+    /// The latest handshake or authenticated packet seen from the gateway, across sessions.
+    last_alive: Option<SystemTime>,
 }
 
 impl Tunnel {
@@ -175,6 +186,8 @@ impl Tunnel {
             gateway_key,
             answer,
             started: Instant::now(),
+            alive: Instant::now(),
+            last_alive: None,
         };
         tunnel.add_gateway_peer().await?;
         tracing::info!(interface = %tunnel.endpoint.tun_name(), address = %tunnel.answer.tunnel_address,
@@ -203,13 +216,27 @@ impl Tunnel {
         }
     }
 
-    /// Time since the last completed handshake (or since the tunnel started, if none yet).
-    fn since_handshake(&self) -> Duration {
-        let last = self
-            .endpoint
-            .peer(&self.gateway_key)
-            .and_then(|p| p.last_handshake);
-        self.since(last)
+    /// Time since the tunnel last showed life: a completed handshake or an authenticated packet from the gateway,
+    /// in this session or an earlier one (or since the tunnel was built, if never). Session restarts do not reset
+    /// it, so a path that stays broken is noticed however often the session is restarted.
+    fn since_alive(&mut self) -> Duration {
+        if let Some(p) = self.endpoint.peer(&self.gateway_key) {
+            for at in [p.last_handshake, p.last_authenticated]
+                .into_iter()
+                .flatten()
+            {
+                if self.last_alive.is_none_or(|seen| at > seen) {
+                    self.last_alive = Some(at);
+                    self.alive = Instant::now();
+                }
+            }
+        }
+        self.alive.elapsed()
+    }
+
+    /// Silence after which the WireGuard session is restarted: three of the gateway's keep-alive intervals and 5 s.
+    fn silence_limit(&self) -> Duration {
+        Duration::from_secs(3 * self.answer.keepalive_secs.max(1) + 5)
     }
 
     /// Time since the gateway last sent an authenticated packet (or since the session started, if none yet).
@@ -470,21 +497,29 @@ async fn registration_loop(
         tracing::info!("boot 4/5: registering with the gateway");
     }
     loop {
-        if let Err(e) = identity.renew_if_due(SystemTime::now()) {
-            tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry");
+        match identity.renew_if_due(SystemTime::now()) {
+            Ok(true) => {
+                let not_after = identity.certificate().not_after();
+                tracing::info!(not_after = %unix_secs(not_after), "RA-TLS certificate renewed");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry"),
         }
         let mtime = policy_mtime(policy.path());
         if mtime != seen_mtime {
             seen_mtime = mtime;
-            if let Err(e) = policy.reload() {
-                tracing::error!(error = %e, "gateway policy reload failed; keeping the previous policy");
+            match policy.reload() {
+                Ok(()) => {
+                    tracing::info!(path = %policy.path().display(), "gateway policy reloaded")
+                }
+                Err(e) => tracing::error!(error = %e,
+                    "gateway policy reload failed; keeping the previous policy"),
             }
         }
         if let Some(t) = tunnel.as_mut() {
             // The gateway keeps the session alive with keep-alives; silence for three intervals means it lost
             // the session (restart) or the path is down: start a fresh handshake.
-            let silence = Duration::from_secs(3 * t.answer.keepalive_secs.max(1) + 5);
-            if t.since_heard() >= silence {
+            if t.since_heard() >= t.silence_limit() {
                 tracing::warn!(since = ?t.since_heard(), "nothing heard from the gateway; restarting the WireGuard session");
                 if let Err(e) = t.restart_session().await {
                     tracing::error!(error = %e, "restarting the WireGuard session failed");
@@ -506,14 +541,21 @@ async fn registration_loop(
             }
         }
         let due = report_now
-            || match (&tunnel, last_registration) {
+            || match (tunnel.as_mut(), last_registration) {
                 (None, _) | (_, None) => true,
                 (Some(t), Some(at)) => {
-                    // No handshake within the timeout: register again (at most once per sixth of the timeout).
-                    let stale = t.since_handshake() >= handshake_timeout
-                        && at.elapsed() >= handshake_timeout / 6;
+                    // No handshake and nothing from the gateway within the timeout (never shorter than the
+                    // silence that restarts the session, so keep-alives of a healthy idle tunnel always arrive in
+                    // time): register again, at most once per sixth of the timeout.
+                    let timeout = handshake_timeout.max(t.silence_limit());
+                    let since = t.since_alive();
+                    let stale = since >= timeout && at.elapsed() >= timeout / 6;
                     if stale && Instant::now() >= next_attempt {
-                        tracing::warn!(since = ?t.since_handshake(), "no tunnel handshake within the timeout; registering again");
+                        tracing::warn!(
+                            ?since,
+                            ?timeout,
+                            "no tunnel handshake within the timeout; registering again"
+                        );
                     }
                     stale || at.elapsed() >= Duration::from_secs(t.answer.reregister_secs)
                 }
@@ -558,6 +600,22 @@ async fn registration_loop(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Wake for the next retry on time (the backoff's spacing), otherwise check again in half a second.
+        let until_retry = next_attempt.saturating_duration_since(Instant::now());
+        let nap = if until_retry.is_zero() {
+            TICK
+        } else {
+            until_retry.min(TICK)
+        };
+        tokio::time::sleep(nap).await;
     }
+}
+
+/// How often the registration loop looks at the tunnel, the policy file and the certificate.
+const TICK: Duration = Duration::from_millis(500);
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -435,6 +435,11 @@ impl GatewayConfig {
                 Err(e) => problems.push(e.to_string()),
             }
         }
+        if let Err(e) =
+            attestation::attester::select::sim_measurement_bytes(a.sim_measurement.as_deref())
+        {
+            problems.push(format!("attestation.{e}"));
+        }
         if a.certificate_validity_secs < 60 {
             problems.push("attestation.certificate_validity_secs must be at least 60".to_string());
         }

@@ -271,7 +271,14 @@ pub async fn run(
     }
     tasks.spawn(proxy.run(listeners, stop_rx.clone()));
 
-    tasks.spawn(maintenance(service, identity, policy, stop_rx.clone()));
+    let sweep = expiry_sweep_interval(config.registry.expire_after());
+    tasks.spawn(maintenance(
+        service,
+        identity,
+        policy,
+        sweep,
+        stop_rx.clone(),
+    ));
     if let Some(source) = collateral {
         tasks.spawn(attest::refresh_collateral(
             source,
@@ -303,16 +310,27 @@ fn attestation_document(identity: &RaTlsIdentity) -> serde_json::Value {
     })
 }
 
-/// Certificate renewal, policy reload on change and instance expiry, until stopped.
+/// How often expired instances are looked for: every 30 s, or a quarter of the expiry time when that is shorter
+/// (so an instance is removed within 1.25 times the expiry time), but not more often than every 2 s.
+fn expiry_sweep_interval(expire_after: Duration) -> Duration {
+    (expire_after / 4).clamp(MAINTENANCE_TICK, Duration::from_secs(30))
+}
+
+/// How often the maintenance task wakes.
+const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
+
+/// Certificate renewal, policy reload on change (checked every 2 s) and instance expiry (every `sweep`), until
+/// stopped.
 async fn maintenance(
     service: ControlService,
     identity: Arc<RaTlsIdentity>,
     policy: Arc<attestation::policy::PolicyFile<attestation::policy::AppPolicy>>,
+    sweep: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut policy_mtime = modified(policy.path());
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     let mut last_expiry = std::time::Instant::now();
     loop {
         tokio::select! {
@@ -322,23 +340,49 @@ async fn maintenance(
         let now = modified(policy.path());
         if now != policy_mtime {
             policy_mtime = now;
-            if let Err(e) = policy.reload() {
-                tracing::error!(error = %e, "app policy reload failed; keeping the previous policy");
+            match policy.reload() {
+                Ok(()) => tracing::info!(path = %policy.path().display(), "app policy reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "app policy reload failed; keeping the previous policy")
+                }
             }
         }
         let id = identity.clone();
         match tokio::task::spawn_blocking(move || id.renew_if_due(SystemTime::now())).await {
-            Ok(Ok(true)) => tracing::info!("RA-TLS certificate renewed"),
+            Ok(Ok(true)) => {
+                let not_after = identity.certificate().not_after();
+                tracing::info!(
+                    not_after = not_after
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    "RA-TLS certificate renewed"
+                )
+            }
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry")
             }
             Err(e) => tracing::error!(error = %e, "renewal task failed"),
         }
-        if last_expiry.elapsed() >= Duration::from_secs(30) {
+        if last_expiry.elapsed() >= sweep {
             last_expiry = std::time::Instant::now();
             let svc = service.clone();
             let _ = tokio::task::spawn_blocking(move || svc.expire(unix_now())).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_sweeps_scale_with_short_expiry_times() {
+        let secs = |s| expiry_sweep_interval(Duration::from_secs(s)).as_secs();
+        assert_eq!(secs(86_400), 30);
+        assert_eq!(secs(120), 30);
+        assert_eq!(secs(20), 5);
+        assert_eq!(secs(4), 2);
     }
 }
