@@ -1,6 +1,7 @@
 //! `cvm-agent`: the command-line entry point.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -28,7 +29,7 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,17 +44,38 @@ fn main() -> anyhow::Result<()> {
             let config = cvm_agent::config::AgentConfig::load(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(cvm_agent::run::run(config, shutdown_signal()))?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => {
-            let config = cvm_agent::config::AgentConfig::load(&config)?;
+        Command::CheckConfig { config } => Ok(check_config(&config)),
+    }
+}
+
+/// `cvm-agent check-config`: prints a summary of a usable file, or every problem of an unusable one (one per
+/// line), and returns the exit status.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    use cvm_agent::config::{AgentConfig, ConfigError};
+    match AgentConfig::load(path) {
+        Ok(config) => {
             println!(
-                "ok: app {} with {} gateway(s) and {} port(s)",
+                "{}: ok (app {} with {} gateway(s) and {} port(s), backend {})",
+                path.display(),
                 config.app_id,
                 config.gateways.len(),
-                config.ports.len()
+                config.ports.len(),
+                config.attestation.backend.as_str()
             );
-            Ok(())
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            eprintln!("{}: {} problem(s):", path.display(), problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
