@@ -9,24 +9,34 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A server configuration presenting `identity` and requiring a client RA-TLS certificate that `peers` accepts.
+///
+/// Sessions are never resumed (no session cache, no tickets): a resumed session would skip the verification of
+/// the peer's certificate, so evidence, validity and a changed policy would not be checked again.
 pub fn server_config(
     identity: Arc<RaTlsIdentity>,
     peers: Arc<RaTlsVerifier>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    Ok(rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(RaTlsClientCertVerifier::new(peers)))
-        .with_cert_resolver(identity))
+        .with_cert_resolver(identity);
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
 }
 
 /// A client configuration presenting `identity` and requiring a server RA-TLS certificate that `peers` accepts.
+///
+/// Sessions are never resumed, so every connection verifies the server's certificate against the current policy.
 pub fn client_config(
     identity: Arc<RaTlsIdentity>,
     peers: Arc<RaTlsVerifier>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(RaTlsServerCertVerifier::new(peers)))
-        .with_client_cert_resolver(identity))
+        .with_client_cert_resolver(identity);
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
 }
