@@ -10,9 +10,6 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestation::policy::{GatewayPolicy, PolicyFn};
-use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
-use attestation::{SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
 use cvm_agent::client::{register_once, AttemptError, GatewayUrl};
 use protocol::control::{
     ErrorBody, ErrorCode, InstanceId, PortPolicy, RegisterRequest, WireGuardKey, PROTOCOL_VERSION,
@@ -27,33 +24,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
-}
-
-fn client_tls(world: &World) -> Arc<rustls::ClientConfig> {
-    let pki = Arc::new(SimSnpPki::load_pem(&world.pki()).unwrap());
-    let m: [u8; 48] = [0xaa; 48];
-    let identity = Arc::new(
-        RaTlsIdentity::new(
-            Arc::new(SimSnpAttester::new(pki, m, [0; 32])),
-            CertOptions::default(),
-        )
-        .unwrap(),
-    );
-    let ark = std::fs::read(world.pki().join(attestation::snp::sim::files::ARK)).unwrap();
-    let verifier = Arc::new(Verifier::new(
-        TrustAnchors::production().with_sim_snp_ark(&ark).unwrap(),
-    ));
-    let policy = GatewayPolicy::from_toml(
-        &std::fs::read_to_string(world.scratch.path("gateway-policy.toml")).unwrap(),
-    )
-    .unwrap();
-    let gateways = Arc::new(RaTlsVerifier::new(
-        verifier,
-        Arc::new(PolicyFn(move |c: &attestation::Claims| {
-            policy.check(c).map(|_| ())
-        })),
-    ));
-    Arc::new(ratls::client_config(identity, gateways).unwrap())
 }
 
 fn request(instance: &InstanceId, key: WireGuardKey) -> RegisterRequest {

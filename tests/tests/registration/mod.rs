@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use attestation::SimSnpPki;
+use attestation::policy::{GatewayPolicy, PolicyFn};
+use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
+use attestation::{SimSnpAttester, SimSnpPki, TrustAnchors, Verifier};
 use tee_gateway_tests::{wait_for, Host, Lab, Process};
 
 pub const APP: &str = "deadbeef111111111111111111111111";
@@ -82,6 +84,46 @@ pub fn write_pki(dir: &Path) {
         .unwrap();
 }
 
+/// The gateway settings a test may change (the defaults are those of every other registration test).
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub network: &'static str,
+    pub reregister_secs: u64,
+    pub expire_after_secs: u64,
+    pub certificate_validity_secs: u64,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            network: "10.0.0.0/8",
+            reregister_secs: 20,
+            expire_after_secs: 3600,
+            certificate_validity_secs: 3600,
+        }
+    }
+}
+
+/// The agent settings a test may change.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub handshake_timeout_secs: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub certificate_validity_secs: u64,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_secs: 30,
+            retry_initial_ms: 200,
+            retry_max_ms: 2000,
+            certificate_validity_secs: 3600,
+        }
+    }
+}
+
 /// One test's world: scratch files, the PKI, policies, and the paths of everything.
 pub struct World {
     pub scratch: Scratch,
@@ -140,6 +182,16 @@ impl World {
 
     /// The gateway's configuration with attestation `backend` (`sim-snp` or `sim-tdx`).
     pub fn gateway_config_with(&self, gateway_measurement: &str, backend: &str) -> PathBuf {
+        self.gateway_config_opts(gateway_measurement, backend, &GatewayOptions::default())
+    }
+
+    /// The gateway's configuration with attestation `backend` and the timings and network of `o`.
+    pub fn gateway_config_opts(
+        &self,
+        gateway_measurement: &str,
+        backend: &str,
+        o: &GatewayOptions,
+    ) -> PathBuf {
         let text = format!(
             r#"base_domains = ["apps.lab.test"]
 [control]
@@ -150,18 +202,20 @@ rate_limit_burst = 1000
 listen_port = {WG_PORT}
 public_endpoint = "{gw}:{WG_PORT}"
 interface = "tgreg0"
-reregister_secs = 20
+network = "{network}"
+reregister_secs = {reregister}
 keepalive_secs = 2
 health_window_secs = 30
 [registry]
 path = "{db}"
-expire_after_secs = 3600
+expire_after_secs = {expire}
 [attestation]
 backend = "{backend}"
 app_policy = "{policy}"
 trusted_sim_roots = ["{pki}"]
 sim_pki = "{pki}"
 sim_measurement = "{m}"
+certificate_validity_secs = {validity}
 [proxy]
 listen = ["{gw}:9443"]
 "#,
@@ -170,6 +224,10 @@ listen = ["{gw}:9443"]
             policy = self.scratch.path("apps.toml").display(),
             pki = self.pki().display(),
             m = measurement(gateway_measurement),
+            network = o.network,
+            reregister = o.reregister_secs,
+            expire = o.expire_after_secs,
+            validity = o.certificate_validity_secs,
         );
         let path = self.scratch.path("gateway.toml");
         std::fs::write(&path, text).unwrap();
@@ -184,6 +242,24 @@ listen = ["{gw}:9443"]
         gateway_policy: &str,
         backend: &str,
     ) -> PathBuf {
+        self.agent_config_opts(
+            name,
+            agent_measurement,
+            gateway_policy,
+            backend,
+            &AgentOptions::default(),
+        )
+    }
+
+    /// An agent's configuration with the timings of `o`.
+    pub fn agent_config_opts(
+        &self,
+        name: &str,
+        agent_measurement: &str,
+        gateway_policy: &str,
+        backend: &str,
+        o: &AgentOptions,
+    ) -> PathBuf {
         let text = format!(
             r#"app_id = "{APP}"
 gateways = ["https://{gw}:{CONTROL_PORT}"]
@@ -194,12 +270,13 @@ gateway_policy = "{gp}"
 trusted_sim_roots = ["{pki}"]
 sim_pki = "{pki}"
 sim_measurement = "{m}"
+certificate_validity_secs = {validity}
 [tunnel]
 interface = "tga-{name}"
-handshake_timeout_secs = 30
+handshake_timeout_secs = {handshake}
 [registration]
-retry_initial_ms = 200
-retry_max_ms = 2000
+retry_initial_ms = {initial}
+retry_max_ms = {max}
 attempt_timeout_secs = 5
 [[ports]]
 port = 7000
@@ -210,6 +287,10 @@ target = "127.0.0.1:7000"
             gp = self.scratch.path(gateway_policy).display(),
             pki = self.pki().display(),
             m = measurement(agent_measurement),
+            validity = o.certificate_validity_secs,
+            handshake = o.handshake_timeout_secs,
+            initial = o.retry_initial_ms,
+            max = o.retry_max_ms,
         );
         let path = self.scratch.path(&format!("agent-{name}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -261,6 +342,30 @@ target = "127.0.0.1:7000"
     ) -> Result<Process> {
         let config = self.gateway_config_with(measurement, backend);
         self.start(lab, Host::Gateway, "gateway", "gateway", &config)
+    }
+
+    /// Starts the gateway (sim-snp evidence with `measurement`) with the options `o`.
+    pub fn start_gateway_opts(
+        &self,
+        lab: &Lab,
+        measurement: &str,
+        o: &GatewayOptions,
+    ) -> Result<Process> {
+        let config = self.gateway_config_opts(measurement, "sim-snp", o);
+        self.start(lab, Host::Gateway, "gateway", "gateway", &config)
+    }
+
+    /// Starts a sim-snp agent with the default gateway policy and the options `o`.
+    pub fn start_agent_opts(
+        &self,
+        lab: &Lab,
+        host: Host,
+        name: &str,
+        measurement: &str,
+        o: &AgentOptions,
+    ) -> Result<Process> {
+        let config = self.agent_config_opts(name, measurement, "gateway-policy.toml", "sim-snp", o);
+        self.start(lab, host, name, "cvm-agent", &config)
     }
 
     pub fn start_agent(
@@ -407,4 +512,177 @@ pub fn reported_state(
         .into_iter()
         .find(|p| p.port == port)?
         .target_state
+}
+
+/// A mutual RA-TLS client configuration for a test client registering from the root namespace: sim-snp evidence
+/// with measurement `GOOD`, accepting gateways as `gateway-policy.toml` says (read once, now).
+pub fn client_tls(world: &World) -> std::sync::Arc<rustls::ClientConfig> {
+    use std::sync::Arc;
+    let pki = Arc::new(SimSnpPki::load_pem(&world.pki()).unwrap());
+    let m: [u8; 48] = [0xaa; 48];
+    let identity = Arc::new(
+        RaTlsIdentity::new(
+            Arc::new(SimSnpAttester::new(pki, m, [0; 32])),
+            CertOptions::default(),
+        )
+        .unwrap(),
+    );
+    let ark = std::fs::read(world.pki().join(attestation::snp::sim::files::ARK)).unwrap();
+    let verifier = Arc::new(Verifier::new(
+        TrustAnchors::production().with_sim_snp_ark(&ark).unwrap(),
+    ));
+    let policy = GatewayPolicy::from_toml(
+        &std::fs::read_to_string(world.scratch.path("gateway-policy.toml")).unwrap(),
+    )
+    .unwrap();
+    let gateways = Arc::new(RaTlsVerifier::new(
+        verifier,
+        Arc::new(PolicyFn(move |c: &attestation::Claims| {
+            policy.check(c).map(|_| ())
+        })),
+    ));
+    Arc::new(ratls::client_config(identity, gateways).unwrap())
+}
+
+/// Unix time in seconds (with fractions) of a log line that starts with tracing's RFC 3339 UTC timestamp
+/// (`2026-01-02T03:04:05.678901Z`).
+pub fn line_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.split('-').map(|v| v.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    let ss = t.next()?.parse::<f64>().ok()?;
+    // Days since 1970-01-01 of the date (proleptic Gregorian calendar, counted in eras of 400 years).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
+}
+
+/// The current Unix time in seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+impl World {
+    /// The lines of `name`'s log that contain `needle`, with their times.
+    pub fn lines_with(&self, name: &str, needle: &str) -> Vec<(f64, String)> {
+        self.read_log(name)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| Some((line_time(l)?, l.to_string())))
+            .collect()
+    }
+
+    /// Waits until `name`'s log has a line containing `needle` logged after `after` (Unix seconds); its time.
+    pub fn wait_line_after(
+        &self,
+        name: &str,
+        needle: &str,
+        after: f64,
+        timeout: Duration,
+    ) -> Result<(f64, String)> {
+        wait_for(
+            timeout,
+            &format!("{needle:?} in {name}'s log after {after:.3}"),
+            || {
+                Ok(self
+                    .lines_with(name, needle)
+                    .into_iter()
+                    .find(|(t, _)| *t > after))
+            },
+        )
+    }
+}
+
+/// Drops every UDP packet to and from `port` inside a lab host (an nftables table of its own), until dropped.
+pub struct UdpBlock<'a> {
+    lab: &'a Lab,
+    host: Host,
+}
+
+const BLOCK_TABLE: &str = "tg_test_udp_block";
+
+impl<'a> UdpBlock<'a> {
+    pub fn new(lab: &'a Lab, host: Host, port: u16) -> Result<Self> {
+        let block = Self { lab, host };
+        let port = port.to_string();
+        lab.run(host, &["nft", "add", "table", "inet", BLOCK_TABLE])?;
+        for (chain, hook, dir) in [("out", "output", "dport"), ("in", "input", "sport")] {
+            lab.run(
+                host,
+                &[
+                    "nft",
+                    "add",
+                    "chain",
+                    "inet",
+                    BLOCK_TABLE,
+                    chain,
+                    "{",
+                    "type",
+                    "filter",
+                    "hook",
+                    hook,
+                    "priority",
+                    "0",
+                    ";",
+                    "}",
+                ],
+            )?;
+            lab.run(
+                host,
+                &[
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    BLOCK_TABLE,
+                    chain,
+                    "udp",
+                    dir,
+                    &port,
+                    "drop",
+                ],
+            )?;
+        }
+        Ok(block)
+    }
+}
+
+impl Drop for UdpBlock<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self
+            .lab
+            .run(self.host, &["nft", "delete", "table", "inet", BLOCK_TABLE])
+        {
+            eprintln!("removing the UDP block: {e:#}");
+        }
+    }
+}
+
+/// The certificate the control listener presents, as `openssl s_client` from the client host sees it:
+/// `serial=...`, `notBefore=...` and `notAfter=...` lines.
+pub fn control_certificate(lab: &Lab) -> Result<String> {
+    let script = format!(
+        "openssl s_client -connect {}:{CONTROL_PORT} </dev/null 2>/dev/null | openssl x509 -noout -serial -startdate -enddate",
+        Host::Gateway.addr()
+    );
+    let out = lab.run(Host::Client, &["sh", "-c", &script])?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !text.contains("serial=") {
+        bail!("no certificate from the control listener: {text:?}");
+    }
+    Ok(text)
 }

@@ -1,0 +1,549 @@
+//! The registration lifecycle in the lab, with real gateway and agent processes and short, configured timings: an
+//! agent whose tunnel stops working registers again within its handshake timeout; while the gateway is down the
+//! agent's attempts back off exponentially with jitter and it keeps serving; instances that stop registering
+//! expire in the running gateway and free their addresses; the app policy and the agents' gateway policy are
+//! reloaded when their files change; both sides renew their RA-TLS certificates without a restart.
+
+mod registration;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use cvm_agent::client::{register_once, AttemptError, GatewayUrl};
+use protocol::control::{
+    ErrorCode, InstanceId, PortPolicy, RegisterRequest, WireGuardKey, PROTOCOL_VERSION,
+};
+use registration::*;
+use tee_gateway_tests::{wait_for, Host, Lab};
+
+/// A `Debug`-formatted duration as tracing logs it (`812.5ms`, `1.25s`, `4s`, `900µs`), in seconds.
+fn debug_secs(text: &str) -> Option<f64> {
+    for (unit, scale) in [("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0)] {
+        if let Some(v) = text.strip_suffix(unit) {
+            return v.parse::<f64>().ok().map(|v| v * scale);
+        }
+    }
+    None
+}
+
+/// The value of `key=` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..].split_whitespace().next()
+}
+
+fn dump(world: &World, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("--- {n} log:\n{}", world.read_log(n)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A registration request for a fresh instance from the test client.
+fn fresh_request() -> RegisterRequest {
+    RegisterRequest {
+        version: PROTOCOL_VERSION,
+        app_id: APP.parse().unwrap(),
+        instance_id: InstanceId::random(),
+        wireguard_public_key: WireGuardKey::from_bytes(rand::random()).unwrap(),
+        ports: vec![PortPolicy::plain(7000)],
+    }
+}
+
+/// Agent `a1` (handshake timeout 10 s, retries from 250 ms up to 4 s) in `cvm1`: a healthy idle tunnel never
+/// triggers a re-registration; with the tunnel's UDP blocked (the control port open) it registers again once the
+/// tunnel has been silent for the timeout; with the gateway killed its attempts are spaced as the backoff says
+/// while it keeps serving locally; when the gateway returns it registers and is reachable again.
+#[test]
+fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
+    let lab = Lab::up().unwrap();
+    let world = World::new("reg-outage");
+    let gateway_options = GatewayOptions {
+        // Long enough that every registration in this test has another cause.
+        reregister_secs: 600,
+        ..GatewayOptions::default()
+    };
+    let agent_options = AgentOptions {
+        handshake_timeout_secs: 10,
+        retry_initial_ms: 250,
+        retry_max_ms: 4000,
+        ..AgentOptions::default()
+    };
+    // The gateway's keep-alive is 2 s, so the agent's effective timeout is max(10, 3 * 2 + 5) = 11 s.
+    const TIMEOUT: f64 = 11.0;
+    let names = ["gateway", "a1"];
+    let _server = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
+    let mut gw = world
+        .start_gateway_opts(&lab, GOOD, &gateway_options)
+        .unwrap();
+    let mut agent = world
+        .start_agent_opts(&lab, Host::Cvm1, "a1", GOOD, &agent_options)
+        .unwrap();
+    let addr = tunnel_address(&lab, Host::Cvm1, "tga-a1", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr,
+        "hello-from-cvm1",
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+
+    // Healthy and idle for longer than the timeout: keep-alives keep the tunnel alive, nothing re-registers.
+    let healthy_from = unix_now();
+    std::thread::sleep(Duration::from_secs_f64(TIMEOUT + 2.0));
+    for quiet in [
+        "no tunnel handshake within the timeout",
+        "restarting the WireGuard session",
+    ] {
+        assert!(
+            world
+                .lines_with("a1", quiet)
+                .iter()
+                .all(|(t, _)| *t < healthy_from),
+            "a healthy tunnel logged {quiet:?}\n{}",
+            dump(&world, &names)
+        );
+    }
+
+    // Block the tunnel's UDP in cvm1 (the control port stays open): the agent registers again once the tunnel
+    // has been silent for the timeout (the last keep-alive arrived up to 2 s before the block).
+    let last_seen_before = world.registry()[0].last_seen;
+    let blocked_at = unix_now();
+    let block = UdpBlock::new(&lab, Host::Cvm1, WG_PORT).unwrap();
+    let (stale_at, _) = world
+        .wait_line_after(
+            "a1",
+            "no tunnel handshake within the timeout",
+            blocked_at,
+            Duration::from_secs(40),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let detected = stale_at - blocked_at;
+    assert!(
+        (TIMEOUT - 3.0..=TIMEOUT + 5.0).contains(&detected),
+        "the dead tunnel was noticed {detected:.1} s after the block; the timeout is {TIMEOUT} s"
+    );
+    let (registered_at, line) = world
+        .wait_line_after(
+            "a1",
+            ": registered",
+            stale_at - 0.001,
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    assert_eq!(field(&line, "address"), Some(addr.as_str()), "{line}");
+    let record = world.registry().remove(0);
+    assert!(
+        record.last_seen > last_seen_before,
+        "the gateway recorded the new registration ({} -> {})",
+        last_seen_before,
+        record.last_seen
+    );
+    eprintln!(
+        "tunnel UDP blocked: silence noticed after {detected:.1} s, registered again after {:.1} s",
+        registered_at - blocked_at
+    );
+    // The session was restarted too (silence of three keep-alive intervals), and the tunnel comes back once the
+    // path does.
+    assert!(!world
+        .lines_with("a1", "restarting the WireGuard session")
+        .iter()
+        .all(|(t, _)| *t < blocked_at));
+    drop(block);
+    let took = wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr,
+        "hello-from-cvm1",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    eprintln!("tunnel reachable again {took:?} after the block was lifted");
+
+    // The gateway goes away (kill -9): after the timeout the agent tries to register, and each failure waits
+    // longer: nominal 250 ms, 500 ms, 1 s, 2 s, 4 s, 4 s, each a random value between half and all of it.
+    let killed_at = unix_now();
+    gw.child_mut().kill().unwrap();
+    let _ = gw.child_mut().wait();
+    const FAILURES: usize = 6;
+    let failures = wait_for(
+        Duration::from_secs(60),
+        "six failed registration attempts",
+        || {
+            let f: Vec<(f64, String)> = world
+                .lines_with("a1", "no gateway accepted the registration")
+                .into_iter()
+                .filter(|(t, _)| *t > killed_at)
+                .collect();
+            Ok((f.len() >= FAILURES).then_some(f))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let attempts: Vec<f64> = world
+        .lines_with("a1", "registering: connecting")
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| *t > killed_at)
+        .collect();
+    let mut delays = Vec::new();
+    for (i, (failed_at, line)) in failures.iter().take(FAILURES - 1).enumerate() {
+        let nominal = (0.25 * 2f64.powi(i as i32)).min(4.0);
+        let retry_in = field(line, "retry_in")
+            .and_then(debug_secs)
+            .unwrap_or_else(|| panic!("no retry_in in {line}"));
+        assert!(
+            retry_in >= nominal / 2.0 - 0.001 && retry_in <= nominal + 0.001,
+            "failure {i}: retry in {retry_in} s, nominal {nominal} s"
+        );
+        // The next attempt starts when the delay is over, not before and not much later.
+        let next = attempts
+            .iter()
+            .find(|t| *t > failed_at)
+            .unwrap_or_else(|| panic!("no attempt after failure {i}"));
+        let gap = next - failed_at;
+        assert!(
+            gap >= retry_in - 0.02 && gap <= retry_in + 0.7,
+            "failure {i}: next attempt after {gap:.3} s, the delay was {retry_in:.3} s"
+        );
+        delays.push((nominal, retry_in, gap));
+    }
+    assert!(
+        delays.iter().any(|(n, r, _)| (n - r).abs() > 0.001),
+        "the delays are jittered, not exactly nominal: {delays:?}"
+    );
+    eprintln!("attempt spacing while the gateway is down (nominal, drawn, observed): {delays:?}");
+    // The agent keeps running and keeps serving on its tunnel address (locally: the tunnel is down).
+    assert!(agent.is_running(), "{}", dump(&world, &names));
+    assert_eq!(
+        fetch(&lab, Host::Cvm1, &addr).unwrap(),
+        "hello-from-cvm1",
+        "the forwarder keeps answering while the gateway is down"
+    );
+
+    // The gateway returns with its registry: the tunnel works again with the same address, through the peer the
+    // gateway restored (and a registration if the next retry comes first), and the retries stop.
+    let restarted_at = unix_now();
+    let _gw = world
+        .start_gateway_opts(&lab, GOOD, &gateway_options)
+        .unwrap();
+    let took = wait_reachable(
+        &lab,
+        Host::Gateway,
+        &addr,
+        "hello-from-cvm1",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let back = unix_now();
+    std::thread::sleep(Duration::from_secs(5));
+    let late_failures: Vec<_> = world
+        .lines_with("a1", "no gateway accepted the registration")
+        .into_iter()
+        .filter(|(t, _)| *t > back)
+        .collect();
+    assert!(
+        late_failures.is_empty(),
+        "the agent still retries after the tunnel came back: {late_failures:?}"
+    );
+    eprintln!(
+        "gateway back: tunnel reachable {took:?} after the restart, {} registration(s) since",
+        world
+            .lines_with("a1", ": registered")
+            .iter()
+            .filter(|(t, _)| *t > restarted_at)
+            .count()
+    );
+}
+
+/// One gateway (instances expire after 25 s of silence, re-registration every 10 s, certificates valid for
+/// 60 s, a /29 tunnel network of five instance addresses) and two agents: the killed one expires, its peer is
+/// removed and its address reused, while the live one is kept; changed app and gateway policies take effect
+/// without restarts; both sides renew their certificates and keep registering after the first ones expired.
+#[test]
+fn expiry_policy_reload_and_certificate_renewal() {
+    let lab = Lab::up().unwrap();
+    let world = World::new("reg-lifecycle");
+    let gateway_options = GatewayOptions {
+        network: "10.0.0.0/29",
+        reregister_secs: 10,
+        expire_after_secs: 25,
+        certificate_validity_secs: 60,
+    };
+    let agent_options = AgentOptions {
+        certificate_validity_secs: 60,
+        ..AgentOptions::default()
+    };
+    let names = ["gateway", "live", "doomed"];
+    let _server = start_tcp_server(&lab, Host::Cvm1, "hello-from-live").unwrap();
+    let started = unix_now();
+    let mut gw = world
+        .start_gateway_opts(&lab, GOOD, &gateway_options)
+        .unwrap();
+    let _live = world
+        .start_agent_opts(&lab, Host::Cvm1, "live", GOOD, &agent_options)
+        .unwrap();
+    let mut doomed = world
+        .start_agent_opts(&lab, Host::Cvm2, "doomed", GOOD, &agent_options)
+        .unwrap();
+    let live_addr = tunnel_address(&lab, Host::Cvm1, "tga-live", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let doomed_addr = tunnel_address(&lab, Host::Cvm2, "tga-doomed", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &live_addr,
+        "hello-from-live",
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let first_cert = wait_for(Duration::from_secs(10), "the control certificate", || {
+        control_certificate(&lab).map(Some)
+    })
+    .unwrap();
+
+    // Expiry: kill -9 one agent; the gateway removes it within the expiry time plus a sweep (a quarter of it).
+    doomed.child_mut().kill().unwrap();
+    let _ = doomed.child_mut().wait();
+    let doomed_record = world
+        .registry()
+        .into_iter()
+        .find(|r| r.tunnel_address.to_string() == doomed_addr)
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the killed agent to expire",
+        || {
+            Ok((!world
+                .registry()
+                .iter()
+                .any(|r| r.instance_id == doomed_record.instance_id))
+            .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let silent_for = unix_now() - doomed_record.last_seen as f64;
+    assert!(
+        (25.0..=40.0).contains(&silent_for),
+        "expired {silent_for:.1} s after its last registration; the expiry time is 25 s"
+    );
+    let expired = world.lines_with("gateway", "instance expired");
+    assert!(
+        expired.iter().any(
+            |(_, l)| l.contains(doomed_record.instance_id.as_str()) && l.contains(&doomed_addr)
+        ),
+        "{expired:?}"
+    );
+    let removed = world.lines_with("gateway", "peer removed");
+    assert!(
+        removed
+            .iter()
+            .any(|(_, l)| l.contains(&doomed_record.public_key.to_string())),
+        "the expired instance's peer is removed from the tunnel: {removed:?}"
+    );
+    // The live agent is kept and still reachable.
+    let registry = world.registry();
+    assert_eq!(registry.len(), 1, "{registry:?}");
+    assert_eq!(registry[0].tunnel_address.to_string(), live_addr);
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &live_addr,
+        "hello-from-live",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+
+    // The freed address is reusable: the four free addresses of the /29 go to new instances (one of them the
+    // expired instance's), and a fifth is refused with address_pool_exhausted.
+    let tls = client_tls(&world);
+    let url =
+        GatewayUrl::parse(&format!("https://{}:{CONTROL_PORT}", Host::Gateway.addr())).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let register = |req: &RegisterRequest| {
+        rt.block_on(register_once(
+            &url,
+            tls.clone(),
+            req,
+            Duration::from_secs(10),
+            |_| {},
+        ))
+    };
+    let mut handed_out: Vec<Ipv4Addr> = (0..4)
+        .map(|i| {
+            register(&fresh_request())
+                .unwrap_or_else(|e| panic!("instance {i}: {e}"))
+                .tunnel_address
+        })
+        .collect();
+    handed_out.sort();
+    assert!(
+        handed_out.iter().any(|a| a.to_string() == doomed_addr),
+        "the expired instance's address {doomed_addr} is handed out again: {handed_out:?}"
+    );
+    match register(&fresh_request()) {
+        Err(AttemptError::Refused {
+            status: 503, body, ..
+        }) => assert_eq!(body.error, ErrorCode::AddressPoolExhausted, "{body:?}"),
+        other => panic!("a sixth instance in a /29: {other:?}"),
+    }
+
+    // App policy reload: disallow the agents' measurement. A new registration is refused with the typed error
+    // naming app and measurement, and so is the live agent's next one; allowed again, it is accepted.
+    let changed = unix_now();
+    world.write_app_policy(&[BAD]);
+    world
+        .wait_line_after(
+            "gateway",
+            "app policy reloaded",
+            changed,
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    match register(&fresh_request()) {
+        Err(AttemptError::Refused {
+            status: 403, body, ..
+        }) => {
+            assert_eq!(body.error, ErrorCode::PolicyRefused, "{body:?}");
+            assert!(
+                body.message.contains(APP) && body.message.contains(&measurement(GOOD)),
+                "{}",
+                body.message
+            );
+        }
+        other => panic!("registration under the stricter policy: {other:?}"),
+    }
+    world
+        .wait_line_after("live", "policy_refused", changed, Duration::from_secs(25))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let allowed = unix_now();
+    world.write_app_policy(&[GOOD]);
+    world
+        .wait_line_after(
+            "gateway",
+            "app policy reloaded",
+            allowed,
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    world
+        .wait_line_after("live", ": registered", allowed, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+
+    // Gateway policy reload in the agent: a policy this gateway does not satisfy makes the next registration stop
+    // at the TLS handshake; the previous policy restored, registrations succeed again.
+    let changed = unix_now();
+    world.write_gateway_policy(BAD);
+    let (reloaded, _) = world
+        .wait_line_after(
+            "live",
+            "gateway policy reloaded",
+            changed,
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    world
+        .wait_line_after(
+            "live",
+            "TLS handshake failed",
+            reloaded,
+            Duration::from_secs(25),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    assert!(
+        !world
+            .lines_with("live", "measurement")
+            .iter()
+            .all(|(t, _)| *t < reloaded),
+        "the refusal names the failed check\n{}",
+        world.read_log("live")
+    );
+    assert!(
+        world
+            .lines_with("live", ": registered")
+            .iter()
+            .all(|(t, _)| *t < reloaded),
+        "no registration while the gateway is refused"
+    );
+    let restored = unix_now();
+    world.write_gateway_policy(GOOD);
+    world
+        .wait_line_after("live", ": registered", restored, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+
+    // Certificate renewal: the gateway renews when a quarter of its 60 s remains, without a restart, and serves
+    // the new certificate.
+    world
+        .wait_line_after(
+            "gateway",
+            "RA-TLS certificate renewed",
+            started,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    let second_cert = control_certificate(&lab).unwrap();
+    let line_of = |cert: &str, key: &str| {
+        cert.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_ne!(
+        line_of(&first_cert, "serial="),
+        line_of(&second_cert, "serial="),
+        "{first_cert}\n{second_cert}"
+    );
+    assert_ne!(
+        line_of(&first_cert, "notAfter="),
+        line_of(&second_cert, "notAfter="),
+        "{first_cert}\n{second_cert}"
+    );
+    assert!(gw.is_running(), "the gateway was not restarted");
+    assert_eq!(
+        world.lines_with("gateway", "step 1/7").len(),
+        1,
+        "the gateway started once"
+    );
+    // The agent renews its own too.
+    world
+        .wait_line_after(
+            "live",
+            "RA-TLS certificate renewed",
+            started,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    // Once both first certificates have expired (60 s after they were issued), registering still works: each
+    // side presents and accepts the renewed ones.
+    let issued = |name: &str, step: &str| world.lines_with(name, step).first().map(|(t, _)| *t);
+    let both_expired = issued("live", "boot 3/5")
+        .unwrap()
+        .max(issued("gateway", "step 3/7").unwrap())
+        + 61.0;
+    while unix_now() < both_expired {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    world
+        .wait_line_after(
+            "live",
+            ": registered",
+            both_expired,
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    wait_reachable(
+        &lab,
+        Host::Gateway,
+        &live_addr,
+        "hello-from-live",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world, &names)));
+    eprintln!(
+        "lifecycle test done {:.0} s after the gateway started",
+        unix_now() - started
+    );
+}
