@@ -291,6 +291,31 @@ async fn curl_many(pki: &Pki, gw: std::net::SocketAddr, name: &str, n: usize) ->
         .collect()
 }
 
+/// Refused connections (an instance whose backend is gone) move on to the next candidate within the same client
+/// connection: no client request fails. (In the lab, an agent accepts for a stopped fixed-address target until it
+/// reports the target down; this is the path of a refused connect.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_instances_cost_no_failed_requests() {
+    let pki = Pki::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.9:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let live = Backend::start_on(&format!("127.0.0.9:{port}"), I1, BackendKind::Http).await;
+    let gone = Backend::start_on(&format!("127.0.0.10:{port}"), I2, BackendKind::Http).await;
+    gone.stop();
+    let d = Arc::new(StaticDirectory::new());
+    d.upsert(APP, I1, "127.0.0.9".parse().unwrap(), [(port, false)]);
+    d.upsert(APP, I2, "127.0.0.10".parse().unwrap(), [(port, false)]);
+    let gw = Running::start(test_config(&pki), d).await;
+    let results = curl_many(&pki, gw.addr, &format!("{APP}-{port}.{BASE}"), 100).await;
+    assert_eq!(results.len(), 100);
+    assert!(results.iter().all(|(code, _)| *code == 200), "{results:?}");
+    assert_eq!(live.accepted.load(Ordering::SeqCst), 100);
+    assert_eq!(gone.accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(gw.refusals("upstream_unreachable"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_open_connections_finish_then_closes_the_rest() {
     let pki = Pki::new();
