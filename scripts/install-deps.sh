@@ -5,6 +5,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   iproute2 iputils-ping procps psmisc util-linux   # lab: ip netns, ping, ps, fuser, flock
+  nftables                                         # lab: blocking a tunnel's UDP in a namespace
   wireguard-go wireguard-tools                     # reference WireGuard peer for interop and benchmarks
   iperf3 curl openssl wrk nghttp2-client           # real clients (h2load is in nghttp2-client)
   haproxy nginx libnginx-mod-stream bc             # alternatives the benchmarks compare against; ratios
