@@ -298,3 +298,76 @@ fn verified_claims_are_remembered_and_the_identity_renews() {
     v.verify_certificate(second.cert_der(), SystemTime::now())
         .unwrap();
 }
+
+/// No session is ever resumed: with the same configurations, every connection is a full handshake that verifies
+/// the peer's certificate again, so a policy changed between two connections applies to the second one.
+#[tokio::test]
+async fn sessions_are_never_resumed_so_a_changed_policy_applies_to_the_next_connection() {
+    use attestation::policy::PolicyFn;
+    let server_id = Arc::new(RaTlsIdentity::new(attester(0xAA), CertOptions::default()).unwrap());
+    let client_id = Arc::new(RaTlsIdentity::new(attester(0xBB), CertOptions::default()).unwrap());
+    let current = Arc::new(Mutex::new(gateway_policy(0xAA)));
+    let policy = current.clone();
+    let client_peers = Arc::new(RaTlsVerifier::new(
+        verifier(),
+        Arc::new(PolicyFn(move |c: &attestation::Claims| {
+            let p = policy.lock().unwrap().clone();
+            p.check_claims(c)
+        })),
+    ));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        server_config(
+            server_id,
+            Arc::new(RaTlsVerifier::new(verifier(), app_policy(0xBB))),
+        )
+        .unwrap(),
+    ));
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(client_id, client_peers).unwrap()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 4];
+                    if tls.read_exact(&mut buf).await.is_ok() {
+                        let _ = tls.write_all(b"pong").await;
+                    }
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    let connect = || async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let kind = tls.get_ref().1.handshake_kind();
+        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(kind)
+    };
+    for i in 0..3 {
+        assert_eq!(
+            connect().await.unwrap(),
+            Some(rustls::HandshakeKind::Full),
+            "connection {i} was not a full handshake"
+        );
+    }
+    *current.lock().unwrap() = gateway_policy(0xCC);
+    let refused = connect().await;
+    assert!(
+        refused.is_err(),
+        "the changed policy was not applied: {refused:?}"
+    );
+    *current.lock().unwrap() = gateway_policy(0xAA);
+    assert_eq!(connect().await.unwrap(), Some(rustls::HandshakeKind::Full));
+    server.abort();
+}
