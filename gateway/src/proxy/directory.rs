@@ -27,7 +27,8 @@ pub struct Candidate {
 pub struct Resolution {
     /// The app the id belongs to (the id itself when it is an app id).
     pub app_id: String,
-    /// Every instance of the app (or the one named instance) that exposes the port, healthy or not.
+    /// Every instance of the app (or the one named instance) that exposes the port, healthy or not, except those
+    /// whose target its agent reported down (so it may be empty).
     pub candidates: Vec<Candidate>,
 }
 

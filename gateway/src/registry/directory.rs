@@ -78,7 +78,9 @@ impl RegistryDirectory {
 
 impl InstanceDirectory for RegistryDirectory {
     /// Resolves an app id first, then an instance id. Ports whose target the agent reported as down are left out,
-    /// since the agent would only reset the connection.
+    /// since the agent would only reset the connection: a port that some instance declares but none has up
+    /// resolves to no candidates (the proxy refuses "no healthy instance"), while a port no instance declares is
+    /// [`LookupError::PortNotExposed`].
     fn resolve(&self, id: &str, port: u16) -> Result<Resolution, LookupError> {
         let snap = self.snapshot();
         let id = id.to_ascii_lowercase();
@@ -90,10 +92,12 @@ impl InstanceDirectory for RegistryDirectory {
             } else {
                 return Err(LookupError::UnknownId(id));
             };
+        let mut declared = false;
         let candidates: Vec<Candidate> = members
             .into_iter()
             .filter_map(|r| {
                 let p = r.ports.iter().find(|p| p.port == port)?;
+                declared = true;
                 if p.target_state == Some(TargetState::Down) {
                     return None;
                 }
@@ -105,7 +109,7 @@ impl InstanceDirectory for RegistryDirectory {
                 })
             })
             .collect();
-        if candidates.is_empty() {
+        if !declared {
             return Err(LookupError::PortNotExposed { id, port });
         }
         Ok(Resolution { app_id, candidates })

@@ -343,11 +343,8 @@ fn directory_resolves_apps_then_instances_and_follows_changes() {
     assert_eq!(c1.addr, SocketAddr::new(IpAddr::V4(one.tunnel_address), 80));
     assert_eq!(c1.since_handshake, Some(Duration::from_secs(7)));
     assert!(!c1.proxy_protocol);
-    // Port 443's target is reported down: not a candidate.
-    assert!(matches!(
-        dir.resolve(APP, 443),
-        Err(LookupError::PortNotExposed { port: 443, .. })
-    ));
+    // Port 443 is declared but its target is reported down everywhere: no candidate, yet not "not exposed".
+    assert!(dir.resolve(APP, 443).unwrap().candidates.is_empty());
     assert!(matches!(
         dir.resolve(APP, 9999),
         Err(LookupError::PortNotExposed { .. })
