@@ -5,6 +5,7 @@
 #   wireguard-go  wireguard-go <-> wireguard-go (configured with wg)
 #   ours          our endpoint (protocol::tunnel, release build) <-> our endpoint
 #   ours-no-offload  the same without TUN offloads (one packet per TUN read)
+#   ours-filter   ours with the inbound port filter (as on an agent) on the receiving endpoint, iperf3's port let in
 #
 # For each: iperf3 single stream and 4 streams (cvm1 sends to the gateway), and ping RTT (gateway <- cvm1).
 # Prints a table and the ratios. Run as root: scripts/bench-tunnel.sh [SECONDS_PER_IPERF_RUN (default 10)]
@@ -106,12 +107,13 @@ kill "${PIDS[-1]}" "${PIDS[-2]}"
 wait "${PIDS[-1]}" "${PIDS[-2]}" 2>/dev/null || true
 unset 'PIDS[-1]' 'PIDS[-1]'
 
-# 3. Ours <-> ours, with TUN offloads (the default) and without.
+# 3. Ours <-> ours, with TUN offloads (the default), without, and with the receiver's inbound port filter.
+GW_ONLY=() # flags for the receiving (gateway-side) endpoint only
 ours() { # name extra-flags...
   local name=$1
   shift
   bg ip netns exec "$GW" "$BIN" --private-key-file "$WORK/gw.key" --listen-port 51822 --address 10.2.0.1/24 \
-    --tun-name tgwb0 --peer "key=$CVM_PUB,ip=10.2.0.2" "$@" </dev/null >/dev/null
+    --tun-name tgwb0 --peer "key=$CVM_PUB,ip=10.2.0.2" "$@" "${GW_ONLY[@]}" </dev/null >/dev/null
   bg ip netns exec "$CVM" "$BIN" --private-key-file "$WORK/cvm.key" --listen-port 51822 --address 10.2.0.2/24 \
     --tun-name tgwb0 --peer "key=$GW_PUB,ip=10.2.0.1,endpoint=198.18.0.1:51822" "$@" </dev/null >/dev/null
   measure "$name" 10.2.0.1
@@ -121,6 +123,8 @@ ours() { # name extra-flags...
 }
 ours ours
 ours ours-no-offload --no-offload
+GW_ONLY=(--inbound-tcp-ports 5201)
+ours ours-filter
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2fx' % (a/b) if b else 'n/a')" "$1" "$2"; }
 
@@ -128,7 +132,7 @@ echo
 echo "Tunnel benchmark: cvm1 -> gateway, iperf3 ${DURATION}s per run, $PINGS pings, $(nproc) CPUs, $(date -u +%F)"
 printf '| %-16s | %17s | %17s | %13s |\n' path "1 stream Gbit/s" "4 streams Gbit/s" "ping RTT µs"
 echo '|:-----------------|------------------:|------------------:|--------------:|'
-for name in veth wireguard-go ours ours-no-offload; do
+for name in veth wireguard-go ours ours-no-offload ours-filter; do
   printf '| %-16s | %17s | %17s | %13s |\n' "$name" "${SINGLE[$name]}" "${MULTI[$name]}" "${RTT[$name]}"
 done
 echo

@@ -5,7 +5,9 @@
 //!
 //! - `add key=KEY ip=ADDR [endpoint=HOST:PORT] [keepalive-ms=N]` / `update ...` : add or change a peer;
 //! - `remove KEY` : remove a peer (answers with its final counters);
-//! - `stats` : the endpoint's snapshot (peers, counters, health).
+//! - `stats` : the endpoint's snapshot (peers, counters, health);
+//! - `filter PORT,PORT...` / `filter none` : let only those TCP ports (and ICMP echo) in from the tunnel, or
+//!   everything (see `--inbound-tcp-ports`).
 //!
 //! Errors are answered as `{"error": "..."}`. End of stdin does not stop it; SIGTERM or SIGINT does.
 
@@ -15,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey, PublicKey};
+use protocol::tunnel::{
+    Endpoint, EndpointConfig, InboundFilter, PeerConfig, PrivateKey, PublicKey,
+};
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -46,6 +50,10 @@ struct Args {
     /// Turn TUN offloads off (read and write one packet per system call).
     #[arg(long)]
     no_offload: bool,
+    /// Let in from the tunnel only TCP to these ports (comma-separated) and ICMP echo; SYNs to other ports are
+    /// answered with a reset. Without it everything that passes the isolation checks is let in.
+    #[arg(long, value_delimiter = ',')]
+    inbound_tcp_ports: Option<Vec<u16>>,
     /// A peer, as `key=KEY,ip=ADDR[,endpoint=HOST:PORT][,keepalive-ms=N]` (repeatable).
     #[arg(long = "peer")]
     peers: Vec<String>,
@@ -97,7 +105,22 @@ fn command(endpoint: &Endpoint, line: &str) -> Result<serde_json::Value> {
             json!({"ok": true, "stats": stats})
         }
         "stats" => serde_json::to_value(endpoint.stats())?,
-        other => bail!("unknown command {other:?} (add, update, remove, stats)"),
+        "filter" => {
+            let filter = match rest.trim() {
+                "none" => None,
+                ports => Some(InboundFilter::new(
+                    ports
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| p.trim().parse::<u16>().context("filter port"))
+                        .collect::<Result<Vec<_>>>()?,
+                    true,
+                )),
+            };
+            endpoint.set_inbound_filter(filter);
+            json!({"ok": true})
+        }
+        other => bail!("unknown command {other:?} (add, update, remove, stats, filter)"),
     })
 }
 
@@ -126,6 +149,9 @@ async fn main() -> Result<()> {
     config.tun_name = args.tun_name;
     config.mtu = args.mtu;
     config.offload = !args.no_offload;
+    config.inbound_filter = args
+        .inbound_tcp_ports
+        .map(|ports| InboundFilter::new(ports, true));
     if let Some(ms) = args.health_window_ms {
         config.health_window = Duration::from_millis(ms);
     }
