@@ -6,8 +6,9 @@
 //! other refused packet is dropped and counted. This keeps services of the host that listen on a wildcard
 //! address (`0.0.0.0`) out of reach of the tunnel.
 //!
-//! The check is stateless and costs a few loads per packet: the ports are a bitmap, nothing is allocated. An
-//! endpoint without a filter delivers every packet that passes the isolation checks.
+//! The check is stateless and costs a few loads per packet: the ports are a bitmap, nothing is allocated. Being
+//! stateless, it suits an endpoint that only serves: answers to connections it opened through the tunnel would be
+//! dropped too. An endpoint without a filter delivers every packet that passes the isolation checks.
 
 use std::net::Ipv4Addr;
 
