@@ -283,6 +283,35 @@ fn wait_state(
     start.elapsed()
 }
 
+/// Starts `cvm-agent run` in the root namespace like [`World::start`], but bound to the test's life: the lab's
+/// teardown only reaches processes inside its namespaces, so the agent (and with it its TUN device and route in
+/// the root namespace) is killed by the kernel should the test process die without unwinding.
+fn start_root_agent(lab: &Lab, world: &World, config: &Path) -> tee_gateway_tests::Process {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(world.log("docker-agent"))
+        .unwrap();
+    let mut cmd = lab.command(Host::Root, registration::binary("cvm-agent"));
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    lab.spawn(cmd).unwrap()
+}
+
 /// Prints the end of each program's log when the test fails.
 struct LogsOnFailure<'a>(&'a World, &'static [&'static str]);
 
@@ -363,15 +392,7 @@ target = "docker-label"
         sock = relay.path().display()
     );
     let docker_config = agent_config(&world, "docker", DOCKER_TUN, &docker_ports);
-    let mut docker_agent = world
-        .start(
-            &lab,
-            Host::Root,
-            "docker-agent",
-            "cvm-agent",
-            &docker_config,
-        )
-        .unwrap();
+    let mut docker_agent = start_root_agent(&lab, &world, &docker_config);
 
     // cvm1: the test server as a process on loopback, plus a wildcard listener on an undeclared port.
     let bin = testserver_from_image(IMAGE, &world.scratch.0).unwrap();
