@@ -1,26 +1,14 @@
 //! `cvm-agent check-config` run as a program: a good file passes with a summary; each kind of bad file fails
 //! with a non-zero exit and a message naming what is wrong.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// A scratch directory removed on drop.
-struct Dir(PathBuf);
+use tempfile::TempDir;
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir() -> Dir {
-    let p = std::env::temp_dir().join(format!(
-        "tg-agent-check-config-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    Dir(p)
+/// A scratch directory, removed on drop (also when the test fails).
+fn dir() -> TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 /// Runs `cvm-agent check-config --config PATH`: (success, stdout and stderr).
@@ -39,8 +27,8 @@ fn check(config: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn good(d: &Dir) -> String {
-    let policy = d.0.join("gateway-policy.toml");
+fn good(d: &TempDir) -> String {
+    let policy = d.path().join("gateway-policy.toml");
     std::fs::write(&policy, "").unwrap();
     format!(
         r#"app_id = "deadbeef111111111111111111111111"
@@ -64,16 +52,16 @@ proxy_protocol = true
 port = 9000
 target = "docker:web:80"
 "#,
-        state = d.0.join("state").display(),
+        state = d.path().join("state").display(),
         policy = policy.display(),
-        pki = d.0.join("pki").display(),
+        pki = d.path().join("pki").display(),
         m = "aa".repeat(48),
     )
 }
 
 /// Writes `text` as the configuration and checks it fails naming each of `needles`.
-fn expect_refused(d: &Dir, what: &str, text: &str, needles: &[&str]) {
-    let path = d.0.join("agent.toml");
+fn expect_refused(d: &TempDir, what: &str, text: &str, needles: &[&str]) {
+    let path = d.path().join("agent.toml");
     std::fs::write(&path, text).unwrap();
     let (ok, out) = check(&path);
     assert!(!ok, "{what}: accepted\n{out}");
@@ -88,7 +76,7 @@ fn expect_refused(d: &Dir, what: &str, text: &str, needles: &[&str]) {
 #[test]
 fn a_good_file_passes_with_a_summary() {
     let d = dir();
-    let path = d.0.join("agent.toml");
+    let path = d.path().join("agent.toml");
     std::fs::write(&path, good(&d)).unwrap();
     let (ok, out) = check(&path);
     assert!(ok, "{out}");
@@ -175,7 +163,7 @@ fn each_bad_file_fails_naming_the_problem() {
         (
             "sim backend without a PKI",
             good.replace(
-                &format!("sim_pki = \"{}\"\n", d.0.join("pki").display()),
+                &format!("sim_pki = \"{}\"\n", d.path().join("pki").display()),
                 "",
             ),
             vec!["attestation.sim_pki is required with a sim-* backend"],
@@ -237,7 +225,7 @@ fn each_bad_file_fails_naming_the_problem() {
         ],
     );
 
-    let (ok, out) = check(&d.0.join("absent.toml"));
+    let (ok, out) = check(&d.path().join("absent.toml"));
     assert!(!ok);
     assert!(
         out.contains("cannot read") && out.contains("absent.toml"),

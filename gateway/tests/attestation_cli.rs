@@ -1,30 +1,18 @@
 //! `gateway attestation verify` and `sim-pki` run as a program.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
+use tempfile::TempDir;
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir() -> Dir {
-    let p = std::env::temp_dir().join(format!(
-        "tg-attest-cli-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    Dir(p)
+/// A scratch directory, removed on drop (also when the test fails).
+fn dir() -> TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 /// Run `gateway attestation ARGS`: (exit code, stdout, stderr).
@@ -78,7 +66,7 @@ fn verify_real_snp_samples() {
     let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["debug"], true);
     let d = dir();
-    let policy = d.0.join("policy.toml");
+    let policy = d.path().join("policy.toml");
     std::fs::write(
         &policy,
         format!(
@@ -133,7 +121,7 @@ fn verify_real_snp_samples() {
 #[test]
 fn sim_pki_round_trip_through_the_command() {
     let d = dir();
-    let pki_dir = d.0.join("pki");
+    let pki_dir = d.path().join("pki");
     let (code, _, err) = gateway(&[
         "sim-pki",
         "--seed",
@@ -154,9 +142,9 @@ fn sim_pki_round_trip_through_the_command() {
             debug: false,
         })
         .unwrap();
-    let report_path = d.0.join("report.bin");
+    let report_path = d.path().join("report.bin");
     std::fs::write(&report_path, &report).unwrap();
-    let chain = d.0.join("chain.pem");
+    let chain = d.path().join("chain.pem");
     let chain_text = std::fs::read_to_string(pki_dir.join("snp-ask.pem")).unwrap()
         + &std::fs::read_to_string(&ark).unwrap();
     std::fs::write(&chain, chain_text).unwrap();
@@ -185,7 +173,7 @@ fn sim_pki_round_trip_through_the_command() {
         "{err}"
     );
 
-    let policy = d.0.join("policy.toml");
+    let policy = d.path().join("policy.toml");
     std::fs::write(
         &policy,
         format!(
@@ -228,11 +216,11 @@ fn sim_pki_round_trip_through_the_command() {
 fn verify_ra_tls_certificates() {
     let d = dir();
     let pki = std::sync::Arc::new(SimSnpPki::generate_small("cli ra-tls").unwrap());
-    let ark = d.0.join("ark.pem");
+    let ark = d.path().join("ark.pem");
     std::fs::write(&ark, pki.ark_pem()).unwrap();
     let attester = SimSnpAttester::new(pki, [0x42; 48], [0; 32]);
     let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
-    let cert_path = d.0.join("cert.pem");
+    let cert_path = d.path().join("cert.pem");
     std::fs::write(&cert_path, cert.cert_pem()).unwrap();
     let (code, out, err) = gateway(&[
         "verify",

@@ -3,36 +3,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::tdx::sim::{files, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
 use attestation::{SimTdReport, SimTdxAttester, SimTdxPki};
+use tempfile::TempDir;
 
 const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/tdx");
 /// Inside the validity window of the real sample's collateral.
 const SAMPLE_NOW: &str = "2025-07-01T12:00:00Z";
 
-/// A scratch directory removed on drop, also when the test fails.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir() -> Dir {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "tg-attest-cli-tdx-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    Dir(p)
+/// A scratch directory, removed on drop (also when the test fails).
+fn dir() -> TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 /// Run `gateway attestation ARGS`: (exit code, stdout, stderr).
@@ -97,8 +81,8 @@ fn outdated_real_tdx_quote_is_refused_for_its_tcb() {
 }
 
 /// `sim-pki` into a fresh directory; returns the directory and the PKI it wrote.
-fn sim_pki(d: &Dir) -> (PathBuf, Arc<SimTdxPki>) {
-    let pki_dir = d.0.join("pki");
+fn sim_pki(d: &TempDir) -> (PathBuf, Arc<SimTdxPki>) {
+    let pki_dir = d.path().join("pki");
     let (code, _, err) = gateway(&[
         "sim-pki",
         "--seed",
@@ -126,7 +110,7 @@ fn sim_tdx_quote_round_trip_through_the_command() {
     let (pki_dir, pki) = sim_pki(&d);
     let root = pki_dir.join(files::ROOT_CA);
     let collateral = pki_dir.join(files::COLLATERAL);
-    let quote_path = d.0.join("quote.bin");
+    let quote_path = d.path().join("quote.bin");
     let quote = pki.quote(&td()).unwrap();
     std::fs::write(&quote_path, &quote).unwrap();
     let base = [
@@ -153,7 +137,7 @@ fn sim_tdx_quote_round_trip_through_the_command() {
     );
 
     // A policy on MRTD names the field, the expected and the actual value.
-    let policy = d.0.join("policy.toml");
+    let policy = d.path().join("policy.toml");
     std::fs::write(
         &policy,
         format!(
@@ -208,13 +192,13 @@ fn sim_tdx_ra_tls_certificates_through_the_command() {
             },
         );
         let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
-        let path = d.0.join(name);
+        let path = d.path().join(name);
         std::fs::write(&path, cert.cert_pem()).unwrap();
         path
     };
     let good = cert_for(TD_ATTR_SEPT_VE_DISABLE, "good.pem");
     let debug = cert_for(TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG, "debug.pem");
-    let policy = d.0.join("policy.toml");
+    let policy = d.path().join("policy.toml");
     std::fs::write(
         &policy,
         format!(

@@ -1,24 +1,12 @@
 //! `gateway check-config` run as a program: a good file passes, each kind of bad file fails with its reason.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-struct Dir(PathBuf);
+use tempfile::TempDir;
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir() -> Dir {
-    let p = std::env::temp_dir().join(format!(
-        "tg-check-config-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    Dir(p)
+/// A scratch directory, removed on drop (also when the test fails).
+fn dir() -> TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 fn run(config: &std::path::Path) -> (bool, String) {
@@ -39,13 +27,13 @@ fn run(config: &std::path::Path) -> (bool, String) {
 #[test]
 fn check_config_accepts_good_and_explains_bad_files() {
     let d = dir();
-    let policy = d.0.join("apps.toml");
+    let policy = d.path().join("apps.toml");
     std::fs::write(&policy, "").unwrap();
     let good = format!(
         "base_domains = [\"apps.example.com\"]\n[tunnel]\npublic_endpoint = \"198.18.0.2:51820\"\n[attestation]\napp_policy = \"{}\"\n",
         policy.display()
     );
-    let path = d.0.join("gateway.toml");
+    let path = d.path().join("gateway.toml");
     std::fs::write(&path, &good).unwrap();
     let (ok, text) = run(&path);
     assert!(ok, "{text}");
@@ -74,7 +62,7 @@ fn check_config_accepts_good_and_explains_bad_files() {
         "{text}"
     );
 
-    let (ok, text) = run(&d.0.join("missing.toml"));
+    let (ok, text) = run(&d.path().join("missing.toml"));
     assert!(!ok);
     assert!(text.contains("cannot read"), "{text}");
 }

@@ -15,30 +15,21 @@ use crate::{Host, Lab, Process};
 
 /// A scratch directory removed on drop.
 #[derive(Debug)]
-pub struct TempDir(PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     /// Creates a fresh directory under the system's temporary directory.
     pub fn new(label: &str) -> Result<TempDir> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tee-gateway-{label}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir(path))
+        tempfile::Builder::new()
+            .prefix(&format!("tee-gateway-{label}-"))
+            .tempdir()
+            .map(TempDir)
+            .context("creating a temporary directory")
     }
 
     /// The directory's path.
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 

@@ -263,13 +263,6 @@ impl TerminationConfigs {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn write_cert(dir: &Path, file: &str, names: &[&str]) -> CertificateFiles {
         let key = rcgen::KeyPair::generate().unwrap();
         let params =
@@ -285,19 +278,19 @@ mod tests {
         files
     }
 
-    fn tempdir(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("tee-gateway-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
+    fn tempdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("tee-gateway-tls-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn exact_names_win_over_wildcards_across_base_domains() {
         let dir = tempdir("names");
-        let wild_a = write_cert(&dir.0, "a", &["*.apps.example.org"]);
-        let wild_b = write_cert(&dir.0, "b", &["*.example.net"]);
-        let exact = write_cert(&dir.0, "gw", &["gateway.apps.example.org"]);
+        let wild_a = write_cert(dir.path(), "a", &["*.apps.example.org"]);
+        let wild_b = write_cert(dir.path(), "b", &["*.example.net"]);
+        let exact = write_cert(dir.path(), "gw", &["gateway.apps.example.org"]);
         let store = CertStore::load(vec![wild_a, wild_b, exact]).unwrap();
         let exact_key = store.find("gateway.apps.example.org").unwrap();
         let wild_key = store.find("deadbeef11.apps.example.org").unwrap();
@@ -323,8 +316,8 @@ mod tests {
     #[test]
     fn bad_files_are_refused_with_the_file_named() {
         let dir = tempdir("bad");
-        let a = write_cert(&dir.0, "a", &["*.apps.example.org"]);
-        let b = write_cert(&dir.0, "b", &["*.example.net"]);
+        let a = write_cert(dir.path(), "a", &["*.apps.example.org"]);
+        let b = write_cert(dir.path(), "b", &["*.example.net"]);
         let crossed = CertificateFiles {
             cert: a.cert.clone(),
             key: b.key.clone(),
@@ -334,12 +327,12 @@ mod tests {
             Err(CertError::KeyMismatch(_))
         ));
         let missing = CertificateFiles {
-            cert: dir.0.join("nope.crt"),
+            cert: dir.path().join("nope.crt"),
             key: a.key.clone(),
         };
         let err = CertStore::load(vec![missing]).unwrap_err();
         assert!(err.to_string().contains("nope.crt"), "{err}");
-        let no_names = write_cert(&dir.0, "c", &[]);
+        let no_names = write_cert(dir.path(), "c", &[]);
         assert!(matches!(
             CertStore::load(vec![no_names]),
             Err(CertError::NoNames(_))

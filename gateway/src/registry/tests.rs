@@ -5,26 +5,15 @@ use protocol::control::{PortPolicy, TargetState, PROTOCOL_VERSION};
 
 use super::*;
 
-struct TempDir(PathBuf);
+/// A scratch directory (removed on drop) holding one registry database.
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new() -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "tg-registry-test-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
+        Self(tempfile::tempdir().unwrap())
     }
     fn db(&self) -> PathBuf {
-        self.0.join("registry.sqlite")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join("registry.sqlite")
     }
 }
 
