@@ -551,19 +551,6 @@ mod tests {
         }
     }
 
-    fn discovery_with(containers: Vec<Container>) -> Discovery {
-        let (generation, _) = watch::channel(0);
-        Discovery {
-            shared: Arc::new(Shared {
-                snapshot: RwLock::new(Snapshot {
-                    containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
-                    engine: EngineState::Reachable,
-                }),
-                generation,
-            }),
-        }
-    }
-
     #[test]
     fn summary_maps_running_containers_only() {
         let c = Container::from_summary(&summary(
@@ -621,7 +608,7 @@ mod tests {
         let unreachable =
             Container::from_summary(&summary("5", "running", &[(SERVICE_LABEL, "web")], &[]))
                 .unwrap();
-        let d = discovery_with(vec![web1, web2, api, bare, unreachable]);
+        let d = Discovery::fixed(vec![web1, web2, api, bare, unreachable]);
         let web = Target::DockerService {
             service: "web".into(),
             port: 8080,
