@@ -478,7 +478,7 @@ async fn registration_loop(
     config: &AgentConfig,
     registrar: &Registrar,
     wg_key: &PrivateKey,
-    identity: &RaTlsIdentity,
+    identity: &Arc<RaTlsIdentity>,
     policy: &PolicyFile<GatewayPolicy>,
     mut forwarding: Forwarding,
 ) {
@@ -497,13 +497,22 @@ async fn registration_loop(
         tracing::info!("boot 4/5: registering with the gateway");
     }
     loop {
-        match identity.renew_if_due(SystemTime::now()) {
-            Ok(true) => {
-                let not_after = identity.certificate().not_after();
-                tracing::info!(not_after = %unix_secs(not_after), "RA-TLS certificate renewed");
+        if SystemTime::now() >= identity.renew_at() {
+            // Attesting can take a while (a quote from the platform): off the async worker threads.
+            let id = identity.clone();
+            match tokio::task::spawn_blocking(move || id.renew_if_due(SystemTime::now())).await {
+                Ok(Ok(true)) => {
+                    let not_after = identity.certificate().not_after();
+                    tracing::info!(not_after = %unix_secs(not_after), "RA-TLS certificate renewed");
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "RA-TLS certificate renewal task failed; will retry")
+                }
             }
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry"),
         }
         let mtime = policy_mtime(policy.path());
         if mtime != seen_mtime {
