@@ -13,6 +13,9 @@
 //! [docker]                                    # only used when a port has a Docker target
 //! socket = "/var/run/docker.sock"
 //!
+//! [forwarding]
+//! probe_interval_ms = 2000                      # fixed-address targets are probed this often (at least 100)
+//!
 //! [[ports]]
 //! port = 8080
 //! target = "docker:web:80"
@@ -77,6 +80,9 @@ pub struct AgentConfig {
     /// The Docker engine that Docker targets are discovered through.
     #[serde(default)]
     pub docker: AgentDocker,
+    /// The port forwarder.
+    #[serde(default)]
+    pub forwarding: AgentForwarding,
     /// The ports the instance exposes through the gateway.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
@@ -95,6 +101,34 @@ impl Default for AgentDocker {
         Self {
             socket: PathBuf::from(crate::docker::DEFAULT_SOCKET),
         }
+    }
+}
+
+/// Shortest accepted `forwarding.probe_interval_ms`.
+pub const MIN_PROBE_INTERVAL_MS: u64 = 100;
+
+/// Settings of the port forwarder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentForwarding {
+    /// How often a fixed-address (`HOST:PORT`) target is probed with a TCP connect, in milliseconds (at least
+    /// 100). While it does not accept, the port's listener is closed (connection attempts are refused) and the
+    /// port is reported down.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for AgentForwarding {
+    fn default() -> Self {
+        Self {
+            probe_interval_ms: crate::forward::DEFAULT_PROBE_INTERVAL.as_millis() as u64,
+        }
+    }
+}
+
+impl AgentForwarding {
+    /// The probe interval.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
     }
 }
 
@@ -338,6 +372,12 @@ impl AgentConfig {
                 ));
             }
         }
+        if self.forwarding.probe_interval_ms < MIN_PROBE_INTERVAL_MS {
+            p.push(format!(
+                "forwarding.probe_interval_ms = {} is below {MIN_PROBE_INTERVAL_MS}",
+                self.forwarding.probe_interval_ms
+            ));
+        }
         if self.docker.socket.as_os_str().is_empty() {
             p.push("docker.socket is empty".into());
         }
@@ -386,6 +426,13 @@ target = "127.0.0.1:8080"
             .unwrap();
         assert_eq!(c.docker.socket, PathBuf::from("/run/docker.sock"));
         assert!(AgentConfig::parse(&format!("{text}[docker]\nsock = \"/x\"\n")).is_err());
+        assert_eq!(c.forwarding.probe_interval(), Duration::from_secs(2));
+        let c =
+            AgentConfig::parse(&format!("{text}[forwarding]\nprobe_interval_ms = 500\n")).unwrap();
+        assert_eq!(c.forwarding.probe_interval(), Duration::from_millis(500));
+        assert!(
+            AgentConfig::parse(&format!("{text}[forwarding]\nprobe_interval = 500\n")).is_err()
+        );
     }
 
     #[test]
@@ -411,6 +458,8 @@ port = 81
 target = "docker:web"
 [docker]
 socket = ""
+[forwarding]
+probe_interval_ms = 99
 "#;
         let p = AgentConfig::parse(text).unwrap().problems().join("\n");
         for needle in [
@@ -423,6 +472,7 @@ socket = ""
             "empty target",
             "port 81 target \"docker:web\"",
             "docker.socket",
+            "forwarding.probe_interval_ms = 99 is below 100",
         ] {
             assert!(p.contains(needle), "missing {needle}:\n{p}");
         }

@@ -6,6 +6,12 @@
 //! - While a Docker target has no running container its listener is closed, so connection attempts are refused at
 //!   once (RST to the SYN) and the gateway's connect race moves on to another instance; a connection accepted
 //!   when no container (or none that accepts) is left is reset at once. Nothing is left hanging.
+//! - A fixed-address target (`HOST:PORT`) is probed with a TCP connect every [`ForwardConfig::probe_interval`];
+//!   while it does not accept, its listener is closed in the same way. One failed probe, or one forwarded
+//!   connection the target does not accept, marks it down at once; the next successful probe brings the listener
+//!   back. Connections themselves never wait for a probe.
+//! - Every port state change (a container started or stopped, a fixed address stopped or started accepting) is
+//!   signalled through [`Forwarder::changes`], so the agent can report it to the gateway at once.
 //! - Only declared ports have listeners on the tunnel address; the tunnel endpoint's inbound filter (set by
 //!   `cvm-agent run`) refuses every other port, also for local services that listen on a wildcard address.
 //! - The relay copies bytes unchanged in both directions (half-close preserved): a PROXY protocol header sent by
@@ -22,6 +28,7 @@ use std::time::Duration;
 use protocol::control::{PortPolicy, TargetState};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::docker::Discovery;
@@ -62,9 +69,15 @@ pub struct ForwardConfig {
     pub ports: Vec<PortRule>,
     /// How long one connection attempt to a container may take before the next container is tried.
     pub connect_timeout: Duration,
-    /// How long a fixed-address target may take to accept when its state is probed.
+    /// How long a fixed-address target may take to accept when its state is probed (capped at the probe
+    /// interval).
     pub probe_timeout: Duration,
+    /// How often a fixed-address target is probed.
+    pub probe_interval: Duration,
 }
+
+/// The default [`ForwardConfig::probe_interval`].
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl ForwardConfig {
     /// Settings with default timeouts.
@@ -74,6 +87,7 @@ impl ForwardConfig {
             ports,
             connect_timeout: Duration::from_secs(3),
             probe_timeout: Duration::from_secs(1),
+            probe_interval: DEFAULT_PROBE_INTERVAL,
         }
     }
 }
@@ -155,11 +169,48 @@ impl Resolver {
     }
 }
 
-/// One port's rule and its round-robin position.
+/// One port's rule, its round-robin position and, for a fixed address, its health.
 #[derive(Debug)]
 struct Port {
     rule: PortRule,
     next: AtomicUsize,
+    /// Fixed-address targets only: whether the target accepts connections (`None` until the first probe).
+    health: Option<watch::Sender<Option<bool>>>,
+    /// Bumped on every state change of any port of the forwarder.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Port {
+    /// Records a fixed-address target's state; logs and signals only changes.
+    fn set_health(&self, up: bool, reason: &str) {
+        let Some(health) = &self.health else { return };
+        let mut was = None;
+        let changed = health.send_if_modified(|state| {
+            was = *state;
+            let changed = *state != Some(up);
+            *state = Some(up);
+            changed
+        });
+        if !changed {
+            return;
+        }
+        let (port, target) = (self.rule.port, &self.rule.target);
+        match (was, up) {
+            (_, false) => {
+                tracing::warn!(port, %target, reason, "target not reachable: refusing connections")
+            }
+            (Some(false), true) => {
+                tracing::info!(port, %target, "target reachable again: accepting connections")
+            }
+            (_, true) => tracing::debug!(port, %target, "target reachable"),
+        }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A fixed-address target's last known state (`None` for Docker targets and before the first probe).
+    fn healthy(&self) -> Option<bool> {
+        self.health.as_ref().and_then(|h| *h.borrow())
+    }
 }
 
 /// The running forwarder. Dropping it closes the listeners and every relayed connection.
@@ -169,6 +220,7 @@ pub struct Forwarder {
     local: Vec<SocketAddr>,
     resolver: Resolver,
     probe_timeout: Duration,
+    changes: Arc<watch::Sender<u64>>,
     listeners: JoinSet<()>,
 }
 
@@ -201,6 +253,17 @@ impl Forwarder {
             bound.push((listener, rule.clone()));
         }
         let mut listeners = JoinSet::new();
+        let changes = Arc::new(watch::channel(0u64).0);
+        if let Some(mut rx) = resolver.discovery.as_ref().map(Discovery::subscribe) {
+            let changes = changes.clone();
+            listeners.spawn(async move {
+                while rx.changed().await.is_ok() {
+                    changes.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            });
+        }
+        let probe_interval = config.probe_interval;
+        let probe_timeout = config.probe_timeout.min(probe_interval);
         let mut ports = Vec::new();
         let mut local = Vec::new();
         for (listener, rule) in bound {
@@ -209,12 +272,23 @@ impl Forwarder {
                 source,
             })?;
             tracing::info!(%addr, target = %rule.target, "forwarding port");
+            let fixed = matches!(rule.target, Target::Address { .. });
             let port = Arc::new(Port {
                 rule,
                 next: AtomicUsize::new(0),
+                health: fixed.then(|| watch::channel(None).0),
+                changes: changes.clone(),
             });
             local.push(addr);
             ports.push(port.clone());
+            if fixed {
+                listeners.spawn(probe_loop(
+                    port.clone(),
+                    resolver.clone(),
+                    probe_interval,
+                    probe_timeout,
+                ));
+            }
             listeners.spawn(accept_loop(
                 listener,
                 port,
@@ -226,7 +300,8 @@ impl Forwarder {
             ports,
             local,
             resolver,
-            probe_timeout: config.probe_timeout,
+            probe_timeout,
+            changes,
             listeners,
         })
     }
@@ -245,11 +320,16 @@ impl Forwarder {
     pub async fn port_states(&self) -> Vec<PortState> {
         let mut states = Vec::with_capacity(self.ports.len());
         for p in &self.ports {
-            let candidates = self.resolver.resolve(&p.rule.target, p.rule.port).await;
-            let up = match &p.rule.target {
-                // A fixed address has no container to watch: it is up if it accepts a connection now.
-                Target::Address { .. } => probe_any(&candidates, self.probe_timeout).await,
-                _ => !candidates.is_empty(),
+            let up = match (&p.rule.target, p.healthy()) {
+                // A fixed address: the latest probe or forwarded connection tells; before the first probe, one now.
+                (Target::Address { .. }, Some(up)) => up,
+                (target, _) => {
+                    let candidates = self.resolver.resolve(target, p.rule.port).await;
+                    match target {
+                        Target::Address { .. } => probe_any(&candidates, self.probe_timeout).await,
+                        _ => !candidates.is_empty(),
+                    }
+                }
             };
             states.push(PortState {
                 port: p.rule.port,
@@ -274,10 +354,10 @@ impl Forwarder {
             .collect()
     }
 
-    /// A receiver that changes whenever the container view changes (none without Docker discovery), so the
-    /// caller can re-register early when a port's state flips.
-    pub fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.resolver.discovery.as_ref().map(Discovery::subscribe)
+    /// A receiver that changes whenever a port's state may have changed (the container view changed, a fixed
+    /// address stopped or started accepting), so the caller can re-register early when a port's state flips.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Stops accepting and closes every relayed connection.
@@ -295,9 +375,44 @@ async fn probe_any(candidates: &[SocketAddr], timeout: Duration) -> bool {
     false
 }
 
-/// Serves one declared port. While a Docker target has no running container the listener is closed, so
-/// connection attempts are refused by the kernel at once (and the gateway's connect race moves on to another
-/// instance); it is bound again as soon as a container runs.
+/// Probes a fixed-address target every `interval` for as long as the forwarder runs.
+async fn probe_loop(port: Arc<Port>, resolver: Resolver, interval: Duration, timeout: Duration) {
+    loop {
+        let candidates = resolver.resolve(&port.rule.target, port.rule.port).await;
+        let up = probe_any(&candidates, timeout).await;
+        port.set_health(up, "no address accepted a probe connection");
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// What tells an accept loop to close or reopen its listener.
+enum Watch {
+    /// Docker discovery: the target is down while it has no running container.
+    Discovery(watch::Receiver<u64>),
+    /// A fixed address: down while probes (or forwarded connections) fail.
+    Health(watch::Receiver<Option<bool>>),
+    /// Nothing: always listening.
+    Never,
+}
+
+impl Watch {
+    /// Resolves when the state may have changed; never once its source has stopped.
+    async fn changed(&mut self) {
+        let stopped = match self {
+            Watch::Discovery(rx) => rx.changed().await.is_err(),
+            Watch::Health(rx) => rx.changed().await.is_err(),
+            Watch::Never => true,
+        };
+        if stopped {
+            *self = Watch::Never;
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// Serves one declared port. While its target is down (a Docker target with no running container, a fixed
+/// address that does not accept) the listener is closed, so connection attempts are refused by the kernel at once
+/// (and the gateway's connect race moves on to another instance); it is bound again as soon as the target is up.
 async fn accept_loop(
     listener: TcpListener,
     port: Arc<Port>,
@@ -312,24 +427,38 @@ async fn accept_loop(
         }
     };
     let mut listener = Some(listener);
-    let mut changes = match &port.rule.target {
-        Target::Address { .. } => None,
-        _ => resolver.discovery.as_ref().map(Discovery::subscribe),
+    let fixed = matches!(port.rule.target, Target::Address { .. });
+    let mut watch = match (&port.health, &resolver.discovery) {
+        (Some(health), _) => Watch::Health(health.subscribe()),
+        (None, Some(d)) => Watch::Discovery(d.subscribe()),
+        (None, None) => Watch::Never,
     };
     let mut connections = JoinSet::new();
     loop {
-        if changes.is_some() {
-            let down = resolver
-                .resolve(&port.rule.target, port.rule.port)
-                .await
-                .is_empty();
+        let down = match &mut watch {
+            Watch::Never => None,
+            // Unknown before the first probe: keep listening.
+            Watch::Health(rx) => Some(*rx.borrow_and_update() == Some(false)),
+            Watch::Discovery(_) => Some(
+                resolver
+                    .resolve(&port.rule.target, port.rule.port)
+                    .await
+                    .is_empty(),
+            ),
+        };
+        if let Some(down) = down {
             if down && listener.is_some() {
-                tracing::info!(port = port.rule.port, target = %port.rule.target, "no running container: refusing connections");
+                // A fixed target's state change is logged where it is detected.
+                if !fixed {
+                    tracing::info!(port = port.rule.port, target = %port.rule.target, "no running container: refusing connections");
+                }
                 listener = None;
             } else if !down && listener.is_none() {
                 match TcpListener::bind(addr).await {
                     Ok(l) => {
-                        tracing::info!(port = port.rule.port, target = %port.rule.target, "container running: accepting connections");
+                        if !fixed {
+                            tracing::info!(port = port.rule.port, target = %port.rule.target, "container running: accepting connections");
+                        }
                         listener = Some(l);
                     }
                     Err(e) => {
@@ -355,7 +484,7 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = changed(changes.as_mut()) => {}
+            _ = watch.changed() => {}
             // Reap finished connections so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -431,7 +560,11 @@ async fn relay(
     };
     let candidates = resolver.resolve(&rule.target, rule.port).await;
     if candidates.is_empty() {
-        tracing::warn!(port = rule.port, target = %rule.target, %peer, "no running container for the target: resetting");
+        if port.health.is_some() {
+            port.set_health(false, "the target's host name did not resolve");
+        } else {
+            tracing::warn!(port = rule.port, target = %rule.target, %peer, "no running container for the target: resetting");
+        }
         return reset(inbound);
     }
     let start = port.next.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +580,13 @@ async fn relay(
         }
     }
     let Some(mut outbound) = outbound else {
-        tracing::warn!(port = rule.port, target = %rule.target, %peer, "no container accepted: resetting");
+        if port.health.is_some() {
+            // Down at once: the listener closes, so the next connections are refused until a probe succeeds.
+            port.set_health(false, "a forwarded connection was not accepted");
+            tracing::debug!(port = rule.port, %peer, "target did not accept: resetting");
+        } else {
+            tracing::warn!(port = rule.port, target = %rule.target, %peer, "no container accepted: resetting");
+        }
         return reset(inbound);
     };
     let _ = inbound.set_nodelay(true);
@@ -617,17 +756,27 @@ mod tests {
             .unwrap();
         assert_eq!(&buf, b"hello");
         accept.abort();
-        // A target that refuses: the client gets a reset, not a hang.
-        let mut c = TcpStream::connect(fwd_closed.local_addrs()[0])
-            .await
-            .unwrap();
-        let mut buf = [0u8; 1];
-        let r = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::io::AsyncReadExt::read(&mut c, &mut buf),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+        // A target that refuses: once its first probe (or a forwarded connection) found it down, connection
+        // attempts are refused; one accepted before that gets a reset, never a hang.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpStream::connect(fwd_closed.local_addrs()[0]).await {
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+                    break;
+                }
+                Ok(mut c) => {
+                    let mut buf = [0u8; 1];
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "still accepting");
+        }
     }
 }

@@ -17,7 +17,7 @@
 //! other ports are refused even where a local service listens on a wildcard address.
 //!
 //! Then the agent registers again every re-registration interval, at once when a port's target state may have
-//! changed (a container started or stopped), and when the tunnel showed no life - no handshake completed and no
+//! changed (a container started or stopped, a fixed address stopped or started accepting a probe connection), and when the tunnel showed no life - no handshake completed and no
 //! packet came from the gateway - for the handshake timeout (180 s by default; WireGuard sessions last at most
 //! 180 s, so a working tunnel handshakes sooner, and the gateway's keep-alives arrive far more often). Session
 //! restarts after a silence do not reset that clock. Each registration reports every port's target state (up or
@@ -389,7 +389,13 @@ pub async fn run(
             Ok(())
         }
         _ = registration_loop(&config, &registrar, &wg_key, &identity, &policy,
-            Forwarding { rules, discovery: discovery.as_ref().map(DiscoveryTask::discovery), running: None },
+            Forwarding {
+                rules,
+                discovery: discovery.as_ref().map(DiscoveryTask::discovery),
+                probe_interval: config.forwarding.probe_interval(),
+                running: None,
+                changes: None,
+            },
         ) => Ok(()),
     }
 }
@@ -417,7 +423,10 @@ fn request(config: &AgentConfig, instance_id: &InstanceId, key: WireGuardKey) ->
 struct Forwarding {
     rules: Vec<PortRule>,
     discovery: Option<Discovery>,
+    probe_interval: Duration,
     running: Option<(Forwarder, std::net::IpAddr)>,
+    /// The running forwarder's port state changes.
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Forwarding {
@@ -431,10 +440,12 @@ impl Forwarding {
             tracing::info!(old = %at, new = %address, "tunnel address changed; restarting the port forwarder");
             old.shutdown().await;
         }
-        let config = ForwardConfig::new(address, self.rules.clone());
+        let mut config = ForwardConfig::new(address, self.rules.clone());
+        config.probe_interval = self.probe_interval;
         match Forwarder::start(config, self.discovery.clone()).await {
             Ok(f) => {
                 tracing::info!(%address, ports = ?f.ports(), "port forwarder running");
+                self.changes = Some(f.changes());
                 self.running = Some((f, address));
                 true
             }
@@ -445,21 +456,18 @@ impl Forwarding {
         }
     }
 
-    /// Whether the container view changed since the last call (always false without Docker discovery).
-    fn changed(&mut self, seen: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
-        match (seen.as_mut(), &self.running) {
-            (Some(rx), Some(_)) => {
+    /// Whether a port's state may have changed since the last call (the container view changed, a fixed address
+    /// stopped or started accepting).
+    fn changed(&mut self) -> bool {
+        match self.changes.as_mut() {
+            Some(rx) => {
                 let changed = rx.has_changed().unwrap_or(false);
                 if changed {
                     rx.borrow_and_update();
                 }
                 changed
             }
-            (None, Some((f, _))) => {
-                *seen = f.changes();
-                false
-            }
-            _ => false,
+            None => false,
         }
     }
 
@@ -482,7 +490,6 @@ async fn registration_loop(
     policy: &PolicyFile<GatewayPolicy>,
     mut forwarding: Forwarding,
 ) {
-    let mut changes = None;
     let mut report_now = false;
     let mut reported: Option<Vec<PortPolicy>> = None;
     let timing = &config.registration;
@@ -541,7 +548,7 @@ async fn registration_loop(
                 report_now = true;
             }
         }
-        if forwarding.changed(&mut changes) {
+        if forwarding.changed() {
             // Discovery signals every event and resync; register only when a port's state actually flipped.
             let now = forwarding.policies(&registrar.request.ports).await;
             if reported.as_ref() != Some(&now) {
