@@ -210,7 +210,10 @@ target = "127.0.0.1:{tls}"
         let mut cmd = lab.command(host, workspace_binary(program)?);
         cmd.args(["run", "--config"])
             .arg(self.scratch.path(config))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                "info,gateway::proxy=debug,cvm_agent::forward=debug",
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);
@@ -838,6 +841,14 @@ fn data_plane_through_real_processes_in_the_lab() {
         !refused_from_gateway(&lab, addr1).unwrap(),
         "{addr1} refused while cvm1's backend runs"
     );
+    // The agent's registrations made to report a port state change at once.
+    let early_reports = || {
+        std::fs::read_to_string(st.log("cvm1"))
+            .unwrap_or_default()
+            .matches("a port's target state changed; registering again to report it")
+            .count()
+    };
+    let reports_before = early_reports();
     servers[0]
         .take()
         .unwrap()
@@ -865,6 +876,22 @@ fn data_plane_through_real_processes_in_the_lab() {
         refusal_summary(&lab)
     );
     assert_eq!(counts.get("cvm1"), None, "{counts:?}");
+    // The agent reported the change at once, in a registration of its own (not the periodic one).
+    wait_for(
+        Duration::from_secs(10),
+        "cvm1's target reported down",
+        || {
+            Ok((st.target_state(id1, stack::TESTSERVER_HTTP)
+                == Some(protocol::control::TargetState::Down))
+            .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| fail(&st, e));
+    let reports = early_reports();
+    assert!(
+        reports > reports_before,
+        "no early registration logged by cvm1's agent"
+    );
 
     // The backend restarted: the next probe finds it, the agent listens again and reports the port up at once,
     // and cvm1 receives requests again; meanwhile no request fails.
@@ -888,6 +915,16 @@ fn data_plane_through_real_processes_in_the_lab() {
         restarted.elapsed()
     );
     assert!(failed.is_empty(), "requests failed: {failed:?}");
+    wait_for(Duration::from_secs(10), "cvm1's target reported up", || {
+        Ok((st.target_state(id1, stack::TESTSERVER_HTTP)
+            == Some(protocol::control::TargetState::Up))
+        .then_some(()))
+    })
+    .unwrap_or_else(|e| fail(&st, e));
+    assert!(
+        early_reports() > reports,
+        "the restart was not reported early"
+    );
 
     // The WebSocket sessions: with pings open after 60 s quiet, without pings closed by the idle timeout.
     let out = ws_pings.wait_output(Duration::from_secs(120)).unwrap();
