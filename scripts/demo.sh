@@ -43,6 +43,8 @@ cargo build -q --locked -p gateway -p cvm-agent --bins
 scripts/build-test-image.sh --if-stale
 BIN=$ROOT/target/debug
 TESTSERVER=$ROOT/target/x86_64-unknown-linux-gnu/release/testserver
+# The process in cvm1 runs the image's binary; a current image can come from another checkout.
+[ -x "$TESTSERVER" ] || scripts/build-test-image.sh
 
 WORK=$(mktemp -d /tmp/tee-gateway-demo.XXXXXX)
 PIDS=()
@@ -163,7 +165,7 @@ for _ in $(seq 120); do
 done
 if [ ${#SEEN[@]} -ne 2 ]; then
   echo "demo.sh: the instances did not both come up; logs follow" >&2
-  tail -n 30 "$WORK"/gateway.log "$WORK"/agent-a.log "$WORK"/agent-b.log >&2
+  tail -n 30 "$WORK"/gateway.log "$WORK"/agent-a.log "$WORK"/agent-b.log "$WORK"/testserver-cvm1.log >&2
   exit 1
 fi
 
