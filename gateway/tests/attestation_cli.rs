@@ -1,37 +1,14 @@
 //! `gateway attestation verify` and `sim-pki` run as a program.
 
-use std::path::Path;
-use std::process::Command;
+mod cli;
+
 use std::time::{Duration, SystemTime};
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
-use tempfile::TempDir;
+use cli::{dir, gateway, p};
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
-
-/// A scratch directory, removed on drop (also when the test fails).
-fn dir() -> TempDir {
-    tempfile::tempdir().unwrap()
-}
-
-/// Run `gateway attestation ARGS`: (exit code, stdout, stderr).
-fn gateway(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("attestation")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 #[test]
 fn verify_real_snp_samples() {

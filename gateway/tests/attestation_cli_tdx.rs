@@ -1,41 +1,19 @@
 //! `gateway attestation verify` with Intel TDX evidence: the real Intel samples, and `sim-tdx` quotes and RA-TLS
 //! certificates under the simulated Intel PKI that `gateway attestation sim-pki` writes.
 
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::tdx::sim::{files, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
 use attestation::{SimTdReport, SimTdxAttester, SimTdxPki};
-use tempfile::TempDir;
+use cli::{dir, gateway, p};
 
 const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/tdx");
 /// Inside the validity window of the real sample's collateral.
 const SAMPLE_NOW: &str = "2025-07-01T12:00:00Z";
-
-/// A scratch directory, removed on drop (also when the test fails).
-fn dir() -> TempDir {
-    tempfile::tempdir().unwrap()
-}
-
-/// Run `gateway attestation ARGS`: (exit code, stdout, stderr).
-fn gateway(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("attestation")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 #[test]
 fn real_tdx_quote_inside_and_outside_its_collateral_window() {
@@ -81,7 +59,7 @@ fn outdated_real_tdx_quote_is_refused_for_its_tcb() {
 }
 
 /// `sim-pki` into a fresh directory; returns the directory and the PKI it wrote.
-fn sim_pki(d: &TempDir) -> (PathBuf, Arc<SimTdxPki>) {
+fn sim_pki(d: &tempfile::TempDir) -> (PathBuf, Arc<SimTdxPki>) {
     let pki_dir = d.path().join("pki");
     let (code, _, err) = gateway(&[
         "sim-pki",
