@@ -180,7 +180,7 @@ impl Tunnel {
             true,
         ));
         let endpoint = Endpoint::start(c).await.map_err(|e| e.to_string())?;
-        let gateway_key = PublicKey::from_bytes(*answer.gateway.public_key.as_bytes());
+        let gateway_key = answer.gateway.public_key;
         let tunnel = Self {
             endpoint,
             gateway_key,
@@ -278,7 +278,7 @@ impl Tunnel {
             && answer.tunnel_prefix_len == self.answer.tunnel_prefix_len
         {
             let mut this = self;
-            let new_key = PublicKey::from_bytes(*answer.gateway.public_key.as_bytes());
+            let new_key = answer.gateway.public_key;
             if new_key != this.gateway_key {
                 tracing::info!("the gateway's WireGuard key changed; replacing the peer");
                 let _ = this.endpoint.remove_peer(&this.gateway_key);
@@ -348,8 +348,7 @@ pub async fn run(
             .map_err(|e| setup("tls")(e.to_string()))?,
     );
     let wg_key = PrivateKey::generate();
-    let wg_public = WireGuardKey::from_bytes(*wg_key.public_key().as_bytes())
-        .map_err(|e| setup("wireguard key")(e.to_string()))?;
+    let wg_public = wg_key.public_key();
 
     let rules = config
         .ports

@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attestation::policy::PolicyFn;
 use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
-use protocol::control::WireGuardKey;
 use protocol::tunnel::{Endpoint, EndpointConfig, PrivateKey};
 use tokio::sync::watch;
 
@@ -142,8 +141,7 @@ pub async fn run(
 
     tracing::info!(interface = %t.interface, port = t.listen_port, address = %t.gateway_address,
         "step 5/7: starting the WireGuard endpoint");
-    let gateway_public = WireGuardKey::from_bytes(*wg_key.public_key().as_bytes())
-        .map_err(|e| setup("wireguard key")(e.to_string()))?;
+    let gateway_public = wg_key.public_key();
     let mut endpoint_config = EndpointConfig::new(
         wg_key,
         t.listen_port,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use protocol::control::WireGuardKey;
-use protocol::tunnel::{Endpoint, PeerConfig, PublicKey};
+use protocol::tunnel::{Endpoint, PeerConfig};
 
 use crate::control::PeerTable;
 use crate::registry::HandshakeAges;
@@ -22,13 +22,9 @@ pub struct TunnelPeers {
     pub keepalive: Duration,
 }
 
-fn public(key: &WireGuardKey) -> PublicKey {
-    PublicKey::from_bytes(*key.as_bytes())
-}
-
 impl PeerTable for TunnelPeers {
     fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), String> {
-        let config = PeerConfig::new(public(key), address).with_keepalive(self.keepalive);
+        let config = PeerConfig::new(*key, address).with_keepalive(self.keepalive);
         let result = if self.endpoint.peer(&config.public_key).is_some() {
             self.endpoint.update_peer(config)
         } else {
@@ -38,7 +34,7 @@ impl PeerTable for TunnelPeers {
     }
 
     fn remove_peer(&self, key: &WireGuardKey) {
-        if let Err(e) = self.endpoint.remove_peer(&public(key)) {
+        if let Err(e) = self.endpoint.remove_peer(key) {
             tracing::debug!(error = %e, "removing a peer that is not in the tunnel");
         }
     }
@@ -46,7 +42,7 @@ impl PeerTable for TunnelPeers {
 
 impl HandshakeAges for TunnelPeers {
     fn since_handshake(&self, key: &WireGuardKey) -> Option<Duration> {
-        let at = self.endpoint.peer(&public(key))?.last_handshake?;
+        let at = self.endpoint.peer(key)?.last_handshake?;
         Some(
             SystemTime::now()
                 .duration_since(at)

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ErrorBody, ErrorCode};
 use super::ids::{AppId, InstanceId};
-use super::key::WireGuardKey;
 use super::PROTOCOL_VERSION;
+use crate::key::PublicKey;
 
 /// Most ports one instance may declare.
 pub const MAX_PORTS: usize = 64;
@@ -59,7 +59,7 @@ pub struct RegisterRequest {
     /// The instance's id, kept across agent restarts.
     pub instance_id: InstanceId,
     /// The agent's WireGuard public key.
-    pub wireguard_public_key: WireGuardKey,
+    pub wireguard_public_key: PublicKey,
     /// The ports the instance exposes.
     #[serde(default)]
     pub ports: Vec<PortPolicy>,
@@ -152,7 +152,7 @@ pub fn decode_register_request(body: &[u8]) -> Result<RegisterRequest, ErrorBody
         }
     }
     if let Some(serde_json::Value::String(s)) = object.get("wireguard_public_key") {
-        if let Err(e) = s.parse::<WireGuardKey>() {
+        if let Err(e) = s.parse::<PublicKey>() {
             return Err(ErrorBody::new(ErrorCode::InvalidKey, e.to_string()));
         }
     }
@@ -170,7 +170,7 @@ pub fn decode_register_request(body: &[u8]) -> Result<RegisterRequest, ErrorBody
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayTunnel {
     /// The gateway's WireGuard public key.
-    pub public_key: WireGuardKey,
+    pub public_key: PublicKey,
     /// The gateway's WireGuard UDP endpoint, `host:port`.
     pub endpoint: String,
     /// The gateway's address inside the tunnel.
@@ -207,7 +207,7 @@ mod tests {
             "version": 1,
             "app_id": "deadbeef111111111111111111111111",
             "instance_id": "0123456789abcdef",
-            "wireguard_public_key": WireGuardKey::from_bytes([9; 32]).unwrap().to_string(),
+            "wireguard_public_key": PublicKey::from_bytes([9; 32]).unwrap().to_string(),
             "ports": [{"port": 8080}, {"port": 443, "proxy_protocol": true, "target_state": "down"}],
         })
     }

@@ -9,16 +9,18 @@
 //! - [`ErrorBody`]: the body of every refusal, with a machine-readable [`ErrorCode`] and a message a person can act
 //!   on.
 //! - [`ids`]: the grammar of app and instance ids.
-//! - [`key`]: WireGuard public keys as they travel in messages (base64, 32 bytes).
+//! - [`PublicKey`]: WireGuard public keys travel in messages as base64 of 32 bytes.
 
 pub mod error;
 pub mod ids;
-pub mod key;
 pub mod messages;
 
+pub use crate::key::{KeyError, PublicKey};
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{AppId, IdError, InstanceId};
-pub use key::{KeyError, WireGuardKey};
+
+/// The name control messages and their users have for [`PublicKey`]; the same type.
+pub type WireGuardKey = PublicKey;
 pub use messages::{
     decode_register_request, GatewayTunnel, PortPolicy, RegisterRequest, RegisterResponse,
     TargetState, MAX_PORTS,

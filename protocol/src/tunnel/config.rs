@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::TunnelError;
 use super::filter::InboundFilter;
-use super::key::{PrivateKey, PublicKey};
+use crate::key::{PrivateKey, PublicKey};
 
 /// The default tunnel MTU: a 1500-byte path minus IPv6 (40), UDP (8) and WireGuard (32) overhead.
 pub const DEFAULT_MTU: u16 = 1420;
@@ -18,6 +18,16 @@ pub const DEFAULT_REKEY_AFTER: Duration = Duration::from_secs(120);
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
 /// The smallest and largest MTU the endpoint accepts.
 pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 576..=2000;
+
+/// Refuses an address that cannot be one host's tunnel address (`whose` names the host in the message).
+fn check_host_address(addr: Ipv4Addr, whose: &str) -> Result<(), TunnelError> {
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+        return Err(TunnelError::Config(format!(
+            "{addr} cannot be {whose} tunnel address"
+        )));
+    }
+    Ok(())
+}
 
 /// How to run a tunnel endpoint.
 #[derive(Debug, Clone)]
@@ -86,15 +96,7 @@ impl EndpointConfig {
                 self.prefix_len
             )));
         }
-        if self.address.is_unspecified()
-            || self.address.is_multicast()
-            || self.address.is_broadcast()
-        {
-            return Err(TunnelError::Config(format!(
-                "{} cannot be the endpoint's tunnel address",
-                self.address
-            )));
-        }
+        check_host_address(self.address, "the endpoint's")?;
         if self.rekey_after < Duration::from_secs(1) {
             return Err(TunnelError::Config(
                 "rekey_after must be at least 1 s".into(),
@@ -154,15 +156,6 @@ impl PeerConfig {
                 )));
             }
         }
-        if self.allowed_ip.is_unspecified()
-            || self.allowed_ip.is_multicast()
-            || self.allowed_ip.is_broadcast()
-        {
-            return Err(TunnelError::Config(format!(
-                "{} cannot be a peer's tunnel address",
-                self.allowed_ip
-            )));
-        }
-        Ok(())
+        check_host_address(self.allowed_ip, "a peer's")
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::key::PublicKey;
+use crate::key::PublicKey;
 
 /// What went wrong starting a tunnel endpoint or changing its peers.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +57,8 @@ pub enum TunnelError {
     #[error("no free peer index left")]
     IndexesExhausted,
     /// A key could not be parsed.
-    #[error("invalid WireGuard key: {0}")]
-    Key(&'static str),
+    #[error("invalid WireGuard key")]
+    Key(#[from] crate::key::KeyError),
     /// The endpoint has been shut down.
     #[error("the tunnel endpoint has shut down")]
     Shutdown,

@@ -10,22 +10,14 @@
 //! stateless, it suits an endpoint that only serves: answers to connections it opened through the tunnel would be
 //! dropped too. An endpoint without a filter delivers every packet that passes the isolation checks.
 
-use std::net::Ipv4Addr;
-
+use super::ip::{
+    header_len, ipv4_addrs, is_fragment, IP_DF, PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_HDR,
+    TCP_RST, TCP_SYN,
+};
 use super::offload::{fold, pseudo_header_sum, sum_words};
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-/// IPv4 "more fragments" flag and fragment offset, within the flags/offset field.
-const IP_MF_OFFSET: u16 = 0x3fff;
-/// IPv4 "don't fragment" flag.
-const IP_DF: u16 = 0x4000;
 
 /// Length of the reset the endpoint crafts: an IPv4 header and a TCP header, neither with options.
 pub(crate) const RESET_LEN: usize = 40;
@@ -76,17 +68,17 @@ impl InboundFilter {
 
     /// The verdict for one IPv4 packet from the tunnel (already checked to be IPv4, from the peer, to us).
     pub(crate) fn check(&self, packet: &[u8]) -> Verdict {
-        let Some(ihl) = ip_header_len(packet) else {
+        let Some(ihl) = header_len(packet) else {
             return Verdict::Drop;
         };
         // Fragments carry no complete transport header to judge (TCP through the tunnel never fragments: the
         // MTU is known on both sides and DF is set).
-        if u16::from_be_bytes([packet[6], packet[7]]) & IP_MF_OFFSET != 0 {
+        if is_fragment(packet) {
             return Verdict::Drop;
         }
         let transport = &packet[ihl..];
         match packet[9] {
-            PROTO_TCP if transport.len() >= 20 => {
+            PROTO_TCP if transport.len() >= TCP_HDR => {
                 let dst_port = u16::from_be_bytes([transport[2], transport[3]]);
                 if self.allows_tcp(dst_port) {
                     return Verdict::Pass;
@@ -123,31 +115,24 @@ pub(crate) enum Verdict {
     Drop,
 }
 
-/// The IPv4 header length, if the packet is long enough to hold it.
-fn ip_header_len(packet: &[u8]) -> Option<usize> {
-    let ihl = usize::from(packet.first()? & 0x0f) * 4;
-    (ihl >= 20 && packet.len() >= ihl).then_some(ihl)
-}
-
 /// The TCP reset (RST+ACK) that refuses the connection attempt `syn` (a packet for which
 /// [`InboundFilter::check`] said [`Verdict::Reset`]), addressed back to its sender. None if `syn` is not a
 /// complete IPv4 TCP segment.
 pub(crate) fn reset_for(syn: &[u8]) -> Option<[u8; RESET_LEN]> {
-    let ihl = ip_header_len(syn)?;
+    let ihl = header_len(syn)?;
     if syn[9] != PROTO_TCP {
         return None;
     }
     let total = usize::from(u16::from_be_bytes([syn[2], syn[3]])).min(syn.len());
     let tcp = syn.get(ihl..total)?;
-    if tcp.len() < 20 {
+    if tcp.len() < TCP_HDR {
         return None;
     }
     let data_offset = usize::from(tcp[12] >> 4) * 4;
-    if data_offset < 20 || data_offset > tcp.len() {
+    if data_offset < TCP_HDR || data_offset > tcp.len() {
         return None;
     }
-    let src = Ipv4Addr::new(syn[12], syn[13], syn[14], syn[15]);
-    let dst = Ipv4Addr::new(syn[16], syn[17], syn[18], syn[19]);
+    let (src, dst) = ipv4_addrs(syn)?;
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     // The reset acknowledges everything the segment occupied: SYN, any data, FIN.
     let occupied = (tcp.len() - data_offset) as u32 + 1 + u32::from(tcp[13] & TCP_FIN != 0);
@@ -181,25 +166,22 @@ pub(crate) fn reset_for(syn: &[u8]) -> Option<[u8; RESET_LEN]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::testpkt::{checksums_ok, Segment};
+    use std::net::Ipv4Addr;
 
     fn tcp(dst_port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0u8; 20 + 24 + payload.len()];
-        p[0] = 0x45;
-        let total = p.len() as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p[6..8].copy_from_slice(&IP_DF.to_be_bytes());
-        p[8] = 64;
-        p[9] = PROTO_TCP;
-        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-        p[20..22].copy_from_slice(&51000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&dst_port.to_be_bytes());
-        p[24..28].copy_from_slice(&0xffff_fffeu32.to_be_bytes());
-        p[32] = 6 << 4; // 24-byte header: one MSS option
-        p[33] = flags;
-        p[40..44].copy_from_slice(&[2, 4, 0x05, 0x8c]);
-        p[44..].copy_from_slice(payload);
-        p
+        Segment {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 51000,
+            dst_port,
+            seq: 0xffff_fffe,
+            flags,
+            tcp_options: vec![2, 4, 0x05, 0x8c], // MSS
+            payload: payload.to_vec(),
+            ..Segment::default()
+        }
+        .build()
     }
 
     fn icmp(kind: u8) -> Vec<u8> {
@@ -207,16 +189,6 @@ mod tests {
         p[9] = PROTO_ICMP;
         p[20] = kind;
         p
-    }
-
-    fn checksum_ok(packet: &[u8]) -> bool {
-        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-        fold(sum_words(0, &packet[..20])) == 0xffff
-            && fold(sum_words(
-                pseudo_header_sum(src, dst, PROTO_TCP, packet.len() - 20),
-                &packet[20..],
-            )) == 0xffff
     }
 
     #[test]
@@ -293,7 +265,7 @@ mod tests {
     fn reset_answers_the_syn() {
         let syn = tcp(7001, TCP_SYN, &[]);
         let rst = reset_for(&syn).unwrap();
-        assert!(checksum_ok(&rst));
+        assert!(checksums_ok(&rst));
         assert_eq!(rst[0], 0x45);
         assert_eq!(u16::from_be_bytes([rst[2], rst[3]]), 40);
         assert_eq!(rst[9], PROTO_TCP);
@@ -312,7 +284,7 @@ mod tests {
 
         // A SYN with data (TCP Fast Open) and FIN: the acknowledgment covers all of it.
         let rst = reset_for(&tcp(7001, TCP_SYN | TCP_FIN, b"hello")).unwrap();
-        assert!(checksum_ok(&rst));
+        assert!(checksums_ok(&rst));
         assert_eq!(
             u32::from_be_bytes([rst[28], rst[29], rst[30], rst[31]]),
             0xffff_fffeu32.wrapping_add(5 + 2)

@@ -7,14 +7,9 @@
 //! one), identical headers apart from sequence numbers, lengths and checksums, in order, all of one size but the
 //! last. Anything else is written as it is, after the segments before it, so order is kept.
 
-use super::offload::VNET_HDR_LEN;
+use super::ip::{IP_HDR, IP_MF_OFFSET, PROTO_TCP, TCP_ACK, TCP_PSH};
+use super::offload::{checksum, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN};
 
-const F_NEEDS_CSUM: u8 = 1;
-const GSO_TCPV4: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const IP_HDR: usize = 20;
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 /// The largest IP packet the kernel accepts.
 const MAX_PACKET: usize = 65_535;
 
@@ -46,7 +41,7 @@ fn mergeable(packet: &[u8]) -> Option<Segment> {
     }
     let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
     // No fragments (MF clear, offset zero; DF may be set).
-    if total != packet.len() || u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0 {
+    if total != packet.len() || u16::from_be_bytes([packet[6], packet[7]]) & IP_MF_OFFSET != 0 {
         return None;
     }
     let tcp_hdr = usize::from(packet[IP_HDR + 12] >> 4) * 4;
@@ -152,7 +147,7 @@ impl Coalescer {
         }
         packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         packet[10..12].copy_from_slice(&[0, 0]);
-        let ip_sum = super::offload::checksum(&packet[..IP_HDR]);
+        let ip_sum = checksum(&packet[..IP_HDR]);
         packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
         // CHECKSUM_PARTIAL: the TCP checksum field holds the pseudo-header sum, the rest is left to the kernel.
         let tcp_len = len - IP_HDR;
@@ -160,7 +155,7 @@ impl Coalescer {
         pseudo[..8].copy_from_slice(&packet[12..20]);
         pseudo[9] = PROTO_TCP;
         pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-        let partial = !super::offload::checksum(&pseudo);
+        let partial = !checksum(&pseudo);
         packet[IP_HDR + 16..IP_HDR + 18].copy_from_slice(&partial.to_be_bytes());
         let mut hdr = [0u8; VNET_HDR_LEN];
         hdr[0] = F_NEEDS_CSUM;
@@ -176,27 +171,19 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::testpkt::Segment;
 
     fn segment(seq: u32, payload: &[u8], flags: u8) -> Vec<u8> {
-        let mut p = vec![0u8; 20 + 32];
-        p[0] = 0x45;
-        p[6] = 0x40; // DF
-        p[8] = 64;
-        p[9] = PROTO_TCP;
-        p[12..16].copy_from_slice(&[10, 0, 0, 2]);
-        p[16..20].copy_from_slice(&[10, 0, 0, 1]);
-        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&5201u16.to_be_bytes());
-        p[24..28].copy_from_slice(&seq.to_be_bytes());
-        p[28..32].copy_from_slice(&77u32.to_be_bytes());
-        p[32] = 8 << 4;
-        p[33] = flags;
-        p[34..36].copy_from_slice(&500u16.to_be_bytes());
-        p[40..52].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7]);
-        p.extend_from_slice(payload);
-        let total = p.len() as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p
+        Segment {
+            seq,
+            ack: 77,
+            flags,
+            window: 500,
+            tcp_options: vec![1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7], // timestamps
+            payload: payload.to_vec(),
+            ..Segment::default()
+        }
+        .build()
     }
 
     fn run(packets: &[Vec<u8>]) -> Vec<([u8; VNET_HDR_LEN], Vec<u8>)> {
@@ -230,7 +217,7 @@ mod tests {
             "gso_size is the segment size"
         );
         assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
-        assert_eq!(super::super::offload::checksum(&p[..20]), 0);
+        assert_eq!(super::checksum(&p[..20]), 0);
         assert_eq!(&p[52..], &[&a[..], &b[..], &c[..]].concat()[..]);
         assert_eq!(p[33], TCP_ACK | TCP_PSH);
         assert_eq!(u32::from_be_bytes([p[24], p[25], p[26], p[27]]), 1000);

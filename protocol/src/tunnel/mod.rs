@@ -30,13 +30,21 @@ mod error;
 mod filter;
 mod gro;
 mod ip;
-mod key;
 mod offload;
 mod peer;
+mod receive;
+mod route;
+mod send;
+mod shared;
 mod stats;
+mod supervisor;
+#[cfg(test)]
+mod testpkt;
+mod timers;
 mod tun;
 mod udp;
 
+pub use crate::key::{PrivateKey, PublicKey};
 pub use config::{
     EndpointConfig, PeerConfig, DEFAULT_HEALTH_WINDOW, DEFAULT_MTU, DEFAULT_REKEY_AFTER, MTU_RANGE,
     TIMER_TICK,
@@ -44,5 +52,5 @@ pub use config::{
 pub use endpoint::{Endpoint, ShutdownHandle};
 pub use error::TunnelError;
 pub use filter::InboundFilter;
-pub use key::{PrivateKey, PublicKey};
 pub use stats::{EndpointStats, PeerDrops, PeerStats};
+pub use supervisor::StopReason;

@@ -7,13 +7,16 @@
 
 use std::net::Ipv4Addr;
 
+use super::ip::{ipv4_addrs, PROTO_TCP, TCP_FIN, TCP_PSH};
+
 /// Size of `struct virtio_net_hdr` (no `num_buffers`).
 pub(crate) const VNET_HDR_LEN: usize = 10;
-const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` is left to the receiver.
+pub(crate) const F_NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
-const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`: a TCP over IPv4 super-segment.
+pub(crate) const GSO_TCPV4: u8 = 1;
 const GSO_ECN: u8 = 0x80;
-const PROTO_TCP: u8 = 6;
 
 /// Why a packet from the TUN device could not be turned into wire packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +138,7 @@ fn segment_tcp4(
     if thl < 20 || packet.len() < headers || mss == 0 || headers + mss > scratch.len() {
         return Err(OffloadError::Malformed);
     }
-    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    let (src, dst) = ipv4_addrs(packet).ok_or(OffloadError::Malformed)?;
     let ip_id = u16::from_be_bytes([packet[4], packet[5]]);
     let seq = u32::from_be_bytes([
         packet[ihl + 4],
@@ -165,7 +167,7 @@ fn segment_tcp4(
         tcp[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
         let mut f = flags;
         if i + 1 < count {
-            f &= !(0x01 | 0x08);
+            f &= !(TCP_FIN | TCP_PSH);
         }
         if i > 0 {
             f &= !0x80;
@@ -183,40 +185,23 @@ fn segment_tcp4(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::testpkt::{tcp_checksum_ok, Segment};
 
     fn tcp_packet(payload_len: usize, flags: u8) -> Vec<u8> {
-        let mut p = vec![0u8; 20 + 32 + payload_len];
-        p[0] = 0x45;
-        let total = p.len() as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-        p[8] = 64;
-        p[9] = PROTO_TCP;
-        p[12..16].copy_from_slice(&[10, 0, 0, 2]);
-        p[16..20].copy_from_slice(&[10, 0, 0, 1]);
-        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&5201u16.to_be_bytes());
-        p[24..28].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
-        p[32] = 8 << 4; // 32-byte TCP header (with options)
-        p[33] = flags;
-        for (i, b) in p[52..].iter_mut().enumerate() {
-            *b = (i * 7) as u8;
+        Segment {
+            ip_id: 0x1234,
+            df: false,
+            seq: 0xffff_fff0,
+            flags,
+            tcp_options: vec![0; 12], // a 32-byte TCP header
+            payload: (0..payload_len).map(|i| (i * 7) as u8).collect(),
+            ..Segment::default()
         }
-        p
+        .build()
     }
 
     fn frame(hdr: [u8; VNET_HDR_LEN], packet: &[u8]) -> Vec<u8> {
         [&hdr[..], packet].concat()
-    }
-
-    fn tcp_checksum_ok(seg: &[u8]) -> bool {
-        let src = Ipv4Addr::new(seg[12], seg[13], seg[14], seg[15]);
-        let dst = Ipv4Addr::new(seg[16], seg[17], seg[18], seg[19]);
-        let tcp = &seg[20..];
-        fold(sum_words(
-            pseudo_header_sum(src, dst, PROTO_TCP, tcp.len()),
-            tcp,
-        )) == 0xffff
     }
 
     #[test]

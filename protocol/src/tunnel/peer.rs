@@ -11,8 +11,8 @@ use boringtun::noise::Tunn;
 
 use super::config::PeerConfig;
 use super::error::TunnelError;
-use super::key::{PrivateKey, PublicKey};
 use super::stats::{PeerCounters, PeerStats};
+use crate::key::{PrivateKey, PublicKey};
 
 /// Receiver indexes are 24 bits: boringtun keeps the low 8 bits of a session index for the session.
 const INDEX_LIMIT: u32 = 1 << 24;

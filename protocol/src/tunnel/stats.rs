@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::key::PublicKey;
+use crate::key::PublicKey;
 
 /// Why a packet from or to one peer was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +32,13 @@ pub(crate) enum PeerDrop {
 /// Per-peer counters, shared by the receive, send and timer tasks.
 #[derive(Debug, Default)]
 pub(crate) struct PeerCounters {
+    /// Bytes and packets delivered to the TUN device.
     pub(crate) rx_bytes: AtomicU64,
     pub(crate) rx_packets: AtomicU64,
+    /// Bytes and packets sent to the peer.
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) tx_packets: AtomicU64,
+    /// One counter per [`PeerDrop`].
     drops: [AtomicU64; 8],
     /// Wall-clock time of the last authenticated datagram, in milliseconds since the Unix epoch (0: never).
     last_authenticated_ms: AtomicU64,
@@ -171,19 +174,32 @@ pub struct PeerStats {
     pub drops: PeerDrops,
 }
 
-/// Drops that cannot be pinned on a known peer.
-#[derive(Debug, Default)]
-pub(crate) struct EndpointCounters {
-    pub(crate) malformed: AtomicU64,
-    pub(crate) unknown_peer: AtomicU64,
-    pub(crate) no_route: AtomicU64,
-    pub(crate) cookie_replies: AtomicU64,
-    pub(crate) tun_write_failed: AtomicU64,
+/// What the endpoint counts that cannot be pinned on a known peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndpointEvent {
+    /// A datagram that is not a WireGuard message or failed its MAC check.
+    Malformed,
+    /// An authentic-looking datagram from a key or session index of no peer.
+    UnknownPeer,
+    /// A packet from the TUN device to an address no peer owns.
+    NoRoute,
+    /// A cookie reply sent because handshakes came too fast.
+    CookieReply,
+    /// A merged frame the TUN device refused.
+    TunWriteFailed,
 }
 
+/// The endpoint's own counters, one per [`EndpointEvent`].
+#[derive(Debug, Default)]
+pub(crate) struct EndpointCounters([AtomicU64; 5]);
+
 impl EndpointCounters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    pub(crate) fn bump(&self, event: EndpointEvent) {
+        self.0[event as usize].fetch_add(1, Relaxed);
+    }
+
+    fn get(&self, event: EndpointEvent) -> u64 {
+        self.0[event as usize].load(Relaxed)
     }
 }
 
@@ -210,11 +226,11 @@ impl EndpointCounters {
     pub(crate) fn snapshot(&self, peers: Vec<PeerStats>) -> EndpointStats {
         EndpointStats {
             peers,
-            malformed: self.malformed.load(Relaxed),
-            unknown_peer: self.unknown_peer.load(Relaxed),
-            no_route: self.no_route.load(Relaxed),
-            cookie_replies: self.cookie_replies.load(Relaxed),
-            tun_write_failed: self.tun_write_failed.load(Relaxed),
+            malformed: self.get(EndpointEvent::Malformed),
+            unknown_peer: self.get(EndpointEvent::UnknownPeer),
+            no_route: self.get(EndpointEvent::NoRoute),
+            cookie_replies: self.get(EndpointEvent::CookieReply),
+            tun_write_failed: self.get(EndpointEvent::TunWriteFailed),
         }
     }
 }
