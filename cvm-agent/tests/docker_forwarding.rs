@@ -68,6 +68,7 @@ async fn expect_reset(addr: SocketAddr) -> Duration {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn forwards_by_compose_service_and_service_label_with_real_clients() {
     prepare();
     let mut scratch = Scratch::default();
@@ -175,6 +176,7 @@ async fn forwards_by_compose_service_and_service_label_with_real_clients() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn docker_label_target_uses_the_port_label() {
     prepare();
     let mut scratch = Scratch::default();
@@ -213,6 +215,7 @@ async fn docker_label_target_uses_the_port_label() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn restarted_and_readdressed_container_is_used_without_restarting() {
     prepare();
     let mut scratch = Scratch::default();
@@ -278,6 +281,7 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn stopped_container_resets_fast_and_reports_down() {
     prepare();
     let mut scratch = Scratch::default();
@@ -335,6 +339,7 @@ async fn stopped_container_resets_fast_and_reports_down() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn two_containers_of_one_service_both_receive_connections() {
     prepare();
     let mut scratch = Scratch::default();
@@ -370,6 +375,7 @@ async fn two_containers_of_one_service_both_receive_connections() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn undeclared_port_is_refused_and_proxy_header_passes_unchanged() {
     prepare();
     let mut scratch = Scratch::default();
@@ -508,6 +514,7 @@ impl Drop for EngineProxy {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn engine_unreachable_keeps_forwarding_and_recovers() {
     prepare();
     let mut scratch = Scratch::default();

@@ -334,6 +334,7 @@ fn docker(args: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs root, the lab (network namespaces, TUN devices) and a Docker engine"]
 fn docker_agent_and_process_agent_through_the_real_gateway() {
     let total = Instant::now();
     prepare();

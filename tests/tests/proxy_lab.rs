@@ -586,6 +586,7 @@ fn pem_body(pem: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn data_plane_through_real_processes_in_the_lab() {
     let lab = Lab::up().unwrap();
     let started = Instant::now();

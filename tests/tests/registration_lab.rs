@@ -10,6 +10,7 @@ use registration::*;
 use tee_gateway_tests::{wait_for, Host, Lab};
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn agents_register_reach_and_recover() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-recover");
@@ -158,6 +159,7 @@ fn agents_register_reach_and_recover() {
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn refused_agents_and_refused_gateways_get_nothing() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-refuse");
@@ -224,6 +226,7 @@ fn refused_agents_and_refused_gateways_get_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-tdx");
@@ -281,6 +284,7 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
 /// mutual RA-TLS, register and are reachable through their tunnels; each side records the other's claims. A
 /// `sim-tdx` agent whose MRTD the app policy does not allow is refused, and the refusal names MRTD and its value.
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn tdx_and_snp_peers_register_across_platforms() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-xplat");

@@ -71,6 +71,7 @@ fn typed(body: &str) -> ErrorBody {
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn two_thousand_registrations_and_every_bad_request() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-load");

@@ -13,6 +13,7 @@ use tee_gateway_tests::{Host, Lab};
 const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn ours_to_ours_ping_and_100_mb_transfer() {
     let lab = Lab::up().unwrap();
     let dir = TempDir::new("tunnel").unwrap();
@@ -116,6 +117,7 @@ fn cvm_endpoint(
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
     let lab = Lab::up().unwrap();
     let dir = TempDir::new("readd").unwrap();
@@ -220,6 +222,7 @@ fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn keep_alive_holds_an_idle_tunnel_healthy_and_its_absence_does_not() {
     // Shortened timers: health window 3 s; cvm1 sends keep-alives every 400 ms and renews its idle session
     // after 1.5 s (defaults: 300 s window, 25 s keep-alive, 120 s renewal). cvm2 has no keep-alive.

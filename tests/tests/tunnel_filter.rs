@@ -35,6 +35,7 @@ fn connect(lab: &Lab, host: Host, addr: &str, port: u16) -> (String, f64) {
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn inbound_filter_resets_undeclared_ports_drops_the_rest_and_counts() {
     let lab = Lab::up().unwrap();
     let dir = TempDir::new("filter").unwrap();

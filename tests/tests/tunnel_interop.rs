@@ -84,11 +84,13 @@ fn interop(ours_initiates: bool) {
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices, wireguard-go"]
 fn interop_with_wireguard_go_ours_initiates() {
     interop(true);
 }
 
 #[test]
+#[ignore = "needs root and the lab: network namespaces, TUN devices, wireguard-go"]
 fn interop_with_wireguard_go_ours_responds() {
     interop(false);
 }
