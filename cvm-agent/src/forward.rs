@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::docker::Discovery;
-use crate::target::{Host, Target, TargetParseError};
+use crate::target::{Host, Target};
 
 /// One declared port and where its connections go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,19 +45,6 @@ pub struct PortRule {
     /// the header reaches the target unchanged, so the target must expect it).
     #[serde(default)]
     pub proxy_protocol: bool,
-}
-
-impl TryFrom<&crate::config::PortConfig> for PortRule {
-    type Error = TargetParseError;
-
-    /// The rule for one `[[ports]]` entry of `agent.toml`; fails when the target does not follow the grammar.
-    fn try_from(p: &crate::config::PortConfig) -> Result<Self, Self::Error> {
-        Ok(PortRule {
-            port: p.port,
-            target: p.target.parse()?,
-            proxy_protocol: p.proxy_protocol,
-        })
-    }
 }
 
 /// Settings of the forwarder.
@@ -605,32 +592,6 @@ async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rules_from_agent_toml_ports() {
-        let ok = crate::config::PortConfig {
-            port: 443,
-            target: "docker-label".into(),
-            proxy_protocol: true,
-        };
-        assert_eq!(
-            PortRule::try_from(&ok).unwrap(),
-            PortRule {
-                port: 443,
-                target: Target::DockerLabel,
-                proxy_protocol: true
-            }
-        );
-        let bad = crate::config::PortConfig {
-            port: 80,
-            target: "docker:web".into(),
-            proxy_protocol: false,
-        };
-        assert!(matches!(
-            PortRule::try_from(&bad),
-            Err(TargetParseError::DockerShape(_))
-        ));
-    }
 
     #[tokio::test]
     async fn an_attempt_to_a_container_that_goes_away_is_given_up_at_once() {

@@ -193,14 +193,7 @@ pub async fn run(
     let wg_public = WireGuardKey::from_bytes(*wg_key.public_key().as_bytes())
         .map_err(|e| setup("wireguard key")(e.to_string()))?;
 
-    let rules = config
-        .ports
-        .iter()
-        .map(|p| {
-            PortRule::try_from(p)
-                .map_err(|e| setup("ports")(format!("port {} target {:?}: {e}", p.port, p.target)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let rules = config.ports.clone();
     let discovery = rules
         .iter()
         .any(|r| !matches!(r.target, Target::Address { .. }))
@@ -213,11 +206,7 @@ pub async fn run(
             })
         });
 
-    let gateways = config
-        .gateways
-        .iter()
-        .map(|g| GatewayUrl::parse(g).map_err(|e| setup("gateways")(format!("{g}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let gateways = config.gateways.clone();
     let registrar = Registrar {
         gateways,
         tls,
@@ -335,7 +324,7 @@ async fn registration_loop(
 ) {
     let timing = &config.registration;
     let mut supervisor = Supervisor::new(
-        Duration::from_secs(config.tunnel.handshake_timeout_secs),
+        config.tunnel.handshake_timeout,
         Backoff::new(timing.retry_initial(), timing.retry_max()),
         Instant::now(),
     );

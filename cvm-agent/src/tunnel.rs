@@ -55,8 +55,8 @@ impl GatewayTunnel {
             answer.tunnel_address,
             answer.tunnel_prefix_len,
         );
-        c.tun_name = config.tunnel.interface.clone();
-        c.mtu = config.tunnel.mtu;
+        c.tun_name = config.tunnel.interface.as_str().to_owned();
+        c.mtu = config.tunnel.mtu.get();
         // Only the declared ports (and ping) get in; SYNs to any other port are refused with a reset.
         c.inbound_filter = Some(InboundFilter::new(
             config.ports.iter().map(|p| p.port),
