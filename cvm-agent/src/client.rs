@@ -29,18 +29,41 @@ pub struct GatewayUrl {
     pub port: u16,
 }
 
+/// Why a string is not a gateway control URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayUrlError {
+    /// Not `https://`.
+    #[error("must start with https://")]
+    Scheme,
+    /// A path after the authority.
+    #[error("must not have a path (the agent uses /v1/register)")]
+    Path,
+    /// `[` without `]`.
+    #[error("has an unclosed [ in the host")]
+    UnclosedBracket,
+    /// Nothing before the port.
+    #[error("has no host")]
+    NoHost,
+    /// A port that is not a number in 1..=65535.
+    #[error("has an invalid port")]
+    Port,
+    /// A host that is not a valid server name.
+    #[error("has an invalid host")]
+    Host,
+}
+
 impl GatewayUrl {
     /// Parses `https://host[:port][/]`.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, GatewayUrlError> {
         let rest = url
             .strip_prefix("https://")
-            .ok_or("must start with https://")?;
+            .ok_or(GatewayUrlError::Scheme)?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') {
-            return Err("must not have a path (the agent uses /v1/register)".into());
+            return Err(GatewayUrlError::Path);
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, p) = v6.split_once(']').ok_or("has an unclosed [ in the host")?;
+            let (h, p) = v6.split_once(']').ok_or(GatewayUrlError::UnclosedBracket)?;
             (h.to_string(), p.strip_prefix(':').unwrap_or(""))
         } else {
             match rest.rsplit_once(':') {
@@ -49,7 +72,7 @@ impl GatewayUrl {
             }
         };
         if host.is_empty() {
-            return Err("has no host".into());
+            return Err(GatewayUrlError::NoHost);
         }
         let port = if port.is_empty() {
             8443
@@ -57,9 +80,9 @@ impl GatewayUrl {
             port.parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or("has an invalid port")?
+                .ok_or(GatewayUrlError::Port)?
         };
-        ServerName::try_from(host.clone()).map_err(|_| "has an invalid host")?;
+        ServerName::try_from(host.clone()).map_err(|_| GatewayUrlError::Host)?;
         Ok(Self { host, port })
     }
 }

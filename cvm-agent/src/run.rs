@@ -27,7 +27,6 @@
 //! shutdown future completes.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,9 +37,7 @@ use attestation::{Attester, TrustAnchors, Verifier};
 use protocol::control::{
     InstanceId, PortPolicy, RegisterRequest, RegisterResponse, WireGuardKey, PROTOCOL_VERSION,
 };
-use protocol::tunnel::{
-    Endpoint, EndpointConfig, InboundFilter, PeerConfig, PrivateKey, PublicKey,
-};
+use protocol::tunnel::PrivateKey;
 
 use crate::backoff::Backoff;
 use crate::client::{register_once, AttemptError, GatewayUrl};
@@ -48,7 +45,9 @@ use crate::config::AgentConfig;
 use crate::docker::{Discovery, DiscoveryConfig, DiscoveryTask};
 use crate::forward::{ForwardConfig, Forwarder, PortRule};
 use crate::state::StateDir;
+use crate::supervisor::{Action, Assignment, Event, Supervisor};
 use crate::target::Target;
+use crate::tunnel::GatewayTunnel;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -139,163 +138,6 @@ fn claims_summary(claims: &attestation::Claims) -> String {
     format!("{}{m}", claims.platform)
 }
 
-async fn resolve(endpoint: &str) -> Option<SocketAddr> {
-    tokio::net::lookup_host(endpoint)
-        .await
-        .ok()?
-        .find(|a| a.is_ipv4())
-}
-
-/// The running tunnel and what it was built from.
-struct Tunnel {
-    endpoint: Endpoint,
-    answer: RegisterResponse,
-    gateway_key: PublicKey,
-    /// When the current WireGuard session with the gateway began (reset by [`Tunnel::restart_session`]).
-    started: Instant,
-    /// When the tunnel was built or was last seen alive (checked every loop turn); a session restart does not
-    /// move it.
-    alive: Instant,
-    /// The latest handshake or authenticated packet seen from the gateway, across sessions.
-    last_alive: Option<SystemTime>,
-}
-
-impl Tunnel {
-    async fn start(
-        config: &AgentConfig,
-        key: &PrivateKey,
-        answer: RegisterResponse,
-    ) -> Result<Self, String> {
-        let mut c = EndpointConfig::new(
-            key.clone(),
-            config.tunnel.listen_port,
-            answer.tunnel_address,
-            answer.tunnel_prefix_len,
-        );
-        c.tun_name = config.tunnel.interface.clone();
-        c.mtu = config.tunnel.mtu;
-        // Only the declared ports (and ping) get in; SYNs to any other port are refused with a reset.
-        c.inbound_filter = Some(InboundFilter::new(
-            config.ports.iter().map(|p| p.port),
-            true,
-        ));
-        let endpoint = Endpoint::start(c).await.map_err(|e| e.to_string())?;
-        let gateway_key = answer.gateway.public_key;
-        let tunnel = Self {
-            endpoint,
-            gateway_key,
-            answer,
-            started: Instant::now(),
-            alive: Instant::now(),
-            last_alive: None,
-        };
-        tunnel.add_gateway_peer().await?;
-        tracing::info!(interface = %tunnel.endpoint.tun_name(), address = %tunnel.answer.tunnel_address,
-            prefix = tunnel.answer.tunnel_prefix_len, gateway = %tunnel.answer.gateway.tunnel_address,
-            endpoint = %tunnel.answer.gateway.endpoint, keepalive_secs = tunnel.answer.keepalive_secs,
-            "tunnel up");
-        Ok(tunnel)
-    }
-
-    async fn add_gateway_peer(&self) -> Result<(), String> {
-        let endpoint = resolve(&self.answer.gateway.endpoint)
-            .await
-            .ok_or_else(|| {
-                format!(
-                    "cannot resolve the gateway endpoint {}",
-                    self.answer.gateway.endpoint
-                )
-            })?;
-        let peer = PeerConfig::new(self.gateway_key, self.answer.gateway.tunnel_address)
-            .with_endpoint(endpoint)
-            .with_keepalive(Duration::from_secs(self.answer.keepalive_secs.max(1)));
-        if self.endpoint.peer(&self.gateway_key).is_some() {
-            self.endpoint.update_peer(peer).map_err(|e| e.to_string())
-        } else {
-            self.endpoint.add_peer(peer).map_err(|e| e.to_string())
-        }
-    }
-
-    /// Time since the tunnel last showed life: a completed handshake or an authenticated packet from the gateway,
-    /// in this session or an earlier one (or since the tunnel was built, if never). Session restarts do not reset
-    /// it, so a path that stays broken is noticed however often the session is restarted.
-    fn since_alive(&mut self) -> Duration {
-        if let Some(p) = self.endpoint.peer(&self.gateway_key) {
-            for at in [p.last_handshake, p.last_authenticated]
-                .into_iter()
-                .flatten()
-            {
-                if self.last_alive.is_none_or(|seen| at > seen) {
-                    self.last_alive = Some(at);
-                    self.alive = Instant::now();
-                }
-            }
-        }
-        self.alive.elapsed()
-    }
-
-    /// Silence after which the WireGuard session is restarted: three of the gateway's keep-alive intervals and 5 s.
-    fn silence_limit(&self) -> Duration {
-        Duration::from_secs(3 * self.answer.keepalive_secs.max(1) + 5)
-    }
-
-    /// Time since the gateway last sent an authenticated packet (or since the session started, if none yet).
-    fn since_heard(&self) -> Duration {
-        let last = self
-            .endpoint
-            .peer(&self.gateway_key)
-            .and_then(|p| p.last_authenticated);
-        self.since(last)
-    }
-
-    fn since(&self, at: Option<SystemTime>) -> Duration {
-        let started = self.started.elapsed();
-        match at {
-            Some(t) => SystemTime::now()
-                .duration_since(t)
-                .unwrap_or(Duration::ZERO)
-                .min(started),
-            None => started,
-        }
-    }
-
-    /// Starts a fresh WireGuard session with the gateway (its side may have lost the old one, e.g. in a restart):
-    /// the peer is removed and added again, and the next keep-alive begins a handshake.
-    async fn restart_session(&mut self) -> Result<(), String> {
-        let _ = self.endpoint.remove_peer(&self.gateway_key);
-        self.started = Instant::now();
-        self.add_gateway_peer().await
-    }
-
-    /// Applies a new answer: same address => update the gateway peer in place; new address => rebuild.
-    async fn apply(
-        self,
-        config: &AgentConfig,
-        key: &PrivateKey,
-        answer: RegisterResponse,
-    ) -> Result<Self, String> {
-        if answer.tunnel_address == self.answer.tunnel_address
-            && answer.tunnel_prefix_len == self.answer.tunnel_prefix_len
-        {
-            let mut this = self;
-            let new_key = answer.gateway.public_key;
-            if new_key != this.gateway_key {
-                tracing::info!("the gateway's WireGuard key changed; replacing the peer");
-                let _ = this.endpoint.remove_peer(&this.gateway_key);
-                this.gateway_key = new_key;
-            }
-            this.answer = answer;
-            this.add_gateway_peer().await?;
-            Ok(this)
-        } else {
-            tracing::warn!(old = %self.answer.tunnel_address, new = %answer.tunnel_address,
-                "the gateway assigned a new tunnel address; rebuilding the tunnel");
-            self.endpoint.shutdown().await;
-            Self::start(config, key, answer).await
-        }
-    }
-}
-
 /// Runs the agent until `shutdown` completes.
 pub async fn run(
     config: AgentConfig,
@@ -350,14 +192,7 @@ pub async fn run(
     let wg_key = PrivateKey::generate();
     let wg_public = wg_key.public_key();
 
-    let rules = config
-        .ports
-        .iter()
-        .map(|p| {
-            PortRule::try_from(p)
-                .map_err(|e| setup("ports")(format!("port {} target {:?}: {e}", p.port, p.target)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let rules = config.ports.clone();
     let discovery = rules
         .iter()
         .any(|r| !matches!(r.target, Target::Address { .. }))
@@ -370,11 +205,7 @@ pub async fn run(
             })
         });
 
-    let gateways = config
-        .gateways
-        .iter()
-        .map(|g| GatewayUrl::parse(g).map_err(|e| setup("gateways")(format!("{g}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let gateways = config.gateways.clone();
     let registrar = Registrar {
         gateways,
         tls,
@@ -479,8 +310,9 @@ impl Forwarding {
     }
 }
 
-/// Registers until it succeeds, brings the tunnel up, then keeps registering on the interval and whenever
-/// handshakes stop. Never returns on its own.
+/// Drives the [`Supervisor`]: each tick renews the certificate when due, reloads a changed gateway policy, feeds
+/// what the tunnel and the ports did, then carries out what the supervisor asks for until it says to sleep. Never
+/// returns on its own.
 async fn registration_loop(
     config: &AgentConfig,
     registrar: &Registrar,
@@ -489,145 +321,156 @@ async fn registration_loop(
     policy: &PolicyFile<GatewayPolicy>,
     mut forwarding: Forwarding,
 ) {
-    let mut report_now = false;
-    let mut reported: Option<Vec<PortPolicy>> = None;
     let timing = &config.registration;
-    let mut backoff = Backoff::new(timing.retry_initial(), timing.retry_max());
-    let handshake_timeout = Duration::from_secs(config.tunnel.handshake_timeout_secs);
-    let mut tunnel: Option<Tunnel> = None;
-    let mut next_attempt = Instant::now();
-    let mut last_registration: Option<Instant> = None;
-    let policy_mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen_mtime = policy_mtime(policy.path());
-    if tunnel.is_none() {
-        tracing::info!("boot 4/5: registering with the gateway");
-    }
+    let mut supervisor = Supervisor::new(
+        config.tunnel.handshake_timeout,
+        Backoff::new(timing.retry_initial(), timing.retry_max()),
+        Instant::now(),
+    );
+    let mut tunnel: Option<GatewayTunnel> = None;
+    // The answer of the latest registration, until the tunnel follows it.
+    let mut answer: Option<RegisterResponse> = None;
+    let mut policy_watch = PolicyWatch::new(policy);
+    tracing::info!("boot 4/5: registering with the gateway");
     loop {
-        if SystemTime::now() >= identity.renew_at() {
-            // Attesting can take a while (a quote from the platform): off the async worker threads.
-            let id = identity.clone();
-            match tokio::task::spawn_blocking(move || id.renew_if_due(SystemTime::now())).await {
-                Ok(Ok(true)) => {
-                    let not_after = identity.certificate().not_after();
-                    tracing::info!(not_after = %unix_secs(not_after), "RA-TLS certificate renewed");
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "RA-TLS certificate renewal task failed; will retry")
-                }
-            }
-        }
-        let mtime = policy_mtime(policy.path());
-        if mtime != seen_mtime {
-            seen_mtime = mtime;
-            match policy.reload() {
-                Ok(()) => {
-                    tracing::info!(path = %policy.path().display(), "gateway policy reloaded")
-                }
-                Err(e) => tracing::error!(error = %e,
-                    "gateway policy reload failed; keeping the previous policy"),
-            }
-        }
-        if let Some(t) = tunnel.as_mut() {
-            // The gateway keeps the session alive with keep-alives; silence for three intervals means it lost
-            // the session (restart) or the path is down: start a fresh handshake.
-            if t.since_heard() >= t.silence_limit() {
-                tracing::warn!(since = ?t.since_heard(), "nothing heard from the gateway; restarting the WireGuard session");
-                if let Err(e) = t.restart_session().await {
-                    tracing::error!(error = %e, "restarting the WireGuard session failed");
-                }
-            }
-        }
+        renew_certificate(identity).await;
+        policy_watch.reload_if_changed(policy);
         if let Some(t) = &tunnel {
-            if forwarding.ensure(t.answer.tunnel_address.into()).await {
+            supervisor.handle(Instant::now(), Event::PeerSeen(t.activity()));
+            if forwarding.ensure(t.answer().tunnel_address.into()).await {
                 // Report the ports' target states, unknown at the registration that assigned the address.
-                report_now = true;
+                supervisor.handle(Instant::now(), Event::ForwarderStarted);
             }
         }
         if forwarding.changed() {
-            // Discovery signals every event and resync; register only when a port's state actually flipped.
-            let now = forwarding.policies(&registrar.request.ports).await;
-            if reported.as_ref() != Some(&now) {
-                tracing::info!(ports = ?now, "a port's target state changed; registering again to report it");
-                report_now = true;
-            }
+            let ports = forwarding.policies(&registrar.request.ports).await;
+            supervisor.handle(Instant::now(), Event::PortStates(ports));
         }
-        let due = report_now
-            || match (tunnel.as_mut(), last_registration) {
-                (None, _) | (_, None) => true,
-                (Some(t), Some(at)) => {
-                    // No handshake and nothing from the gateway within the timeout (never shorter than the
-                    // silence that restarts the session, so keep-alives of a healthy idle tunnel always arrive in
-                    // time): register again, at most once per sixth of the timeout.
-                    let timeout = handshake_timeout.max(t.silence_limit());
-                    let since = t.since_alive();
-                    let stale = since >= timeout && at.elapsed() >= timeout / 6;
-                    if stale && Instant::now() >= next_attempt {
-                        tracing::warn!(
-                            ?since,
-                            ?timeout,
-                            "no tunnel handshake within the timeout; registering again"
-                        );
+        loop {
+            let event = match supervisor.poll(Instant::now()) {
+                Action::Sleep { until } => {
+                    tokio::time::sleep_until(until.into()).await;
+                    break;
+                }
+                Action::RestartSession { silent_for } => {
+                    tracing::warn!(since = ?silent_for, "nothing heard from the gateway; restarting the WireGuard session");
+                    if let Some(t) = tunnel.as_mut() {
+                        if let Err(e) = t.restart_session().await {
+                            tracing::error!(error = %e, "restarting the WireGuard session failed");
+                        }
                     }
-                    stale || at.elapsed() >= Duration::from_secs(t.answer.reregister_secs)
+                    continue;
+                }
+                Action::Register(_) => {
+                    let ports = forwarding.policies(&registrar.request.ports).await;
+                    match registrar.register(ports.clone()).await {
+                        Ok((gateway, a)) => {
+                            tracing::info!(%gateway, address = %a.tunnel_address, reregister_secs = a.reregister_secs,
+                                "registered");
+                            let assignment = Assignment::of(&a);
+                            answer = Some(a);
+                            Event::Registered { ports, assignment }
+                        }
+                        Err(_) => Event::RegistrationFailed,
+                    }
+                }
+                action @ (Action::StartTunnel(_) | Action::UpdateTunnel(_)) => {
+                    let update = matches!(action, Action::UpdateTunnel(_));
+                    tunnel = match (answer.take(), tunnel.take()) {
+                        (Some(a), Some(t)) if update => t.update(a).await.map_err(|e| {
+                            tracing::error!(error = %e, "updating the tunnel failed; will retry")
+                        }),
+                        (Some(a), old) => start_tunnel(config, wg_key, old, a).await,
+                        // Cannot happen: a set-up is only asked for right after a registration.
+                        (None, _) => Err(()),
+                    }
+                    .ok();
+                    if tunnel.is_some() {
+                        Event::TunnelReady
+                    } else {
+                        Event::TunnelFailed
+                    }
                 }
             };
-        if due && Instant::now() >= next_attempt {
-            let ports = forwarding.policies(&registrar.request.ports).await;
-            match registrar.register(ports.clone()).await {
-                Ok((gateway, answer)) => {
-                    backoff.reset();
-                    report_now = false;
-                    reported = Some(ports);
-                    last_registration = Some(Instant::now());
-                    tracing::info!(%gateway, address = %answer.tunnel_address, reregister_secs = answer.reregister_secs,
-                        "registered");
-                    tunnel = match tunnel.take() {
-                        None => {
-                            tracing::info!("boot 5/5: bringing up the tunnel");
-                            match Tunnel::start(config, wg_key, answer).await {
-                                Ok(t) => Some(t),
-                                Err(e) => {
-                                    tracing::error!(error = %e, "tunnel bring-up failed; will retry");
-                                    next_attempt = Instant::now() + backoff.next_delay();
-                                    None
-                                }
-                            }
-                        }
-                        Some(t) => match t.apply(config, wg_key, answer).await {
-                            Ok(t) => Some(t),
-                            Err(e) => {
-                                tracing::error!(error = %e, "updating the tunnel failed; will retry");
-                                next_attempt = Instant::now() + backoff.next_delay();
-                                None
-                            }
-                        },
-                    };
-                }
-                Err(_) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(retry_in = ?delay, tunnel_up = tunnel.is_some(),
-                        "no gateway accepted the registration; still serving, retrying later");
-                    next_attempt = Instant::now() + delay;
-                }
-            }
+            supervisor.handle(Instant::now(), event);
         }
-        // Wake for the next retry on time (the backoff's spacing), otherwise check again in half a second.
-        let until_retry = next_attempt.saturating_duration_since(Instant::now());
-        let nap = if until_retry.is_zero() {
-            TICK
-        } else {
-            until_retry.min(TICK)
-        };
-        tokio::time::sleep(nap).await;
     }
 }
 
-/// How often the registration loop looks at the tunnel, the policy file and the certificate.
-const TICK: Duration = Duration::from_millis(500);
+/// Builds the tunnel for `answer`, shutting down the `old` one first (the gateway assigned a new address).
+/// Failures are logged.
+async fn start_tunnel(
+    config: &AgentConfig,
+    wg_key: &PrivateKey,
+    old: Option<GatewayTunnel>,
+    answer: RegisterResponse,
+) -> Result<GatewayTunnel, ()> {
+    match old {
+        Some(old) => {
+            tracing::warn!(old = %old.answer().tunnel_address, new = %answer.tunnel_address,
+                "the gateway assigned a new tunnel address; rebuilding the tunnel");
+            old.shutdown().await;
+        }
+        None => tracing::info!("boot 5/5: bringing up the tunnel"),
+    }
+    GatewayTunnel::start(config, wg_key, answer)
+        .await
+        .map_err(|e| tracing::error!(error = %e, "tunnel bring-up failed; will retry"))
+}
+
+/// Renews the RA-TLS certificate when a quarter of its validity remains; failures are logged and retried at the
+/// next tick.
+async fn renew_certificate(identity: &Arc<RaTlsIdentity>) {
+    if SystemTime::now() < identity.renew_at() {
+        return;
+    }
+    // Attesting can take a while (a quote from the platform): off the async worker threads.
+    let id = identity.clone();
+    match tokio::task::spawn_blocking(move || id.renew_if_due(SystemTime::now())).await {
+        Ok(Ok(true)) => {
+            let not_after = identity.certificate().not_after();
+            tracing::info!(not_after = %unix_secs(not_after), "RA-TLS certificate renewed");
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "RA-TLS certificate renewal task failed; will retry")
+        }
+    }
+}
+
+/// Follows the gateway policy file's modification time.
+struct PolicyWatch {
+    seen: Option<SystemTime>,
+}
+
+impl PolicyWatch {
+    fn new(policy: &PolicyFile<GatewayPolicy>) -> Self {
+        Self {
+            seen: mtime(policy.path()),
+        }
+    }
+
+    /// Reloads the policy when its file changed; a file that does not load leaves the previous policy in force.
+    fn reload_if_changed(&mut self, policy: &PolicyFile<GatewayPolicy>) {
+        let now = mtime(policy.path());
+        if now == self.seen {
+            return;
+        }
+        self.seen = now;
+        match policy.reload() {
+            Ok(()) => tracing::info!(path = %policy.path().display(), "gateway policy reloaded"),
+            Err(e) => tracing::error!(error = %e,
+                "gateway policy reload failed; keeping the previous policy"),
+        }
+    }
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)

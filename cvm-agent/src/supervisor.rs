@@ -1,0 +1,747 @@
+//! The registration supervisor: when to register, when to restart the WireGuard session with the gateway and
+//! when to build or update the tunnel, as a state machine fed events and time.
+//!
+//! Nothing here does I/O or reads a clock: the driver in [`crate::run`] passes the current [`Instant`] to every
+//! call, feeds what it observed ([`Event`]) and carries out what [`Supervisor::poll`] asks for ([`Action`]),
+//! reporting each outcome back as an event. The rules:
+//!
+//! - The first registration happens at once; later ones every re-registration interval the gateway gave, at once
+//!   when a port's target state differs from the one last reported (or the forwarder was started on a new
+//!   address, so the states were unknown at the registration that assigned it), and when the tunnel showed no life
+//!   (no handshake completed, no authenticated packet from the gateway) for the handshake timeout, never shorter
+//!   than the session's silence limit and at most once per sixth of that timeout.
+//! - A failed registration or tunnel set-up is retried after the next [`Backoff`] delay; a success resets it. The
+//!   tunnel keeps running meanwhile.
+//! - When nothing authenticated came from the gateway for three keep-alive intervals and 5 s, the WireGuard
+//!   session is restarted; this does not reset the liveness clock, so a path that stays broken still leads to a
+//!   registration.
+//! - With nothing to do the driver sleeps until [`Action::Sleep`]'s deadline: the next tick, or the end of a
+//!   backoff if that comes first, so retries start on time.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant, SystemTime};
+
+use protocol::control::{PortPolicy, RegisterResponse};
+
+use crate::backoff::Backoff;
+
+/// How often the driver looks at the tunnel, the ports, the policy file and the certificate.
+pub const TICK: Duration = Duration::from_millis(500);
+
+/// What the gateway assigned at a registration, as far as supervision needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    /// The agent's tunnel address.
+    pub address: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// The gateway's keep-alive interval (at least 1 s).
+    pub keepalive: Duration,
+    /// How often to register again.
+    pub reregister: Duration,
+}
+
+impl Assignment {
+    /// The assignment in a gateway's answer.
+    pub fn of(answer: &RegisterResponse) -> Self {
+        Self {
+            address: answer.tunnel_address,
+            prefix_len: answer.tunnel_prefix_len,
+            keepalive: Duration::from_secs(answer.keepalive_secs.max(1)),
+            reregister: Duration::from_secs(answer.reregister_secs),
+        }
+    }
+
+    /// Silence after which the WireGuard session is restarted: three keep-alive intervals and 5 s.
+    pub fn silence_limit(&self) -> Duration {
+        3 * self.keepalive + Duration::from_secs(5)
+    }
+
+    fn same_network(&self, other: &Assignment) -> bool {
+        self.address == other.address && self.prefix_len == other.prefix_len
+    }
+}
+
+/// What the driver saw of the gateway peer: its latest handshake and authenticated packet, across sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerActivity {
+    /// When the latest handshake with the gateway completed.
+    pub last_handshake: Option<SystemTime>,
+    /// When the latest authenticated packet from the gateway arrived.
+    pub last_authenticated: Option<SystemTime>,
+    /// How long ago `last_authenticated` was, when it was observed.
+    pub heard_ago: Option<Duration>,
+}
+
+/// Something that happened, fed to [`Supervisor::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A gateway accepted the registration that reported `ports`.
+    Registered {
+        /// The port policies sent.
+        ports: Vec<PortPolicy>,
+        /// What the gateway assigned.
+        assignment: Assignment,
+    },
+    /// No gateway accepted the registration (refused, unreachable, or refused by the gateway policy).
+    RegistrationFailed,
+    /// The tunnel asked for by [`Action::StartTunnel`] or [`Action::UpdateTunnel`] is running.
+    TunnelReady,
+    /// Building or updating the tunnel failed; it is gone.
+    TunnelFailed,
+    /// The gateway peer's activity as seen now.
+    PeerSeen(PeerActivity),
+    /// The port forwarder was (re)started on the tunnel address: the ports' states are worth reporting.
+    ForwarderStarted,
+    /// The ports' current states (after the forwarder signalled a possible change).
+    PortStates(Vec<PortPolicy>),
+}
+
+/// Why a registration is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// No tunnel yet (first registration, or the last set-up failed) or a retry after a failure.
+    NoTunnel,
+    /// A port's state changed since the last report, or the forwarder started.
+    ReportPorts,
+    /// The tunnel showed no life for `since`, at least the `timeout`.
+    DeadTunnel {
+        /// Time since the tunnel last showed life.
+        since: Duration,
+        /// The effective handshake timeout.
+        timeout: Duration,
+    },
+    /// The re-registration interval passed.
+    Interval,
+}
+
+/// What the driver must do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Register now, reporting the ports' current states; answer with [`Event::Registered`] or
+    /// [`Event::RegistrationFailed`].
+    Register(Why),
+    /// Start a fresh WireGuard session with the gateway (nothing heard from it for `silent_for`).
+    RestartSession {
+        /// How long nothing authenticated arrived.
+        silent_for: Duration,
+    },
+    /// Build the tunnel for this assignment (replacing any running one: the address changed); answer with
+    /// [`Event::TunnelReady`] or [`Event::TunnelFailed`].
+    StartTunnel(Assignment),
+    /// Update the running tunnel's gateway peer in place (same address); answer as for
+    /// [`Action::StartTunnel`].
+    UpdateTunnel(Assignment),
+    /// Nothing to do before `until` (the next tick, or the end of a backoff).
+    Sleep {
+        /// When to poll again.
+        until: Instant,
+    },
+}
+
+/// The running tunnel as supervision sees it.
+#[derive(Debug, Clone)]
+struct Live {
+    assignment: Assignment,
+    /// When the current WireGuard session began.
+    started: Instant,
+    /// When the tunnel was built or last seen alive; a session restart does not move it.
+    alive: Instant,
+    /// The latest handshake or authenticated packet seen, across sessions.
+    last_alive: Option<SystemTime>,
+    /// How long ago the gateway was last heard, and when that was observed.
+    heard: Option<(Duration, Instant)>,
+}
+
+impl Live {
+    fn new(assignment: Assignment, now: Instant) -> Self {
+        Self {
+            assignment,
+            started: now,
+            alive: now,
+            last_alive: None,
+            heard: None,
+        }
+    }
+
+    fn observe(&mut self, activity: PeerActivity, now: Instant) {
+        for at in [activity.last_handshake, activity.last_authenticated]
+            .into_iter()
+            .flatten()
+        {
+            if self.last_alive.is_none_or(|seen| at > seen) {
+                self.last_alive = Some(at);
+                self.alive = now;
+            }
+        }
+        self.heard = activity.heard_ago.map(|ago| (ago, now));
+    }
+
+    /// Time since the gateway last sent an authenticated packet, or since the session started if that is sooner.
+    fn since_heard(&self, now: Instant) -> Duration {
+        let session = now.saturating_duration_since(self.started);
+        match self.heard {
+            Some((ago, at)) => (ago + now.saturating_duration_since(at)).min(session),
+            None => session,
+        }
+    }
+}
+
+/// Where the tunnel stands.
+#[derive(Debug, Clone)]
+enum Tunnel {
+    /// None (not yet registered, or the last set-up failed).
+    Down,
+    /// Being built or updated for this assignment; `kept` is the running state an update keeps.
+    Building {
+        assignment: Assignment,
+        kept: Option<Box<Live>>,
+    },
+    /// Running.
+    Up(Box<Live>),
+}
+
+/// The registration supervisor. See the module documentation for its rules.
+#[derive(Debug)]
+pub struct Supervisor {
+    handshake_timeout: Duration,
+    backoff: Backoff,
+    /// No registration before this (the end of a backoff).
+    next_attempt: Instant,
+    last_registration: Option<Instant>,
+    /// The ports' states must be reported at the next registration.
+    report_now: bool,
+    /// The port policies of the last successful registration.
+    reported: Option<Vec<PortPolicy>>,
+    tunnel: Tunnel,
+    /// An action decided by an event, handed out by the next poll.
+    pending: Option<Action>,
+    /// A registration or tunnel set-up was asked for and has not been answered.
+    waiting: bool,
+}
+
+impl Supervisor {
+    /// A supervisor that registers at once. `handshake_timeout` is the agent's configured timeout; `backoff`
+    /// spaces retries.
+    pub fn new(handshake_timeout: Duration, backoff: Backoff, now: Instant) -> Self {
+        Self {
+            handshake_timeout,
+            backoff,
+            next_attempt: now,
+            last_registration: None,
+            report_now: false,
+            reported: None,
+            tunnel: Tunnel::Down,
+            pending: None,
+            waiting: false,
+        }
+    }
+
+    /// Whether a tunnel is running.
+    pub fn tunnel_up(&self) -> bool {
+        matches!(self.tunnel, Tunnel::Up(_))
+    }
+
+    /// Takes in what happened at `now`.
+    pub fn handle(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Registered { ports, assignment } => {
+                self.waiting = false;
+                self.backoff.reset();
+                self.report_now = false;
+                self.reported = Some(ports);
+                self.last_registration = Some(now);
+                let tunnel = std::mem::replace(&mut self.tunnel, Tunnel::Down);
+                let (action, kept) = match tunnel {
+                    Tunnel::Up(mut live) if live.assignment.same_network(&assignment) => {
+                        live.assignment = assignment;
+                        (Action::UpdateTunnel(assignment), Some(live))
+                    }
+                    _ => (Action::StartTunnel(assignment), None),
+                };
+                self.tunnel = Tunnel::Building { assignment, kept };
+                self.pending = Some(action);
+                self.waiting = true;
+            }
+            Event::RegistrationFailed => {
+                self.waiting = false;
+                let delay = self.backoff.next_delay();
+                self.next_attempt = now + delay;
+                tracing::warn!(retry_in = ?delay, tunnel_up = self.tunnel_up(),
+                    "no gateway accepted the registration; still serving, retrying later");
+            }
+            Event::TunnelReady => {
+                self.waiting = false;
+                if let Tunnel::Building { assignment, kept } =
+                    std::mem::replace(&mut self.tunnel, Tunnel::Down)
+                {
+                    let live = kept.unwrap_or_else(|| Box::new(Live::new(assignment, now)));
+                    self.tunnel = Tunnel::Up(live);
+                }
+            }
+            Event::TunnelFailed => {
+                self.waiting = false;
+                self.tunnel = Tunnel::Down;
+                self.next_attempt = now + self.backoff.next_delay();
+            }
+            Event::PeerSeen(activity) => {
+                if let Tunnel::Up(live) = &mut self.tunnel {
+                    live.observe(activity, now);
+                }
+            }
+            Event::ForwarderStarted => self.report_now = true,
+            Event::PortStates(ports) => {
+                // Discovery signals every event and resync: only a state that actually flipped is reported.
+                if self.reported.as_ref() != Some(&ports) {
+                    tracing::info!(
+                        ?ports,
+                        "a port's target state changed; registering again to report it"
+                    );
+                    self.report_now = true;
+                }
+            }
+        }
+    }
+
+    /// The next thing to do at `now`; [`Action::Sleep`] when there is nothing.
+    pub fn poll(&mut self, now: Instant) -> Action {
+        if let Some(action) = self.pending.take() {
+            return action;
+        }
+        if self.waiting {
+            return self.sleep(now);
+        }
+        if let Tunnel::Up(live) = &mut self.tunnel {
+            // The gateway keeps the session alive with keep-alives; silence for three intervals means it lost
+            // the session (restart) or the path is down: start a fresh handshake.
+            let silent_for = live.since_heard(now);
+            if silent_for >= live.assignment.silence_limit() {
+                live.started = now;
+                return Action::RestartSession { silent_for };
+            }
+        }
+        if now < self.next_attempt {
+            return self.sleep(now);
+        }
+        match self.due(now) {
+            Some(why) => {
+                if let Why::DeadTunnel { since, timeout } = why {
+                    tracing::warn!(
+                        ?since,
+                        ?timeout,
+                        "no tunnel handshake within the timeout; registering again"
+                    );
+                }
+                self.waiting = true;
+                Action::Register(why)
+            }
+            None => self.sleep(now),
+        }
+    }
+
+    /// Why a registration is due at `now`, if it is (ignoring the backoff).
+    fn due(&self, now: Instant) -> Option<Why> {
+        if self.report_now {
+            return Some(Why::ReportPorts);
+        }
+        let (Tunnel::Up(live), Some(at)) = (&self.tunnel, self.last_registration) else {
+            return Some(Why::NoTunnel);
+        };
+        // Never shorter than the silence that restarts the session, so keep-alives of a healthy idle tunnel always
+        // arrive in time; at most once per sixth of the timeout.
+        let timeout = self.handshake_timeout.max(live.assignment.silence_limit());
+        let since = now.saturating_duration_since(live.alive);
+        let since_registration = now.saturating_duration_since(at);
+        if since >= timeout && since_registration >= timeout / 6 {
+            return Some(Why::DeadTunnel { since, timeout });
+        }
+        (since_registration >= live.assignment.reregister).then_some(Why::Interval)
+    }
+
+    /// Sleep until the next tick, or the end of the backoff if that is sooner.
+    fn sleep(&self, now: Instant) -> Action {
+        let tick = now + TICK;
+        let until = if self.next_attempt > now {
+            self.next_attempt.min(tick)
+        } else {
+            tick
+        };
+        Action::Sleep { until }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEEPALIVE: Duration = Duration::from_secs(2);
+
+    fn assignment(address: [u8; 4]) -> Assignment {
+        Assignment {
+            address: Ipv4Addr::from(address),
+            prefix_len: 8,
+            keepalive: KEEPALIVE,
+            reregister: Duration::from_secs(600),
+        }
+    }
+
+    fn ports(up: bool) -> Vec<PortPolicy> {
+        vec![PortPolicy {
+            port: 8080,
+            proxy_protocol: false,
+            target_state: Some(if up {
+                protocol::control::TargetState::Up
+            } else {
+                protocol::control::TargetState::Down
+            }),
+        }]
+    }
+
+    /// A supervisor on a virtual clock, with the wall clock moving along.
+    struct World {
+        sup: Supervisor,
+        t0: Instant,
+        now: Instant,
+        wall0: SystemTime,
+    }
+
+    impl World {
+        fn new(handshake_timeout_secs: u64) -> Self {
+            let t0 = Instant::now();
+            let backoff = Backoff::seeded(Duration::from_millis(250), Duration::from_secs(4), 11);
+            Self {
+                sup: Supervisor::new(Duration::from_secs(handshake_timeout_secs), backoff, t0),
+                t0,
+                now: t0,
+                wall0: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            }
+        }
+
+        fn wall(&self) -> SystemTime {
+            self.wall0 + (self.now - self.t0)
+        }
+
+        fn secs(&self) -> f64 {
+            (self.now - self.t0).as_secs_f64()
+        }
+
+        fn handle(&mut self, event: Event) {
+            self.sup.handle(self.now, event);
+        }
+
+        fn poll(&mut self) -> Action {
+            self.sup.poll(self.now)
+        }
+
+        /// Polls; on a sleep, moves the clock to its end and returns `None`.
+        fn step(&mut self) -> Option<Action> {
+            match self.poll() {
+                Action::Sleep { until } => {
+                    assert!(until > self.now, "a sleep must move time forward");
+                    self.now = until;
+                    None
+                }
+                action => Some(action),
+            }
+        }
+
+        /// Runs the clock until an action other than a sleep comes, or `limit` passes.
+        fn run_until_action(&mut self, limit: Duration) -> Option<Action> {
+            let end = self.now + limit;
+            while self.now < end {
+                if let Some(a) = self.step() {
+                    return Some(a);
+                }
+            }
+            None
+        }
+
+        /// Registers with `assignment` and brings the tunnel up.
+        fn register(&mut self, address: [u8; 4], ports: Vec<PortPolicy>) {
+            assert!(matches!(self.poll(), Action::Register(_)));
+            self.handle(Event::Registered {
+                ports,
+                assignment: assignment(address),
+            });
+            assert!(matches!(
+                self.poll(),
+                Action::StartTunnel(_) | Action::UpdateTunnel(_)
+            ));
+            self.handle(Event::TunnelReady);
+        }
+
+        /// The gateway is heard right now (a keep-alive arrived).
+        fn heard(&mut self) {
+            let now = self.wall();
+            self.handle(Event::PeerSeen(PeerActivity {
+                last_handshake: None,
+                last_authenticated: Some(now),
+                heard_ago: Some(Duration::ZERO),
+            }));
+        }
+    }
+
+    #[test]
+    fn registers_at_once_then_builds_the_tunnel_then_idles() {
+        let mut w = World::new(180);
+        assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
+        // Waiting for the answer: nothing else is asked for.
+        assert!(matches!(w.poll(), Action::Sleep { .. }));
+        w.handle(Event::Registered {
+            ports: ports(true),
+            assignment: assignment([10, 0, 0, 2]),
+        });
+        assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 2])));
+        w.handle(Event::TunnelReady);
+        assert!(w.sup.tunnel_up());
+        assert_eq!(
+            w.poll(),
+            Action::Sleep {
+                until: w.now + TICK
+            }
+        );
+    }
+
+    #[test]
+    fn failures_back_off_with_jitter_and_retries_start_on_time() {
+        let mut w = World::new(180);
+        assert_eq!(w.step(), Some(Action::Register(Why::NoTunnel)));
+        let mut delays = Vec::new();
+        for i in 0..6 {
+            let failed_at = w.now;
+            w.handle(Event::RegistrationFailed);
+            let next = w.run_until_action(Duration::from_secs(10));
+            assert_eq!(next, Some(Action::Register(Why::NoTunnel)), "attempt {i}");
+            delays.push(w.now - failed_at);
+        }
+        let nominal = [250u64, 500, 1000, 2000, 4000, 4000];
+        for (d, n) in delays.iter().zip(nominal) {
+            let n = Duration::from_millis(n);
+            assert!(*d >= n / 2 && *d <= n, "{d:?} for nominal {n:?}");
+        }
+        assert!(
+            delays
+                .iter()
+                .zip(nominal)
+                .any(|(d, n)| *d != Duration::from_millis(n)),
+            "jittered: {delays:?}"
+        );
+        // The same seed gives the same spacing.
+        let mut again = World::new(180);
+        again.step();
+        let mut second = Vec::new();
+        for _ in 0..6 {
+            let at = again.now;
+            again.handle(Event::RegistrationFailed);
+            again.run_until_action(Duration::from_secs(10));
+            second.push(again.now - at);
+        }
+        assert_eq!(delays, second);
+        // A success resets the backoff.
+        w.handle(Event::Registered {
+            ports: ports(true),
+            assignment: assignment([10, 0, 0, 2]),
+        });
+        w.poll();
+        w.handle(Event::TunnelReady);
+        let at = w.now + Duration::from_secs(600);
+        w.now = at;
+        w.heard();
+        assert_eq!(w.poll(), Action::Register(Why::Interval));
+        w.handle(Event::RegistrationFailed);
+        w.run_until_action(Duration::from_secs(10));
+        assert!(w.now - at <= Duration::from_millis(250), "{:?}", w.now - at);
+    }
+
+    #[test]
+    fn a_healthy_tunnel_only_registers_on_the_interval() {
+        let mut w = World::new(10);
+        w.register([10, 0, 0, 2], ports(true));
+        let registered = w.now;
+        while w.now - registered < Duration::from_secs(599) {
+            w.heard();
+            assert_eq!(w.step(), None, "at {:.1} s", w.secs());
+        }
+        let action = w.run_until_action(Duration::from_secs(2));
+        assert_eq!(action, Some(Action::Register(Why::Interval)));
+        assert_eq!(w.now - registered, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_dead_tunnel_restarts_the_session_then_registers_after_the_timeout() {
+        // Keep-alive 2 s: the session restarts after 11 s of silence; the effective timeout is max(10, 11) = 11 s.
+        let mut w = World::new(10);
+        w.register([10, 0, 0, 2], ports(true));
+        for _ in 0..10 {
+            assert_eq!(w.step(), None);
+            w.heard();
+        }
+        let silent_from = w.now;
+        let mut restarts = Vec::new();
+        let why = loop {
+            match w.run_until_action(Duration::from_secs(60)) {
+                Some(Action::RestartSession { silent_for }) => {
+                    restarts.push((w.now - silent_from, silent_for))
+                }
+                Some(Action::Register(why)) => break why,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(
+            restarts,
+            vec![(Duration::from_secs(11), Duration::from_secs(11))]
+        );
+        assert_eq!(
+            why,
+            Why::DeadTunnel {
+                since: Duration::from_secs(11),
+                timeout: Duration::from_secs(11)
+            }
+        );
+        assert_eq!(w.now - silent_from, Duration::from_secs(11));
+        // Registered again with the same address: the peer is updated in place and the liveness clock keeps
+        // running, so while the path stays broken the next registration comes a sixth of the timeout later.
+        w.handle(Event::Registered {
+            ports: ports(true),
+            assignment: assignment([10, 0, 0, 2]),
+        });
+        assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+        w.handle(Event::TunnelReady);
+        let registered = w.now;
+        let next = loop {
+            match w.run_until_action(Duration::from_secs(60)) {
+                Some(Action::RestartSession { .. }) => {}
+                other => break other,
+            }
+        };
+        assert!(matches!(
+            next,
+            Some(Action::Register(Why::DeadTunnel { .. }))
+        ));
+        let gap = w.now - registered;
+        assert!(
+            gap >= Duration::from_secs(11) / 6 && gap <= Duration::from_secs(11) / 6 + TICK,
+            "{gap:?}"
+        );
+    }
+
+    #[test]
+    fn a_handshake_counts_as_life() {
+        let mut w = World::new(10);
+        w.register([10, 0, 0, 2], ports(true));
+        // Nothing authenticated arrives, but handshakes complete every 5 s: sessions restart, yet the tunnel is
+        // alive and nothing registers before the interval.
+        let mut registered = false;
+        while w.secs() < 120.0 {
+            if (w.now - w.t0).as_millis() % 5000 == 0 {
+                let wall = w.wall();
+                w.handle(Event::PeerSeen(PeerActivity {
+                    last_handshake: Some(wall),
+                    ..PeerActivity::default()
+                }));
+            }
+            if let Some(Action::Register(_)) = w.step() {
+                registered = true;
+            }
+        }
+        assert!(!registered);
+    }
+
+    #[test]
+    fn a_port_state_change_registers_at_once_and_only_a_real_change() {
+        let mut w = World::new(180);
+        w.register([10, 0, 0, 2], ports(true));
+        w.heard();
+        assert_eq!(w.step(), None);
+        // Discovery signalled, but the state is the one reported.
+        w.handle(Event::PortStates(ports(true)));
+        w.heard();
+        assert_eq!(w.step(), None);
+        w.handle(Event::PortStates(ports(false)));
+        assert_eq!(w.poll(), Action::Register(Why::ReportPorts));
+        w.handle(Event::Registered {
+            ports: ports(false),
+            assignment: assignment([10, 0, 0, 2]),
+        });
+        assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+        w.handle(Event::TunnelReady);
+        w.heard();
+        assert_eq!(w.step(), None);
+        // A forwarder (re)started on the tunnel address reports too.
+        w.handle(Event::ForwarderStarted);
+        assert_eq!(w.poll(), Action::Register(Why::ReportPorts));
+    }
+
+    #[test]
+    fn a_report_waits_for_the_backoff() {
+        let mut w = World::new(180);
+        w.register([10, 0, 0, 2], ports(true));
+        w.handle(Event::PortStates(ports(false)));
+        assert_eq!(w.poll(), Action::Register(Why::ReportPorts));
+        let failed_at = w.now;
+        w.handle(Event::RegistrationFailed);
+        w.heard();
+        let next = w.run_until_action(Duration::from_secs(5));
+        assert_eq!(next, Some(Action::Register(Why::ReportPorts)));
+        assert!(w.now - failed_at >= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn a_new_address_rebuilds_and_a_failed_set_up_is_retried() {
+        let mut w = World::new(180);
+        w.register([10, 0, 0, 2], ports(true));
+        w.now += Duration::from_secs(600);
+        w.heard();
+        assert_eq!(w.poll(), Action::Register(Why::Interval));
+        w.handle(Event::Registered {
+            ports: ports(true),
+            assignment: assignment([10, 0, 0, 3]),
+        });
+        assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 3])));
+        let failed_at = w.now;
+        w.handle(Event::TunnelFailed);
+        assert!(!w.sup.tunnel_up());
+        let next = w.run_until_action(Duration::from_secs(5));
+        assert_eq!(next, Some(Action::Register(Why::NoTunnel)));
+        assert!(w.now - failed_at >= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn a_gateway_refused_by_a_reloaded_policy_keeps_the_tunnel_and_retries() {
+        // The policy file changed and the gateway no longer satisfies it: its handshake fails, which is a
+        // failed registration like any other. The tunnel keeps running (no set-up is asked for), the retries back
+        // off, and once a gateway is accepted again the backoff starts over.
+        let mut w = World::new(180);
+        w.register([10, 0, 0, 2], ports(true));
+        w.now += Duration::from_secs(600);
+        w.heard();
+        assert_eq!(w.poll(), Action::Register(Why::Interval));
+        let mut gaps = Vec::new();
+        for _ in 0..4 {
+            let at = w.now;
+            w.handle(Event::RegistrationFailed);
+            assert!(w.sup.tunnel_up(), "the tunnel stays up");
+            loop {
+                w.heard();
+                match w.step() {
+                    None => continue,
+                    Some(Action::Register(Why::Interval)) => break,
+                    Some(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            gaps.push(w.now - at);
+        }
+        for pair in gaps.windows(2) {
+            assert!(pair[1] * 4 >= pair[0], "backing off: {gaps:?}");
+        }
+        assert!(gaps[3] > Duration::from_millis(250), "{gaps:?}");
+        w.handle(Event::Registered {
+            ports: ports(true),
+            assignment: assignment([10, 0, 0, 2]),
+        });
+        assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+        w.handle(Event::TunnelReady);
+        w.heard();
+        assert_eq!(w.step(), None);
+    }
+}
