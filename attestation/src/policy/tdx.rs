@@ -194,3 +194,6 @@ mod opt_hex_list {
         super::hex_list::deserialize(d).map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests;

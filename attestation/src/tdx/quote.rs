@@ -151,3 +151,28 @@ impl TdReport {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tdx::test_support::*;
+    use crate::tdx::SimTdReport;
+
+    #[test]
+    fn quote_parser_reads_the_fields_without_verifying() {
+        let quote = pki()
+            .quote(&SimTdReport {
+                version: QuoteVersion::V5,
+                ..td()
+            })
+            .unwrap();
+        let report = TdReport::parse(&quote).unwrap();
+        assert_eq!(report.quote_version, QuoteVersion::V5);
+        assert_eq!(report.mr_config_id, [0x33; 48]);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["mr_td"], hex::encode([0x11; 48]));
+        assert_eq!(json["rtmr"][3], hex::encode([0x23; 48]));
+        let back: TdReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
+}
