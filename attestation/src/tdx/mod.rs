@@ -16,7 +16,6 @@ pub mod device;
 pub mod error;
 pub mod evidence;
 pub(crate) mod evidence_verifier;
-mod hexbytes;
 pub mod pcs;
 pub mod quote;
 pub mod sim;

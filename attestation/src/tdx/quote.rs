@@ -8,7 +8,6 @@ use dcap_qvl::quote::{Quote, Report};
 use serde::{Deserialize, Serialize};
 
 use super::error::TdxError;
-use super::hexbytes;
 
 /// The TEE type of TDX in a DCAP quote header.
 pub const TEE_TYPE_TDX: u32 = 0x81;
@@ -73,33 +72,33 @@ pub struct TdReport {
     /// Quote format version.
     pub quote_version: QuoteVersion,
     /// TEE_TCB_SVN: the TDX module's security version numbers.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub tee_tcb_svn: [u8; 16],
     /// MRSEAM: measurement of the TDX module.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_seam: [u8; 48],
     /// MRTD: measurement of the initial TD contents (firmware).
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_td: [u8; 48],
     /// RTMR0-3: runtime-extendable measurement registers.
-    #[serde(with = "hexbytes::rtmrs")]
+    #[serde(with = "crate::hex_serde::rtmrs")]
     pub rtmr: [[u8; 48]; 4],
     /// MRCONFIGID: software-defined configuration id set by the host at TD creation.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_config_id: [u8; 48],
     /// MROWNER: software-defined id of the TD's owner.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_owner: [u8; 48],
     /// MROWNERCONFIG: software-defined owner configuration.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_owner_config: [u8; 48],
     /// TD attributes.
     pub td_attributes: TdAttributes,
     /// XFAM: extended features available to the TD.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub xfam: [u8; 8],
     /// REPORTDATA: 64 bytes chosen by the TD (here: the hash binding an RA-TLS key).
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub report_data: [u8; 64],
 }
 

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::time::SystemTime;
 
+use der::asn1::{Any, ObjectIdentifier, OctetString};
+use der::{Decode, Encode, Tag};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use rcgen::{
@@ -102,90 +104,53 @@ pub(super) fn derive_bytes<const N: usize>(seed: &[u8], label: &str) -> [u8; N] 
     out
 }
 
-// --- a few DER encoders for the SGX extension -------------------------------------------------------------
+// --- the SGX extension ------------------------------------------------------------------------------------------
 
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
+/// OID arc of Intel's SGX extensions, 1.2.840.113741.1.13.1.
+const SGX_EXT: [u32; 7] = [1, 2, 840, 113741, 1, 13, 1];
+
+/// One `SEQUENCE { id, value }` of the SGX extension.
+#[derive(der::Sequence)]
+struct SgxEntry {
+    id: ObjectIdentifier,
+    value: Any,
+}
+
+impl SgxEntry {
+    /// An entry under `SGX_EXT.<suffix>` whose value is `value` encoded in DER.
+    fn new(suffix: &[u32], value: &impl Encode) -> der::Result<Self> {
+        Ok(SgxEntry {
+            id: ObjectIdentifier::from_arcs(SGX_EXT.iter().chain(suffix).copied())?,
+            value: Any::from_der(&value.to_der()?)?,
+        })
     }
-    out.extend_from_slice(content);
-    out
 }
 
-fn der_seq(items: &[Vec<u8>]) -> Vec<u8> {
-    der_tlv(0x30, &items.concat())
-}
-
-fn der_oid(arcs: &[u64]) -> Vec<u8> {
-    let mut body = vec![(arcs[0] * 40 + arcs[1]) as u8];
-    for &arc in &arcs[2..] {
-        let mut chunk = vec![(arc & 0x7f) as u8];
-        let mut rest = arc >> 7;
-        while rest > 0 {
-            chunk.push(0x80 | (rest & 0x7f) as u8);
-            rest >>= 7;
-        }
-        chunk.reverse();
-        body.extend(chunk);
-    }
-    der_tlv(0x06, &body)
-}
-
-fn der_uint(value: u64) -> Vec<u8> {
-    let mut bytes: Vec<u8> = value
-        .to_be_bytes()
-        .iter()
-        .copied()
-        .skip_while(|b| *b == 0)
-        .collect();
-    if bytes.first().is_none_or(|b| b & 0x80 != 0) {
-        bytes.insert(0, 0);
-    }
-    der_tlv(0x02, &bytes)
-}
-
-const SGX_EXT: [u64; 7] = [1, 2, 840, 113741, 1, 13, 1];
-
-fn sgx_oid(suffix: &[u64]) -> Vec<u8> {
-    let mut arcs = SGX_EXT.to_vec();
-    arcs.extend_from_slice(suffix);
-    der_oid(&arcs)
-}
-
-/// The SGX extension of a PCK certificate (OID 1.2.840.113741.1.13.1).
+/// The SGX extension of a PCK certificate (OID 1.2.840.113741.1.13.1): PPID, TCB (16 CPU SVN components, PCESVN,
+/// CPUSVN), PCE-ID, FMSPC and SGX type (Standard).
 fn sgx_extension(
     ppid: &[u8; 16],
     cpu_svn: &[u8; 16],
     pce_svn: u16,
     pce_id: [u8; 2],
     fmspc: &[u8; 6],
-) -> Vec<u8> {
-    let mut tcb: Vec<Vec<u8>> = cpu_svn
-        .iter()
-        .enumerate()
-        .map(|(i, svn)| der_seq(&[sgx_oid(&[2, i as u64 + 1]), der_uint(u64::from(*svn))]))
-        .collect();
-    tcb.push(der_seq(&[sgx_oid(&[2, 17]), der_uint(u64::from(pce_svn))]));
-    tcb.push(der_seq(&[sgx_oid(&[2, 18]), der_tlv(0x04, cpu_svn)]));
-    der_seq(&[
-        der_seq(&[sgx_oid(&[1]), der_tlv(0x04, ppid)]),
-        der_seq(&[sgx_oid(&[2]), der_seq(&tcb)]),
-        der_seq(&[sgx_oid(&[3]), der_tlv(0x04, &pce_id)]),
-        der_seq(&[sgx_oid(&[4]), der_tlv(0x04, fmspc)]),
+) -> der::Result<Vec<u8>> {
+    let octets = |bytes: &[u8]| OctetString::new(bytes);
+    let mut tcb = (1u32..)
+        .zip(cpu_svn)
+        .map(|(i, svn)| SgxEntry::new(&[2, i], svn))
+        .collect::<der::Result<Vec<_>>>()?;
+    tcb.push(SgxEntry::new(&[2, 17], &pce_svn)?);
+    tcb.push(SgxEntry::new(&[2, 18], &octets(cpu_svn)?)?);
+    vec![
+        SgxEntry::new(&[1], &octets(ppid)?)?,
+        SgxEntry::new(&[2], &tcb)?,
+        SgxEntry::new(&[3], &octets(&pce_id)?)?,
+        SgxEntry::new(&[4], &octets(fmspc)?)?,
         // SGX type: Standard (0), an ENUMERATED.
-        der_seq(&[sgx_oid(&[5]), der_tlv(0x0a, &[0])]),
-    ])
+        SgxEntry::new(&[5], &Any::new(Tag::Enumerated, [0u8])?)?,
+    ]
+    .to_der()
 }
 
 // --- the PKI ------------------------------------------------------------------------------------------------
@@ -311,10 +276,14 @@ impl SimTdxPki {
             vec![DigitalSignature, ContentCommitment],
         );
         let ppid = derive_bytes::<16>(seed, "ppid");
-        let ext = sgx_extension(&ppid, &SIM_CPU_SVN, SIM_PCE_SVN, [0, 0], &SIM_FMSPC);
+        let ext = sgx_extension(&ppid, &SIM_CPU_SVN, SIM_PCE_SVN, [0, 0], &SIM_FMSPC)
+            .map_err(|e| sim_err("SGX extension", e))?;
         pck_params
             .custom_extensions
-            .push(rcgen::CustomExtension::from_oid_content(&SGX_EXT, ext));
+            .push(rcgen::CustomExtension::from_oid_content(
+                &SGX_EXT.map(u64::from),
+                ext,
+            ));
         let pck_serial = pck_params
             .serial_number
             .clone()
@@ -433,4 +402,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TdxError> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TdxError> {
     std::fs::write(path, bytes).map_err(|e| TdxError::io("writing", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sgx_extension_keeps_its_encoding() {
+        let mut cpu_svn = SIM_CPU_SVN;
+        cpu_svn[15] = 0xff;
+        let ppid: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let der_bytes = sgx_extension(&ppid, &cpu_svn, SIM_PCE_SVN, [0, 0], &SIM_FMSPC).unwrap();
+        // The bytes the hand-written encoder produced before `der` wrote them.
+        assert_eq!(hex::encode(der_bytes), EXPECTED);
+    }
+
+    const EXPECTED: &str = "308201c1301e060a2a864886f84d010d01010410000102030405060708090a0b0c0d0e0f30820164060a2a864886f84d010d0102308201543010060b2a864886f84d010d0102010201043010060b2a864886f84d010d0102020201043010060b2a864886f84d010d0102030201023010060b2a864886f84d010d0102040201023010060b2a864886f84d010d0102050201033010060b2a864886f84d010d0102060201013010060b2a864886f84d010d0102070201003010060b2a864886f84d010d0102080201033010060b2a864886f84d010d0102090201003010060b2a864886f84d010d01020a0201003010060b2a864886f84d010d01020b0201003010060b2a864886f84d010d01020c0201003010060b2a864886f84d010d01020d0201003010060b2a864886f84d010d01020e0201003010060b2a864886f84d010d01020f0201003011060b2a864886f84d010d010210020200ff3010060b2a864886f84d010d01021102010d301f060b2a864886f84d010d0102120410040402020301000300000000000000ff3010060a2a864886f84d010d0103040200003014060a2a864886f84d010d010404065e5170000000300f060a2a864886f84d010d01050a0100";
 }
