@@ -87,3 +87,18 @@ pub(crate) fn claims_of(td: SimTdReport) -> Claims {
     let ev = attester(td).attest(&rd).unwrap();
     trusting().verify(&ev, &rd, SystemTime::now()).unwrap()
 }
+
+/// Offsets inside a v4 sim quote.
+pub(crate) const TD_REPORT_AT: usize = 48;
+pub(crate) const MR_TD_AT: usize = TD_REPORT_AT + 16 + 48 + 48 + 8 + 8 + 8;
+pub(crate) const AUTH_AT: usize = 48 + 584 + 4;
+pub(crate) const AK_SIG_AT: usize = AUTH_AT;
+pub(crate) const AK_AT: usize = AUTH_AT + 64;
+pub(crate) const QE_REPORT_AT: usize = AUTH_AT + 64 + 64 + 2 + 4;
+pub(crate) const QE_SIG_AT: usize = QE_REPORT_AT + 384;
+
+pub(crate) fn flipped(at: usize) -> Vec<u8> {
+    let mut quote = pki().quote(&td()).unwrap();
+    quote[at] ^= 0x01;
+    quote
+}

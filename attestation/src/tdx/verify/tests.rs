@@ -186,21 +186,6 @@ fn sim_quote_is_refused_under_another_seed() {
     assert!(matches!(err, TdxError::CertificateChain { .. }), "{err}");
 }
 
-/// Offsets inside a v4 sim quote.
-const TD_REPORT_AT: usize = 48;
-const MR_TD_AT: usize = TD_REPORT_AT + 16 + 48 + 48 + 8 + 8 + 8;
-const AUTH_AT: usize = 48 + 584 + 4;
-const AK_SIG_AT: usize = AUTH_AT;
-const AK_AT: usize = AUTH_AT + 64;
-const QE_REPORT_AT: usize = AUTH_AT + 64 + 64 + 2 + 4;
-const QE_SIG_AT: usize = QE_REPORT_AT + 384;
-
-fn flipped(at: usize) -> Vec<u8> {
-    let mut quote = pki().quote(&td()).unwrap();
-    quote[at] ^= 0x01;
-    quote
-}
-
 #[test]
 fn a_flipped_bit_in_the_td_report_is_refused() {
     for at in [MR_TD_AT, TD_REPORT_AT + 583, 10] {
