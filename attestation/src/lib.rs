@@ -26,7 +26,7 @@ pub use claims::{Claims, PlatformClaims, SnpClaims, SnpProduct, SnpTcb, TcbStatu
 pub use error::{AttestError, VerifyError};
 pub use evidence::{Evidence, SigningKeyKind, SnpEvidence, TdxEvidence};
 pub use platform::{Platform, PlatformFamily};
-pub use snp::sim::{SimReportRequest, SimSnpAttester, SimSnpPki};
+pub use snp::{SimReportRequest, SimSnpAttester, SimSnpPki};
 pub use tdx::{SimTdReport, SimTdxAttester, SimTdxPki};
 pub use verifier::{TrustAnchors, Verifier};
 

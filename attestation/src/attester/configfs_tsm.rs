@@ -215,7 +215,7 @@ impl Attester for ConfigfsTsm {
     fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
         let out = self.request(report_data)?;
         match out.provider {
-            TsmProvider::SevGuest => Ok(Evidence::Snp(crate::snp::evidence_parts::assemble(
+            TsmProvider::SevGuest => Ok(Evidence::Snp(crate::snp::evidence::assemble(
                 out.outblob,
                 &out.auxblob,
             )?)),

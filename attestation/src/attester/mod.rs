@@ -12,12 +12,11 @@
 
 mod configfs_tsm;
 pub mod select;
-mod sev_guest;
 
+pub use crate::snp::device::SevGuestDevice;
 pub use crate::tdx::device::TdxGuestDevice;
 pub use configfs_tsm::{ConfigfsTsm, TsmProvider, DEFAULT_TSM_ROOT};
 pub use select::{Backend, SelectError};
-pub use sev_guest::SevGuestDevice;
 
 use crate::error::AttestError;
 use crate::evidence::Evidence;

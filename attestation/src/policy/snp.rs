@@ -14,7 +14,11 @@ pub struct SnpProfile {
     #[serde(with = "crate::hex_serde")]
     pub measurement: [u8; 48],
     /// HOST_DATA (32 bytes, hex); any value when absent.
-    #[serde(default, with = "opt_hex32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::hex_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_data: Option<[u8; 32]>,
     /// The minimum REPORTED_TCB; any when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,21 +136,4 @@ fn check_tcb(min: &MinTcb, tcb: &SnpTcb) -> Result<(), Violation> {
         }
     }
     Ok(())
-}
-
-mod opt_hex32 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_str(&hex::encode(b)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "crate::hex_serde")] [u8; 32]);
-        Ok(Some(W::deserialize(d)?.0))
-    }
 }

@@ -23,40 +23,40 @@ use crate::claims::{Claims, PlatformClaims, TcbStatus};
 #[serde(deny_unknown_fields)]
 pub struct TdxProfile {
     /// Allowed MRTD values (at least one).
-    #[serde(with = "hex_list")]
+    #[serde(with = "crate::hex_serde::list")]
     pub mr_td: Vec<[u8; 48]>,
     /// Allowed RTMR0 values; any when absent.
     #[serde(
         default,
-        with = "opt_hex_list",
+        with = "crate::hex_serde::option_list",
         skip_serializing_if = "Option::is_none"
     )]
     pub rtmr0: Option<Vec<[u8; 48]>>,
     /// Allowed RTMR1 values; any when absent.
     #[serde(
         default,
-        with = "opt_hex_list",
+        with = "crate::hex_serde::option_list",
         skip_serializing_if = "Option::is_none"
     )]
     pub rtmr1: Option<Vec<[u8; 48]>>,
     /// Allowed RTMR2 values; any when absent.
     #[serde(
         default,
-        with = "opt_hex_list",
+        with = "crate::hex_serde::option_list",
         skip_serializing_if = "Option::is_none"
     )]
     pub rtmr2: Option<Vec<[u8; 48]>>,
     /// Allowed RTMR3 values; any when absent.
     #[serde(
         default,
-        with = "opt_hex_list",
+        with = "crate::hex_serde::option_list",
         skip_serializing_if = "Option::is_none"
     )]
     pub rtmr3: Option<Vec<[u8; 48]>>,
     /// Allowed MRCONFIGID values; any when absent.
     #[serde(
         default,
-        with = "opt_hex_list",
+        with = "crate::hex_serde::option_list",
         skip_serializing_if = "Option::is_none"
     )]
     pub mr_config_id: Option<Vec<[u8; 48]>>,
@@ -154,43 +154,5 @@ impl TdxProfile {
     }
 }
 
-mod hex_list {
-    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[[u8; 48]], s: S) -> Result<S::Ok, S::Error> {
-        v.iter().map(hex::encode).collect::<Vec<_>>().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 48]>, D::Error> {
-        let texts = Vec::<String>::deserialize(d)?;
-        if texts.is_empty() {
-            return Err(D::Error::custom(
-                "an allow list must name at least one value (omit an optional list to allow any value)",
-            ));
-        }
-        texts
-            .iter()
-            .map(|t| {
-                let bytes = hex::decode(t).map_err(D::Error::custom)?;
-                <[u8; 48]>::try_from(bytes.as_slice()).map_err(|_| {
-                    D::Error::custom(format!("expected 48 bytes of hex, got {}", bytes.len()))
-                })
-            })
-            .collect()
-    }
-}
-
-mod opt_hex_list {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<[u8; 48]>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(list) => super::hex_list::serialize(list, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<[u8; 48]>>, D::Error> {
-        super::hex_list::deserialize(d).map(Some)
-    }
-}
+#[cfg(test)]
+mod tests;

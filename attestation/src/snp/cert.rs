@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::claims::SnpTcb;
+use super::claims::SnpTcb;
 use crate::error::VerifyError;
 
 /// OID arc of AMD's VCEK/VLEK extensions (1.3.6.1.4.1.3704.1).

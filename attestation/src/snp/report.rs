@@ -10,9 +10,9 @@ use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 use sha2::{Digest, Sha384};
 
-use crate::claims::{SnpClaims, SnpProduct};
+use super::claims::{SnpClaims, SnpProduct};
+use super::evidence::SigningKeyKind;
 use crate::error::VerifyError;
-use crate::evidence::SigningKeyKind;
 
 /// Length of an SNP attestation report.
 pub const REPORT_LEN: usize = 1184;

@@ -17,7 +17,7 @@
 
 use std::sync::OnceLock;
 
-use crate::claims::SnpProduct;
+use super::claims::SnpProduct;
 use crate::error::VerifyError;
 use crate::snp::cert::AmdCert;
 

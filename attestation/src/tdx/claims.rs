@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::hexbytes;
 use super::quote::{QuoteVersion, TdAttributes, TdReport};
 
 /// The TCB status Intel's collateral assigns to the platform (merged over the platform, TDX module and QE).
@@ -90,37 +89,37 @@ pub struct TdxClaims {
     /// Quote format version.
     pub quote_version: QuoteVersion,
     /// TEE_TCB_SVN: the TDX module's security version numbers.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub tee_tcb_svn: [u8; 16],
     /// MRSEAM: measurement of the TDX module.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_seam: [u8; 48],
     /// MRTD: measurement of the initial TD contents (firmware).
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_td: [u8; 48],
     /// RTMR0-3: runtime-extendable measurement registers.
-    #[serde(with = "hexbytes::rtmrs")]
+    #[serde(with = "crate::hex_serde::rtmrs")]
     pub rtmr: [[u8; 48]; 4],
     /// MRCONFIGID: software-defined configuration id set by the host at TD creation.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_config_id: [u8; 48],
     /// MROWNER: software-defined id of the TD's owner.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_owner: [u8; 48],
     /// MROWNERCONFIG: software-defined owner configuration.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_owner_config: [u8; 48],
     /// TD attributes (debug, SEPT_VE_DISABLE, ...).
     pub td_attributes: TdAttributes,
     /// XFAM: extended features available to the TD.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub xfam: [u8; 8],
     /// The platform's merged TCB status.
     pub tcb_status: TcbStatus,
     /// Intel security advisories that apply to the platform's TCB level.
     pub advisory_ids: Vec<String>,
     /// FMSPC of the platform (from its PCK certificate).
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub fmspc: [u8; 6],
 }
 

@@ -485,3 +485,6 @@ impl CollateralSource {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

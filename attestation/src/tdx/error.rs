@@ -148,8 +148,16 @@ impl TdxError {
     }
 
     /// Classify an error from the quote verification library by the step that failed.
-    pub(crate) fn from_qvl(err: &impl std::fmt::Display, root: &str) -> Self {
+    ///
+    /// `dcap-qvl` (pinned exactly in the workspace manifest) reports failures as `anyhow` errors. Where the chain
+    /// holds a typed source, that decides: a `serde_json` error is collateral that does not parse. Everything
+    /// else is told apart by the words of the message; `error/tests.rs` pins each message of the pinned version
+    /// to its variant, so that an upgrade which rewords one fails there.
+    pub(crate) fn from_qvl(err: &anyhow::Error, root: &str) -> Self {
         let text = format!("{err:#}");
+        if err.chain().any(|cause| cause.is::<serde_json::Error>()) {
+            return TdxError::MalformedCollateral(text);
+        }
         let has = |needle: &str| text.contains(needle);
         if has("Failed to decode quote") {
             TdxError::MalformedQuote(text)
@@ -168,7 +176,13 @@ impl TdxError {
             TdxError::SignatureInvalid(SignedPart::TdReport)
         } else if has("QE report hash mismatch") {
             TdxError::AttestationKeyNotBound
-        } else if has("expired") {
+        } else if has("issue date is in the future") {
+            TdxError::CollateralNotYetValid {
+                item: "collateral".into(),
+                valid_from: "(see detail)".into(),
+                now: text,
+            }
+        } else if has("expired") || has("CrlExpired") {
             TdxError::CollateralExpired {
                 item: "collateral".into(),
                 valid_until: "(see detail)".into(),
@@ -218,3 +232,6 @@ impl TdxError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -268,3 +268,6 @@ pub(crate) fn tdx_error(e: TdxError) -> VerifyError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

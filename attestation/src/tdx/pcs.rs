@@ -1,8 +1,10 @@
 //! Client for the collateral endpoints of a PCCS or of Intel's Provisioning Certification Service (API v4).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use dcap_qvl::QuoteCollateralV3;
+use serde_json::value::RawValue;
 
 use super::collateral::Collateral;
 use super::error::TdxError;
@@ -26,42 +28,20 @@ pub struct PcsClient {
 
 /// The exact text of the JSON object under top-level `key` and the string under `"signature"` in a signed
 /// collateral response (`{"tcbInfo":{...},"signature":"..."}`). The signature covers the object's bytes as
-/// served, so they are cut out rather than re-serialised.
+/// served, so they are kept as raw JSON rather than re-serialised.
 fn signed_json(body: &[u8], key: &str) -> Result<(String, String), String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let signature = value
+    let fields: HashMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
+    let signature = fields
         .get("signature")
-        .and_then(|s| s.as_str())
-        .ok_or("no \"signature\" string")?
-        .to_string();
-    if !value.get(key).is_some_and(|v| v.is_object()) {
-        return Err(format!("no \"{key}\" object"));
-    }
-    let start = text
-        .find(&format!("\"{key}\""))
-        .and_then(|at| text[at..].find('{').map(|brace| at + brace))
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .ok_or("no \"signature\" string")?;
+    let object = fields
+        .get(key)
+        .map(|raw| raw.get())
+        .filter(|text| text.starts_with('{'))
         .ok_or_else(|| format!("no \"{key}\" object"))?;
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (offset, ch) in text[start..].char_indices() {
-        match (in_string, escaped, ch) {
-            (true, true, _) => escaped = false,
-            (true, false, '\\') => escaped = true,
-            (true, false, '"') => in_string = false,
-            (true, false, _) => {}
-            (false, _, '"') => in_string = true,
-            (false, _, '{') => depth += 1,
-            (false, _, '}') => {
-                depth -= 1;
-                if depth == 0 {
-                    return Ok((text[start..=start + offset].to_string(), signature));
-                }
-            }
-            _ => {}
-        }
-    }
-    Err(format!("unterminated \"{key}\" object"))
+    Ok((object.to_string(), signature))
 }
 
 struct Response {

@@ -8,7 +8,6 @@ use dcap_qvl::quote::{Quote, Report};
 use serde::{Deserialize, Serialize};
 
 use super::error::TdxError;
-use super::hexbytes;
 
 /// The TEE type of TDX in a DCAP quote header.
 pub const TEE_TYPE_TDX: u32 = 0x81;
@@ -73,33 +72,33 @@ pub struct TdReport {
     /// Quote format version.
     pub quote_version: QuoteVersion,
     /// TEE_TCB_SVN: the TDX module's security version numbers.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub tee_tcb_svn: [u8; 16],
     /// MRSEAM: measurement of the TDX module.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_seam: [u8; 48],
     /// MRTD: measurement of the initial TD contents (firmware).
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_td: [u8; 48],
     /// RTMR0-3: runtime-extendable measurement registers.
-    #[serde(with = "hexbytes::rtmrs")]
+    #[serde(with = "crate::hex_serde::rtmrs")]
     pub rtmr: [[u8; 48]; 4],
     /// MRCONFIGID: software-defined configuration id set by the host at TD creation.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_config_id: [u8; 48],
     /// MROWNER: software-defined id of the TD's owner.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_owner: [u8; 48],
     /// MROWNERCONFIG: software-defined owner configuration.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub mr_owner_config: [u8; 48],
     /// TD attributes.
     pub td_attributes: TdAttributes,
     /// XFAM: extended features available to the TD.
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub xfam: [u8; 8],
     /// REPORTDATA: 64 bytes chosen by the TD (here: the hash binding an RA-TLS key).
-    #[serde(with = "hexbytes")]
+    #[serde(with = "crate::hex_serde")]
     pub report_data: [u8; 64],
 }
 
@@ -149,5 +148,30 @@ impl TdReport {
             xfam: body.xfam,
             report_data: body.report_data,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tdx::test_support::*;
+    use crate::tdx::SimTdReport;
+
+    #[test]
+    fn quote_parser_reads_the_fields_without_verifying() {
+        let quote = pki()
+            .quote(&SimTdReport {
+                version: QuoteVersion::V5,
+                ..td()
+            })
+            .unwrap();
+        let report = TdReport::parse(&quote).unwrap();
+        assert_eq!(report.quote_version, QuoteVersion::V5);
+        assert_eq!(report.mr_config_id, [0x33; 48]);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["mr_td"], hex::encode([0x11; 48]));
+        assert_eq!(json["rtmr"][3], hex::encode([0x23; 48]));
+        let back: TdReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
     }
 }

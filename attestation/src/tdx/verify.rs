@@ -166,3 +166,6 @@ impl TdxVerifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,10 @@
-//! `/dev/sev-guest` through the `sev` crate: the SNP interface of kernels without configfs-tsm.
+//! SEV-SNP reports from inside a guest through `/dev/sev-guest` (the `sev` crate): the interface of kernels without
+//! configfs-tsm (which [`crate::attester::ConfigfsTsm`] handles with provider `sev_guest`).
 
 use std::sync::Mutex;
 
-use super::Attester;
+use super::{cert_table, evidence};
+use crate::attester::Attester;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
@@ -49,9 +51,7 @@ impl Attester for SevGuestDevice {
             .iter()
             .map(|(g, d)| (g.as_str(), d.as_slice()))
             .collect();
-        let table = crate::snp::cert_table::build(&borrowed);
-        Ok(Evidence::Snp(crate::snp::evidence_parts::assemble(
-            report, &table,
-        )?))
+        let table = cert_table::build(&borrowed);
+        Ok(Evidence::Snp(evidence::assemble(report, &table)?))
     }
 }

@@ -1,23 +1,13 @@
-//! `sim-snp`: a simulated AMD key hierarchy and attester.
-//!
-//! The simulated PKI mirrors AMD's: an ARK and an ASK (RSA-4096, self-signed and ARK-signed with RSA-PSS/SHA-384)
-//! and a VCEK (P-384, ASK-signed) carrying the same extensions as a real VCEK (productName, TCB SPLs, hwID). It is
-//! derived deterministically from a seed, and its certificate names carry the organisation
-//! [`SIM_ORGANIZATION`] so that a verifier can tell a user why such evidence is refused. Reports use the real
-//! 1184-byte layout and are signed by the simulated VCEK, so the ordinary SNP verifier checks them; it accepts
-//! them only when told to trust the simulated ARK ([`crate::TrustAnchors::with_sim_snp_ark`]).
+//! The simulated AMD key hierarchy: ARK, ASK and VCEK (and an ASVK with a VLEK), derived from a seed, and its PEM
+//! files.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use p384::ecdsa::signature::DigestSigner;
 use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use sev::firmware::guest::{AttestationReport, GuestPolicy};
-use sev::firmware::host::TcbVersion;
-use sev::parser::ByteParser;
 use sha2::{Digest, Sha256, Sha384};
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
 use x509_cert::der::asn1::UtcTime;
@@ -28,89 +18,28 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
-use super::cert::{endorsement, AmdCert};
-use super::report::{signature_to_raw, SIGNED_LEN};
-use crate::attester::Attester;
+use super::{build_err, files, SimError, SIM_ORGANIZATION, SIM_TCB};
 use crate::claims::SnpTcb;
-use crate::error::AttestError;
-use crate::evidence::{Evidence, SigningKeyKind, SnpEvidence};
-use crate::platform::Platform;
-
-/// Organisation name in every simulated AMD certificate.
-pub const SIM_ORGANIZATION: &str = "tee-gateway simulated AMD (not a TEE)";
-
-/// The TCB the simulated chip reports and its VCEK endorses.
-pub const SIM_TCB: SnpTcb = SnpTcb {
-    bootloader: 3,
-    tee: 0,
-    snp: 8,
-    microcode: 115,
-    fmc: None,
-};
-
-/// Files written by [`SimSnpPki::write_pem`].
-pub mod files {
-    /// The simulated ARK certificate: the file to trust.
-    pub const ARK: &str = "snp-ark.pem";
-    /// The simulated ASK certificate.
-    pub const ASK: &str = "snp-ask.pem";
-    /// The simulated VCEK certificate.
-    pub const VCEK: &str = "snp-vcek.pem";
-    /// The simulated VCEK private key (PKCS#8).
-    pub const VCEK_KEY: &str = "snp-vcek-key.pem";
-}
-
-/// Errors of the simulated PKI.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    /// Building a key or certificate failed.
-    #[error("building the simulated {what}: {reason}")]
-    Build {
-        /// What was being built.
-        what: &'static str,
-        /// The underlying failure.
-        reason: String,
-    },
-    /// A PKI file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A PKI file holds something unexpected.
-    #[error("{path}: {reason}")]
-    Invalid {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-fn build_err(what: &'static str) -> impl Fn(String) -> SimError {
-    move |reason| SimError::Build { what, reason }
-}
+use crate::snp::cert::{endorsement, AmdCert};
 
 /// A simulated AMD PKI with one simulated chip: what is needed to sign reports and present their certificates.
 #[derive(Clone)]
 pub struct SimSnpPki {
-    ark_der: Vec<u8>,
-    ask_der: Vec<u8>,
-    vcek_der: Vec<u8>,
-    vcek_key: p384::ecdsa::SigningKey,
-    chip_id: [u8; 64],
-    tcb: SnpTcb,
-    vlek: Option<SimVlek>,
+    pub(super) ark_der: Vec<u8>,
+    pub(super) ask_der: Vec<u8>,
+    pub(super) vcek_der: Vec<u8>,
+    pub(super) vcek_key: p384::ecdsa::SigningKey,
+    pub(super) chip_id: [u8; 64],
+    pub(super) tcb: SnpTcb,
+    pub(super) vlek: Option<SimVlek>,
 }
 
 /// The simulated cloud-provider key: an ASVK (sharing the ASK's RSA key, signed by the ARK) and a VLEK it signs.
 #[derive(Clone)]
-struct SimVlek {
-    asvk_der: Vec<u8>,
-    vlek_der: Vec<u8>,
-    key: p384::ecdsa::SigningKey,
+pub(super) struct SimVlek {
+    pub(super) asvk_der: Vec<u8>,
+    pub(super) vlek_der: Vec<u8>,
+    pub(super) key: p384::ecdsa::SigningKey,
 }
 
 impl std::fmt::Debug for SimSnpPki {
@@ -470,158 +399,6 @@ impl SimSnpPki {
             vlek: None,
         })
     }
-
-    /// Produce a signed report in the real format.
-    pub fn report(&self, request: &SimReportRequest) -> Result<Vec<u8>, AttestError> {
-        self.report_signed_by(request, SigningKeyKind::Vcek)
-    }
-
-    fn report_signed_by(
-        &self,
-        request: &SimReportRequest,
-        kind: SigningKeyKind,
-    ) -> Result<Vec<u8>, AttestError> {
-        let tcb = TcbVersion::new(
-            None,
-            self.tcb.bootloader,
-            self.tcb.tee,
-            self.tcb.snp,
-            self.tcb.microcode,
-        );
-        let mut policy: u64 = 0x3_0000; // SMT allowed, reserved bit 17
-        if request.debug {
-            policy |= 1 << 19;
-        }
-        let mut report_id = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut report_id);
-        let report = AttestationReport {
-            version: 3,
-            guest_svn: request.guest_svn,
-            policy: GuestPolicy::from(policy),
-            vmpl: 0,
-            sig_algo: 1,
-            current_tcb: tcb,
-            reported_tcb: tcb,
-            committed_tcb: tcb,
-            launch_tcb: tcb,
-            report_data: request.report_data,
-            measurement: request.measurement,
-            host_data: request.host_data,
-            report_id,
-            cpuid_fam_id: Some(0x19),
-            cpuid_mod_id: Some(0x01),
-            cpuid_step: Some(0x01),
-            chip_id: self.chip_id,
-            current: sev::firmware::guest::Version::new(1, 55, 21),
-            committed: sev::firmware::guest::Version::new(1, 55, 21),
-            ..Default::default()
-        };
-        let mut raw = report
-            .to_bytes()
-            .map_err(|e| AttestError::Malformed(e.to_string()))?
-            .to_vec();
-        let key = match kind {
-            SigningKeyKind::Vcek => &self.vcek_key,
-            SigningKeyKind::Vlek => {
-                // KEY_INFO.SIGNING_KEY (bits 2-4 at 0x48) = 1: signed by the VLEK.
-                raw[0x48] |= 1 << 2;
-                &self
-                    .vlek
-                    .as_ref()
-                    .ok_or_else(|| {
-                        AttestError::Unavailable("this simulated PKI has no VLEK".into())
-                    })?
-                    .key
-            }
-        };
-        let sig: p384::ecdsa::Signature =
-            key.sign_digest(Sha384::new_with_prefix(&raw[..SIGNED_LEN]));
-        let sig_raw = signature_to_raw(&sig);
-        raw[SIGNED_LEN..SIGNED_LEN + sig_raw.len()].copy_from_slice(&sig_raw);
-        Ok(raw)
-    }
-
-    /// Produce complete evidence signed by the simulated VLEK (report, VLEK, ASVK and ARK). Only a freshly
-    /// generated PKI has a VLEK (the PEM files hold the VCEK side only).
-    pub fn vlek_evidence(&self, request: &SimReportRequest) -> Result<SnpEvidence, AttestError> {
-        let vlek = self
-            .vlek
-            .as_ref()
-            .ok_or_else(|| AttestError::Unavailable("this simulated PKI has no VLEK".into()))?;
-        Ok(SnpEvidence {
-            report: self.report_signed_by(request, SigningKeyKind::Vlek)?,
-            vek_kind: SigningKeyKind::Vlek,
-            vek: vlek.vlek_der.clone(),
-            ask: Some(vlek.asvk_der.clone()),
-            ark: Some(self.ark_der.clone()),
-        })
-    }
-
-    /// Produce complete evidence (report, VCEK, ASK and ARK).
-    pub fn evidence(&self, request: &SimReportRequest) -> Result<SnpEvidence, AttestError> {
-        Ok(SnpEvidence {
-            report: self.report(request)?,
-            vek_kind: SigningKeyKind::Vcek,
-            vek: self.vcek_der.clone(),
-            ask: Some(self.ask_der.clone()),
-            ark: Some(self.ark_der.clone()),
-        })
-    }
-}
-
-/// What a simulated report should contain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimReportRequest {
-    /// REPORT_DATA.
-    pub report_data: [u8; 64],
-    /// MEASUREMENT.
-    pub measurement: [u8; 48],
-    /// HOST_DATA.
-    pub host_data: [u8; 32],
-    /// Guest SVN.
-    pub guest_svn: u32,
-    /// Whether the guest policy allows debugging.
-    pub debug: bool,
-}
-
-/// An [`Attester`] producing `sim-snp` evidence for a fixed guest.
-#[derive(Debug, Clone)]
-pub struct SimSnpAttester {
-    pki: std::sync::Arc<SimSnpPki>,
-    /// The measurement every report carries.
-    pub measurement: [u8; 48],
-    /// The host data every report carries.
-    pub host_data: [u8; 32],
-    /// Whether the simulated guest is debuggable.
-    pub debug: bool,
-}
-
-impl SimSnpAttester {
-    /// A non-debug guest with the given measurement and host data.
-    pub fn new(pki: std::sync::Arc<SimSnpPki>, measurement: [u8; 48], host_data: [u8; 32]) -> Self {
-        SimSnpAttester {
-            pki,
-            measurement,
-            host_data,
-            debug: false,
-        }
-    }
-}
-
-impl Attester for SimSnpAttester {
-    fn platform(&self) -> Platform {
-        Platform::SimSnp
-    }
-
-    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
-        Ok(Evidence::Snp(self.pki.evidence(&SimReportRequest {
-            report_data: *report_data,
-            measurement: self.measurement,
-            host_data: self.host_data,
-            guest_svn: 0,
-            debug: self.debug,
-        })?))
-    }
 }
 
 #[cfg(test)]
@@ -629,7 +406,8 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::{TrustAnchors, Verifier, VerifyError};
+    use crate::snp::sim::SimReportRequest;
+    use crate::{Evidence, TrustAnchors, Verifier, VerifyError};
 
     use crate::test_support::pki;
 
