@@ -219,7 +219,10 @@ async fn attempt(
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| protocol_err(format!("HTTP handshake: {e}")))?;
-    let conn_task = tokio::spawn(conn);
+    // The connection task belongs to this attempt: dropping the set (at the end, or with the attempt when its
+    // timeout fires) aborts it.
+    let mut connection = tokio::task::JoinSet::new();
+    connection.spawn(conn);
     let body =
         serde_json::to_vec(request).map_err(|e| protocol_err(format!("encoding request: {e}")))?;
     let req = Request::builder()
@@ -259,7 +262,7 @@ async fn attempt(
         }
     }
     .await;
-    conn_task.abort();
+    drop(connection);
     result
 }
 

@@ -20,11 +20,11 @@ mod view;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
 pub use container::Container;
 pub use view::Discovery;
 use view::Shared;
+
+use crate::tasks::{Ended, Tasks};
 
 #[cfg(doc)]
 use crate::target::Target;
@@ -94,28 +94,37 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct DiscoveryTask {
     discovery: Discovery,
-    task: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl DiscoveryTask {
     /// Starts following the engine at `config.socket`.
     pub fn spawn(config: DiscoveryConfig) -> DiscoveryTask {
         let shared = Shared::new(Vec::new(), EngineState::Connecting);
-        let task = tokio::spawn(engine::run(shared.clone(), config));
+        let tasks = Tasks::new();
+        let follow = engine::run(shared.clone(), config);
+        tasks.spawn_critical("docker discovery", async move {
+            follow.await;
+            Ok(())
+        });
         DiscoveryTask {
             discovery: Discovery { shared },
-            task,
+            tasks,
         }
+    }
+
+    /// Resolves if the task ended on its own (it never should).
+    pub async fn ended(&self) -> Ended {
+        self.tasks.ended().await
+    }
+
+    /// Stops the task and waits for it.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
     }
 
     /// The read side, to hand to the forwarder.
     pub fn discovery(&self) -> Discovery {
         self.discovery.clone()
-    }
-}
-
-impl Drop for DiscoveryTask {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

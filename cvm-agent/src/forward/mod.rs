@@ -37,10 +37,10 @@ use protocol::control::{PortPolicy, TargetState};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::docker::Discovery;
 use crate::target::Target;
+use crate::tasks::{Ended, Tasks};
 use listener::accept_loop;
 use port::Port;
 use probe::{probe_any, probe_loop};
@@ -145,7 +145,8 @@ pub struct Forwarder {
     resolver: Resolver,
     probe_timeout: Duration,
     changes: Arc<watch::Sender<u64>>,
-    listeners: JoinSet<()>,
+    /// The listener, probe and change-relay tasks (each listener task owns its relayed connections).
+    tasks: Tasks,
 }
 
 impl Forwarder {
@@ -176,11 +177,11 @@ impl Forwarder {
                 .map_err(|source| ForwardError::Bind { addr, source })?;
             bound.push((listener, rule.clone()));
         }
-        let mut listeners = JoinSet::new();
+        let tasks = Tasks::new();
         let changes = Arc::new(watch::channel(0u64).0);
         if let Some(mut rx) = resolver.discovery.as_ref().map(Discovery::subscribe) {
             let changes = changes.clone();
-            listeners.spawn(async move {
+            tasks.spawn(async move {
                 while rx.changed().await.is_ok() {
                     changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
@@ -206,19 +207,22 @@ impl Forwarder {
             local.push(addr);
             ports.push(port.clone());
             if fixed {
-                listeners.spawn(probe_loop(
+                let probe = probe_loop(
                     port.clone(),
                     resolver.clone(),
                     probe_interval,
                     probe_timeout,
-                ));
+                );
+                tasks.spawn_critical("forwarder probe", async move {
+                    probe.await;
+                    Ok(())
+                });
             }
-            listeners.spawn(accept_loop(
-                listener,
-                port,
-                resolver.clone(),
-                config.connect_timeout,
-            ));
+            let accept = accept_loop(listener, port, resolver.clone(), config.connect_timeout);
+            tasks.spawn_critical("forwarder listener", async move {
+                accept.await;
+                Ok(())
+            });
         }
         Ok(Forwarder {
             ports,
@@ -226,7 +230,7 @@ impl Forwarder {
             resolver,
             probe_timeout,
             changes,
-            listeners,
+            tasks,
         })
     }
 
@@ -284,8 +288,13 @@ impl Forwarder {
         self.changes.subscribe()
     }
 
-    /// Stops accepting and closes every relayed connection.
-    pub async fn shutdown(mut self) {
-        self.listeners.shutdown().await;
+    /// Resolves when a listener or probe task ended on its own (it never should), naming it.
+    pub async fn ended(&self) -> Ended {
+        self.tasks.ended().await
+    }
+
+    /// Stops accepting, closes every relayed connection and waits until all of it has stopped.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
     }
 }
