@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::server::Proxy;
 
@@ -260,19 +260,25 @@ pub fn router(proxy: Arc<Proxy>, token: &str) -> Result<Router, AdminError> {
         .with_state(state))
 }
 
-/// Serves the admin API on `listener` until `shutdown` turns true. `token` of `None` refuses to start.
+/// Serves the admin API on `listener` until `shutdown` is cancelled. `token` of `None` refuses to start.
 pub async fn serve(
     proxy: Arc<Proxy>,
     listener: TcpListener,
     token: Option<String>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
     let token = token.ok_or(AdminError::NoToken)?;
-    let app = router(proxy, &token)?;
+    serve_router(listener, router(proxy, &token)?, shutdown).await
+}
+
+/// Serves `app` (from [`router`]) on `listener` until `shutdown` is cancelled.
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
 }
