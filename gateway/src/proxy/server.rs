@@ -30,7 +30,7 @@ use super::metrics::{InstanceHealth, Metrics};
 use super::proxy_protocol;
 use super::relay::{relay, relay_tcp, RelayOutcome};
 use super::replay::Replay;
-use super::self_attestation::{self, SelfAttestation};
+use super::self_attestation::{self, SelfAttestation, SelfAttestationError};
 use super::tls::{CertError, CertStore, TerminationConfigs};
 use super::upstream::{self, ConnectError};
 
@@ -161,7 +161,7 @@ pub struct Proxy {
     metrics: Metrics,
     connections: Arc<ConnectionTable>,
     drains: DrainSet,
-    self_attestation: Option<SelfAttestation>,
+    self_attestation: Option<Arc<SelfAttestation>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -189,7 +189,7 @@ impl Proxy {
         base_domains: &[String],
         health_window: Duration,
         directory: Arc<dyn InstanceDirectory>,
-        self_attestation: Option<SelfAttestation>,
+        self_attestation: Option<Arc<SelfAttestation>>,
     ) -> Result<Arc<Self>, ProxyError> {
         config.validate()?;
         if base_domains.is_empty() {
@@ -224,7 +224,7 @@ impl Proxy {
             base_domains,
             health_window,
             directory,
-            Some(SelfAttestation::new(attester)),
+            Some(Arc::new(SelfAttestation::new(attester))),
         )
     }
 
@@ -399,7 +399,7 @@ impl Proxy {
     ) -> Result<(), Refusal> {
         let attestation = self
             .self_attestation
-            .as_ref()
+            .clone()
             .ok_or(Refusal::GatewayEndpointUnavailable)?;
         let leaf = self
             .certs
@@ -414,7 +414,10 @@ impl Proxy {
             Err(_) => return Err(Refusal::HandshakeTimeout(deadline)),
         };
         self.metrics.connection("gateway", "attestation");
-        let document = attestation.document(leaf.as_ref());
+        // Producing evidence talks to the platform's attestation device: keep it off the async workers.
+        let document = tokio::task::spawn_blocking(move || attestation.document(leaf.as_ref()))
+            .await
+            .unwrap_or_else(|e| Err(SelfAttestationError::Task(e)));
         if let Err(e) = &document {
             tracing::error!(error = %e, "gateway attestation failed");
         }
