@@ -109,10 +109,14 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(300),
         directory,
     )?;
-    let (shutdown, rx) = tokio::sync::watch::channel(false);
-    let running = gateway::proxy::service::start(proxy, rx).await?;
-    tokio::signal::ctrl_c().await?;
-    shutdown.send(true)?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = gateway::proxy::service::start(proxy, &shutdown).await?;
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal?,
+        // A part that stopped by itself has cancelled the service's token; `wait` says which and why.
+        () = running.stopped() => {}
+    }
+    shutdown.cancel();
     running.wait().await?;
     Ok(())
 }

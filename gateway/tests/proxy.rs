@@ -411,7 +411,7 @@ async fn admin_api_needs_its_token_lists_drains_reloads_and_serves_metrics() {
 
     // No token: refuses to start. A short token: refused too.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let rx = tokio_util::sync::CancellationToken::new();
     let err = admin::serve(gw.proxy.clone(), l, None, rx.clone())
         .await
         .unwrap_err();
@@ -662,8 +662,8 @@ async fn service_start_refuses_an_admin_listener_without_token_and_stops_on_sign
         )
         .unwrap()
     };
-    let (shutdown, rx) = tokio::sync::watch::channel(false);
-    let err = service::start(build(config.clone()), rx.clone())
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let err = service::start(build(config.clone()), &shutdown)
         .await
         .unwrap_err();
     assert!(matches!(err, StartError::Admin(_)), "{err}");
@@ -671,7 +671,7 @@ async fn service_start_refuses_an_admin_listener_without_token_and_stops_on_sign
     let token_file = pki.dir.path().join("admin-token");
     std::fs::write(&token_file, "  a-long-enough-admin-token\n").unwrap();
     config.admin.token_file = Some(token_file);
-    let running = service::start(build(config), rx).await.unwrap();
+    let running = service::start(build(config), &shutdown).await.unwrap();
     let admin = running.admin_addr.unwrap();
     let gw = running.client_addrs[0];
     let (code, _) = admin_curl(admin, Some("a-long-enough-admin-token"), "GET", "/metrics").await;
@@ -684,7 +684,7 @@ async fn service_start_refuses_an_admin_listener_without_token_and_stops_on_sign
     )
     .await;
     assert!(out.status.success());
-    shutdown.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), running.wait())
         .await
         .unwrap()

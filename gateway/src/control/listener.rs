@@ -2,11 +2,15 @@
 //! peer's identity handed to axum with each connection.
 //!
 //! One task (owned by [`TlsListener`], aborted when it is dropped) accepts TCP connections; each handshake runs in
-//! its own task, bounded by the handshake timeout, and a finished connection is queued for axum. A semaphore
-//! permit travels with every connection (inside [`LimitedIo`]) and is released when the connection closes, so at
-//! most `max_connections` are open or handshaking at once. A connection arriving while all permits are taken is
-//! accepted and closed at once (the client sees the connection end before any TLS, and retries later) rather than
-//! left waiting in the kernel's backlog.
+//! its own task, bounded by the handshake timeout and owned by the accept task (aborted with it), and a finished
+//! connection is queued for axum. A semaphore permit travels with every connection (inside [`LimitedIo`]) and is
+//! released when the connection closes, so at most `max_connections` are open or handshaking at once. A
+//! connection arriving while all permits are taken is accepted and closed at once (the client sees the connection
+//! end before any TLS, and retries later) rather than left waiting in the kernel's backlog.
+//!
+//! Transient accept errors are waited out; an error that means the socket is gone (see [`crate::accept`]) or a
+//! panic ends the accept task, and [`TlsListener::failure`] reports why, so the listener's owner can stop instead
+//! of serving from a listener that accepts nothing.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,10 +21,11 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use futures::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -74,12 +79,38 @@ impl AsyncWrite for LimitedIo {
     }
 }
 
+/// Why the accept task of a [`TlsListener`] ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// Accepting failed in a way that retrying cannot mend.
+    #[error("accepting control connections on {addr}")]
+    Accept {
+        /// The listening address.
+        addr: SocketAddr,
+        /// The error of `accept`.
+        #[source]
+        source: io::Error,
+    },
+    /// The accept task panicked.
+    #[error("the accept task of the control listener on {addr} panicked: {message}")]
+    Panicked {
+        /// The listening address.
+        addr: SocketAddr,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+/// The outcome of the accept task, once it ended on its own; `None` while it runs.
+type Failure = Option<Arc<ListenerError>>;
+
 /// An axum [`Listener`] that yields finished TLS connections with their [`ControlPeer`].
 #[derive(Debug)]
 pub struct TlsListener {
     ready: mpsc::Receiver<(LimitedIo, ControlPeer)>,
     local: SocketAddr,
     accept_task: JoinHandle<()>,
+    failure: watch::Receiver<Failure>,
 }
 
 impl Drop for TlsListener {
@@ -100,18 +131,33 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let limit = Arc::new(Semaphore::new(max_connections.max(1)));
-        let accept_task = tokio::spawn(accept_loop(
-            tcp,
+        let (report, failure) = watch::channel(None);
+        let handshaker = Handshaker {
             acceptor,
             identify,
-            handshake_timeout,
-            limit,
-            tx,
-        ));
+            timeout: handshake_timeout,
+            ready: tx,
+        };
+        let accept = accept_loop(tcp, limit, handshaker);
+        let accept_task = tokio::spawn(async move {
+            let error = match std::panic::AssertUnwindSafe(accept).catch_unwind().await {
+                Ok(source) => ListenerError::Accept {
+                    addr: local,
+                    source,
+                },
+                Err(panic) => ListenerError::Panicked {
+                    addr: local,
+                    message: crate::report::panic_message(panic.as_ref()),
+                },
+            };
+            tracing::error!(error = %crate::report::error_chain(&error), "control listener stopped accepting");
+            report.send_replace(Some(Arc::new(error)));
+        });
         Ok(Self {
             ready,
             local,
             accept_task,
+            failure,
         })
     }
 
@@ -119,68 +165,92 @@ impl TlsListener {
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
+
+    /// Completes when the accept task has ended on its own (a fatal accept error or a panic), with the reason; it
+    /// never completes while the listener accepts, nor after the listener was dropped.
+    pub fn failure(
+        &self,
+    ) -> impl std::future::Future<Output = Arc<ListenerError>> + Send + 'static {
+        let mut failure = self.failure.clone();
+        async move {
+            // Dropped with the listener (which aborts the task) without a failure: nothing failed.
+            let failed = failure
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|failed| failed.clone());
+            match failed {
+                Some(error) => error,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
 
-async fn accept_loop(
-    tcp: TcpListener,
+/// What every handshake task needs.
+#[derive(Clone)]
+struct Handshaker {
     acceptor: TlsAcceptor,
     identify: Identify,
-    handshake_timeout: Duration,
-    limit: Arc<Semaphore>,
-    tx: mpsc::Sender<(LimitedIo, ControlPeer)>,
-) {
+    timeout: Duration,
+    ready: mpsc::Sender<(LimitedIo, ControlPeer)>,
+}
+
+impl Handshaker {
+    /// Runs one TLS handshake within the timeout and queues the finished connection for axum.
+    async fn run(self, stream: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit) {
+        match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let attestation = (self.identify)(tls.get_ref().1);
+                let peer = ControlPeer {
+                    remote,
+                    attestation,
+                };
+                let io = LimitedIo {
+                    inner: tls,
+                    _permit: permit,
+                };
+                let _ = self.ready.send((io, peer)).await;
+            }
+            Ok(Err(e)) => tracing::info!(%remote, error = %e, "control TLS handshake refused"),
+            Err(_) => {
+                tracing::info!(%remote, timeout = ?self.timeout, "control TLS handshake timed out")
+            }
+        }
+    }
+}
+
+/// Accepts until the socket fails for good; returns that error. Handshakes run in tasks owned by this loop.
+async fn accept_loop(tcp: TcpListener, limit: Arc<Semaphore>, handshaker: Handshaker) -> io::Error {
     let mut at_limit = false;
+    let mut handshakes = JoinSet::new();
     loop {
-        let (stream, remote) = match tcp.accept().await {
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+        };
+        let (stream, remote) = match accepted {
             Ok(s) => s,
+            Err(e) if crate::accept::is_fatal(&e) => return e,
             Err(e) => {
                 tracing::warn!(error = %e, "control listener accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(crate::accept::RETRY_AFTER).await;
                 continue;
             }
         };
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_limit = false;
-                p
+        // The semaphore is never closed, so the only refusal is "no permit left".
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            // Once per episode at the limit, not once per connection.
+            if !at_limit {
+                tracing::warn!(%remote, "control connection limit reached; closing new connections");
             }
-            Err(tokio::sync::TryAcquireError::Closed) => return,
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                // Once per episode at the limit, not once per connection.
-                if !at_limit {
-                    tracing::warn!(%remote, "control connection limit reached; closing new connections");
-                }
-                at_limit = true;
-                drop(stream);
-                continue;
-            }
+            at_limit = true;
+            drop(stream);
+            continue;
         };
+        at_limit = false;
         let _ = stream.set_nodelay(true);
-        let (acceptor, identify, tx) = (acceptor.clone(), identify.clone(), tx.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let attestation = identify(tls.get_ref().1);
-                    let peer = ControlPeer {
-                        remote,
-                        attestation,
-                    };
-                    let _ = tx
-                        .send((
-                            LimitedIo {
-                                inner: tls,
-                                _permit: permit,
-                            },
-                            peer,
-                        ))
-                        .await;
-                }
-                Ok(Err(e)) => tracing::info!(%remote, error = %e, "control TLS handshake refused"),
-                Err(_) => {
-                    tracing::info!(%remote, timeout = ?handshake_timeout, "control TLS handshake timed out")
-                }
-            }
-        });
+        handshakes.spawn(handshaker.clone().run(stream, remote, permit));
     }
 }
 
@@ -191,8 +261,7 @@ impl Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
             Some(next) => next,
-            // The accept task only ends when the semaphore closes, which never happens while we hold it; wait
-            // forever rather than spin.
+            // The accept task ended ([`TlsListener::failure`] says why); wait for ever rather than spin.
             None => std::future::pending().await,
         }
     }

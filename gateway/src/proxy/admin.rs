@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::server::Proxy;
 
@@ -184,32 +184,50 @@ fn drain_store_failed(id: &str, e: super::limits::DrainStoreError) -> Response {
     )
 }
 
-async fn drain(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+/// Drains (`drained`) or undrains instance `id`. The drain state is written to the registry's database before it
+/// takes effect, on the blocking pool, so a slow disk never holds up an async worker.
+async fn set_drained(state: AdminState, id: String, drained: bool) -> Response {
     let id = id.to_ascii_lowercase();
-    if !known_instance(&state.proxy, &id) {
+    let known =
+        known_instance(&state.proxy, &id) || (!drained && state.proxy.drains().is_drained(&id));
+    if !known {
         return error(StatusCode::NOT_FOUND, format!("no instance with id {id}"));
     }
-    let changed = match state.proxy.drains().drain(&id) {
-        Ok(changed) => changed,
-        Err(e) => return drain_store_failed(&id, e),
+    let (proxy, instance) = (state.proxy.clone(), id.clone());
+    let changed = tokio::task::spawn_blocking(move || {
+        if drained {
+            proxy.drains().drain(&instance)
+        } else {
+            proxy.drains().undrain(&instance)
+        }
+    })
+    .await;
+    let changed = match changed {
+        Ok(Ok(changed)) => changed,
+        Ok(Err(e)) => return drain_store_failed(&id, e),
+        Err(e) => {
+            tracing::error!(instance = %id, error = %e, "the drain task failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("changing the drain state failed: {e}"),
+            );
+        }
     };
-    tracing::info!(instance = %id, changed, "instance drained");
-    Json(serde_json::json!({ "instance_id": id, "drained": true, "changed": changed }))
+    if drained {
+        tracing::info!(instance = %id, changed, "instance drained");
+    } else {
+        tracing::info!(instance = %id, changed, "instance undrained");
+    }
+    Json(serde_json::json!({ "instance_id": id, "drained": drained, "changed": changed }))
         .into_response()
 }
 
+async fn drain(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    set_drained(state, id, true).await
+}
+
 async fn undrain(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    let id = id.to_ascii_lowercase();
-    if !known_instance(&state.proxy, &id) && !state.proxy.drains().is_drained(&id) {
-        return error(StatusCode::NOT_FOUND, format!("no instance with id {id}"));
-    }
-    let changed = match state.proxy.drains().undrain(&id) {
-        Ok(changed) => changed,
-        Err(e) => return drain_store_failed(&id, e),
-    };
-    tracing::info!(instance = %id, changed, "instance undrained");
-    Json(serde_json::json!({ "instance_id": id, "drained": false, "changed": changed }))
-        .into_response()
+    set_drained(state, id, false).await
 }
 
 async fn reload_certificates(State(state): State<AdminState>) -> Response {
@@ -260,19 +278,25 @@ pub fn router(proxy: Arc<Proxy>, token: &str) -> Result<Router, AdminError> {
         .with_state(state))
 }
 
-/// Serves the admin API on `listener` until `shutdown` turns true. `token` of `None` refuses to start.
+/// Serves the admin API on `listener` until `shutdown` is cancelled. `token` of `None` refuses to start.
 pub async fn serve(
     proxy: Arc<Proxy>,
     listener: TcpListener,
     token: Option<String>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
     let token = token.ok_or(AdminError::NoToken)?;
-    let app = router(proxy, &token)?;
+    serve_router(listener, router(proxy, &token)?, shutdown).await
+}
+
+/// Serves `app` (from [`router`]) on `listener` until `shutdown` is cancelled.
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
 }

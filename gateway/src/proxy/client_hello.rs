@@ -223,15 +223,17 @@ mod tests {
         result
     }
 
+    /// Feeds `wire` in segments of `segment` bytes; the hello read must name `sni` and keep every byte.
+    async fn assert_reads(wire: Vec<u8>, segment: usize, sni: &str) {
+        let hello = feed(wire.clone(), segment).await.unwrap();
+        assert_eq!(hello.accepted.client_hello().server_name(), Some(sni));
+        assert_eq!(hello.raw, wire);
+    }
+
     #[tokio::test]
     async fn reads_a_hello_one_byte_at_a_time() {
         let wire = records(&client_hello_message("deadbeef11.example.org", 0), 16384);
-        let hello = feed(wire.clone(), 1).await.unwrap();
-        assert_eq!(
-            hello.accepted.client_hello().server_name(),
-            Some("deadbeef11.example.org")
-        );
-        assert_eq!(hello.raw, wire);
+        assert_reads(wire, 1, "deadbeef11.example.org").await;
     }
 
     #[tokio::test]
@@ -239,12 +241,7 @@ mod tests {
         let msg = client_hello_message("deadbeef11s.example.org", 10 * 1024);
         let wire = records(&msg, 1000);
         assert!(wire.len() > 10 * 1024 && wire.iter().filter(|&&b| b == 0x16).count() >= 11);
-        let hello = feed(wire.clone(), 777).await.unwrap();
-        assert_eq!(
-            hello.accepted.client_hello().server_name(),
-            Some("deadbeef11s.example.org")
-        );
-        assert_eq!(hello.raw, wire);
+        assert_reads(wire, 777, "deadbeef11s.example.org").await;
     }
 
     #[tokio::test]

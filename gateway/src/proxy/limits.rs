@@ -55,22 +55,12 @@ impl ConnectionTable {
 
     /// Live connections per app.
     pub fn per_app(&self) -> BTreeMap<String, usize> {
-        self.lock()
-            .per_app
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        live(&self.lock().per_app)
     }
 
     /// Live connections per instance.
     pub fn per_instance(&self) -> BTreeMap<String, usize> {
-        self.lock()
-            .per_instance
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        live(&self.lock().per_instance)
     }
 
     /// The per-app limit.
@@ -92,6 +82,15 @@ impl ConnectionPermit {
             .or_insert(0) += 1;
         self.instance = Some(instance_id.to_owned());
     }
+}
+
+/// The entries of `counts` with at least one connection.
+fn live(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
 }
 
 fn decrement(map: &mut BTreeMap<String, usize>, key: &str) {

@@ -194,27 +194,42 @@ impl Metrics {
         out.push_str("# TYPE tee_gateway_upstream_connect_seconds histogram\n");
         self.connect
             .render(&mut out, "tee_gateway_upstream_connect_seconds", "");
-        out.push_str(
-            "# HELP tee_gateway_instance_healthy 1 if the instance's tunnel handshake is recent.\n",
+        instance_gauge(
+            &mut out,
+            "tee_gateway_instance_healthy",
+            "1 if the instance's tunnel handshake is recent.",
+            health,
+            |h| h.healthy,
         );
-        out.push_str("# TYPE tee_gateway_instance_healthy gauge\n");
-        for h in health {
-            let _ = writeln!(
-                out,
-                "tee_gateway_instance_healthy{{app=\"{}\",instance=\"{}\"}} {}",
-                h.app_id, h.instance_id, h.healthy as u8
-            );
-        }
-        out.push_str("# HELP tee_gateway_instance_drained 1 if the instance is drained.\n");
-        out.push_str("# TYPE tee_gateway_instance_drained gauge\n");
-        for h in health {
-            let _ = writeln!(
-                out,
-                "tee_gateway_instance_drained{{app=\"{}\",instance=\"{}\"}} {}",
-                h.app_id, h.instance_id, h.drained as u8
-            );
-        }
+        instance_gauge(
+            &mut out,
+            "tee_gateway_instance_drained",
+            "1 if the instance is drained.",
+            health,
+            |h| h.drained,
+        );
         out
+    }
+}
+
+/// Writes the per-instance 0/1 gauge `name` of `flag`.
+fn instance_gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    health: &[InstanceHealth],
+    flag: impl Fn(&InstanceHealth) -> bool,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for h in health {
+        let _ = writeln!(
+            out,
+            "{name}{{app=\"{}\",instance=\"{}\"}} {}",
+            h.app_id,
+            h.instance_id,
+            u8::from(flag(h))
+        );
     }
 }
 

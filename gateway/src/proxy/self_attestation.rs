@@ -37,6 +37,9 @@ pub enum SelfAttestationError {
     /// The attester failed.
     #[error("attestation failed: {0}")]
     Attest(#[from] attestation::AttestError),
+    /// The task producing the evidence panicked.
+    #[error("attestation task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// The JSON document served at [`PATH`].

@@ -7,8 +7,9 @@
 //! header, and relay bytes until either side closes or a timeout ends the connection. Every refusal is counted
 //! by reason and answered with a TLS alert or a close.
 //!
-//! Shutdown: when the shutdown signal fires, listeners stop accepting, open connections get the configured
-//! grace period to finish, and the ones still open after it are aborted.
+//! Shutdown: when the shutdown token is cancelled, listeners stop accepting, open connections get the configured
+//! grace period to finish, and the ones still open after it are aborted. [`super::service::start`] is the one
+//! way to start the listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use super::client_hello::{fatal_alert, read_client_hello, AlertDescription, ClientHelloError};
 use super::config::ProxyConfig;
@@ -29,7 +30,7 @@ use super::metrics::{InstanceHealth, Metrics};
 use super::proxy_protocol;
 use super::relay::{relay, relay_tcp, RelayOutcome};
 use super::replay::Replay;
-use super::self_attestation::{self, SelfAttestation};
+use super::self_attestation::{self, SelfAttestation, SelfAttestationError};
 use super::tls::{CertError, CertStore, TerminationConfigs};
 use super::upstream::{self, ConnectError};
 
@@ -132,11 +133,6 @@ impl Refusal {
     }
 }
 
-/// Resolves once `shutdown` is true, or its sender is gone.
-async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
-
 /// Why the proxy could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -165,7 +161,7 @@ pub struct Proxy {
     metrics: Metrics,
     connections: Arc<ConnectionTable>,
     drains: DrainSet,
-    self_attestation: Option<SelfAttestation>,
+    self_attestation: Option<Arc<SelfAttestation>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -193,7 +189,7 @@ impl Proxy {
         base_domains: &[String],
         health_window: Duration,
         directory: Arc<dyn InstanceDirectory>,
-        self_attestation: Option<SelfAttestation>,
+        self_attestation: Option<Arc<SelfAttestation>>,
     ) -> Result<Arc<Self>, ProxyError> {
         config.validate()?;
         if base_domains.is_empty() {
@@ -228,7 +224,7 @@ impl Proxy {
             base_domains,
             health_window,
             directory,
-            Some(SelfAttestation::new(attester)),
+            Some(Arc::new(SelfAttestation::new(attester))),
         )
     }
 
@@ -287,7 +283,7 @@ impl Proxy {
     }
 
     /// Binds every configured listener.
-    pub async fn bind(&self) -> std::io::Result<Vec<TcpListener>> {
+    pub(crate) async fn bind(&self) -> std::io::Result<Vec<TcpListener>> {
         let mut listeners = Vec::new();
         for addr in &self.config.listen {
             let l = TcpListener::bind(addr).await.map_err(|e| {
@@ -298,27 +294,13 @@ impl Proxy {
         Ok(listeners)
     }
 
-    /// Serves `listeners` and reloads changed certificates until `shutdown` turns true, then drains open
-    /// connections for the grace period and aborts the rest.
-    pub async fn run(
-        self: Arc<Self>,
-        listeners: Vec<TcpListener>,
-        shutdown: watch::Receiver<bool>,
-    ) {
-        let mut tasks = JoinSet::new();
-        for l in listeners {
-            tasks.spawn(self.clone().serve(l, shutdown.clone()));
-        }
-        tasks.spawn(self.clone().watch_certificates(shutdown));
-        while tasks.join_next().await.is_some() {}
-    }
-
-    async fn watch_certificates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Reloads changed certificates every `cert_reload_interval_secs` until `shutdown` is cancelled.
+    pub(crate) async fn watch_certificates(self: Arc<Self>, shutdown: CancellationToken) {
         let period = Duration::from_secs(self.config.cert_reload_interval_secs.max(1));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
-                _ = shutdown_signalled(&mut shutdown) => return,
+                () = shutdown.cancelled() => return,
             }
             match self.certs.reload_if_changed() {
                 Ok(true) => tracing::info!(names = ?self.certs.names(), "certificates reloaded"),
@@ -330,29 +312,31 @@ impl Proxy {
         }
     }
 
-    /// Accepts connections on one listener until `shutdown` turns true, then drains them.
-    pub async fn serve(
+    /// Accepts connections on one listener until `shutdown` is cancelled or the socket fails for good, then
+    /// drains them; returns the socket's error in the second case.
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let mut connections = JoinSet::new();
-        loop {
+        let failed = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         connections.spawn(self.clone().handle(stream, peer));
                     }
+                    Err(e) if crate::accept::is_fatal(&e) => break Some(e),
                     Err(e) => {
                         // Out of descriptors and similar: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(crate::accept::RETRY_AFTER).await;
                     }
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown_signalled(&mut shutdown) => break,
+                () = shutdown.cancelled() => break None,
             }
-        }
+        };
         drop(listener);
         let open = connections.len();
         if open > 0 {
@@ -369,6 +353,7 @@ impl Proxy {
             );
             connections.shutdown().await;
         }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Serves one client connection to its end.
@@ -414,7 +399,7 @@ impl Proxy {
     ) -> Result<(), Refusal> {
         let attestation = self
             .self_attestation
-            .as_ref()
+            .clone()
             .ok_or(Refusal::GatewayEndpointUnavailable)?;
         let leaf = self
             .certs
@@ -429,7 +414,10 @@ impl Proxy {
             Err(_) => return Err(Refusal::HandshakeTimeout(deadline)),
         };
         self.metrics.connection("gateway", "attestation");
-        let document = attestation.document(leaf.as_ref());
+        // Producing evidence talks to the platform's attestation device: keep it off the async workers.
+        let document = tokio::task::spawn_blocking(move || attestation.document(leaf.as_ref()))
+            .await
+            .unwrap_or_else(|e| Err(SelfAttestationError::Task(e)));
         if let Err(e) = &document {
             tracing::error!(error = %e, "gateway attestation failed");
         }

@@ -86,6 +86,25 @@ impl SqliteStore {
         sqlite_err(&self.path, source)
     }
 
+    /// Runs one statement that returns no rows.
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+        self.conn
+            .execute(sql, params)
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs a query and collects every row `row` makes.
+    fn query_all<T>(
+        &self,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], row).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     fn configure(&mut self) -> Result<(), StoreError> {
         self.conn
             .execute_batch(
@@ -193,59 +212,44 @@ impl RegistryStore for SqliteStore {
     fn load_all(&mut self) -> Result<Vec<InstanceRecord>, StoreError> {
         let mut ports: std::collections::HashMap<String, Vec<PortPolicy>> =
             std::collections::HashMap::new();
-        {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT instance_id, port, proxy_protocol, target_state FROM ports ORDER BY instance_id, port")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                    ))
-                })
-                .map_err(|e| sqlite_err(&self.path, e))?;
-            for row in rows {
-                let (id, port, proxy, state) = row.map_err(|e| sqlite_err(&self.path, e))?;
-                let port = u16::try_from(port).map_err(|_| StoreError::Corrupt {
-                    path: self.path.display().to_string(),
-                    instance: id.clone(),
-                    what: format!("port {port} out of range"),
-                })?;
-                ports.entry(id).or_default().push(PortPolicy {
-                    port,
-                    proxy_protocol: proxy != 0,
-                    target_state: state_from_sql(state),
-                });
-            }
+        let rows = self.query_all(
+            "SELECT instance_id, port, proxy_protocol, target_state FROM ports ORDER BY instance_id, port",
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            },
+        )?;
+        for (id, port, proxy, state) in rows {
+            let port = u16::try_from(port).map_err(|_| StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                instance: id.clone(),
+                what: format!("port {port} out of range"),
+            })?;
+            ports.entry(id).or_default().push(PortPolicy {
+                port,
+                proxy_protocol: proxy != 0,
+                target_state: state_from_sql(state),
+            });
         }
-        let raws = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT instance_id, app_id, public_key, tunnel_address, attestation, registered_at, last_seen
-                     FROM instances ORDER BY instance_id",
-                )
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(RawRow {
-                        instance_id: r.get(0)?,
-                        app_id: r.get(1)?,
-                        public_key: r.get(2)?,
-                        tunnel_address: r.get(3)?,
-                        attestation: r.get(4)?,
-                        registered_at: r.get(5)?,
-                        last_seen: r.get(6)?,
-                    })
+        let raws = self.query_all(
+            "SELECT instance_id, app_id, public_key, tunnel_address, attestation, registered_at, last_seen
+             FROM instances ORDER BY instance_id",
+            |r| {
+                Ok(RawRow {
+                    instance_id: r.get(0)?,
+                    app_id: r.get(1)?,
+                    public_key: r.get(2)?,
+                    tunnel_address: r.get(3)?,
+                    attestation: r.get(4)?,
+                    registered_at: r.get(5)?,
+                    last_seen: r.get(6)?,
                 })
-                .map_err(|e| sqlite_err(&self.path, e))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(|e| sqlite_err(&self.path, e))?
-        };
+            },
+        )?;
         raws.into_iter()
             .map(|raw| {
                 let p = ports.remove(&raw.instance_id).unwrap_or_default();
@@ -258,49 +262,29 @@ impl RegistryStore for SqliteStore {
         let path = self.path.clone();
         let e = |source| sqlite_err(&path, source);
         let tx = self.conn.transaction().map_err(e)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT registered_at FROM instances WHERE instance_id = ?1",
-                [record.instance_id.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(e)?;
-        if existing.is_some() {
-            tx.execute(
-                "UPDATE instances SET app_id = ?2, public_key = ?3, tunnel_address = ?4, attestation = ?5,
-                 last_seen = ?6 WHERE instance_id = ?1",
-                params![
-                    record.instance_id.as_str(),
-                    record.app_id.as_str(),
-                    record.public_key.as_bytes().as_slice(),
-                    i64::from(u32::from(record.tunnel_address)),
-                    record.attestation,
-                    record.last_seen as i64,
-                ],
-            )
-            .map_err(e)?;
-            tx.execute(
-                "DELETE FROM ports WHERE instance_id = ?1",
-                [record.instance_id.as_str()],
-            )
-            .map_err(e)?;
-        } else {
-            tx.execute(
-                "INSERT INTO instances (instance_id, app_id, public_key, tunnel_address, attestation, registered_at,
-                 last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    record.instance_id.as_str(),
-                    record.app_id.as_str(),
-                    record.public_key.as_bytes().as_slice(),
-                    i64::from(u32::from(record.tunnel_address)),
-                    record.attestation,
-                    record.registered_at as i64,
-                    record.last_seen as i64,
-                ],
-            )
-            .map_err(e)?;
-        }
+        // A known instance keeps its registration time; its ports are replaced.
+        tx.execute(
+            "INSERT INTO instances (instance_id, app_id, public_key, tunnel_address, attestation, registered_at,
+             last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (instance_id) DO UPDATE SET app_id = excluded.app_id, public_key = excluded.public_key,
+             tunnel_address = excluded.tunnel_address, attestation = excluded.attestation,
+             last_seen = excluded.last_seen",
+            params![
+                record.instance_id.as_str(),
+                record.app_id.as_str(),
+                record.public_key.as_bytes().as_slice(),
+                i64::from(u32::from(record.tunnel_address)),
+                record.attestation,
+                record.registered_at as i64,
+                record.last_seen as i64,
+            ],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "DELETE FROM ports WHERE instance_id = ?1",
+            [record.instance_id.as_str()],
+        )
+        .map_err(e)?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -321,13 +305,10 @@ impl RegistryStore for SqliteStore {
     }
 
     fn touch(&mut self, instance_id: &InstanceId, last_seen: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE instances SET last_seen = ?2 WHERE instance_id = ?1",
-                params![instance_id.as_str(), last_seen as i64],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.execute(
+            "UPDATE instances SET last_seen = ?2 WHERE instance_id = ?1",
+            params![instance_id.as_str(), last_seen as i64],
+        )
     }
 
     fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -340,27 +321,17 @@ impl RegistryStore for SqliteStore {
     }
 
     fn put_secret(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
-                params![name, value],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.execute(
+            "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+            params![name, value],
+        )
     }
 
     fn drained(&mut self) -> Result<Vec<InstanceId>, StoreError> {
-        let ids = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT instance_id FROM instances WHERE drained = 1 ORDER BY instance_id")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(|e| sqlite_err(&self.path, e))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(|e| sqlite_err(&self.path, e))?
-        };
+        let ids = self.query_all(
+            "SELECT instance_id FROM instances WHERE drained = 1 ORDER BY instance_id",
+            |r| r.get::<_, String>(0),
+        )?;
         ids.into_iter()
             .map(|id| {
                 id.parse().map_err(|e| StoreError::Corrupt {
@@ -373,13 +344,10 @@ impl RegistryStore for SqliteStore {
     }
 
     fn set_drained(&mut self, instance_id: &InstanceId, drained: bool) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE instances SET drained = ?2 WHERE instance_id = ?1",
-                params![instance_id.as_str(), i64::from(drained)],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.execute(
+            "UPDATE instances SET drained = ?2 WHERE instance_id = ?1",
+            params![instance_id.as_str(), i64::from(drained)],
+        )
     }
 
     fn remove(&mut self, instance_ids: &[InstanceId]) -> Result<(), StoreError> {

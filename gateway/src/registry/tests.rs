@@ -25,7 +25,18 @@ const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const DAY: Duration = Duration::from_secs(86400);
 
 fn open(path: &std::path::Path) -> Registry {
-    Registry::open(Box::new(SqliteStore::open(path).unwrap()), net(), GW, DAY).unwrap()
+    open_expiring(path, DAY)
+}
+
+/// The registry in the database at `path`, expiring instances after `expire_after`.
+fn open_expiring(path: &std::path::Path, expire_after: Duration) -> Registry {
+    Registry::open(
+        Box::new(SqliteStore::open(path).unwrap()),
+        net(),
+        GW,
+        expire_after,
+    )
+    .unwrap()
 }
 
 fn key(b: u8) -> WireGuardKey {
@@ -127,13 +138,7 @@ fn duplicate_key_and_app_switch_are_refused_and_change_nothing() {
 #[test]
 fn expiry_frees_addresses_and_rows() {
     let dir = TempDir::new();
-    let mut r = Registry::open(
-        Box::new(SqliteStore::open(&dir.db()).unwrap()),
-        net(),
-        GW,
-        Duration::from_secs(100),
-    )
-    .unwrap();
+    let mut r = open_expiring(&dir.db(), Duration::from_secs(100));
     let old = r
         .register(&request(APP, "11111111", 1), "", 1000)
         .unwrap()
@@ -389,13 +394,7 @@ fn drain_state_survives_reopening_re_registration_and_goes_with_expiry() {
         );
     }
     // A restarted gateway finds the drain; registering again (new ports, new key) keeps it.
-    let mut r = Registry::open(
-        Box::new(SqliteStore::open(&dir.db()).unwrap()),
-        net(),
-        GW,
-        Duration::from_secs(100),
-    )
-    .unwrap();
+    let mut r = open_expiring(&dir.db(), Duration::from_secs(100));
     assert_eq!(r.drained().unwrap(), vec![one.clone()]);
     r.register(&request(APP, "11111111", 9), "", 1050).unwrap();
     r.register(&request(APP, "22222222", 2), "", 1090).unwrap();

@@ -9,6 +9,7 @@ use attestation::policy::{AppPolicy, PolicyViolation};
 use attestation::tdx::{CollateralConfig, CollateralSource};
 use attestation::{Attester, Claims, TrustAnchors, Verifier};
 use protocol::control::{AppId, ErrorBody, ErrorCode};
+use tokio_util::sync::CancellationToken;
 
 use super::RunError;
 use crate::config::AttestationConfig;
@@ -19,19 +20,13 @@ pub fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunErro
     config
         .backend
         .attester(config.sim_pki.as_deref(), config.sim_measurement.as_deref())
-        .map_err(|e| RunError::Setup {
-            step: "attester",
-            reason: e.to_string(),
-        })
+        .map_err(RunError::Attester)
 }
 
 /// The vendor roots, plus the simulated roots in each configured directory (an SNP ARK, a TDX root CA, or both;
 /// a directory with neither is an error).
 pub fn trust_anchors(sim_roots: &[std::path::PathBuf]) -> Result<TrustAnchors, RunError> {
-    attestation::attester::select::trust_anchors(sim_roots).map_err(|e| RunError::Setup {
-        step: "trust anchors",
-        reason: e.to_string(),
-    })
+    attestation::attester::select::trust_anchors(sim_roots).map_err(RunError::TrustAnchors)
 }
 
 /// The verifier of agents' evidence: `anchors`, and for TDX evidence without collateral the collateral files in
@@ -51,10 +46,7 @@ pub fn verifier(
         pccs_url: pccs_url.map(str::to_owned),
         ..Default::default()
     })
-    .map_err(|e| RunError::Setup {
-        step: "tdx collateral",
-        reason: e.to_string(),
-    })?;
+    .map_err(RunError::Collateral)?;
     tracing::info!(dir = ?collateral_dir, pccs = ?pccs_url, "TDX collateral source");
     let source = Arc::new(source);
     let verifier = verifier.with_tdx_collateral(source.clone());
@@ -62,17 +54,17 @@ pub fn verifier(
 }
 
 /// Fetches the TDX collateral that verification missed, and refreshes collateral nearing its expiry, every
-/// `every`, until `stop` turns true.
+/// `every`, until `stop` is cancelled.
 pub async fn refresh_collateral(
     source: Arc<CollateralSource>,
     every: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
         for (key, outcome) in source.refresh_all(std::time::SystemTime::now()).await {
             if outcome.is_ok() {
@@ -136,8 +128,5 @@ impl PeerAttestation for AgentClaims {
 pub fn load_policy(path: &Path) -> Result<Arc<PolicyFile<AppPolicy>>, RunError> {
     PolicyFile::load(path)
         .map(Arc::new)
-        .map_err(|e| RunError::Setup {
-            step: "app policy",
-            reason: e.to_string(),
-        })
+        .map_err(RunError::Policy)
 }

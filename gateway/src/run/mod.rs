@@ -1,386 +1,273 @@
 //! `gateway run`: the control plane, the tunnel and the proxy, wired together.
 //!
-//! Start-up, each step logged: app policy; trust anchors and verifier; the gateway's attester and RA-TLS
-//! identity; the registry (SQLite) and the gateway's WireGuard key kept in it; the WireGuard endpoint, into which
-//! every registered instance is restored as a peer; the control listener (mutual RA-TLS); the proxy when
-//! configured. Background tasks renew the RA-TLS certificate, reload the app policy when its file changes and
-//! expire instances not seen for the configured time. All of them stop when the shutdown future completes; the
-//! tunnel is then shut down (its TUN device removed).
+//! [`Gateway::build`] does the start-up, each step logged: app policy; trust anchors and verifier; the gateway's
+//! attester and RA-TLS identity; the registry (SQLite) and the gateway's WireGuard key kept in it; the WireGuard
+//! endpoint, into which every registered instance is restored as a peer; the control listener (mutual RA-TLS);
+//! the proxy. It returns the running gateway, which owns every part.
+//!
+//! [`Gateway::serve`] then waits on the shutdown signal and on every critical part: the control listener, the
+//! tunnel's threads, the proxy's listeners, the maintenance task (certificate renewal, policy reload, instance
+//! expiry) and the TDX collateral refresh. When the signal comes, every part stops (open client connections get
+//! their grace period) and the tunnel is shut down (its TUN device removed). When a part ends first (it failed
+//! or panicked), the gateway logs which and why, stops the rest the same way and returns the error, so that the
+//! process exits non-zero and its supervisor restarts it: a gateway never runs on with a dead part.
 
 mod attest;
+mod control;
+mod error;
+mod maintenance;
 mod tunnel;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use attestation::policy::PolicyFn;
-use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
-use protocol::tunnel::{Endpoint, EndpointConfig, PrivateKey};
-use tokio::sync::watch;
+use attestation::ratls::{CertOptions, RaTlsIdentity, RaTlsVerifier};
+use protocol::tunnel::Endpoint;
+use tokio_util::sync::CancellationToken;
 
 pub use attest::{summary, AgentClaims};
+pub use error::{PartError, RunError};
 pub use tunnel::TunnelPeers;
 
 use crate::config::GatewayConfig;
-use crate::control::http::{router, ControlState};
-use crate::control::listener::TlsListener;
-use crate::control::rate::RateLimiter;
-use crate::control::{ControlPeer, ControlService, PeerAttestation, ResponseSettings};
-use crate::registry::{Registry, RegistryDirectory, RegistryDrains, RegistryStore, SqliteStore};
-
-/// Why the gateway could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// A start-up step failed.
-    #[error("{step}: {reason}")]
-    Setup {
-        /// The step.
-        step: &'static str,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-fn setup(step: &'static str) -> impl Fn(String) -> RunError {
-    move |reason| RunError::Setup { step, reason }
-}
-
-/// Name of the gateway's WireGuard private key in the registry's secret table.
-const WIREGUARD_SECRET: &str = "wireguard-private-key";
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Loads the gateway's WireGuard key from the store, creating it on first start.
-fn wireguard_key(store: &mut SqliteStore) -> Result<PrivateKey, RunError> {
-    let err = setup("wireguard key");
-    match store
-        .secret(WIREGUARD_SECRET)
-        .map_err(|e| err(e.to_string()))?
-    {
-        Some(bytes) => {
-            let bytes: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| err("stored key is not 32 bytes".to_string()))?;
-            Ok(PrivateKey::from_bytes(bytes))
-        }
-        None => {
-            let bytes: [u8; 32] = rand::random();
-            store
-                .put_secret(WIREGUARD_SECRET, &bytes)
-                .map_err(|e| err(e.to_string()))?;
-            tracing::info!("generated the gateway's WireGuard key");
-            Ok(PrivateKey::from_bytes(bytes))
-        }
-    }
-}
+use crate::control::{ControlService, ResponseSettings};
+use crate::proxy::server::Proxy;
+use crate::registry::{Registry, RegistryDirectory, RegistryDrains, SqliteStore};
+use crate::supervise::Critical;
 
 /// How often the TDX collateral source fetches what verification missed and refreshes what nears expiry.
 const COLLATERAL_REFRESH: Duration = Duration::from_secs(60);
 
-/// Runs the gateway until `shutdown` completes.
+/// The name of the control listener among the critical parts.
+pub const CONTROL_LISTENER: &str = "control listener";
+/// The name of the WireGuard endpoint among the critical parts.
+pub const TUNNEL: &str = "tunnel";
+/// The name of the client proxy (its listeners, certificate watcher and admin listener).
+pub const PROXY: &str = "proxy";
+/// The name of the maintenance task: certificate renewal, policy reload and instance expiry.
+pub const MAINTENANCE: &str = "maintenance";
+/// The name of the TDX collateral refresh.
+pub const COLLATERAL: &str = "tdx collateral refresh";
+
+/// A started gateway: every part running, owned here. Dropping it stops them all.
+pub struct Gateway {
+    parts: Critical<PartError>,
+    endpoint: Arc<Endpoint>,
+    control_addr: SocketAddr,
+    proxy_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("control_addr", &self.control_addr)
+            .field("proxy_addrs", &self.proxy_addrs)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the gateway until `shutdown` completes or a critical part stops: [`Gateway::build`], then
+/// [`Gateway::serve`].
 pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let a = &config.attestation;
-    tracing::info!(path = %a.app_policy.display(), "step 1/7: loading the app policy");
-    let policy = attest::load_policy(&a.app_policy)?;
+    Gateway::build(config).await?.serve(shutdown).await
+}
 
-    tracing::info!(
-        simulated_roots = a.trusted_sim_roots.len(),
-        "step 2/7: trust anchors"
-    );
-    let (verifier, collateral) = attest::verifier(
-        attest::trust_anchors(&a.trusted_sim_roots)?,
-        a.tdx_collateral_dir.as_deref(),
-        a.tdx_pccs_url.as_deref(),
-    )?;
-    let verifier = Arc::new(verifier);
-    // The handshake checks evidence, binding and validity; the app policy applies per request, once the app id
-    // is known, so a refusal can say which app and which check.
-    let agents = Arc::new(RaTlsVerifier::new(
-        verifier,
-        Arc::new(PolicyFn(|_: &attestation::Claims| Ok(()))),
-    ));
+impl Gateway {
+    /// Does every start-up step and starts every part (see the module documentation).
+    pub async fn build(config: GatewayConfig) -> Result<Gateway, RunError> {
+        let a = &config.attestation;
+        tracing::info!(path = %a.app_policy.display(), "step 1/7: loading the app policy");
+        let policy = attest::load_policy(&a.app_policy)?;
 
-    tracing::info!(backend = ?a.backend, "step 3/7: attesting the gateway (RA-TLS certificate)");
-    let attester = attest::attester(a)?;
-    let options = CertOptions {
-        validity: Duration::from_secs(a.certificate_validity_secs),
-        ..Default::default()
-    };
-    let identity_attester = attester.clone();
-    let identity =
-        tokio::task::spawn_blocking(move || RaTlsIdentity::new(identity_attester, options))
-            .await
-            .map_err(|e| setup("ra-tls identity")(e.to_string()))?
-            .map_err(|e| setup("ra-tls identity")(e.to_string()))?;
-    let identity = Arc::new(identity);
+        tracing::info!(
+            simulated_roots = a.trusted_sim_roots.len(),
+            "step 2/7: trust anchors"
+        );
+        let (verifier, collateral) = attest::verifier(
+            attest::trust_anchors(&a.trusted_sim_roots)?,
+            a.tdx_collateral_dir.as_deref(),
+            a.tdx_pccs_url.as_deref(),
+        )?;
+        // The handshake checks evidence, binding and validity; the app policy applies per request, once the app
+        // id is known, so a refusal can say which app and which check.
+        let agents = Arc::new(RaTlsVerifier::new(
+            Arc::new(verifier),
+            Arc::new(PolicyFn(|_: &attestation::Claims| Ok(()))),
+        ));
 
-    tracing::info!(path = %config.registry.path.display(), "step 4/7: opening the registry");
-    let mut store =
-        SqliteStore::open(&config.registry.path).map_err(|e| setup("registry")(e.to_string()))?;
-    let wg_key = wireguard_key(&mut store)?;
-    let t = &config.tunnel;
-    let registry = Registry::open(
-        Box::new(store),
-        t.network,
-        t.gateway_address,
-        config.registry.expire_after(),
-    )
-    .map_err(|e| setup("registry")(e.to_string()))?;
-    let snapshots = registry.snapshots();
-    tracing::info!(instances = registry.len(), "registry loaded");
+        tracing::info!(backend = ?a.backend, "step 3/7: attesting the gateway (RA-TLS certificate)");
+        let attester = attest::attester(a)?;
+        let options = CertOptions {
+            validity: Duration::from_secs(a.certificate_validity_secs),
+            ..Default::default()
+        };
+        let identity_attester = attester.clone();
+        let identity =
+            tokio::task::spawn_blocking(move || RaTlsIdentity::new(identity_attester, options))
+                .await
+                .map_err(RunError::IdentityTask)?
+                .map_err(RunError::Identity)?;
+        let identity = Arc::new(identity);
 
-    tracing::info!(interface = %t.interface, port = t.listen_port, address = %t.gateway_address,
-        "step 5/7: starting the WireGuard endpoint");
-    let gateway_public = wg_key.public_key();
-    let mut endpoint_config = EndpointConfig::new(
-        wg_key,
-        t.listen_port,
-        t.gateway_address,
-        t.network.prefix_len(),
-    );
-    endpoint_config.tun_name = t.interface.clone();
-    endpoint_config.mtu = t.mtu;
-    endpoint_config.health_window = t.health_window();
-    let endpoint = Arc::new(
-        Endpoint::start(endpoint_config)
-            .await
-            .map_err(|e| setup("tunnel")(e.to_string()))?,
-    );
-    let peers = TunnelPeers {
-        endpoint: endpoint.clone(),
-        keepalive: t.keepalive(),
-    };
-
-    let registry = Arc::new(Mutex::new(registry));
-    let service = ControlService::new(
-        registry.clone(),
-        Arc::new(peers.clone()),
-        ResponseSettings {
-            gateway_key: gateway_public,
-            gateway_endpoint: t.public_endpoint.clone(),
-            gateway_address: t.gateway_address,
-            prefix_len: t.network.prefix_len(),
-            keepalive_secs: t.keepalive_secs,
-            reregister_secs: t.reregister_secs,
-            base_domains: config.base_domains.clone(),
-        },
-    );
-    let restored = service.restore_peers();
-    tracing::info!(
-        restored,
-        "every registered instance restored into the tunnel"
-    );
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-
-    tracing::info!(listen = %config.control.listen, "step 6/7: starting the control listener (mutual RA-TLS)");
-    let tls = ratls::server_config(identity.clone(), agents.clone())
-        .map_err(|e| setup("control tls")(e.to_string()))?;
-    let tcp = tokio::net::TcpListener::bind(config.control.listen)
-        .await
-        .map_err(|e| {
-            setup("control listener")(format!("binding {}: {e}", config.control.listen))
+        let path = &config.registry.path;
+        tracing::info!(path = %path.display(), "step 4/7: opening the registry");
+        let mut store = SqliteStore::open(path).map_err(|source| RunError::Store {
+            path: path.clone(),
+            source,
         })?;
-    let identify_policy = policy.clone();
-    let identify_agents = agents.clone();
-    let listener = TlsListener::new(
-        tcp,
-        tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
-        Arc::new(move |conn: &rustls::ServerConnection| {
-            let claims = identify_agents.peer_claims(conn)?;
-            Some(Arc::new(AgentClaims {
-                claims,
-                policy: identify_policy.clone(),
-            }) as Arc<dyn PeerAttestation>)
-        }),
-        Duration::from_secs(config.control.handshake_timeout_secs),
-        config.control.max_connections,
-    )
-    .map_err(|e| setup("control listener")(e.to_string()))?;
-    let doc_identity = identity.clone();
-    let state = ControlState {
-        service: service.clone(),
-        limiter: Arc::new(RateLimiter::new(
-            config.control.rate_limit_per_sec,
-            config.control.rate_limit_burst,
-        )),
-        max_body_bytes: config.control.max_body_bytes,
-        request_timeout: Duration::from_secs(config.control.request_timeout_secs),
-        attestation: Arc::new(move || attestation_document(&doc_identity)),
-    };
-    let app = router(state).into_make_service_with_connect_info::<ControlPeer>();
-    let mut control_stop = stop_rx.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = control_stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "control listener failed");
-        }
-    });
+        let wg_key = tunnel::wireguard_key(&mut store)?;
+        let t = &config.tunnel;
+        let registry = Registry::open(
+            Box::new(store),
+            t.network,
+            t.gateway_address,
+            config.registry.expire_after(),
+        )
+        .map_err(RunError::Registry)?;
+        let snapshots = registry.snapshots();
+        tracing::info!(instances = registry.len(), "registry loaded");
 
-    let proxy_config = &config.proxy;
-    tracing::info!(listen = ?proxy_config.listen, "step 7/7: starting the client proxy");
-    let directory = Arc::new(RegistryDirectory::new(snapshots, Arc::new(peers.clone())));
-    // `gateway.<base-domain>` serves the gateway's own attestation, bound to its public TLS key.
-    let proxy = crate::proxy::server::Proxy::with_attester(
-        proxy_config.clone(),
-        &config.base_domains,
-        t.health_window(),
-        directory,
-        attester,
-    )
-    .map_err(|e| setup("proxy")(e.to_string()))?;
-    let drained = proxy
-        .drains()
-        .attach_store(Box::new(RegistryDrains::new(registry)))
-        .map_err(|e| setup("proxy drains")(e.to_string()))?;
-    tracing::info!(drained, "drained instances restored");
-    let listeners = proxy
-        .bind()
-        .await
-        .map_err(|e| setup("proxy")(e.to_string()))?;
-    if let Some(admin_addr) = proxy_config.admin.listen {
-        let token = proxy_config
-            .admin_token()
-            .map_err(|e| setup("proxy admin")(e.to_string()))?;
-        let admin = tokio::net::TcpListener::bind(admin_addr)
-            .await
-            .map_err(|e| setup("proxy admin")(format!("binding {admin_addr}: {e}")))?;
-        let (p, rx) = (proxy.clone(), stop_rx.clone());
-        tasks.spawn(async move {
-            if let Err(e) = crate::proxy::admin::serve(p, admin, token, rx).await {
-                tracing::error!(error = %e, "admin listener failed");
+        tracing::info!(interface = %t.interface, port = t.listen_port, address = %t.gateway_address,
+            "step 5/7: starting the WireGuard endpoint");
+        let (endpoint, gateway_public) = tunnel::start_endpoint(t, wg_key).await?;
+        let endpoint = Arc::new(endpoint);
+        let peers = TunnelPeers {
+            endpoint: endpoint.clone(),
+            keepalive: t.keepalive(),
+        };
+        let registry = Arc::new(Mutex::new(registry));
+        let service = ControlService::new(
+            registry.clone(),
+            Arc::new(peers.clone()),
+            ResponseSettings {
+                gateway_key: gateway_public,
+                gateway_endpoint: t.public_endpoint.clone(),
+                gateway_address: t.gateway_address,
+                prefix_len: t.network.prefix_len(),
+                keepalive_secs: t.keepalive_secs,
+                reregister_secs: t.reregister_secs,
+                base_domains: config.base_domains.clone(),
+            },
+        );
+        let restored = service.restore_peers();
+        tracing::info!(
+            restored,
+            "every registered instance restored into the tunnel"
+        );
+
+        // From here on every part runs under `parts`: a failed step drops it, which stops what already runs.
+        let mut parts = Critical::new(&CancellationToken::new());
+        let stopped = endpoint.clone();
+        let stop = parts.token();
+        parts.spawn(TUNNEL, async move {
+            tokio::select! {
+                reason = stopped.stopped() => Err(PartError::Tunnel(reason)),
+                () = stop.cancelled() => Ok(()),
             }
         });
-    }
-    tasks.spawn(proxy.run(listeners, stop_rx.clone()));
 
-    let sweep = expiry_sweep_interval(config.registry.expire_after());
-    tasks.spawn(maintenance(
-        service,
-        identity,
-        policy,
-        sweep,
-        stop_rx.clone(),
-    ));
-    if let Some(source) = collateral {
-        tasks.spawn(attest::refresh_collateral(
-            source,
-            COLLATERAL_REFRESH,
-            stop_rx.clone(),
-        ));
-    }
-    tracing::info!("gateway running");
-    shutdown.await;
-    tracing::info!("shutting down");
-    stop_tx.send_replace(true);
-    while tasks.join_next().await.is_some() {}
-    match Arc::try_unwrap(endpoint) {
-        Ok(endpoint) => endpoint.shutdown().await,
-        Err(endpoint) => endpoint.shutdown_handle().shutdown(),
-    }
-    Ok(())
-}
+        tracing::info!(listen = %config.control.listen, "step 6/7: starting the control listener (mutual RA-TLS)");
+        let control_parts = control::ControlParts {
+            identity: identity.clone(),
+            agents,
+            policy: policy.clone(),
+            service: service.clone(),
+        };
+        let (control_addr, control) =
+            control::start(&config.control, control_parts, parts.token()).await?;
+        parts.spawn(CONTROL_LISTENER, control);
 
-/// The gateway's attestation for `GET /v1/attestation`: its current RA-TLS certificate (which carries the
-/// evidence) and the evidence's platform.
-fn attestation_document(identity: &RaTlsIdentity) -> serde_json::Value {
-    let cert = identity.certificate();
-    serde_json::json!({
-        "platform": cert.evidence().family(),
-        "media_type": cert.evidence().media_type(),
-        "certificate_pem": cert.cert_pem(),
-        "not_after": cert.not_after().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-    })
-}
+        let proxy_config = &config.proxy;
+        tracing::info!(listen = ?proxy_config.listen, "step 7/7: starting the client proxy");
+        let directory = Arc::new(RegistryDirectory::new(snapshots, Arc::new(peers)));
+        // `gateway.<base-domain>` serves the gateway's own attestation, bound to its public TLS key.
+        let proxy = Proxy::with_attester(
+            proxy_config.clone(),
+            &config.base_domains,
+            t.health_window(),
+            directory,
+            attester,
+        )
+        .map_err(RunError::Proxy)?;
+        let drained = proxy
+            .drains()
+            .attach_store(Box::new(RegistryDrains::new(registry)))
+            .map_err(RunError::ProxyDrains)?;
+        tracing::info!(drained, "drained instances restored");
+        let running = crate::proxy::service::start(proxy, &parts.token())
+            .await
+            .map_err(RunError::ProxyStart)?;
+        let (proxy_addrs, admin_addr) = (running.client_addrs.clone(), running.admin_addr);
+        parts.spawn(PROXY, async move { Ok(running.wait().await?) });
 
-/// How often expired instances are looked for: every 30 s, or a quarter of the expiry time when that is shorter
-/// (so an instance is removed within 1.25 times the expiry time), but not more often than every 2 s.
-fn expiry_sweep_interval(expire_after: Duration) -> Duration {
-    (expire_after / 4).clamp(MAINTENANCE_TICK, Duration::from_secs(30))
-}
-
-/// How often the maintenance task wakes.
-const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
-
-/// Certificate renewal, policy reload on change (checked every 2 s) and instance expiry (every `sweep`), until
-/// stopped.
-async fn maintenance(
-    service: ControlService,
-    identity: Arc<RaTlsIdentity>,
-    policy: Arc<attestation::policy::PolicyFile<attestation::policy::AppPolicy>>,
-    sweep: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut policy_mtime = modified(policy.path());
-    let mut tick = tokio::time::interval(MAINTENANCE_TICK);
-    let mut last_expiry = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+        let maintenance = maintenance::Maintenance {
+            service,
+            identity,
+            policy,
+            sweep: maintenance::expiry_sweep_interval(config.registry.expire_after()),
+        };
+        let stop = parts.token();
+        parts.spawn(MAINTENANCE, async move {
+            maintenance.run(stop).await;
+            Ok(())
+        });
+        if let Some(source) = collateral {
+            let refresh = attest::refresh_collateral(source, COLLATERAL_REFRESH, parts.token());
+            parts.spawn(COLLATERAL, async move {
+                refresh.await;
+                Ok(())
+            });
         }
-        let now = modified(policy.path());
-        if now != policy_mtime {
-            policy_mtime = now;
-            match policy.reload() {
-                Ok(()) => tracing::info!(path = %policy.path().display(), "app policy reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "app policy reload failed; keeping the previous policy")
-                }
-            }
-        }
-        let id = identity.clone();
-        match tokio::task::spawn_blocking(move || id.renew_if_due(SystemTime::now())).await {
-            Ok(Ok(true)) => {
-                let not_after = identity.certificate().not_after();
-                tracing::info!(
-                    not_after = not_after
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
-                    "RA-TLS certificate renewed"
-                )
-            }
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry")
-            }
-            Err(e) => tracing::error!(error = %e, "renewal task failed"),
-        }
-        if last_expiry.elapsed() >= sweep {
-            last_expiry = std::time::Instant::now();
-            let svc = service.clone();
-            let _ = tokio::task::spawn_blocking(move || svc.expire(unix_now())).await;
-        }
+        tracing::info!("gateway running");
+        Ok(Gateway {
+            parts,
+            endpoint,
+            control_addr,
+            proxy_addrs,
+            admin_addr,
+        })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// The control listener's address.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
 
-    #[test]
-    fn expiry_sweeps_scale_with_short_expiry_times() {
-        let secs = |s| expiry_sweep_interval(Duration::from_secs(s)).as_secs();
-        assert_eq!(secs(86_400), 30);
-        assert_eq!(secs(120), 30);
-        assert_eq!(secs(20), 5);
-        assert_eq!(secs(4), 2);
+    /// The client listeners' addresses.
+    pub fn proxy_addrs(&self) -> &[SocketAddr] {
+        &self.proxy_addrs
+    }
+
+    /// The admin listener's address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Serves until `shutdown` completes or a critical part stops, then stops every part and the tunnel. Returns
+    /// the part that stopped first, and why, if one did.
+    pub async fn serve(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RunError> {
+        let outcome = self.parts.run_until(shutdown).await;
+        // Every part has ended, and with them the clones of the endpoint they held.
+        let Gateway {
+            parts, endpoint, ..
+        } = self;
+        drop(parts);
+        match Arc::try_unwrap(endpoint) {
+            Ok(endpoint) => endpoint.shutdown().await,
+            Err(endpoint) => endpoint.shutdown_handle().shutdown(),
+        }
+        tracing::info!("gateway stopped");
+        Ok(outcome?)
     }
 }

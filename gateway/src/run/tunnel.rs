@@ -1,14 +1,63 @@
-//! The gateway's WireGuard endpoint seen through the control plane's and the proxy's seams.
+//! The gateway's WireGuard endpoint: its key (kept in the registry), its start, and the endpoint seen through the
+//! control plane's and the proxy's seams.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use protocol::control::WireGuardKey;
-use protocol::tunnel::{Endpoint, PeerConfig};
+use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey};
 
+use super::RunError;
+use crate::config::TunnelConfig;
 use crate::control::PeerTable;
-use crate::registry::HandshakeAges;
+use crate::registry::{HandshakeAges, RegistryStore, SqliteStore};
+
+/// Name of the gateway's WireGuard private key in the registry's secret table.
+const WIREGUARD_SECRET: &str = "wireguard-private-key";
+
+/// Loads the gateway's WireGuard key from the store, creating it on first start.
+pub fn wireguard_key(store: &mut SqliteStore) -> Result<PrivateKey, RunError> {
+    match store.secret(WIREGUARD_SECRET).map_err(RunError::KeyStore)? {
+        Some(bytes) => {
+            let bytes: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| RunError::KeyLength { len: bytes.len() })?;
+            Ok(PrivateKey::from_bytes(bytes))
+        }
+        None => {
+            let bytes: [u8; 32] = rand::random();
+            store
+                .put_secret(WIREGUARD_SECRET, &bytes)
+                .map_err(RunError::KeyStore)?;
+            tracing::info!("generated the gateway's WireGuard key");
+            Ok(PrivateKey::from_bytes(bytes))
+        }
+    }
+}
+
+/// Starts the WireGuard endpoint of `config` with `key`; returns it and the gateway's public key as the control
+/// plane announces it.
+pub async fn start_endpoint(
+    config: &TunnelConfig,
+    key: PrivateKey,
+) -> Result<(Endpoint, WireGuardKey), RunError> {
+    let public = key.public_key();
+    let mut endpoint_config = EndpointConfig::new(
+        key,
+        config.listen_port,
+        config.gateway_address,
+        config.network.prefix_len(),
+    );
+    endpoint_config.tun_name = config.interface.clone();
+    endpoint_config.mtu = config.mtu;
+    endpoint_config.health_window = config.health_window();
+    let endpoint = Endpoint::start(endpoint_config)
+        .await
+        .map_err(RunError::Tunnel)?;
+    Ok((endpoint, public))
+}
 
 /// [`PeerTable`] and [`HandshakeAges`] over a running [`Endpoint`].
 ///

@@ -14,7 +14,7 @@ use gateway::proxy::server::Proxy;
 use gateway::proxy::tls::CertificateFiles;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// The base domain the tests serve.
 pub const BASE: &str = "apps.test";
@@ -192,13 +192,13 @@ impl Backend {
     }
 }
 
-/// A running proxy on an ephemeral loopback port.
+/// A running proxy on an ephemeral loopback port, started as `gateway run` starts it.
 pub struct Running {
     pub proxy: Arc<Proxy>,
     pub addr: SocketAddr,
     pub directory: Arc<StaticDirectory>,
-    shutdown: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    shutdown: CancellationToken,
+    running: Option<gateway::proxy::service::Running>,
 }
 
 impl Running {
@@ -219,25 +219,25 @@ impl Running {
             None => Proxy::new(config, &bases, window, directory.clone()),
         }
         .unwrap();
-        let listeners = proxy.bind().await.unwrap();
-        let addr = listeners[0].local_addr().unwrap();
-        let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(proxy.clone().run(listeners, rx));
+        let shutdown = CancellationToken::new();
+        let running = gateway::proxy::service::start(proxy.clone(), &shutdown)
+            .await
+            .unwrap();
         Running {
             proxy,
-            addr,
+            addr: running.client_addrs[0],
             directory,
             shutdown,
-            task: Some(task),
+            running: Some(running),
         }
     }
 
     /// Signals shutdown and waits for the proxy to finish.
     pub async fn stop(mut self) -> Duration {
         let started = std::time::Instant::now();
-        let _ = self.shutdown.send(true);
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            let _ = running.wait().await;
         }
         started.elapsed()
     }
@@ -249,10 +249,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        // Dropping the service's handle stops and aborts its tasks.
+        self.shutdown.cancel();
     }
 }
 

@@ -191,4 +191,4 @@ impl ControlService {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

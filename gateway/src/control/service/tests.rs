@@ -32,7 +32,8 @@ impl PeerAttestation for FakePeer {
     }
 }
 
-fn service() -> (ControlService, Arc<MemoryPeers>) {
+/// A service over an in-memory registry and peer table.
+pub(crate) fn service() -> (ControlService, Arc<MemoryPeers>) {
     let registry = Registry::open(
         Box::new(MemoryStore::new()) as Box<dyn RegistryStore>,
         "10.0.0.0/8".parse().unwrap(),

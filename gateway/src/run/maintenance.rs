@@ -1,0 +1,115 @@
+//! The gateway's periodic upkeep: RA-TLS certificate renewal, app policy reload when its file changes, and the
+//! expiry of instances not seen for the configured time. Renewal (which attests a fresh key) and expiry (which
+//! writes to the registry) run on the blocking pool, never on the async workers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use attestation::policy::{AppPolicy, PolicyFile};
+use attestation::ratls::RaTlsIdentity;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::ControlService;
+
+/// How often the maintenance task wakes.
+const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
+
+/// How often expired instances are looked for: every 30 s, or a quarter of the expiry time when that is shorter
+/// (so an instance is removed within 1.25 times the expiry time), but not more often than every 2 s.
+pub fn expiry_sweep_interval(expire_after: Duration) -> Duration {
+    (expire_after / 4).clamp(MAINTENANCE_TICK, Duration::from_secs(30))
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What the maintenance task looks after.
+pub struct Maintenance {
+    /// The registration service, whose instances expire.
+    pub service: ControlService,
+    /// The gateway's RA-TLS identity, renewed when due.
+    pub identity: Arc<RaTlsIdentity>,
+    /// The app policy, reloaded when its file changes.
+    pub policy: Arc<PolicyFile<AppPolicy>>,
+    /// How often expired instances are removed.
+    pub sweep: Duration,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Maintenance {
+    /// Certificate renewal, policy reload on change (checked every 2 s) and instance expiry (every `sweep`),
+    /// until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut policy_mtime = modified(self.policy.path());
+        let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+        let mut last_expiry = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let now = modified(self.policy.path());
+            if now != policy_mtime {
+                policy_mtime = now;
+                self.reload_policy();
+            }
+            self.renew_certificate().await;
+            if last_expiry.elapsed() >= self.sweep {
+                last_expiry = Instant::now();
+                let service = self.service.clone();
+                let expired = tokio::task::spawn_blocking(move || {
+                    service.expire(unix_secs(SystemTime::now()))
+                });
+                if let Err(e) = expired.await {
+                    tracing::error!(error = %e, "instance expiry task failed");
+                }
+            }
+        }
+    }
+
+    fn reload_policy(&self) {
+        match self.policy.reload() {
+            Ok(()) => tracing::info!(path = %self.policy.path().display(), "app policy reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "app policy reload failed; keeping the previous policy")
+            }
+        }
+    }
+
+    async fn renew_certificate(&self) {
+        let identity = self.identity.clone();
+        match tokio::task::spawn_blocking(move || identity.renew_if_due(SystemTime::now())).await {
+            Ok(Ok(true)) => {
+                let not_after = unix_secs(self.identity.certificate().not_after());
+                tracing::info!(not_after, "RA-TLS certificate renewed")
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry")
+            }
+            Err(e) => tracing::error!(error = %e, "renewal task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_sweeps_scale_with_short_expiry_times() {
+        let secs = |s| expiry_sweep_interval(Duration::from_secs(s)).as_secs();
+        assert_eq!(secs(86_400), 30);
+        assert_eq!(secs(120), 30);
+        assert_eq!(secs(20), 5);
+        assert_eq!(secs(4), 2);
+    }
+}
