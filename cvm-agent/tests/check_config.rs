@@ -4,31 +4,25 @@
 use std::path::Path;
 use std::process::Command;
 
-use tempfile::TempDir;
+use test_support::process::run;
+use test_support::Scratch;
 
-/// A scratch directory, removed on drop (also when the test fails).
-fn dir() -> TempDir {
-    tempfile::tempdir().unwrap()
+/// A scratch directory, removed when the test passes.
+fn dir() -> Scratch {
+    Scratch::new("agent-check-config")
 }
 
 /// Runs `cvm-agent check-config --config PATH`: (success, stdout and stderr).
 fn check(config: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cvm-agent"))
+    let out = run(Command::new(env!("CARGO_BIN_EXE_cvm-agent"))
         .args(["check-config", "--config"])
         .arg(config)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .env("RUST_LOG", "off"));
+    (out.success(), out.text())
 }
 
-fn good(d: &TempDir) -> String {
-    let policy = d.path().join("gateway-policy.toml");
+fn good(d: &Scratch) -> String {
+    let policy = d.path("gateway-policy.toml");
     std::fs::write(&policy, "").unwrap();
     format!(
         r#"app_id = "deadbeef111111111111111111111111"
@@ -52,16 +46,16 @@ proxy_protocol = true
 port = 9000
 target = "docker:web:80"
 "#,
-        state = d.path().join("state").display(),
+        state = d.path("state").display(),
         policy = policy.display(),
-        pki = d.path().join("pki").display(),
+        pki = d.path("pki").display(),
         m = "aa".repeat(48),
     )
 }
 
 /// Writes `text` as the configuration and checks it fails naming each of `needles`.
-fn expect_refused(d: &TempDir, what: &str, text: &str, needles: &[&str]) {
-    let path = d.path().join("agent.toml");
+fn expect_refused(d: &Scratch, what: &str, text: &str, needles: &[&str]) {
+    let path = d.path("agent.toml");
     std::fs::write(&path, text).unwrap();
     let (ok, out) = check(&path);
     assert!(!ok, "{what}: accepted\n{out}");
@@ -76,7 +70,7 @@ fn expect_refused(d: &TempDir, what: &str, text: &str, needles: &[&str]) {
 #[test]
 fn a_good_file_passes_with_a_summary() {
     let d = dir();
-    let path = d.path().join("agent.toml");
+    let path = d.path("agent.toml");
     std::fs::write(&path, good(&d)).unwrap();
     let (ok, out) = check(&path);
     assert!(ok, "{out}");
@@ -162,10 +156,7 @@ fn each_bad_file_fails_naming_the_problem() {
         ),
         (
             "sim backend without a PKI",
-            good.replace(
-                &format!("sim_pki = \"{}\"\n", d.path().join("pki").display()),
-                "",
-            ),
+            good.replace(&format!("sim_pki = \"{}\"\n", d.path("pki").display()), ""),
             vec!["attestation.sim_pki is required with a sim-* backend"],
         ),
         (
@@ -225,7 +216,7 @@ fn each_bad_file_fails_naming_the_problem() {
         ],
     );
 
-    let (ok, out) = check(&d.path().join("absent.toml"));
+    let (ok, out) = check(&d.path("absent.toml"));
     assert!(!ok);
     assert!(
         out.contains("cannot read") && out.contains("absent.toml"),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
-use cli::{dir, gateway, p};
+use cli::{dir, gateway, gateway_with, p, profile_policy};
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
 
@@ -43,7 +43,7 @@ fn verify_real_snp_samples() {
     let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["debug"], true);
     let d = dir();
-    let policy = d.path().join("policy.toml");
+    let policy = d.path("policy.toml");
     std::fs::write(
         &policy,
         format!(
@@ -98,7 +98,7 @@ fn verify_real_snp_samples() {
 #[test]
 fn sim_pki_round_trip_through_the_command() {
     let d = dir();
-    let pki_dir = d.path().join("pki");
+    let pki_dir = d.path("pki");
     let (code, _, err) = gateway(&[
         "sim-pki",
         "--seed",
@@ -119,9 +119,9 @@ fn sim_pki_round_trip_through_the_command() {
             debug: false,
         })
         .unwrap();
-    let report_path = d.path().join("report.bin");
+    let report_path = d.path("report.bin");
     std::fs::write(&report_path, &report).unwrap();
-    let chain = d.path().join("chain.pem");
+    let chain = d.path("chain.pem");
     let chain_text = std::fs::read_to_string(pki_dir.join("snp-ask.pem")).unwrap()
         + &std::fs::read_to_string(&ark).unwrap();
     std::fs::write(&chain, chain_text).unwrap();
@@ -136,7 +136,7 @@ fn sim_pki_round_trip_through_the_command() {
         p(&chain),
     ];
 
-    let (code, out, err) = gateway(&[&base[..], &["--trust-sim-root", p(&ark)]].concat());
+    let (code, out, err) = gateway_with(&base, &["--trust-sim-root", p(&ark)]);
     assert_eq!(code, 0, "{err}");
     let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["platform"], "sim-snp");
@@ -150,21 +150,10 @@ fn sim_pki_round_trip_through_the_command() {
         "{err}"
     );
 
-    let policy = d.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-            "43".repeat(48)
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = gateway(
-        &[
-            &base[..],
-            &["--trust-sim-root", p(&ark), "--policy", p(&policy)],
-        ]
-        .concat(),
+    let policy = profile_policy(&d, "sim-snp", "43");
+    let (code, _, err) = gateway_with(
+        &base,
+        &["--trust-sim-root", p(&ark), "--policy", p(&policy)],
     );
     assert_eq!(code, 1);
     assert!(err.contains("measurement not allowed"), "{err}");
@@ -173,17 +162,14 @@ fn sim_pki_round_trip_through_the_command() {
     let mut bad = report.clone();
     bad[0x90] ^= 0x10;
     std::fs::write(&report_path, &bad).unwrap();
-    let (code, _, err) = gateway(&[&base[..], &["--trust-sim-root", p(&ark)]].concat());
+    let (code, _, err) = gateway_with(&base, &["--trust-sim-root", p(&ark)]);
     assert_eq!(code, 1);
     assert!(err.contains("signature"), "{err}");
 
     // A file that is not a simulated root is not accepted as one.
-    let (code, _, err) = gateway(
-        &[
-            &base[..],
-            &["--trust-sim-root", &format!("{SNP}/cert_chain_milan")],
-        ]
-        .concat(),
+    let (code, _, err) = gateway_with(
+        &base,
+        &["--trust-sim-root", &format!("{SNP}/cert_chain_milan")],
     );
     assert_eq!(code, 2);
     assert!(err.contains("not a simulated root"), "{err}");
@@ -192,12 +178,12 @@ fn sim_pki_round_trip_through_the_command() {
 #[test]
 fn verify_ra_tls_certificates() {
     let d = dir();
-    let pki = std::sync::Arc::new(SimSnpPki::generate_small("cli ra-tls").unwrap());
-    let ark = d.path().join("ark.pem");
+    let pki = test_support::pki::sim_snp();
+    let ark = d.path("ark.pem");
     std::fs::write(&ark, pki.ark_pem()).unwrap();
     let attester = SimSnpAttester::new(pki, [0x42; 48], [0; 32]);
     let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
-    let cert_path = d.path().join("cert.pem");
+    let cert_path = d.path("cert.pem");
     std::fs::write(&cert_path, cert.cert_pem()).unwrap();
     let (code, out, err) = gateway(&[
         "verify",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::tdx::sim::{files, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
 use attestation::{SimTdReport, SimTdxAttester, SimTdxPki};
-use cli::{dir, gateway, p};
+use cli::{dir, gateway, gateway_with, p, profile_policy};
 
 const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/tdx");
 /// Inside the validity window of the real sample's collateral.
@@ -21,7 +21,7 @@ fn real_tdx_quote_inside_and_outside_its_collateral_window() {
     let collateral = format!("{TDX}/tdx_quote_collateral.json");
     let base = ["verify", "--evidence", &quote, "--collateral", &collateral];
 
-    let (code, out, err) = gateway(&[&base[..], &["--now", SAMPLE_NOW]].concat());
+    let (code, out, err) = gateway_with(&base, &["--now", SAMPLE_NOW]);
     assert_eq!(code, 0, "{err}");
     let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["platform"], "tdx");
@@ -59,8 +59,8 @@ fn outdated_real_tdx_quote_is_refused_for_its_tcb() {
 }
 
 /// `sim-pki` into a fresh directory; returns the directory and the PKI it wrote.
-fn sim_pki(d: &tempfile::TempDir) -> (PathBuf, Arc<SimTdxPki>) {
-    let pki_dir = d.path().join("pki");
+fn sim_pki(d: &test_support::Scratch) -> (PathBuf, Arc<SimTdxPki>) {
+    let pki_dir = d.path("pki");
     let (code, _, err) = gateway(&[
         "sim-pki",
         "--seed",
@@ -88,7 +88,7 @@ fn sim_tdx_quote_round_trip_through_the_command() {
     let (pki_dir, pki) = sim_pki(&d);
     let root = pki_dir.join(files::ROOT_CA);
     let collateral = pki_dir.join(files::COLLATERAL);
-    let quote_path = d.path().join("quote.bin");
+    let quote_path = d.path("quote.bin");
     let quote = pki.quote(&td()).unwrap();
     std::fs::write(&quote_path, &quote).unwrap();
     let base = [
@@ -99,7 +99,7 @@ fn sim_tdx_quote_round_trip_through_the_command() {
         p(&collateral),
     ];
 
-    let (code, out, err) = gateway(&[&base[..], &["--trust-sim-root", p(&root)]].concat());
+    let (code, out, err) = gateway_with(&base, &["--trust-sim-root", p(&root)]);
     assert_eq!(code, 0, "{err}");
     let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["platform"], "sim-tdx");
@@ -115,21 +115,10 @@ fn sim_tdx_quote_round_trip_through_the_command() {
     );
 
     // A policy on MRTD names the field, the expected and the actual value.
-    let policy = d.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\n",
-            "43".repeat(48)
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = gateway(
-        &[
-            &base[..],
-            &["--trust-sim-root", p(&root), "--policy", p(&policy)],
-        ]
-        .concat(),
+    let policy = profile_policy(&d, "sim-tdx", "43");
+    let (code, _, err) = gateway_with(
+        &base,
+        &["--trust-sim-root", p(&root), "--policy", p(&policy)],
     );
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -150,7 +139,7 @@ fn sim_tdx_quote_round_trip_through_the_command() {
         let mut bad = quote.clone();
         bad[offset] ^= 0x01;
         std::fs::write(&quote_path, &bad).unwrap();
-        let (code, _, err) = gateway(&[&base[..], &["--trust-sim-root", p(&root)]].concat());
+        let (code, _, err) = gateway_with(&base, &["--trust-sim-root", p(&root)]);
         assert_eq!(code, 1, "{what}: {err}");
         assert!(err.contains("signature"), "{what}: {err}");
     }
@@ -170,21 +159,13 @@ fn sim_tdx_ra_tls_certificates_through_the_command() {
             },
         );
         let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
-        let path = d.path().join(name);
+        let path = d.path(name);
         std::fs::write(&path, cert.cert_pem()).unwrap();
         path
     };
     let good = cert_for(TD_ATTR_SEPT_VE_DISABLE, "good.pem");
     let debug = cert_for(TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG, "debug.pem");
-    let policy = d.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\n",
-            "42".repeat(48)
-        ),
-    )
-    .unwrap();
+    let policy = profile_policy(&d, "sim-tdx", "42");
     let verify = |cert: &Path| {
         gateway(&[
             "verify",

@@ -1,39 +1,25 @@
 //! `gateway check-config` run as a program: a good file passes, each kind of bad file fails with its reason.
 
-use std::process::Command;
+mod cli;
 
-use tempfile::TempDir;
+use cli::{dir, p, run_gateway};
 
-/// A scratch directory, removed on drop (also when the test fails).
-fn dir() -> TempDir {
-    tempfile::tempdir().unwrap()
-}
-
+/// Runs `gateway check-config --config PATH`: (success, stdout and stderr).
 fn run(config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = run_gateway(&["check-config", "--config", p(config)]);
+    (out.success(), out.text())
 }
 
 #[test]
 fn check_config_accepts_good_and_explains_bad_files() {
     let d = dir();
-    let policy = d.path().join("apps.toml");
+    let policy = d.path("apps.toml");
     std::fs::write(&policy, "").unwrap();
     let good = format!(
         "base_domains = [\"apps.example.com\"]\n[tunnel]\npublic_endpoint = \"198.18.0.2:51820\"\n[attestation]\napp_policy = \"{}\"\n",
         policy.display()
     );
-    let path = d.path().join("gateway.toml");
+    let path = d.path("gateway.toml");
     std::fs::write(&path, &good).unwrap();
     let (ok, text) = run(&path);
     assert!(ok, "{text}");
@@ -62,7 +48,7 @@ fn check_config_accepts_good_and_explains_bad_files() {
         "{text}"
     );
 
-    let (ok, text) = run(&d.path().join("missing.toml"));
+    let (ok, text) = run(&d.path("missing.toml"));
     assert!(!ok);
     assert!(text.contains("cannot read"), "{text}");
 }

@@ -440,16 +440,14 @@ async fn handshake_deadline_and_connection_cap() {
     let mut first = open.remove(0);
     first.shutdown().await.unwrap();
     drop(first);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut fresh = loop {
-        match tls_connect(&s).await {
-            Ok(c) => break c,
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("no connection accepted after one closed: {e}"),
-        }
-    };
+    let server = &s;
+    let mut fresh = test_support::wait_until(
+        Duration::from_secs(5),
+        "a connection accepted after one closed",
+        || async move { Ok(tls_connect(server).await.ok()) },
+    )
+    .await
+    .unwrap();
     assert_eq!(get_on(&mut fresh).await.unwrap(), 200);
     // The cap still holds with the new one.
     over_cap_is_closed(&s).await;

@@ -8,9 +8,6 @@
 //! fast, reported down, the app is served by cvm1 alone); a Docker engine outage (the agent's API socket is a
 //! relay the test cuts and restores) and the recovery.
 
-#[path = "../../cvm-agent/tests/support/mod.rs"]
-mod docker_support;
-#[path = "registration/mod.rs"]
 mod registration;
 
 use std::path::{Path, PathBuf};
@@ -18,11 +15,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use docker_support::{prepare, served_by, unique, Scratch, IMAGE};
 use protocol::control::TargetState;
-use registration::{tunnel_address, World, APP, CONTROL_PORT, GOOD, WG_PORT};
-use tee_gateway_tests::docker::{testserver_from_image, SocketRelay};
-use tee_gateway_tests::{wait_for, Host, Lab};
+use registration::{AgentConfig, GatewayConfig, Port, World, APP};
+use test_support::clients::{self, presented_certificate};
+use test_support::docker::{
+    docker, prepare, served_by, testserver_from_image, unique, Containers, SocketRelay, IMAGE,
+};
+use test_support::pki::{CertFiles, WebPki};
+use test_support::{wait_for, Host, Lab};
 
 const BASE: &str = "apps.lab.test";
 const SERVICE_LABEL: &str = "tee-gateway.service";
@@ -36,98 +36,35 @@ const FAIL_FAST: Duration = Duration::from_secs(2);
 /// The port cvm1 listens on with a wildcard address without declaring it.
 const UNDECLARED: u16 = 7001;
 
-/// A CA and a wildcard certificate for the base domain (PEM files in `dir`); returns the CA's path and the
-/// certificate and key paths.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "tee-gateway docker lab CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec![format!("*.{BASE}")])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (ca_path, cert, key_path) = (dir.join("ca.pem"), dir.join("gw.pem"), dir.join("gw.key"));
-    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (ca_path, cert, key_path)
+/// A CA and a wildcard certificate for the base domain (PEM files in `dir`).
+fn certificates(dir: &Path) -> (WebPki, CertFiles) {
+    let web = WebPki::new(dir, "tee-gateway docker lab CA");
+    let cert = web.issue("gw", "tee-gateway docker lab", &[&format!("*.{BASE}")]);
+    (web, cert)
 }
 
-fn gateway_config(world: &World, cert: &Path, key: &Path) -> PathBuf {
-    let gw = Host::Gateway.addr();
-    let text = format!(
-        r#"base_domains = ["{BASE}"]
-[control]
-listen = "{gw}:{CONTROL_PORT}"
-rate_limit_per_sec = 1000
-rate_limit_burst = 1000
-[tunnel]
-network = "10.0.0.0/24"
-listen_port = {WG_PORT}
-public_endpoint = "{gw}:{WG_PORT}"
-interface = "tgdock-gw"
-reregister_secs = 10
-keepalive_secs = 2
-health_window_secs = 30
-[registry]
-path = "{db}"
-expire_after_secs = 3600
-[attestation]
-backend = "sim-snp"
-app_policy = "{policy}"
-trusted_sim_roots = ["{pki}"]
-sim_pki = "{pki}"
-sim_measurement = "{m}"
-[proxy]
-listen = ["{gw}:443"]
-certificates = [{{ cert = "{cert}", key = "{key}" }}]
-"#,
-        db = world.scratch.path("registry.sqlite").display(),
-        policy = world.scratch.path("apps.toml").display(),
-        pki = world.pki().display(),
-        m = registration::measurement(GOOD),
-        cert = cert.display(),
-        key = key.display(),
-    );
-    let path = world.scratch.path("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// The gateway of this test: its client listener on 443 with the wildcard certificate.
+fn gateway_config(cert: CertFiles) -> GatewayConfig {
+    GatewayConfig {
+        interface: "tgdock-gw".into(),
+        network: Some("10.0.0.0/24".into()),
+        reregister_secs: 10,
+        certificate_validity_secs: None,
+        proxy_port: 443,
+        certificates: vec![cert],
+        ..GatewayConfig::default()
+    }
 }
 
-/// An agent's configuration: `interface` for its tunnel, `extra` appended (ports, `[docker]`).
-fn agent_config(world: &World, name: &str, interface: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"app_id = "{APP}"
-gateways = ["https://{gw}:{CONTROL_PORT}"]
-state_dir = "{state}"
-[attestation]
-backend = "sim-snp"
-gateway_policy = "{gp}"
-trusted_sim_roots = ["{pki}"]
-sim_pki = "{pki}"
-sim_measurement = "{m}"
-[tunnel]
-interface = "{interface}"
-handshake_timeout_secs = 30
-[registration]
-retry_initial_ms = 200
-retry_max_ms = 2000
-attempt_timeout_secs = 5
-{extra}"#,
-        gw = Host::Gateway.addr(),
-        state = world.scratch.path(&format!("state-{name}")).display(),
-        gp = world.scratch.path("gateway-policy.toml").display(),
-        pki = world.pki().display(),
-        m = registration::measurement(GOOD),
-    );
-    let path = world.scratch.path(&format!("agent-{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+/// An agent's configuration: `interface` for its tunnel, `ports`, and `extra` tables (`[docker]`).
+fn agent_config(interface: &str, ports: Vec<Port>, extra: String) -> AgentConfig {
+    AgentConfig {
+        interface: Some(interface.into()),
+        certificate_validity_secs: None,
+        ports,
+        extra,
+        ..AgentConfig::default()
+    }
 }
 
 /// The clients' view: curl, openssl, grpcio and websockets in the client namespace, through the gateway.
@@ -198,46 +135,26 @@ impl Clients<'_> {
 
     /// The certificate `openssl s_client` receives for SNI `name` at the gateway, as PEM.
     fn openssl_certificate(&self, name: &str) -> String {
-        let out = self
-            .lab
-            .command(Host::Client, "openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("{}:443", Host::Gateway.addr()),
-                "-servername",
-                name,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let begin = text.find("-----BEGIN CERTIFICATE-----");
-        let end = text.find("-----END CERTIFICATE-----");
-        match (begin, end) {
-            (Some(b), Some(e)) => text[b..e + "-----END CERTIFICATE-----".len()].to_owned(),
-            _ => panic!(
-                "openssl s_client {name}: no certificate: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
+        let gateway = (Host::Gateway.addr(), 443).into();
+        presented_certificate(self.lab, Host::Client, gateway, name, &[])
+            .unwrap()
+            .0
     }
 
+    /// One of the repository's client scripts (`scripts/clients/SCRIPT`) in the client host, trusting the CA:
+    /// whether it succeeded, and its stdout (or its error).
     fn python(&self, script: &str, args: &[&str]) -> (bool, String) {
-        let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clients");
-        let out = self
-            .lab
-            .command(Host::Client, "python3")
-            .arg(clients.join(script))
-            .args(args)
-            .arg("--ca")
-            .arg(&self.ca)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let ok = out.status.success();
-        let text = if ok { out.stdout } else { out.stderr };
-        (ok, String::from_utf8_lossy(&text).into_owned())
+        let ca = self.ca.display().to_string();
+        let args = [args, &["--ca", &ca]].concat();
+        match clients::python(
+            self.lab,
+            Host::Client,
+            &format!("scripts/clients/{script}"),
+            &args,
+        ) {
+            Ok(out) => (true, out),
+            Err(e) => (false, format!("{e:#}")),
+        }
     }
 }
 
@@ -245,25 +162,20 @@ impl Clients<'_> {
 /// `ConnectionRefusedError`, `TimeoutError`, ...) and how long it took.
 fn connect_from_gateway(lab: &Lab, addr: &str, port: u16) -> (String, Duration) {
     let start = Instant::now();
-    let outcome = registration::connect_outcome(lab, Host::Gateway, addr, port).unwrap();
+    let (outcome, _) = clients::connect_outcome(lab, Host::Gateway, addr, port).unwrap();
     (outcome, start.elapsed())
 }
 
 /// The instance id the gateway stored for tunnel address `addr`.
 fn instance_at(world: &World, addr: &str) -> Option<String> {
     world
-        .registry()
-        .into_iter()
-        .find(|r| r.tunnel_address.to_string() == addr)
+        .instance_at(addr)
         .map(|r| r.instance_id.as_str().to_owned())
 }
 
+/// When the instance at tunnel address `addr` last registered (0: not stored).
 fn last_seen(world: &World, addr: &str) -> u64 {
-    world
-        .registry()
-        .into_iter()
-        .find(|r| r.tunnel_address.to_string() == addr)
-        .map_or(0, |r| r.last_seen)
+    world.instance_at(addr).map_or(0, |r| r.last_seen)
 }
 
 fn wait_state(
@@ -286,20 +198,15 @@ fn wait_state(
 /// Starts `cvm-agent run` in the root namespace like [`World::start`], but bound to the test's life: the lab's
 /// teardown only reaches processes inside its namespaces, so the agent (and with it its TUN device and route in
 /// the root namespace) is killed by the kernel should the test process die without unwinding.
-fn start_root_agent(lab: &Lab, world: &World, config: &Path) -> tee_gateway_tests::Process {
+fn start_root_agent(lab: &Lab, world: &World, config: &Path) -> test_support::Process {
     use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(world.log("docker-agent"))
-        .unwrap();
-    let mut cmd = lab.command(Host::Root, registration::binary("cvm-agent"));
+    let mut cmd = lab.command(
+        Host::Root,
+        test_support::binaries::workspace_binary("cvm-agent"),
+    );
     cmd.args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+        .env("RUST_LOG", "info");
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -309,28 +216,7 @@ fn start_root_agent(lab: &Lab, world: &World, config: &Path) -> tee_gateway_test
             Ok(())
         });
     }
-    lab.spawn(cmd).unwrap()
-}
-
-/// Prints the end of each program's log when the test fails.
-struct LogsOnFailure<'a>(&'a World, &'static [&'static str]);
-
-impl Drop for LogsOnFailure<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for name in self.1 {
-            let log = self.0.read_log(name);
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-            eprintln!("----- {name} (last 80 lines)\n{tail}");
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    docker_support::docker(args)
+    world.spawn_logged(lab, "docker-agent", cmd).unwrap()
 }
 
 #[test]
@@ -341,16 +227,16 @@ fn docker_agent_and_process_agent_through_the_real_gateway() {
     let lab = Lab::up().unwrap();
     let start = Instant::now();
     let world = World::new("docker-lab");
-    let _logs = LogsOnFailure(&world, &["gateway", "docker-agent", "cvm1-agent"]);
-    let (ca, cert, key) = certificates(&world.scratch.0);
+    let _logs = world.logs_on_failure(&["gateway", "docker-agent", "cvm1-agent"]);
+    let (web, cert) = certificates(world.dir());
     let clients = Clients {
         lab: &lab,
-        ca: ca.clone(),
+        ca: web.ca_pem.clone(),
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Containers: two services' worth, all labelled for removal (also on failure).
-    let mut containers = Scratch::default();
+    let mut containers = Containers::default();
     let svc = unique("svc");
     let c1 = unique("web");
     containers.run(&c1, &[(SERVICE_LABEL, svc.clone())], &[]);
@@ -360,43 +246,24 @@ fn docker_agent_and_process_agent_through_the_real_gateway() {
     rt.block_on(containers.wait_ready(&labelled));
 
     // The agent's Docker API socket: a relay the test can cut.
-    let mut relay = SocketRelay::new(&world.scratch.path("docker.sock")).unwrap();
+    let mut relay = SocketRelay::new(&world.scratch.path("docker.sock"));
 
-    let _gateway = world
-        .start(
-            &lab,
-            Host::Gateway,
-            "gateway",
-            "gateway",
-            &gateway_config(&world, &cert, &key),
-        )
-        .unwrap();
+    let _gateway = world.start_gateway(&lab, &gateway_config(cert)).unwrap();
 
     // The Docker CVM (root namespace).
-    let docker_ports = format!(
-        r#"[docker]
-socket = "{sock}"
-[[ports]]
-port = 80
-target = "docker:{svc}:8080"
-[[ports]]
-port = 443
-target = "docker:{svc}:8443"
-[[ports]]
-port = 8000
-target = "docker:{svc}:8080"
-proxy_protocol = true
-[[ports]]
-port = 9100
-target = "docker-label"
-"#,
-        sock = relay.path().display()
-    );
-    let docker_config = agent_config(&world, "docker", DOCKER_TUN, &docker_ports);
+    let docker_ports = vec![
+        Port::to(80, format!("docker:{svc}:8080")),
+        Port::to(443, format!("docker:{svc}:8443")),
+        Port::to(8000, format!("docker:{svc}:8080")).with_proxy_protocol(),
+        Port::to(9100, "docker-label"),
+    ];
+    let docker_socket = format!("[docker]\nsocket = \"{}\"\n", relay.path().display());
+    let docker_config =
+        agent_config(DOCKER_TUN, docker_ports, docker_socket).write(world.dir(), "docker");
     let mut docker_agent = start_root_agent(&lab, &world, &docker_config);
 
     // cvm1: the test server as a process on loopback, plus a wildcard listener on an undeclared port.
-    let bin = testserver_from_image(IMAGE, &world.scratch.0).unwrap();
+    let bin = testserver_from_image(IMAGE, world.dir()).unwrap();
     let mut backend = lab.command(Host::Cvm1, &bin);
     backend
         .args([
@@ -413,22 +280,21 @@ target = "docker-label"
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _backend = lab.spawn(backend).unwrap();
-    let cvm1_ports = r#"[[ports]]
-port = 80
-target = "127.0.0.1:18080"
-[[ports]]
-port = 443
-target = "127.0.0.1:18443"
-"#;
-    let cvm1_config = agent_config(&world, "cvm1", CVM1_TUN, cvm1_ports);
+    let cvm1_ports = vec![
+        Port::to(80, "127.0.0.1:18080"),
+        Port::to(443, "127.0.0.1:18443"),
+    ];
+    let cvm1_config = agent_config(CVM1_TUN, cvm1_ports, String::new()).write(world.dir(), "cvm1");
     let _cvm1_agent = world
         .start(&lab, Host::Cvm1, "cvm1-agent", "cvm-agent", &cvm1_config)
         .unwrap();
 
-    let docker_addr = tunnel_address(&lab, Host::Root, DOCKER_TUN, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", world.read_log("docker-agent")));
-    let cvm1_addr = tunnel_address(&lab, Host::Cvm1, CVM1_TUN, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", world.read_log("cvm1-agent")));
+    let docker_addr = lab
+        .interface_address(Host::Root, DOCKER_TUN, Duration::from_secs(60))
+        .unwrap();
+    let cvm1_addr = lab
+        .interface_address(Host::Cvm1, CVM1_TUN, Duration::from_secs(60))
+        .unwrap();
     for port in [80, 443, 8000, 9100] {
         wait_state(
             &world,
@@ -463,7 +329,7 @@ target = "127.0.0.1:18443"
     // --- The inbound filter: cvm1's wildcard listener on an undeclared port is out of reach of the tunnel.
     let (local, _) = {
         let start = Instant::now();
-        let o = registration::connect_outcome(&lab, Host::Cvm1, &cvm1_addr, UNDECLARED).unwrap();
+        let (o, _) = clients::connect_outcome(&lab, Host::Cvm1, &cvm1_addr, UNDECLARED).unwrap();
         (o, start.elapsed())
     };
     assert_eq!(
@@ -703,7 +569,7 @@ target = "127.0.0.1:18443"
     assert!(r.took < FAIL_FAST, "took {:?} to fail", r.took);
     let outage_len = outage.elapsed();
 
-    relay.start().unwrap();
+    relay.start();
     let back = Instant::now();
     clients
         .wait_served_by(&docker_name, &c3, Duration::from_secs(20))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use protocol::control::TargetState;
 use registration::*;
-use tee_gateway_tests::{wait_for, Host, Lab};
+use test_support::{wait_for, Host, Lab};
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
@@ -17,42 +17,29 @@ fn agents_register_reach_and_recover() {
     // The servers listen on 127.0.0.1:7000 only: the tunnel address reaches them through the agents' forwarders.
     let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
     let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-cvm2").unwrap();
-    let mut gw = world.start_gateway(&lab, GOOD).unwrap();
-    let _a1 = world.start_agent(&lab, Host::Cvm1, "a1", GOOD).unwrap();
-    let mut a2 = world.start_agent(&lab, Host::Cvm2, "a2", GOOD).unwrap();
+    let mut gw = world
+        .start_gateway(&lab, &GatewayConfig::default())
+        .unwrap();
+    let _a1 = world
+        .start_agent(&lab, Host::Cvm1, "a1", &AgentConfig::default())
+        .unwrap();
+    let mut a2 = world
+        .start_agent(&lab, Host::Cvm2, "a2", &AgentConfig::default())
+        .unwrap();
 
-    let dump = |w: &World| {
-        format!(
-            "gateway log:\n{}\na1:\n{}\na2:\n{}",
-            w.read_log("gateway"),
-            w.read_log("a1"),
-            w.read_log("a2")
-        )
-    };
-    let addr1 = tunnel_address(&lab, Host::Cvm1, "tga-a1", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
-    let addr2 = tunnel_address(&lab, Host::Cvm2, "tga-a2", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    let _logs = world.logs_on_failure(&["gateway", "a1", "a2"]);
+    let addr1 = lab
+        .interface_address(Host::Cvm1, "tga-a1", Duration::from_secs(30))
+        .unwrap();
+    let addr2 = lab
+        .interface_address(Host::Cvm2, "tga-a2", Duration::from_secs(30))
+        .unwrap();
     assert_ne!(addr1, addr2);
     for a in [&addr1, &addr2] {
         assert!(a.starts_with("10.") && a != "10.0.0.1", "{a}");
     }
-    wait_reachable(
-        &lab,
-        Host::Gateway,
-        &addr1,
-        "hello-from-cvm1",
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
-    wait_reachable(
-        &lab,
-        Host::Gateway,
-        &addr2,
-        "hello-from-cvm2",
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    wait_reachable(&lab, &addr1, "hello-from-cvm1", 20).unwrap();
+    wait_reachable(&lab, &addr2, "hello-from-cvm2", 20).unwrap();
     // Only declared ports are served on the tunnel address: 7001 is refused at once (RST), not left hanging.
     let started = Instant::now();
     assert_eq!(
@@ -69,7 +56,7 @@ fn agents_register_reach_and_recover() {
         wait_for(Duration::from_secs(10), "port 7000 reported up", || {
             Ok((reported_state(&world, a, 7000) == Some(TargetState::Up)).then_some(()))
         })
-        .unwrap_or_else(|e| panic!("{e:#}\n{:?}\n{}", world.registry(), dump(&world)));
+        .unwrap_or_else(|e| panic!("{e:#}\n{:?}", world.registry()));
     }
     let mut stored: Vec<String> = world
         .registry()
@@ -96,30 +83,17 @@ fn agents_register_reach_and_recover() {
     );
 
     // kill -9 the gateway and start it again: both tunnels recover within 60 s with the same addresses.
-    gw.child_mut().kill().unwrap();
-    let _ = gw.child_mut().wait();
+    gw.kill();
     assert!(
         fetch(&lab, Host::Gateway, &addr1).is_err(),
         "no tunnel while the gateway is down"
     );
     let restarted = Instant::now();
-    let _gw = world.start_gateway(&lab, GOOD).unwrap();
-    wait_reachable(
-        &lab,
-        Host::Gateway,
-        &addr1,
-        "hello-from-cvm1",
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
-    wait_reachable(
-        &lab,
-        Host::Gateway,
-        &addr2,
-        "hello-from-cvm2",
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    let _gw = world
+        .start_gateway(&lab, &GatewayConfig::default())
+        .unwrap();
+    wait_reachable(&lab, &addr1, "hello-from-cvm1", 60).unwrap();
+    wait_reachable(&lab, &addr2, "hello-from-cvm2", 60).unwrap();
     eprintln!(
         "both agents reachable {:?} after the gateway restarted",
         restarted.elapsed()
@@ -132,29 +106,25 @@ fn agents_register_reach_and_recover() {
 
     // Restart an agent with the same state directory: same instance id, same address.
     let id_before = std::fs::read_to_string(world.scratch.path("state-a2/instance-id")).unwrap();
-    a2.child_mut().kill().unwrap();
-    let _ = a2.child_mut().wait();
+    a2.kill();
     wait_for(
         Duration::from_secs(10),
         "the old TUN device to vanish",
-        || Ok((!lab.succeeds(Host::Cvm2, &["ip", "link", "show", "tga-a2"])).then_some(())),
+        || Ok((!lab.has_interface(Host::Cvm2, "tga-a2")).then_some(())),
     )
     .unwrap();
-    let _a2 = world.start_agent(&lab, Host::Cvm2, "a2", GOOD).unwrap();
-    let again = tunnel_address(&lab, Host::Cvm2, "tga-a2", Duration::from_secs(30)).unwrap();
+    let _a2 = world
+        .start_agent(&lab, Host::Cvm2, "a2", &AgentConfig::default())
+        .unwrap();
+    let again = lab
+        .interface_address(Host::Cvm2, "tga-a2", Duration::from_secs(30))
+        .unwrap();
     assert_eq!(again, addr2, "same address after an agent restart");
     assert_eq!(
         std::fs::read_to_string(world.scratch.path("state-a2/instance-id")).unwrap(),
         id_before
     );
-    wait_reachable(
-        &lab,
-        Host::Gateway,
-        &addr2,
-        "hello-from-cvm2",
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    wait_reachable(&lab, &addr2, "hello-from-cvm2", 30).unwrap();
     assert_eq!(world.registry().len(), 2, "no new instance was created");
 }
 
@@ -164,18 +134,31 @@ fn refused_agents_and_refused_gateways_get_nothing() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-refuse");
     world.write_gateway_policy_to("strict-gateway-policy.toml", BAD);
-    let _gw = world.start_gateway(&lab, GOOD).unwrap();
+    let _gw = world
+        .start_gateway(&lab, &GatewayConfig::default())
+        .unwrap();
     // cvm1: an agent whose measurement the app policy does not allow.
-    let _bad_agent = world.start_agent(&lab, Host::Cvm1, "bad", BAD).unwrap();
+    let _bad_agent = world
+        .start_agent(
+            &lab,
+            Host::Cvm1,
+            "bad",
+            &AgentConfig {
+                measurement: BAD.into(),
+                ..AgentConfig::default()
+            },
+        )
+        .unwrap();
     // cvm2: a good agent whose policy does not accept this gateway's measurement.
     let _picky = world
-        .start_agent_with(
+        .start_agent(
             &lab,
             Host::Cvm2,
             "picky",
-            GOOD,
-            "strict-gateway-policy.toml",
-            "sim-snp",
+            &AgentConfig {
+                gateway_policy: "strict-gateway-policy.toml".into(),
+                ..AgentConfig::default()
+            },
         )
         .unwrap();
 
@@ -202,7 +185,12 @@ fn refused_agents_and_refused_gateways_get_nothing() {
     )
     .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", world.read_log("picky")));
     // Both keep retrying, and nothing reaches the registry or the tunnel.
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(
+        Duration::from_secs(30),
+        "the refused agent to retry",
+        || Ok((world.read_log("bad").matches("policy_refused").count() >= 2).then_some(())),
+    )
+    .unwrap();
     assert!(
         world.read_log("bad").matches("policy_refused").count() >= 2,
         "the refused agent retries"
@@ -220,7 +208,7 @@ fn refused_agents_and_refused_gateways_get_nothing() {
         world.read_log("picky")
     );
     assert!(
-        !lab.succeeds(Host::Cvm2, &["ip", "link", "show", "tga-picky"]),
+        !lab.has_interface(Host::Cvm2, "tga-picky"),
         "no tunnel for the picky agent"
     );
 }
@@ -230,19 +218,23 @@ fn refused_agents_and_refused_gateways_get_nothing() {
 fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-tdx");
-    let _gw = world.start_gateway(&lab, GOOD).unwrap();
+    let _gw = world
+        .start_gateway(&lab, &GatewayConfig::default())
+        .unwrap();
     let _agent = world
-        .start_agent_with(
+        .start_agent(
             &lab,
             Host::Cvm3,
             "tdx",
-            GOOD,
-            "gateway-policy.toml",
-            "sim-tdx",
+            &AgentConfig {
+                backend: "sim-tdx".into(),
+                ..AgentConfig::default()
+            },
         )
         .unwrap();
-    let addr =
-        tunnel_address(&lab, Host::Cvm3, "tga-tdx", Duration::from_secs(30)).unwrap_or_else(|e| {
+    let addr = lab
+        .interface_address(Host::Cvm3, "tga-tdx", Duration::from_secs(30))
+        .unwrap_or_else(|e| {
             panic!(
                 "{e:#}\n{}\n{}",
                 world.read_log("gateway"),
@@ -261,14 +253,7 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
         "no answer without a target: {answer:?}"
     );
     let _server = start_tcp_server(&lab, Host::Cvm3, "hello-from-tdx").unwrap();
-    wait_reachable(
-        &lab,
-        Host::Gateway,
-        &addr,
-        "hello-from-tdx",
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    wait_reachable(&lab, &addr, "hello-from-tdx", 20).unwrap();
     let registry = world.registry();
     assert_eq!(registry.len(), 1);
     assert!(
@@ -288,57 +273,54 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
 fn tdx_and_snp_peers_register_across_platforms() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-xplat");
-    let _gw = world.start_gateway_with(&lab, GOOD, "sim-tdx").unwrap();
-    let _snp = world
-        .start_agent_with(
+    let _gw = world
+        .start_gateway(
             &lab,
-            Host::Cvm1,
-            "snp",
-            GOOD,
-            "gateway-policy.toml",
-            "sim-snp",
+            &GatewayConfig {
+                backend: "sim-tdx".into(),
+                ..GatewayConfig::default()
+            },
         )
         .unwrap();
+    let _snp = world
+        .start_agent(&lab, Host::Cvm1, "snp", &AgentConfig::default())
+        .unwrap();
     let _tdx = world
-        .start_agent_with(
+        .start_agent(
             &lab,
             Host::Cvm2,
             "tdx",
-            GOOD,
-            "gateway-policy.toml",
-            "sim-tdx",
+            &AgentConfig {
+                backend: "sim-tdx".into(),
+                ..AgentConfig::default()
+            },
         )
         .unwrap();
     let _bad = world
-        .start_agent_with(
+        .start_agent(
             &lab,
             Host::Cvm3,
             "badtdx",
-            BAD,
-            "gateway-policy.toml",
-            "sim-tdx",
+            &AgentConfig {
+                measurement: BAD.into(),
+                backend: "sim-tdx".into(),
+                ..AgentConfig::default()
+            },
         )
         .unwrap();
     let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-snp").unwrap();
     let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-tdx").unwrap();
-    let dump = |w: &World| {
-        format!(
-            "gateway log:\n{}\nsnp:\n{}\ntdx:\n{}\nbadtdx:\n{}",
-            w.read_log("gateway"),
-            w.read_log("snp"),
-            w.read_log("tdx"),
-            w.read_log("badtdx")
-        )
-    };
+    let _logs = world.logs_on_failure(&["gateway", "snp", "tdx", "badtdx"]);
 
-    let snp_addr = tunnel_address(&lab, Host::Cvm1, "tga-snp", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
-    let tdx_addr = tunnel_address(&lab, Host::Cvm2, "tga-tdx", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    let snp_addr = lab
+        .interface_address(Host::Cvm1, "tga-snp", Duration::from_secs(30))
+        .unwrap();
+    let tdx_addr = lab
+        .interface_address(Host::Cvm2, "tga-tdx", Duration::from_secs(30))
+        .unwrap();
     assert_ne!(snp_addr, tdx_addr);
     for (addr, reply) in [(&snp_addr, "hello-from-snp"), (&tdx_addr, "hello-from-tdx")] {
-        wait_reachable(&lab, Host::Gateway, addr, reply, Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+        wait_reachable(&lab, addr, reply, 20).unwrap();
     }
 
     // Each agent read the gateway's TDX claims; the gateway recorded each agent's platform and measurement.
@@ -367,7 +349,7 @@ fn tdx_and_snp_peers_register_across_platforms() {
         ),
     ];
     expected.sort();
-    assert_eq!(recorded.len(), 2, "{recorded:?}\n{}", dump(&world));
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
     for ((addr, attestation), (want_addr, want)) in recorded.iter().zip(&expected) {
         assert_eq!(addr, want_addr);
         assert!(
@@ -389,9 +371,9 @@ fn tdx_and_snp_peers_register_across_platforms() {
             )
         },
     )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", dump(&world)));
+    .unwrap();
     assert!(
-        !lab.succeeds(Host::Cvm3, &["ip", "link", "show", "tga-badtdx"]),
+        !lab.has_interface(Host::Cvm3, "tga-badtdx"),
         "no tunnel for the refused agent"
     );
     assert_eq!(world.registry().len(), 2, "the refused agent is not stored");

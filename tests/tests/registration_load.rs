@@ -10,12 +10,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cvm_agent::client::{register_once, AttemptError, GatewayUrl};
-use protocol::control::{
-    ErrorBody, ErrorCode, InstanceId, PortPolicy, RegisterRequest, WireGuardKey, PROTOCOL_VERSION,
-};
+use cvm_agent::client::{register_once, AttemptError};
+use protocol::control::{ErrorBody, ErrorCode, InstanceId, RegisterRequest, WireGuardKey};
 use registration::*;
-use tee_gateway_tests::{wait_for, Host, Lab};
+use test_support::{wait_for, Host, Lab};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -27,17 +25,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn request(instance: &InstanceId, key: WireGuardKey) -> RegisterRequest {
-    RegisterRequest {
-        version: PROTOCOL_VERSION,
-        app_id: APP.parse().unwrap(),
-        instance_id: instance.clone(),
-        wireguard_public_key: key,
-        ports: vec![PortPolicy::plain(7000)],
-    }
-}
-
-fn random_key() -> WireGuardKey {
-    WireGuardKey::from_bytes(rand::random()).unwrap()
+    register_request(instance, key)
 }
 
 /// Posts raw bytes to `/v1/register` over mutual RA-TLS and returns the status and the body.
@@ -75,11 +63,12 @@ fn typed(body: &str) -> ErrorBody {
 fn two_thousand_registrations_and_every_bad_request() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-load");
-    let gw = world.start_gateway(&lab, GOOD).unwrap();
+    let gw = world
+        .start_gateway(&lab, &GatewayConfig::default())
+        .unwrap();
     let pid = gw.id();
     let tls = client_tls(&world);
-    let url =
-        GatewayUrl::parse(&format!("https://{}:{CONTROL_PORT}", Host::Gateway.addr())).unwrap();
+    let url = control_url();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Wait for the control listener.

@@ -2,50 +2,49 @@
 //! and the counters and health that the registry reads.
 
 use std::path::Path;
-
 use std::time::Duration;
 
-use tee_gateway_tests::tunnel::{
-    counter, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair, TempDir,
+use test_support::tunnel::{
+    counter, gateway_peer_arg, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair,
 };
-use tee_gateway_tests::{Host, Lab};
+use test_support::{wait_for, Host, Lab, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
+
+/// Our endpoint in `host` with tunnel address `address` on `tg0`.
+fn endpoint(lab: &Lab, host: Host, key: &KeyPair, address: &str, more: &[String]) -> EndpointProc {
+    EndpointProc::start_on(lab, host, Path::new(BIN), key, ("tg0", address), more).unwrap()
+}
+
+/// The current Unix time in milliseconds, as the endpoint reports times.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn ours_to_ours_ping_and_100_mb_transfer() {
     let lab = Lab::up().unwrap();
-    let dir = TempDir::new("tunnel").unwrap();
+    let dir = Scratch::new("tunnel");
     let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
     let cvm_key = KeyPair::generate(&dir, "cvm1").unwrap();
-    let mut gw = EndpointProc::start(
+    let mut gw = endpoint(
         &lab,
         Host::Gateway,
-        Path::new(BIN),
         &gw_key,
-        &[
-            "--address=10.0.0.1/24".into(),
-            "--tun-name=tg0".into(),
-            format!("--peer=key={},ip=10.0.0.2", cvm_key.public),
-        ],
-    )
-    .unwrap();
-    let mut cvm = EndpointProc::start(
+        "10.0.0.1/24",
+        &[peer_arg(&cvm_key.public, "10.0.0.2", &[])],
+    );
+    let mut cvm = endpoint(
         &lab,
         Host::Cvm1,
-        Path::new(BIN),
         &cvm_key,
-        &[
-            "--address=10.0.0.2/24".into(),
-            "--tun-name=tg0".into(),
-            format!(
-                "--peer=key={},ip=10.0.0.1,endpoint=198.18.0.1:51820",
-                gw_key.public
-            ),
-        ],
-    )
-    .unwrap();
+        "10.0.0.2/24",
+        &[gateway_peer_arg(&gw_key.public, &[])],
+    );
 
     // Before any traffic there is no handshake and the peer is not healthy.
     let before = gw.peer(&cvm_key.public).unwrap();
@@ -64,10 +63,7 @@ fn ours_to_ours_ping_and_100_mb_transfer() {
     tcp_transfer(&lab, Host::Gateway, Host::Cvm1, "10.0.0.1", 5001, 100 << 20).unwrap();
     tcp_transfer(&lab, Host::Cvm1, Host::Gateway, "10.0.0.2", 5002, 100 << 20).unwrap();
 
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = now_ms();
     for (ep, peer) in [(&mut gw, &cvm_key), (&mut cvm, &gw_key)] {
         let stats = ep.peer(&peer.public).unwrap();
         let handshake = stats["last_handshake_ms"]
@@ -95,62 +91,55 @@ fn ours_to_ours_ping_and_100_mb_transfer() {
     assert!(!lab.succeeds(Host::Gateway, &["ip", "link", "show", "tg0"]));
 }
 
+/// A CVM's endpoint at `address` whose peer is the gateway (with `extra` peer fields), and more `flags`.
 fn cvm_endpoint(
     lab: &Lab,
     host: Host,
-    key: &KeyPair,
+    (key, address): (&KeyPair, &str),
     gw: &KeyPair,
     extra: &[&str],
     flags: &[&str],
 ) -> EndpointProc {
-    let mut args = vec![
-        "--address=10.0.0.2/24".to_string(),
-        "--tun-name=tg0".into(),
-        peer_arg(
-            &gw.public,
-            "10.0.0.1",
-            &[&["endpoint=198.18.0.1:51820"], extra].concat(),
-        ),
-    ];
+    let mut args = vec![gateway_peer_arg(&gw.public, extra)];
     args.extend(flags.iter().map(|f| f.to_string()));
-    EndpointProc::start(lab, host, Path::new(BIN), key, &args).unwrap()
+    endpoint(lab, host, key, address, &args)
 }
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
     let lab = Lab::up().unwrap();
-    let dir = TempDir::new("readd").unwrap();
+    let dir = Scratch::new("readd");
     let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
     let old_key = KeyPair::generate(&dir, "old").unwrap();
     let new_key = KeyPair::generate(&dir, "new").unwrap();
     let other_key = KeyPair::generate(&dir, "other").unwrap();
-    let mut gw = EndpointProc::start(
+    let mut gw = endpoint(
         &lab,
         Host::Gateway,
-        Path::new(BIN),
         &gw_key,
+        "10.0.0.1/24",
         &[
-            "--address=10.0.0.1/24".into(),
-            "--tun-name=tg0".into(),
             peer_arg(&old_key.public, "10.0.0.2", &[]),
             peer_arg(&other_key.public, "10.0.0.3", &[]),
         ],
-    )
-    .unwrap();
-    let _old = cvm_endpoint(&lab, Host::Cvm1, &old_key, &gw_key, &[], &[]);
-    let _other = EndpointProc::start(
+    );
+    let _old = cvm_endpoint(
+        &lab,
+        Host::Cvm1,
+        (&old_key, "10.0.0.2/24"),
+        &gw_key,
+        &[],
+        &[],
+    );
+    let _other = cvm_endpoint(
         &lab,
         Host::Cvm3,
-        Path::new(BIN),
-        &other_key,
-        &[
-            "--address=10.0.0.3/24".into(),
-            "--tun-name=tg0".into(),
-            peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
-        ],
-    )
-    .unwrap();
+        (&other_key, "10.0.0.3/24"),
+        &gw_key,
+        &[],
+        &[],
+    );
     assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 2));
     assert!(ping(&lab, Host::Cvm3, "10.0.0.1", 2));
 
@@ -177,7 +166,14 @@ fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
     // The same address under a new key (a re-installed CVM in cvm2) works; the old key still does not.
     gw.command(&format!("add key={} ip=10.0.0.2", new_key.public))
         .unwrap();
-    let _new = cvm_endpoint(&lab, Host::Cvm2, &new_key, &gw_key, &[], &[]);
+    let _new = cvm_endpoint(
+        &lab,
+        Host::Cvm2,
+        (&new_key, "10.0.0.2/24"),
+        &gw_key,
+        &[],
+        &[],
+    );
     assert!(
         ping(&lab, Host::Cvm2, "10.0.0.1", 3),
         "the re-added peer cannot reach the gateway"
@@ -227,57 +223,48 @@ fn keep_alive_holds_an_idle_tunnel_healthy_and_its_absence_does_not() {
     // Shortened timers: health window 3 s; cvm1 sends keep-alives every 400 ms and renews its idle session
     // after 1.5 s (defaults: 300 s window, 25 s keep-alive, 120 s renewal). cvm2 has no keep-alive.
     let lab = Lab::up().unwrap();
-    let dir = TempDir::new("health").unwrap();
+    let dir = Scratch::new("health");
     let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
     let ka_key = KeyPair::generate(&dir, "keepalive").unwrap();
     let idle_key = KeyPair::generate(&dir, "idle").unwrap();
-    let mut gw = EndpointProc::start(
+    let mut gw = endpoint(
         &lab,
         Host::Gateway,
-        Path::new(BIN),
         &gw_key,
+        "10.0.0.1/24",
         &[
-            "--address=10.0.0.1/24".into(),
-            "--tun-name=tg0".into(),
             "--health-window-ms=3000".into(),
             peer_arg(&ka_key.public, "10.0.0.2", &[]),
             peer_arg(&idle_key.public, "10.0.0.3", &[]),
         ],
-    )
-    .unwrap();
+    );
     let _ka = cvm_endpoint(
         &lab,
         Host::Cvm1,
-        &ka_key,
+        (&ka_key, "10.0.0.2/24"),
         &gw_key,
         &["keepalive-ms=400"],
         &["--rekey-after-ms=1500"],
     );
-    let _idle = EndpointProc::start(
+    let _idle = cvm_endpoint(
         &lab,
         Host::Cvm2,
-        Path::new(BIN),
-        &idle_key,
-        &[
-            "--address=10.0.0.3/24".into(),
-            "--tun-name=tg0".into(),
-            "--rekey-after-ms=1500".into(),
-            peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
-        ],
-    )
-    .unwrap();
+        (&idle_key, "10.0.0.3/24"),
+        &gw_key,
+        &[],
+        &["--rekey-after-ms=1500"],
+    );
     // The keep-alive alone brings cvm1's tunnel up; cvm2's comes up with a ping.
     assert!(ping(&lab, Host::Cvm2, "10.0.0.1", 1));
-    let first =
-        tee_gateway_tests::wait_for(Duration::from_secs(3), "cvm1's first handshake", || {
-            Ok(gw.peer(&ka_key.public)?["last_handshake_ms"].as_u64())
-        })
-        .unwrap();
+    let first = wait_for(Duration::from_secs(3), "cvm1's first handshake", || {
+        Ok(gw.peer(&ka_key.public)?["last_handshake_ms"].as_u64())
+    })
+    .unwrap();
     let idle_first = counter(&gw.peer(&idle_key.public).unwrap(), &["last_handshake_ms"]);
     assert_eq!(gw.peer(&ka_key.public).unwrap()["healthy"], true);
     assert_eq!(gw.peer(&idle_key.public).unwrap()["healthy"], true);
 
-    // Twice the health window with no traffic at all.
+    // Twice the health window with no traffic at all: the quiet spell is what this test checks, so it sleeps.
     std::thread::sleep(Duration::from_secs(6));
     let ka = gw.peer(&ka_key.public).unwrap();
     let idle = gw.peer(&idle_key.public).unwrap();
@@ -289,12 +276,8 @@ fn keep_alive_holds_an_idle_tunnel_healthy_and_its_absence_does_not() {
         counter(&ka, &["last_handshake_ms"]) >= first + 3000,
         "the keep-alive peer's handshake was not renewed: first {first}, now {ka}"
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
     assert!(
-        now_ms - counter(&ka, &["last_authenticated_ms"]) < 1500,
+        now_ms() - counter(&ka, &["last_authenticated_ms"]) < 1500,
         "no recent keep-alive: {ka}"
     );
     assert_eq!(

@@ -6,63 +6,43 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tee_gateway_tests::tunnel::{counter, peer_arg, ping, EndpointProc, KeyPair, TempDir};
-use tee_gateway_tests::{wait_for, Host, Lab};
+use test_support::clients::connect_outcome;
+use test_support::tunnel::{counter, gateway_peer_arg, peer_arg, ping, EndpointProc, KeyPair};
+use test_support::{wait_for, Host, Lab, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
 
 /// Connects from `host` to `addr:port`; returns the outcome (`connected`, `ConnectionRefusedError`,
 /// `TimeoutError`, ...) and the seconds the attempt took.
 fn connect(lab: &Lab, host: Host, addr: &str, port: u16) -> (String, f64) {
-    let script = format!(
-        "import socket,time\nt=time.monotonic()\ntry:\n  socket.create_connection(('{addr}',{port}),timeout=5)\n  \
-         r='connected'\nexcept OSError as e:\n  r=type(e).__name__\nprint(r, time.monotonic()-t)\n"
-    );
-    let out = lab
-        .command(host, "python3")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (outcome, secs) = text.trim().split_once(' ').unwrap_or_else(|| {
-        panic!(
-            "connect script: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (outcome.to_owned(), secs.parse().unwrap())
+    connect_outcome(lab, host, addr, port).unwrap()
 }
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn inbound_filter_resets_undeclared_ports_drops_the_rest_and_counts() {
     let lab = Lab::up().unwrap();
-    let dir = TempDir::new("filter").unwrap();
+    let dir = Scratch::new("filter");
     let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
     let cvm_key = KeyPair::generate(&dir, "cvm1").unwrap();
-    let _gw = EndpointProc::start(
+    let _gw = EndpointProc::start_on(
         &lab,
         Host::Gateway,
         Path::new(BIN),
         &gw_key,
-        &[
-            "--address=10.0.0.1/24".into(),
-            "--tun-name=tgf0".into(),
-            peer_arg(&cvm_key.public, "10.0.0.2", &[]),
-        ],
+        ("tgf0", "10.0.0.1/24"),
+        &[peer_arg(&cvm_key.public, "10.0.0.2", &[])],
     )
     .unwrap();
-    let mut cvm = EndpointProc::start(
+    let mut cvm = EndpointProc::start_on(
         &lab,
         Host::Cvm1,
         Path::new(BIN),
         &cvm_key,
+        ("tgf0", "10.0.0.2/24"),
         &[
-            "--address=10.0.0.2/24".into(),
-            "--tun-name=tgf0".into(),
             "--inbound-tcp-ports=5001".into(),
-            peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
+            gateway_peer_arg(&gw_key.public, &[]),
         ],
     )
     .unwrap();

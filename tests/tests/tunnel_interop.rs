@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use tee_gateway_tests::tunnel::{
-    counter, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair, TempDir, WireguardGo,
+use test_support::tunnel::{
+    counter, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair, WireguardGo,
 };
-use tee_gateway_tests::{Host, Lab};
+use test_support::{Host, Lab, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
 
@@ -14,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
 /// knows the other's network address and so who must start the handshake.
 fn interop(ours_initiates: bool) {
     let lab = Lab::up().unwrap();
-    let dir = TempDir::new("interop").unwrap();
+    let dir = Scratch::new("interop");
     let ours_key = KeyPair::generate(&dir, "ours").unwrap();
     let wg_key = KeyPair::generate(&dir, "wg").unwrap();
 
@@ -24,16 +24,13 @@ fn interop(ours_initiates: bool) {
     } else {
         &[]
     };
-    let mut ours = EndpointProc::start(
+    let mut ours = EndpointProc::start_on(
         &lab,
         Host::Gateway,
         Path::new(BIN),
         &ours_key,
-        &[
-            "--address=10.0.0.1/24".into(),
-            "--tun-name=tg0".into(),
-            peer_arg(&wg_key.public, "10.0.0.2", peer_endpoint),
-        ],
+        ("tg0", "10.0.0.1/24"),
+        &[peer_arg(&wg_key.public, "10.0.0.2", peer_endpoint)],
     )
     .unwrap();
     let wg_endpoint = (!ours_initiates).then_some("198.18.0.1:51820");

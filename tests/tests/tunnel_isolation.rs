@@ -8,12 +8,17 @@
 
 use std::path::Path;
 
-use tee_gateway_tests::tunnel::{
-    counter, peer_arg, ping, EndpointProc, KeyPair, TempDir, WireguardGo,
+use test_support::tunnel::{
+    counter, gateway_peer_arg, peer_arg, ping, EndpointProc, KeyPair, WireguardGo,
 };
-use tee_gateway_tests::{Host, Lab};
+use test_support::{wait_for, Host, Lab, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
+
+/// Our endpoint in `host` with tunnel address `address` on `tg0`.
+fn endpoint(lab: &Lab, host: Host, key: &KeyPair, address: &str, more: &[String]) -> EndpointProc {
+    EndpointProc::start_on(lab, host, Path::new(BIN), key, ("tg0", address), more).unwrap()
+}
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices, wireguard-go"]
@@ -31,25 +36,22 @@ fn peers_reach_the_gateway_but_not_each_other_and_spoofed_sources_are_dropped() 
         ],
     )
     .unwrap();
-    let dir = TempDir::new("isolation").unwrap();
+    let dir = Scratch::new("isolation");
     let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
     let keys: Vec<KeyPair> = (1..=3)
         .map(|i| KeyPair::generate(&dir, &format!("cvm{i}")).unwrap())
         .collect();
-    let mut gw = EndpointProc::start(
+    let mut gw = endpoint(
         &lab,
         Host::Gateway,
-        Path::new(BIN),
         &gw_key,
+        "10.0.0.1/24",
         &[
-            "--address=10.0.0.1/24".into(),
-            "--tun-name=tg0".into(),
             peer_arg(&keys[0].public, "10.0.0.2", &[]),
             peer_arg(&keys[1].public, "10.0.0.3", &[]),
             peer_arg(&keys[2].public, "10.0.0.4", &[]),
         ],
-    )
-    .unwrap();
+    );
 
     // cvm1: wireguard-go, sending anything in 10.0.0.0/24 to the gateway.
     let attacker = WireguardGo::start(&lab, Host::Cvm1, &keys[0], 51820, "10.0.0.2/24").unwrap();
@@ -77,20 +79,13 @@ fn peers_reach_the_gateway_but_not_each_other_and_spoofed_sources_are_dropped() 
         (Host::Cvm2, &keys[1], "10.0.0.3/24"),
         (Host::Cvm3, &keys[2], "10.0.0.4/24"),
     ] {
-        others.push(
-            EndpointProc::start(
-                &lab,
-                host,
-                Path::new(BIN),
-                key,
-                &[
-                    format!("--address={ip}"),
-                    "--tun-name=tg0".into(),
-                    peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
-                ],
-            )
-            .unwrap(),
-        );
+        others.push(endpoint(
+            &lab,
+            host,
+            key,
+            ip,
+            &[gateway_peer_arg(&gw_key.public, &[])],
+        ));
     }
 
     // Every peer reaches the gateway, and the gateway reaches every peer.
@@ -181,33 +176,23 @@ fn handshake_floods_get_cookies_replays_move_no_endpoint_and_peers_keep_working(
     use std::time::{Duration, Instant};
 
     let lab = Lab::up().unwrap();
-    let dir = TempDir::new("flood").unwrap();
+    let dir = Scratch::new("flood");
     let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
     let cvm_key = KeyPair::generate(&dir, "cvm1").unwrap();
-    let mut gw = EndpointProc::start(
+    let mut gw = endpoint(
         &lab,
         Host::Gateway,
-        Path::new(BIN),
         &gw_key,
-        &[
-            "--address=10.0.0.1/24".into(),
-            "--tun-name=tg0".into(),
-            peer_arg(&cvm_key.public, "10.0.0.2", &[]),
-        ],
-    )
-    .unwrap();
-    let mut cvm = EndpointProc::start(
+        "10.0.0.1/24",
+        &[peer_arg(&cvm_key.public, "10.0.0.2", &[])],
+    );
+    let mut cvm = endpoint(
         &lab,
         Host::Cvm1,
-        Path::new(BIN),
         &cvm_key,
-        &[
-            "--address=10.0.0.2/24".into(),
-            "--tun-name=tg0".into(),
-            peer_arg(&gw_key.public, "10.0.0.1", &["endpoint=198.18.0.1:51820"]),
-        ],
-    )
-    .unwrap();
+        "10.0.0.2/24",
+        &[gateway_peer_arg(&gw_key.public, &[])],
+    );
     assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 2));
 
     // From the root namespace's leg on the lab bridge: 400 genuine handshake initiations from a key the
@@ -269,19 +254,19 @@ fn handshake_floods_get_cookies_replays_move_no_endpoint_and_peers_keep_working(
         replay_key.public
     ))
     .unwrap();
-    let _cvm3 = EndpointProc::start(
+    let _cvm3 = endpoint(
         &lab,
         Host::Cvm3,
-        Path::new(BIN),
         &replay_key,
-        &[
-            "--address=10.0.0.4/24".into(),
-            "--tun-name=tg0".into(),
-            peer_arg(&gw_key.public, "10.0.0.1", &[&format!("endpoint={a}")]),
-        ],
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(1100)); // the flood's rate-limit window is over
+        "10.0.0.4/24",
+        &[peer_arg(
+            &gw_key.public,
+            "10.0.0.1",
+            &[&format!("endpoint={a}")],
+        )],
+    );
+    // Waiting out the flood's rate-limit window (one second) is part of the scenario: it sleeps.
+    std::thread::sleep(Duration::from_millis(1100));
     let mut pinger = lab.command(Host::Gateway, "ping");
     pinger
         .args(["-c", "3", "-i", "0.2", "10.0.0.4"])
@@ -316,15 +301,19 @@ fn handshake_floods_get_cookies_replays_move_no_endpoint_and_peers_keep_working(
         &["drops", "rejected"],
     );
     sock_b.send_to(&response, gw_addr).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let victim = gw.peer(&replay_key.public).unwrap();
+    let victim = wait_for(Duration::from_secs(3), "the replay rejected", || {
+        let victim = gw.peer(&replay_key.public)?;
+        Ok((counter(&victim, &["drops", "rejected"]) > rejected_before).then_some(victim))
+    })
+    .unwrap();
     assert_eq!(
         counter(&victim, &["drops", "rejected"]),
         rejected_before + 1,
         "replay not rejected: {victim}"
     );
     assert_eq!(victim["endpoint"], a.to_string(), "{victim}");
-    std::thread::sleep(Duration::from_millis(1100)); // a fresh rate-limit window, then load
+    // A fresh rate-limit window (waited out, as above), then load.
+    std::thread::sleep(Duration::from_millis(1100));
     let cookies_before = counter(&gw.stats().unwrap(), &["cookie_replies"]);
     let mut flood = [0u8; 256];
     for _ in 0..150 {
@@ -337,8 +326,16 @@ fn handshake_floods_get_cookies_replays_move_no_endpoint_and_peers_keep_working(
     for _ in 0..5 {
         sock_b.send_to(&response, gw_addr).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = gw.stats().unwrap();
+    // Every message has been handled once the gateway's counters stop moving (and the load was noticed).
+    let mut previous = None;
+    let stats = wait_for(Duration::from_secs(5), "the flood handled", || {
+        let stats = gw.stats()?;
+        let settled = previous.as_ref() == Some(&stats)
+            && counter(&stats, &["cookie_replies"]) > cookies_before;
+        previous = Some(stats.clone());
+        Ok(settled.then_some(stats))
+    })
+    .unwrap();
     assert!(
         counter(&stats, &["cookie_replies"]) > cookies_before,
         "the gateway was not under load: {stats}"

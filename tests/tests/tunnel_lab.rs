@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tee_gateway_tests::{Host, Lab};
+use test_support::{Host, Lab};
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]

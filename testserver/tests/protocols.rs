@@ -1,45 +1,36 @@
 //! Drives the test server binary with real clients (curl, Python `grpcio` and `websockets`, raw TCP) on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use test_support::process::{first_line, Process};
 
 /// The server process, killed on drop (also when a test fails).
 struct Server {
-    child: Child,
+    _process: Process,
     http: SocketAddr,
     tls: SocketAddr,
     echo: SocketAddr,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(name: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_testserver"))
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--tls",
-            "127.0.0.1:0",
-            "--echo",
-            "127.0.0.1:0",
-        ])
-        .args(["--name", name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testserver"));
+    cmd.args([
+        "--http",
+        "127.0.0.1:0",
+        "--tls",
+        "127.0.0.1:0",
+        "--echo",
+        "127.0.0.1:0",
+    ])
+    .args(["--name", name])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    let mut process = Process::spawn(cmd).unwrap();
+    let stdout = process.child_mut().stdout.take().unwrap();
+    let line = first_line(stdout, Duration::from_secs(20)).unwrap();
     let field = |key: &str| -> SocketAddr {
         line.split_whitespace()
             .find_map(|f| f.strip_prefix(&format!("{key}=")))
@@ -51,21 +42,20 @@ fn start(name: &str) -> Server {
         http: field("http"),
         tls: field("tls"),
         echo: field("echo"),
-        child,
+        _process: process,
     }
 }
 
-fn clients_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clients")
+/// Runs the repository's client script `scripts/clients/SCRIPT` with `args`: (success, stdout, stderr).
+fn client(script: &str, args: &[&str]) -> (bool, String, String) {
+    let script = test_support::binaries::repo_file(&format!("scripts/clients/{script}"));
+    run(Command::new("python3").arg(script).args(args))
 }
 
+/// Runs `cmd` to completion: (success, stdout, stderr).
 fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = test_support::process::run(cmd);
+    (out.success(), out.stdout, out.stderr)
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -128,24 +118,17 @@ fn http1_h2c_and_tls_echo_name_the_server() {
 #[test]
 fn grpc_unary_stream_and_errors_with_grpcio() {
     let s = start("ts-grpc");
-    let script = clients_dir().join("grpc_echo.py");
     let target = s.http.to_string();
-    let (ok, out, err) = run(Command::new("python3")
-        .arg(&script)
-        .args([&target, "unary", "hello"]));
+    let (ok, out, err) = client("grpc_echo.py", &[&target, "unary", "hello"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "ts-grpc hello");
-    let (ok, out, err) = run(Command::new("python3")
-        .arg(&script)
-        .args([&target, "stream", "4", "5"]));
+    let (ok, out, err) = client("grpc_echo.py", &[&target, "stream", "4", "5"]);
     assert!(ok, "{err}");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["ts-grpc 0", "ts-grpc 1", "ts-grpc 2", "ts-grpc 3"]
     );
-    let (ok, _, err) = run(Command::new("python3")
-        .arg(&script)
-        .args([&target, "stream", "many"]));
+    let (ok, _, err) = client("grpc_echo.py", &[&target, "stream", "many"]);
     assert!(!ok);
     assert!(err.contains("INVALID_ARGUMENT"), "{err}");
 }
@@ -171,19 +154,16 @@ except grpc.RpcError as e:
 #[test]
 fn websocket_echo_with_python_websockets() {
     let s = start("ts-ws");
-    let script = clients_dir().join("ws_echo.py");
-    let (ok, out, err) = run(Command::new("python3").arg(&script).args([
-        &format!("ws://{}/ws", s.http),
-        "one",
-        "two",
-    ]));
+    let (ok, out, err) = client(
+        "ws_echo.py",
+        &[&format!("ws://{}/ws", s.http), "one", "two"],
+    );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "ts-ws");
-    let (ok, out, err) = run(Command::new("python3").arg(&script).args([
-        &format!("wss://{}/ws", s.tls),
-        "over-tls",
-        "--insecure",
-    ]));
+    let (ok, out, err) = client(
+        "ws_echo.py",
+        &[&format!("wss://{}/ws", s.tls), "over-tls", "--insecure"],
+    );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "ts-ws");
     // A wrong protocol version is refused.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,8 @@ use gateway::proxy::config::ProxyConfig;
 use gateway::proxy::directory::StaticDirectory;
 use gateway::proxy::server::Proxy;
 use gateway::proxy::tls::CertificateFiles;
+use test_support::pki::WebPki;
+use test_support::Scratch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -21,66 +23,45 @@ pub const BASE: &str = "apps.test";
 /// An app id.
 pub const APP: &str = "aaaaaaaa11111111";
 
-/// A directory removed on drop.
-pub struct TempDir(tempfile::TempDir);
+/// The first instance id.
+pub const I1: &str = "1111111111111111";
+/// The second instance id.
+pub const I2: &str = "2222222222222222";
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        TempDir(
-            tempfile::Builder::new()
-                .prefix(&format!("tee-gateway-{tag}-"))
-                .tempdir()
-                .unwrap(),
-        )
-    }
-    pub fn path(&self) -> &Path {
-        self.0.path()
-    }
+/// A directory with one instance of [`APP`], [`I1`], at `addr`.
+pub fn one_instance(addr: std::net::SocketAddr, port_proxy: bool) -> Arc<StaticDirectory> {
+    let d = Arc::new(StaticDirectory::new());
+    d.upsert(APP, I1, addr.ip(), [(addr.port(), port_proxy)]);
+    d
 }
 
-/// A CA and leaf certificates it signs, written as PEM files.
+/// A CA and leaf certificates it signs, written as PEM files in a scratch directory of their own.
 pub struct Pki {
-    pub dir: TempDir,
+    /// The directory of the certificates (and of other files a test writes).
+    pub dir: Scratch,
+    /// The CA certificate clients trust.
     pub ca_pem: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    web: WebPki,
 }
 
 impl Pki {
     pub fn new() -> Self {
-        let dir = TempDir::new("pki");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tee-gateway test CA");
-        let ca = params.self_signed(&ca_key).unwrap();
-        let ca_pem = dir.path().join("ca.pem");
-        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        let dir = Scratch::new("pki");
+        let web = WebPki::new(dir.dir(), "tee-gateway test CA");
         Pki {
+            ca_pem: web.ca_pem.clone(),
+            web,
             dir,
-            ca_pem,
-            issuer: rcgen::Issuer::new(params, ca_key),
         }
     }
 
     /// Issues a certificate for `names` with common name `cn`; returns its files.
     pub fn issue(&self, file: &str, cn: &str, names: &[&str]) -> CertificateFiles {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let files = CertificateFiles {
-            cert: self.dir.path().join(format!("{file}.crt")),
-            key: self.dir.path().join(format!("{file}.key")),
-        };
-        std::fs::write(&files.cert, cert.pem()).unwrap();
-        std::fs::write(&files.key, key.serialize_pem()).unwrap();
-        files
+        let files = self.web.issue(file, cn, names);
+        CertificateFiles {
+            cert: files.cert,
+            key: files.key,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Helpers for tunnel tests: key files, the `tunnel-endpoint` binary driven over its stdin/stdout, a
+//! Tunnel peers in lab hosts: key files, the `tunnel-endpoint` binary driven over its stdin/stdout, a
 //! `wireguard-go` peer configured with `wg`, and a TCP transfer checked by SHA-256 at both ends.
 
 use std::io::{BufRead, BufReader, Write};
@@ -11,27 +11,10 @@ use anyhow::{bail, Context, Result};
 use protocol::tunnel::{PrivateKey, PublicKey};
 use serde_json::Value;
 
-use crate::{Host, Lab, Process};
-
-/// A scratch directory removed on drop.
-#[derive(Debug)]
-pub struct TempDir(tempfile::TempDir);
-
-impl TempDir {
-    /// Creates a fresh directory under the system's temporary directory.
-    pub fn new(label: &str) -> Result<TempDir> {
-        tempfile::Builder::new()
-            .prefix(&format!("tee-gateway-{label}-"))
-            .tempdir()
-            .map(TempDir)
-            .context("creating a temporary directory")
-    }
-
-    /// The directory's path.
-    pub fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
+use crate::binaries::repo_file;
+use crate::lab::{Host, Lab};
+use crate::process::Process;
+use crate::scratch::Scratch;
 
 /// A WireGuard key pair whose private key is also written to a file (mode 0600) for the programs under test.
 #[derive(Debug)]
@@ -46,10 +29,10 @@ pub struct KeyPair {
 
 impl KeyPair {
     /// A fresh key pair, its private key written into `dir` as `name.key`.
-    pub fn generate(dir: &TempDir, name: &str) -> Result<KeyPair> {
+    pub fn generate(dir: &Scratch, name: &str) -> Result<KeyPair> {
         use std::os::unix::fs::OpenOptionsExt;
         let private = PrivateKey::generate();
-        let file = dir.path().join(format!("{name}.key"));
+        let file = dir.path(&format!("{name}.key"));
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -64,6 +47,11 @@ impl KeyPair {
         })
     }
 }
+
+/// The gateway's address inside the tunnel, in the tunnel tests.
+pub const GATEWAY_IP: &str = "10.0.0.1";
+/// Where CVMs reach the gateway's WireGuard endpoint across the lab.
+pub const GATEWAY_ENDPOINT: &str = "198.18.0.1:51820";
 
 /// The `tunnel-endpoint` binary running in a lab host, driven by commands on its stdin.
 #[derive(Debug)]
@@ -117,6 +105,21 @@ impl EndpointProc {
             bail!("endpoint announced {announced}, expected {}", key.public);
         }
         Ok(ep)
+    }
+
+    /// Starts `binary` in `host` with TUN device `tun`, tunnel address `address` (`10.0.0.N/24`) and `more`
+    /// arguments (peers, timers, filters).
+    pub fn start_on(
+        lab: &Lab,
+        host: Host,
+        binary: &Path,
+        key: &KeyPair,
+        (tun, address): (&str, &str),
+        more: &[String],
+    ) -> Result<Self> {
+        let mut args = vec![format!("--address={address}"), format!("--tun-name={tun}")];
+        args.extend_from_slice(more);
+        Self::start(lab, host, binary, key, &args)
     }
 
     fn read_line(&mut self) -> Result<Value> {
@@ -281,7 +284,7 @@ impl Drop for WireguardGo {
 
 /// The path of `tests/tools/tcp_hash.py`.
 pub fn tcp_hash_tool() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/tcp_hash.py")
+    repo_file("tests/tools/tcp_hash.py")
 }
 
 /// Sends `bytes` pseudo-random bytes over TCP from `client` to `server_addr:port` (a listener started in
@@ -365,6 +368,13 @@ pub fn peer_arg(key: &PublicKey, ip: &str, extra: &[&str]) -> String {
         arg.push_str(e);
     }
     arg
+}
+
+/// The `--peer` argument a CVM's endpoint gets for the gateway's (`key` at [`GATEWAY_IP`], reached at
+/// [`GATEWAY_ENDPOINT`]), with optional extra fields.
+pub fn gateway_peer_arg(key: &PublicKey, extra: &[&str]) -> String {
+    let endpoint = format!("endpoint={GATEWAY_ENDPOINT}");
+    peer_arg(key, GATEWAY_IP, &[&[endpoint.as_str()], extra].concat())
 }
 
 /// Reads a counter from a JSON snapshot, failing the test readably when it is missing.

@@ -1,15 +1,15 @@
-//! Helpers shared by the multi-host integration tests in `tests/tests/`: driving `scripts/lab.sh`, running
-//! commands inside lab hosts, and tearing everything down also when a test fails.
+//! The network-namespace lab of `scripts/lab.sh`: its hosts, and commands run inside them.
 //!
 //! A test takes the lab with [`Lab::up`]. The returned guard holds an exclusive `flock` on
 //! [`LAB_LOCK_PATH`] for its whole life, so tests in parallel threads, in other test binaries or run by other
 //! people on the same machine never share the lab; it starts from a freshly built lab (whatever a crashed
 //! earlier run left behind is removed first) and runs `lab.sh down` when dropped, also while a failing test
 //! unwinds. Processes started with [`Lab::spawn`] are killed when their [`Process`] guard drops, and
-//! `lab.sh down` kills anything still running inside a lab host.
+//! `lab.sh down` kills anything still running inside a lab host. Tests that take the lab need root: they are
+//! marked `#[ignore = "needs root and the lab: ..."]` and run with `--include-ignored`.
 //!
 //! ```no_run
-//! use tee_gateway_tests::{Host, Lab};
+//! use test_support::{Host, Lab};
 //! let lab = Lab::up().unwrap();
 //! lab.run(Host::Client, &["ping", "-c1", "gateway"]).unwrap();
 //! ```
@@ -17,15 +17,15 @@
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-pub mod docker;
-pub mod stack;
-pub mod tunnel;
+use crate::binaries::repo_file;
+use crate::process::Process;
+use crate::wait::wait_for;
 
 /// The lock file whose exclusive `flock` a [`Lab`] holds for its lifetime.
 pub const LAB_LOCK_PATH: &str = "/run/tee-gateway-lab.lock";
@@ -84,7 +84,7 @@ impl Host {
 
 /// The path of `scripts/lab.sh` in this source tree.
 pub fn lab_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab.sh")
+    repo_file("scripts/lab.sh")
 }
 
 /// Exclusive use of a freshly built lab; tears the lab down on drop.
@@ -186,9 +186,38 @@ impl Lab {
 
     /// Starts `cmd` (usually from [`Lab::command`]) in the background; the process is killed when the returned
     /// guard drops.
-    pub fn spawn(&self, mut cmd: Command) -> Result<Process> {
-        let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
-        Ok(Process { child: Some(child) })
+    pub fn spawn(&self, cmd: Command) -> Result<Process> {
+        Process::spawn(cmd)
+    }
+}
+
+impl Lab {
+    /// The IPv4 address of `interface` inside `host` once it has one (an agent's tunnel device appears with its
+    /// address after registration); waits at most `timeout`.
+    pub fn interface_address(
+        &self,
+        host: Host,
+        interface: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        wait_for(timeout, &format!("{interface} in {}", host.name()), || {
+            let out = self
+                .command(host, "ip")
+                .args(["-o", "-4", "addr", "show", "dev", interface])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            Ok(text
+                .split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .and_then(|cidr| cidr.split('/').next())
+                .map(str::to_owned))
+        })
+    }
+
+    /// Whether `interface` exists inside `host`.
+    pub fn has_interface(&self, host: Host, interface: &str) -> bool {
+        self.succeeds(host, &["ip", "link", "show", interface])
     }
 }
 
@@ -212,110 +241,5 @@ fn flock_exclusive(file: &File) -> Result<()> {
         if err.kind() != std::io::ErrorKind::Interrupted {
             return Err(err).with_context(|| format!("locking {LAB_LOCK_PATH}"));
         }
-    }
-}
-
-/// A background process that is killed (SIGKILL) and reaped when dropped.
-#[derive(Debug)]
-pub struct Process {
-    child: Option<Child>,
-}
-
-impl Process {
-    /// The process id.
-    pub fn id(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// The process itself, for its pipes.
-    pub fn child_mut(&mut self) -> &mut Child {
-        self.child
-            .as_mut()
-            .expect("process present until dropped or waited for")
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child_mut().try_wait(), Ok(None))
-    }
-
-    /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its output status.
-    pub fn terminate(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let mut child = self.child.take().context("process already reaped")?;
-        // SAFETY: kill has no memory-safety preconditions; the pid belongs to our unreaped child.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "process {} did not exit within {timeout:?} of SIGTERM",
-                    child.id()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to exit on its own, up to `timeout`, killing it if it does not; returns its
-    /// output (stdout and stderr are only captured if the command piped them).
-    pub fn wait_output(mut self, timeout: Duration) -> Result<Output> {
-        let child = self.child.take().context("process already reaped")?;
-        let id = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(timeout) {
-            Ok(out) => Ok(out?),
-            Err(_) => {
-                // SAFETY: as in `terminate`.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::kill(id as libc::pid_t, libc::SIGKILL);
-                }
-                bail!("process {id} did not finish within {timeout:?}")
-            }
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Polls `check` every 50 ms until it returns `Ok(Some(value))` or `timeout` passes; the error of the last
-/// attempt explains a timeout.
-pub fn wait_for<T>(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => None,
-            Err(e) => Some(e),
-        };
-        if Instant::now() >= deadline {
-            return Err(match last {
-                Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
-                None => anyhow::anyhow!("timed out after {timeout:?} waiting for {what}"),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
