@@ -226,40 +226,33 @@ mod tests {
         );
     }
 
+    /// An input and the constructor of the error it must be refused with (given the input).
+    type Refusal = (&'static str, fn(String) -> TargetParseError);
+
+    /// Each input is refused with the error its constructor makes of the input.
+    fn refused(cases: &[Refusal]) {
+        for (input, error) in cases {
+            assert_eq!(
+                input.parse::<Target>(),
+                Err(error(input.to_string())),
+                "{input}"
+            );
+        }
+    }
+
     #[test]
     fn docker_service_errors() {
-        assert!(matches!(
-            "docker:".parse::<Target>(),
-            Err(TargetParseError::DockerShape(_))
-        ));
-        assert!(matches!(
-            "docker:web".parse::<Target>(),
-            Err(TargetParseError::DockerShape(_))
-        ));
-        assert!(matches!(
-            "docker::80".parse::<Target>(),
-            Err(TargetParseError::ServiceName(_))
-        ));
-        assert!(matches!(
-            "docker:-web:80".parse::<Target>(),
-            Err(TargetParseError::ServiceName(_))
-        ));
-        assert!(matches!(
-            "docker:w/b:80".parse::<Target>(),
-            Err(TargetParseError::ServiceName(_))
-        ));
-        assert!(matches!(
-            "docker:web:0".parse::<Target>(),
-            Err(TargetParseError::Port(_))
-        ));
-        assert!(matches!(
-            "docker:web:65536".parse::<Target>(),
-            Err(TargetParseError::Port(_))
-        ));
-        assert!(matches!(
-            "docker:web:+80".parse::<Target>(),
-            Err(TargetParseError::Port(_))
-        ));
+        let cases: [Refusal; 8] = [
+            ("docker:", TargetParseError::DockerShape),
+            ("docker:web", TargetParseError::DockerShape),
+            ("docker::80", TargetParseError::ServiceName),
+            ("docker:-web:80", TargetParseError::ServiceName),
+            ("docker:w/b:80", TargetParseError::ServiceName),
+            ("docker:web:0", TargetParseError::Port),
+            ("docker:web:65536", TargetParseError::Port),
+            ("docker:web:+80", TargetParseError::Port),
+        ];
+        refused(&cases);
     }
 
     #[test]
@@ -290,35 +283,17 @@ mod tests {
 
     #[test]
     fn address_errors() {
+        let cases: [Refusal; 7] = [
+            ("localhost", TargetParseError::AddressShape),
+            ("::1:80", TargetParseError::AddressShape),
+            ("[::1]80", TargetParseError::AddressShape),
+            ("[nope]:80", TargetParseError::HostName),
+            ("300.1.1.1:80", TargetParseError::HostName),
+            ("a b:80", TargetParseError::HostName),
+            ("host:http", TargetParseError::Port),
+        ];
+        refused(&cases);
         assert_eq!("".parse::<Target>(), Err(TargetParseError::Empty));
-        assert!(matches!(
-            "localhost".parse::<Target>(),
-            Err(TargetParseError::AddressShape(_))
-        ));
-        assert!(matches!(
-            "::1:80".parse::<Target>(),
-            Err(TargetParseError::AddressShape(_))
-        ));
-        assert!(matches!(
-            "[::1]80".parse::<Target>(),
-            Err(TargetParseError::AddressShape(_))
-        ));
-        assert!(matches!(
-            "[nope]:80".parse::<Target>(),
-            Err(TargetParseError::HostName(_))
-        ));
-        assert!(matches!(
-            "300.1.1.1:80".parse::<Target>(),
-            Err(TargetParseError::HostName(_))
-        ));
-        assert!(matches!(
-            "a b:80".parse::<Target>(),
-            Err(TargetParseError::HostName(_))
-        ));
-        assert!(matches!(
-            "host:http".parse::<Target>(),
-            Err(TargetParseError::Port(_))
-        ));
     }
 
     #[test]
