@@ -16,7 +16,7 @@ use crate::config::AttestationConfig;
 use crate::control::PeerAttestation;
 
 /// Builds the attester the configuration asks for.
-pub fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunError> {
+pub(crate) fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunError> {
     config
         .backend
         .attester(config.sim_pki.as_deref(), config.sim_measurement.as_deref())
@@ -25,14 +25,14 @@ pub fn attester(config: &AttestationConfig) -> Result<Arc<dyn Attester>, RunErro
 
 /// The vendor roots, plus the simulated roots in each configured directory (an SNP ARK, a TDX root CA, or both;
 /// a directory with neither is an error).
-pub fn trust_anchors(sim_roots: &[std::path::PathBuf]) -> Result<TrustAnchors, RunError> {
+pub(crate) fn trust_anchors(sim_roots: &[std::path::PathBuf]) -> Result<TrustAnchors, RunError> {
     attestation::attester::select::trust_anchors(sim_roots).map_err(RunError::TrustAnchors)
 }
 
 /// The verifier of agents' evidence: `anchors`, and for TDX evidence without collateral the collateral files in
 /// `collateral_dir` (read on first use and kept in memory while valid) and what `pccs_url` serves. Returns the
 /// collateral source too when a PCCS is configured: its owner must refresh it ([`refresh_collateral`]).
-pub fn verifier(
+pub(crate) fn verifier(
     anchors: TrustAnchors,
     collateral_dir: Option<&Path>,
     pccs_url: Option<&str>,
@@ -55,7 +55,7 @@ pub fn verifier(
 
 /// Fetches the TDX collateral that verification missed, and refreshes collateral nearing its expiry, every
 /// `every`, until `stop` is cancelled.
-pub async fn refresh_collateral(
+pub(crate) async fn refresh_collateral(
     source: Arc<CollateralSource>,
     every: std::time::Duration,
     stop: CancellationToken,
@@ -125,7 +125,7 @@ impl PeerAttestation for AgentClaims {
 }
 
 /// Loads the app policy file.
-pub fn load_policy(path: &Path) -> Result<Arc<PolicyFile<AppPolicy>>, RunError> {
+pub(crate) fn load_policy(path: &Path) -> Result<Arc<PolicyFile<AppPolicy>>, RunError> {
     PolicyFile::load(path)
         .map(Arc::new)
         .map_err(RunError::Policy)

@@ -19,20 +19,20 @@ use crate::control::rate::RateLimiter;
 use crate::control::{ControlPeer, ControlService, PeerAttestation};
 
 /// What the control listener is made of.
-pub struct ControlParts {
+pub(crate) struct ControlParts {
     /// The gateway's RA-TLS identity, presented to agents.
-    pub identity: Arc<RaTlsIdentity>,
+    pub(crate) identity: Arc<RaTlsIdentity>,
     /// Checks agents' RA-TLS certificates during the handshake.
-    pub agents: Arc<RaTlsVerifier>,
+    pub(crate) agents: Arc<RaTlsVerifier>,
     /// The app policy, checked per request.
-    pub policy: Arc<PolicyFile<AppPolicy>>,
+    pub(crate) policy: Arc<PolicyFile<AppPolicy>>,
     /// The registration service.
-    pub service: ControlService,
+    pub(crate) service: ControlService,
 }
 
 /// Binds the control listener and returns its address and the future that serves it until `stop` is cancelled
 /// (then `Ok`) or until it fails.
-pub async fn start(
+pub(crate) async fn start(
     config: &ControlConfig,
     parts: ControlParts,
     stop: CancellationToken,

@@ -17,7 +17,7 @@ const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
 
 /// How often expired instances are looked for: every 30 s, or a quarter of the expiry time when that is shorter
 /// (so an instance is removed within 1.25 times the expiry time), but not more often than every 2 s.
-pub fn expiry_sweep_interval(expire_after: Duration) -> Duration {
+pub(crate) fn expiry_sweep_interval(expire_after: Duration) -> Duration {
     (expire_after / 4).clamp(MAINTENANCE_TICK, Duration::from_secs(30))
 }
 
@@ -29,15 +29,15 @@ fn unix_secs(at: SystemTime) -> u64 {
 }
 
 /// What the maintenance task looks after.
-pub struct Maintenance {
+pub(crate) struct Maintenance {
     /// The registration service, whose instances expire.
-    pub service: ControlService,
+    pub(crate) service: ControlService,
     /// The gateway's RA-TLS identity, renewed when due.
-    pub identity: Arc<RaTlsIdentity>,
+    pub(crate) identity: Arc<RaTlsIdentity>,
     /// The app policy, reloaded when its file changes.
-    pub policy: Arc<PolicyFile<AppPolicy>>,
+    pub(crate) policy: Arc<PolicyFile<AppPolicy>>,
     /// How often expired instances are removed.
-    pub sweep: Duration,
+    pub(crate) sweep: Duration,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -47,7 +47,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 impl Maintenance {
     /// Certificate renewal, policy reload on change (checked every 2 s) and instance expiry (every `sweep`),
     /// until `stop` is cancelled.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut policy_mtime = modified(self.policy.path());
         let mut tick = tokio::time::interval(MAINTENANCE_TICK);
         let mut last_expiry = Instant::now();

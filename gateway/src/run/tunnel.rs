@@ -17,7 +17,7 @@ use crate::registry::{HandshakeAges, RegistryStore, SqliteStore};
 const WIREGUARD_SECRET: &str = "wireguard-private-key";
 
 /// Loads the gateway's WireGuard key from the store, creating it on first start.
-pub fn wireguard_key(store: &mut SqliteStore) -> Result<PrivateKey, RunError> {
+pub(crate) fn wireguard_key(store: &mut SqliteStore) -> Result<PrivateKey, RunError> {
     match store.secret(WIREGUARD_SECRET).map_err(RunError::KeyStore)? {
         Some(bytes) => {
             let bytes: [u8; 32] = bytes
@@ -39,7 +39,7 @@ pub fn wireguard_key(store: &mut SqliteStore) -> Result<PrivateKey, RunError> {
 
 /// Starts the WireGuard endpoint of `config` with `key`; returns it and the gateway's public key as the control
 /// plane announces it.
-pub async fn start_endpoint(
+pub(crate) async fn start_endpoint(
     config: &TunnelConfig,
     key: PrivateKey,
 ) -> Result<(Endpoint, WireGuardKey), RunError> {
