@@ -68,10 +68,7 @@ fn bad_values_and_unknown_keys_are_refused_while_parsing() {
             "certificate_validity_secs = 59",
             "certificate_validity_secs = 59 is below 60",
         ),
-        (
-            "certificate_validity_secs = -1",
-            "expected u64",
-        ),
+        ("certificate_validity_secs = -1", "expected u64"),
         ("backend = \"sgx\"", "unknown variant `sgx`"),
         ("bakend = \"tdx\"", "unknown field `bakend`"),
     ] {
