@@ -42,6 +42,35 @@ impl Claims {
     }
 }
 
+impl Claims {
+    /// A one-line summary for logs and records: the platform, the launch measurement (SNP `measurement`, TDX
+    /// `mr_td`, in hex) and the debug flag, e.g. `sim-snp measurement=0101… debug=false`.
+    pub fn summary(&self) -> ClaimsSummary<'_> {
+        ClaimsSummary(self)
+    }
+}
+
+/// The one-line summary of [`Claims`] ([`Claims::summary`]), written by its `Display`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimsSummary<'a>(&'a Claims);
+
+impl std::fmt::Display for ClaimsSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let claims = self.0;
+        let (key, measurement) = match &claims.details {
+            PlatformClaims::Snp(s) => ("measurement", &s.measurement),
+            PlatformClaims::Tdx(t) => ("mr_td", &t.mr_td),
+        };
+        write!(
+            f,
+            "{} {key}={} debug={}",
+            claims.platform,
+            hex::encode(measurement),
+            claims.debug
+        )
+    }
+}
+
 /// Platform-specific claims, tagged `"kind"` in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -61,9 +90,8 @@ mod tests {
     use super::*;
     use crate::evidence::SigningKeyKind;
 
-    #[test]
-    fn claims_serialize_bytes_as_hex() {
-        let c = Claims {
+    fn snp_claims() -> Claims {
+        Claims {
             platform: Platform::SimSnp,
             report_data: [0xab; 64],
             debug: false,
@@ -85,7 +113,12 @@ mod tests {
                 chip_id: [3; 64],
                 signing_key: SigningKeyKind::Vcek,
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn claims_serialize_bytes_as_hex() {
+        let c = snp_claims();
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["platform"], "sim-snp");
         assert_eq!(v["kind"], "snp");
@@ -94,5 +127,40 @@ mod tests {
         assert_eq!(v["signing_key"], "vcek");
         let back: Claims = serde_json::from_value(v).unwrap();
         assert_eq!(back, c);
+    }
+
+    /// What the binaries wrote before [`Claims::summary`]: the measurement found in the claims' JSON.
+    fn summary_through_json(claims: &Claims) -> String {
+        let value = serde_json::to_value(claims).unwrap();
+        let measurement = ["measurement", "mr_td"]
+            .iter()
+            .find_map(|k| {
+                value
+                    .get(*k)
+                    .and_then(|v| v.as_str())
+                    .map(|m| format!(" {k}={m}"))
+            })
+            .unwrap_or_default();
+        format!(
+            "{}{measurement} debug={}",
+            claims.platform.as_str(),
+            claims.debug
+        )
+    }
+
+    #[test]
+    fn summary_names_platform_measurement_and_debug() {
+        let snp = snp_claims();
+        assert_eq!(
+            snp.summary().to_string(),
+            format!("sim-snp measurement={} debug=false", "01".repeat(48))
+        );
+        assert_eq!(snp.summary().to_string(), summary_through_json(&snp));
+        let tdx = crate::tdx::test_support::claims_of(crate::tdx::test_support::td());
+        assert_eq!(
+            tdx.summary().to_string(),
+            format!("sim-tdx mr_td={} debug=false", "11".repeat(48))
+        );
+        assert_eq!(tdx.summary().to_string(), summary_through_json(&tdx));
     }
 }

@@ -17,15 +17,20 @@ mod hex_serde;
 pub mod platform;
 pub mod policy;
 pub mod ratls;
+pub mod reload;
+pub mod settings;
 pub mod snp;
 pub mod tdx;
 pub mod verifier;
 
 pub use attester::Attester;
-pub use claims::{Claims, PlatformClaims, SnpClaims, SnpProduct, SnpTcb, TcbStatus, TdxClaims};
+pub use claims::{
+    Claims, ClaimsSummary, PlatformClaims, SnpClaims, SnpProduct, SnpTcb, TcbStatus, TdxClaims,
+};
 pub use error::{AttestError, VerifyError};
 pub use evidence::{Evidence, SigningKeyKind, SnpEvidence, TdxEvidence};
 pub use platform::{Platform, PlatformFamily};
+pub use settings::{AttestationSettings, VerifierSetup};
 pub use snp::{SimReportRequest, SimSnpAttester, SimSnpPki};
 pub use tdx::{SimTdReport, SimTdxAttester, SimTdxPki};
 pub use verifier::{TrustAnchors, Verifier};

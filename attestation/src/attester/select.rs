@@ -106,6 +106,24 @@ impl Backend {
         sim_pki: Option<&Path>,
         sim_measurement: Option<&str>,
     ) -> Result<Arc<dyn Attester>, SelectError> {
+        self.build(sim_pki, || sim_measurement_bytes(sim_measurement))
+    }
+
+    /// As [`Self::attester`], with the simulated measurement already parsed.
+    pub fn attester_for(
+        self,
+        sim_pki: Option<&Path>,
+        measurement: [u8; 48],
+    ) -> Result<Arc<dyn Attester>, SelectError> {
+        self.build(sim_pki, || Ok(measurement))
+    }
+
+    /// The attester, asking for the simulated measurement once the simulated PKI is loaded.
+    fn build(
+        self,
+        sim_pki: Option<&Path>,
+        measurement: impl FnOnce() -> Result<[u8; 48], SelectError>,
+    ) -> Result<Arc<dyn Attester>, SelectError> {
         let wanted = match self {
             Self::Auto => return Ok(Arc::from(detect()?)),
             Self::Tdx => Platform::Tdx,
@@ -119,7 +137,7 @@ impl Backend {
                 return Ok(if self == Self::SimSnp {
                     let pki =
                         crate::SimSnpPki::load_pem(dir).map_err(|e| pki_err(e.to_string()))?;
-                    let measurement = sim_measurement_bytes(sim_measurement)?;
+                    let measurement = measurement()?;
                     Arc::new(crate::SimSnpAttester::new(
                         Arc::new(pki),
                         measurement,
@@ -127,7 +145,7 @@ impl Backend {
                     ))
                 } else {
                     let pki = crate::SimTdxPki::load(dir).map_err(|e| pki_err(e.to_string()))?;
-                    let measurement = sim_measurement_bytes(sim_measurement)?;
+                    let measurement = measurement()?;
                     let td = crate::SimTdReport {
                         mr_td: measurement,
                         ..Default::default()
@@ -158,13 +176,20 @@ pub fn sim_measurement_bytes(hex_text: Option<&str>) -> Result<[u8; 48], SelectE
     }
 }
 
+/// The files a simulated-root directory may hold: the SNP ARK and the TDX root CA.
+pub fn sim_root_files(dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        dir.join(crate::snp::sim::files::ARK),
+        dir.join(crate::tdx::sim::files::ROOT_CA),
+    )
+}
+
 /// The vendor roots, plus the simulated roots in each directory of `sim_roots` (an SNP ARK, a TDX root CA, or
 /// both; a directory with neither is an error). Each simulated root trusted is logged as a warning.
 pub fn trust_anchors(sim_roots: &[PathBuf]) -> Result<TrustAnchors, SelectError> {
     let mut anchors = TrustAnchors::production();
     for dir in sim_roots {
-        let snp = dir.join(crate::snp::sim::files::ARK);
-        let tdx = dir.join(crate::tdx::sim::files::ROOT_CA);
+        let (snp, tdx) = sim_root_files(dir);
         if !snp.is_file() && !tdx.is_file() {
             return Err(SelectError::NoSimRoot {
                 dir: dir.clone(),

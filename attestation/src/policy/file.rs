@@ -1,9 +1,12 @@
-//! Policy files that can be re-read while the program runs.
+//! Policy files that can be re-read while the program runs: on demand ([`PolicyFile::reload`]) or when the file's
+//! modification time changed ([`PolicyFile::reload_if_changed`], meant to be called periodically).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::de::DeserializeOwned;
+
+use crate::reload::{self, ChangeWatch};
 
 /// Why a policy file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -33,16 +36,31 @@ pub enum PolicyLoadError {
 pub struct PolicyFile<P> {
     path: PathBuf,
     current: RwLock<Arc<P>>,
+    watch: Mutex<ChangeWatch>,
+}
+
+/// What [`PolicyFile::reload_if_changed`] did.
+#[derive(Debug)]
+pub enum Reload {
+    /// The file's modification time is the one seen before: nothing was read.
+    Unchanged,
+    /// The file changed and its new policy is in force.
+    Reloaded,
+    /// The file changed but could not be loaded: the previous policy stays in force.
+    Failed(PolicyLoadError),
 }
 
 impl<P: DeserializeOwned> PolicyFile<P> {
     /// Load the file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyLoadError> {
         let path = path.as_ref().to_path_buf();
+        // The time is read before the contents, so that a change while reading is seen by the next check.
+        let seen = reload::modified(&path);
         let policy = read(&path)?;
         Ok(PolicyFile {
             path,
             current: RwLock::new(Arc::new(policy)),
+            watch: Mutex::new(ChangeWatch::new(seen)),
         })
     }
 
@@ -55,6 +73,23 @@ impl<P: DeserializeOwned> PolicyFile<P> {
         }
         tracing::info!(path = %self.path.display(), "policy reloaded");
         Ok(())
+    }
+
+    /// Re-read the file if its modification time changed since it was last seen; on error the previous policy
+    /// stays in force (and the file is read again only after its next change).
+    pub fn reload_if_changed(&self) -> Reload {
+        let observed = reload::modified(&self.path);
+        let changed = match self.watch.lock() {
+            Ok(mut watch) => watch.observe(observed),
+            Err(poisoned) => poisoned.into_inner().observe(observed),
+        };
+        if !changed {
+            return Reload::Unchanged;
+        }
+        match self.reload() {
+            Ok(()) => Reload::Reloaded,
+            Err(e) => Reload::Failed(e),
+        }
     }
 
     /// The policy in force.
@@ -80,4 +115,59 @@ fn read<P: DeserializeOwned>(path: &Path) -> Result<P, PolicyLoadError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Limit {
+        max: u32,
+    }
+
+    /// Write `text` to `path` with the modification time `secs` after the epoch.
+    fn write(path: &Path, text: &str, secs: u64) {
+        std::fs::write(path, text).unwrap();
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_changed_file_is_reloaded_once_and_a_broken_one_keeps_the_policy() {
+        let dir =
+            std::env::temp_dir().join(format!("tee-gateway-policy-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("limit.toml");
+        write(&path, "max = 1", 1_000);
+        let policy = PolicyFile::<Limit>::load(&path).unwrap();
+        assert!(matches!(policy.reload_if_changed(), Reload::Unchanged));
+
+        write(&path, "max = 2", 2_000);
+        assert!(matches!(policy.reload_if_changed(), Reload::Reloaded));
+        assert_eq!(policy.current().max, 2);
+        assert!(matches!(policy.reload_if_changed(), Reload::Unchanged));
+
+        write(&path, "max = ", 3_000);
+        assert!(matches!(
+            policy.reload_if_changed(),
+            Reload::Failed(PolicyLoadError::Parse { .. })
+        ));
+        assert_eq!(policy.current().max, 2);
+        // A broken file is not read again until it changes.
+        assert!(matches!(policy.reload_if_changed(), Reload::Unchanged));
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            policy.reload_if_changed(),
+            Reload::Failed(PolicyLoadError::Read { .. })
+        ));
+        write(&path, "max = 3", 4_000);
+        assert!(matches!(policy.reload_if_changed(), Reload::Reloaded));
+        assert_eq!(policy.current().max, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

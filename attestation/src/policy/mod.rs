@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::claims::Claims;
 use crate::platform::Platform;
 
-pub use file::{PolicyFile, PolicyLoadError};
+pub use file::{PolicyFile, PolicyLoadError, Reload};
 pub use snp::{MinTcb, SnpProfile};
 pub use tdx::TdxProfile;
 

@@ -2,8 +2,8 @@
 //!
 //! [`Collateral`] is `dcap-qvl`'s `QuoteCollateralV3` with its JSON file format (byte fields in hex), plus the
 //! validity window of everything in it. [`CollateralSource`] finds collateral for a quote through a chain of
-//! sources: a memory cache, a directory of collateral files (which doubles as the on-disk cache), then a PCCS
-//! or Intel PCS URL. Collateral is refreshed a configurable margin before its first `nextUpdate` or expiry;
+//! sources: a memory cache, a directory of collateral files (which doubles as the on-disk cache), then (with the
+//! `pccs` feature) a PCCS or Intel PCS URL. Collateral is refreshed a configurable margin before its first `nextUpdate` or expiry;
 //! when no source can provide valid collateral the error lists what each source said.
 
 use std::collections::{HashMap, HashSet};
@@ -288,11 +288,24 @@ pub struct CollateralConfig {
     /// A directory of collateral files named `tdx-<FMSPC>-<ca>.json`. Fetched collateral is written here too.
     pub cache_dir: Option<PathBuf>,
     /// A PCCS or Intel PCS base URL, e.g. `https://api.trustedservices.intel.com` (no path suffix needed).
+    #[cfg(feature = "pccs")]
     pub pccs_url: Option<String>,
     /// Fetch again when the cached collateral expires within this margin (default one day).
     pub refresh_margin: Option<Duration>,
     /// Timeout of each HTTP request (default 30 s).
+    #[cfg(feature = "pccs")]
     pub http_timeout: Option<Duration>,
+}
+
+impl CollateralConfig {
+    /// Whether a source following this configuration fetches from a PCCS (always false without the `pccs`
+    /// feature).
+    pub fn fetches(&self) -> bool {
+        #[cfg(feature = "pccs")]
+        return self.pccs_url.is_some();
+        #[cfg(not(feature = "pccs"))]
+        return false;
+    }
 }
 
 /// Finds collateral for quotes: memory cache, then the collateral directory, then the PCCS/PCS URL.
@@ -301,12 +314,14 @@ pub struct CollateralSource {
     config: CollateralConfig,
     memory: Mutex<HashMap<CollateralKey, (Collateral, ValidityWindow)>>,
     wanted: Mutex<HashSet<CollateralKey>>,
+    #[cfg(feature = "pccs")]
     http: Option<super::pcs::PcsClient>,
 }
 
 impl CollateralSource {
     /// A source following `config`.
     pub fn new(config: CollateralConfig) -> Result<Self, TdxError> {
+        #[cfg(feature = "pccs")]
         let http = match &config.pccs_url {
             Some(url) => Some(super::pcs::PcsClient::new(
                 url,
@@ -318,8 +333,15 @@ impl CollateralSource {
             config,
             memory: Mutex::new(HashMap::new()),
             wanted: Mutex::new(HashSet::new()),
+            #[cfg(feature = "pccs")]
             http,
         })
+    }
+
+    /// Whether this source fetches missing or expiring collateral from a PCCS: then its owner must call
+    /// [`Self::refresh_all`] periodically.
+    pub fn fetches(&self) -> bool {
+        self.config.fetches()
     }
 
     fn margin(&self) -> Duration {
@@ -444,32 +466,12 @@ impl CollateralSource {
         } else {
             attempts.push("no collateral directory configured".into());
         }
-        match &self.http {
-            Some(client) => match client.fetch(&key.fmspc, key.ca).await {
-                Ok(c) => match c.window(&[]).and_then(|w| w.check(secs)) {
-                    Ok(()) => {
-                        if let Some(dir) = &self.config.cache_dir {
-                            let path = dir.join(key.file_name());
-                            if let Err(e) = std::fs::create_dir_all(dir)
-                                .map_err(|e| TdxError::io("creating", dir, e))
-                                .and_then(|()| c.save(&path))
-                            {
-                                tracing::warn!(error = %e, "could not cache TDX collateral");
-                            }
-                        }
-                        self.insert(key.clone(), c.clone())?;
-                        tracing::info!(fmspc = %key.fmspc, ca = key.ca, "fetched TDX collateral");
-                        return Ok(c);
-                    }
-                    Err(e) => attempts.push(format!(
-                        "{}: fetched collateral unusable: {e}",
-                        client.base_url()
-                    )),
-                },
-                Err(e) => attempts.push(e.to_string()),
-            },
-            None => attempts.push("no PCCS/PCS URL configured".into()),
+        #[cfg(feature = "pccs")]
+        if let Some(c) = self.fetch(key, secs, &mut attempts).await? {
+            return Ok(c);
         }
+        #[cfg(not(feature = "pccs"))]
+        attempts.push("built without the PCCS client".into());
         if let Some(c) = self.cached_quietly(key, now) {
             tracing::warn!(
                 fmspc = %key.fmspc,
@@ -483,6 +485,45 @@ impl CollateralSource {
             ca: key.ca.to_string(),
             attempts,
         })
+    }
+
+    /// Fetch collateral from the PCCS and cache it if it is valid at `secs`; what went wrong is added to
+    /// `attempts`.
+    #[cfg(feature = "pccs")]
+    async fn fetch(
+        &self,
+        key: &CollateralKey,
+        secs: u64,
+        attempts: &mut Vec<String>,
+    ) -> Result<Option<Collateral>, TdxError> {
+        let Some(client) = &self.http else {
+            attempts.push("no PCCS/PCS URL configured".into());
+            return Ok(None);
+        };
+        match client.fetch(&key.fmspc, key.ca).await {
+            Ok(c) => match c.window(&[]).and_then(|w| w.check(secs)) {
+                Ok(()) => {
+                    if let Some(dir) = &self.config.cache_dir {
+                        let path = dir.join(key.file_name());
+                        if let Err(e) = std::fs::create_dir_all(dir)
+                            .map_err(|e| TdxError::io("creating", dir, e))
+                            .and_then(|()| c.save(&path))
+                        {
+                            tracing::warn!(error = %e, "could not cache TDX collateral");
+                        }
+                    }
+                    self.insert(key.clone(), c.clone())?;
+                    tracing::info!(fmspc = %key.fmspc, ca = key.ca, "fetched TDX collateral");
+                    return Ok(Some(c));
+                }
+                Err(e) => attempts.push(format!(
+                    "{}: fetched collateral unusable: {e}",
+                    client.base_url()
+                )),
+            },
+            Err(e) => attempts.push(e.to_string()),
+        }
+        Ok(None)
     }
 }
 

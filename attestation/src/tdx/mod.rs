@@ -5,7 +5,7 @@
 //! - [`verify`]: [`TdxVerifier`], which checks a quote against collateral at a given time and a trusted root
 //!   (Intel's SGX Root CA, or a simulated root when explicitly configured); the quote's fields ([`quote`]) and
 //!   the collateral it is checked against ([`collateral`]: [`Collateral`], and [`CollateralSource`] with its
-//!   memory cache, collateral directory and PCCS/PCS client [`pcs`]).
+//!   memory cache, collateral directory and, with the `pccs` feature, PCCS/PCS client `pcs`).
 //! - [`device`]: quote generation inside a TD through `/dev/tdx_guest`, the fallback for kernels without
 //!   configfs-tsm (which [`crate::attester::ConfigfsTsm`] handles with provider `tdx_guest`).
 //! - [`sim`]: the simulated Intel PKI, collateral and quote builder (`sim-tdx`).
@@ -16,6 +16,7 @@ pub mod device;
 pub mod error;
 pub mod evidence;
 pub(crate) mod evidence_verifier;
+#[cfg(feature = "pccs")]
 pub mod pcs;
 pub mod quote;
 pub mod sim;

@@ -1,6 +1,6 @@
 //! Tests of collateral files and of [`CollateralSource`] with a PCCS on loopback.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::tdx::test_support::*;
 use crate::tdx::*;
@@ -21,7 +21,10 @@ fn collateral_json_round_trips_and_rejects_garbage() {
     assert_eq!(real.fmspc().as_deref(), Some("B0C06F000000"));
 }
 
+#[cfg(feature = "pccs")]
 mod collateral_source {
+    use std::time::Duration;
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -28,13 +28,7 @@ impl SimKey {
     pub(super) fn derive(seed: &[u8], label: &str) -> Self {
         let mut counter = 0u32;
         loop {
-            let digest = Sha256::new()
-                .chain_update(SEED_LABEL)
-                .chain_update(label.as_bytes())
-                .chain_update([0])
-                .chain_update(seed)
-                .chain_update(counter.to_be_bytes())
-                .finalize();
+            let digest = seed_block(seed, label, counter);
             // A digest that is zero or above the group order (probability ~2^-32) is skipped.
             if let Ok(signing) = SigningKey::from_slice(&digest) {
                 let public_sec1 = signing
@@ -84,18 +78,25 @@ impl rcgen::SigningKey for SimKey {
     }
 }
 
+/// Block `counter` of the bytes derived from `seed` for `label`: SHA-256 over the label and the seed.
+fn seed_block(seed: &[u8], label: &str, counter: u32) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(SEED_LABEL)
+        .chain_update(label.as_bytes())
+        .chain_update([0])
+        .chain_update(seed)
+        .chain_update(counter.to_be_bytes())
+        .finalize()
+        .into()
+}
+
+/// `N` bytes derived from `seed` for `label`.
 pub(super) fn derive_bytes<const N: usize>(seed: &[u8], label: &str) -> [u8; N] {
     let mut out = [0u8; N];
     let mut filled = 0;
     let mut counter = 0u32;
     while filled < N {
-        let digest = Sha256::new()
-            .chain_update(SEED_LABEL)
-            .chain_update(label.as_bytes())
-            .chain_update([0])
-            .chain_update(seed)
-            .chain_update(counter.to_be_bytes())
-            .finalize();
+        let digest = seed_block(seed, label, counter);
         let n = (N - filled).min(digest.len());
         out[filled..filled + n].copy_from_slice(&digest[..n]);
         filled += n;

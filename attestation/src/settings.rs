@@ -1,0 +1,315 @@
+//! The `[attestation]` settings every binary shares, as domain types, and what they build: the attester, the trust
+//! anchors and the verifier.
+//!
+//! [`AttestationSettings`] holds the keys the gateway's and the agent's sections have in common. A binary embeds
+//! it with `#[serde(flatten)]` beside its own keys (the gateway's app policy and PCCS URL, the agent's gateway
+//! policy) and keeps `#[serde(deny_unknown_fields)]` on its own struct, which then refuses unknown keys for both:
+//!
+//! ```
+//! # use std::path::PathBuf;
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Section {
+//!     gateway_policy: PathBuf,
+//!     #[serde(flatten)]
+//!     settings: attestation::AttestationSettings,
+//! }
+//! let s: Section = toml::from_str("gateway_policy = \"/p.toml\"\nbackend = \"sim-snp\"\nsim_pki = \"/pki\"")
+//!     .unwrap();
+//! assert!(s.settings.backend.is_simulated());
+//! assert!(toml::from_str::<Section>("gateway_policy = \"/p.toml\"\nbakend = \"tdx\"").is_err());
+//! ```
+//!
+//! Values are checked while parsing (a measurement is 48 bytes of hex, a certificate lifetime at least a minute),
+//! so a configuration that parses builds; [`AttestationSettings::problems`] adds what needs the file system or
+//! several keys at once, for a binary's `check-config`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+use crate::attester::select::{self, Backend, SelectError};
+use crate::attester::Attester;
+use crate::tdx::{CollateralConfig, CollateralSource, TdxError};
+use crate::verifier::{TrustAnchors, Verifier};
+
+/// The `[attestation]` keys the binaries share. See the [module documentation](self) for how to embed it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AttestationSettings {
+    /// Which attester produces one's own evidence (`auto`, `tdx`, `sev-snp`, `sim-tdx`, `sim-snp`).
+    #[serde(default)]
+    pub backend: Backend,
+    /// Directories of simulated vendor PKIs whose roots are trusted. Empty: only the real vendor roots.
+    #[serde(default)]
+    pub trusted_sim_roots: Vec<PathBuf>,
+    /// The simulated PKI that signs one's own evidence (required with a `sim-*` backend).
+    #[serde(default)]
+    pub sim_pki: Option<PathBuf>,
+    /// Lifetime of one's RA-TLS certificate (key `certificate_validity_secs`, at least 60; default one hour).
+    #[serde(default, rename = "certificate_validity_secs")]
+    pub certificate_validity: CertificateValidity,
+    /// The measurement a simulated backend reports (SNP MEASUREMENT or TDX MRTD, 96 hex characters); zeros when
+    /// absent.
+    #[serde(default)]
+    pub sim_measurement: Option<Measurement>,
+    /// A directory of Intel TDX collateral files (`tdx-<FMSPC>-<ca>.json`) used to verify peers' TDX evidence that
+    /// carries no collateral of its own.
+    #[serde(default)]
+    pub tdx_collateral_dir: Option<PathBuf>,
+}
+
+/// A 48-byte launch measurement (SNP MEASUREMENT, TDX MRTD), written as 96 hex characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Measurement(pub [u8; 48]);
+
+impl std::str::FromStr for Measurement {
+    type Err = SelectError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        select::sim_measurement_bytes(Some(text)).map(Measurement)
+    }
+}
+
+impl<'de> Deserialize<'de> for Measurement {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(D::Error::custom)
+    }
+}
+
+impl fmt::Display for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// The lifetime of an RA-TLS certificate: at least [`CertificateValidity::MIN`], written in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CertificateValidity(Duration);
+
+/// Why a certificate lifetime is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("certificate_validity_secs = {0} is below {min}", min = CertificateValidity::MIN.as_secs())]
+pub struct ValidityTooShort(pub u64);
+
+impl CertificateValidity {
+    /// The shortest accepted lifetime.
+    pub const MIN: Duration = Duration::from_secs(60);
+    /// The lifetime when none is configured.
+    pub const DEFAULT: Duration = Duration::from_secs(3600);
+
+    /// A lifetime of `secs` seconds, refused below [`Self::MIN`].
+    pub fn from_secs(secs: u64) -> Result<Self, ValidityTooShort> {
+        if secs < Self::MIN.as_secs() {
+            return Err(ValidityTooShort(secs));
+        }
+        Ok(CertificateValidity(Duration::from_secs(secs)))
+    }
+
+    /// The lifetime.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl Default for CertificateValidity {
+    fn default() -> Self {
+        CertificateValidity(Self::DEFAULT)
+    }
+}
+
+impl<'de> Deserialize<'de> for CertificateValidity {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let secs = u64::deserialize(deserializer)?;
+        CertificateValidity::from_secs(secs).map_err(D::Error::custom)
+    }
+}
+
+/// Something in the settings that the file system or another key contradicts (see
+/// [`AttestationSettings::problems`]). It displays as a line of `check-config` output, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsProblem {
+    /// A `sim-*` backend without `sim_pki`.
+    #[error("attestation.sim_pki is required with a sim-* backend")]
+    SimPkiMissing,
+    /// `sim_pki` with a real backend.
+    #[error("attestation.sim_pki is only used with a sim-* backend; remove it")]
+    SimPkiUnused,
+    /// `sim_measurement` with a real backend.
+    #[error("attestation.sim_measurement is only used with a sim-* backend; remove it")]
+    SimMeasurementUnused,
+    /// The `sim_pki` directory does not exist.
+    #[error("attestation.sim_pki: {} does not exist", .0.display())]
+    SimPkiAbsent(PathBuf),
+    /// A `trusted_sim_roots` directory does not exist.
+    #[error("attestation.trusted_sim_roots: {} does not exist", .0.display())]
+    SimRootAbsent(PathBuf),
+    /// A `trusted_sim_roots` directory holds no simulated root.
+    #[error("attestation.trusted_sim_roots: {} holds neither {} nor {}", .dir.display(), .snp.display(),
+        .tdx.display())]
+    SimRootEmpty {
+        /// The directory.
+        dir: PathBuf,
+        /// The SNP root file looked for.
+        snp: PathBuf,
+        /// The TDX root file looked for.
+        tdx: PathBuf,
+    },
+    /// `tdx_collateral_dir` is not a directory.
+    #[error("attestation.tdx_collateral_dir: {} is not a directory", .0.display())]
+    CollateralDirAbsent(PathBuf),
+}
+
+/// Why the settings could not build what was asked of them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The attester or the trust anchors.
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    /// The TDX collateral source.
+    #[error("TDX collateral source{}: {source}", dir.as_ref().map(|d| format!(" {}", d.display())).unwrap_or_default())]
+    Collateral {
+        /// The collateral directory, when one is configured.
+        dir: Option<PathBuf>,
+        /// Why the source could not be built.
+        source: TdxError,
+    },
+}
+
+/// A verifier and the TDX collateral source it consults, if any.
+#[derive(Debug)]
+pub struct VerifierSetup {
+    /// The verifier of peers' evidence.
+    pub verifier: Verifier,
+    /// The collateral source for TDX evidence without collateral. When it fetches from a PCCS
+    /// ([`CollateralSource::fetches`]), its owner must call [`CollateralSource::refresh_all`] periodically.
+    pub collateral: Option<Arc<CollateralSource>>,
+}
+
+impl AttestationSettings {
+    /// Settings with every key at its default: detect the platform, trust only the real vendor roots.
+    pub fn auto() -> Self {
+        AttestationSettings {
+            backend: Backend::Auto,
+            trusted_sim_roots: Vec::new(),
+            sim_pki: None,
+            certificate_validity: CertificateValidity::default(),
+            sim_measurement: None,
+            tdx_collateral_dir: None,
+        }
+    }
+
+    /// The measurement a simulated backend reports (zeros when none is configured).
+    pub fn measurement(&self) -> [u8; 48] {
+        self.sim_measurement.map_or([0; 48], |m| m.0)
+    }
+
+    /// What the file system or the combination of keys contradicts, in the order of the keys. Empty when the
+    /// settings can be used.
+    pub fn problems(&self) -> Vec<SettingsProblem> {
+        let mut problems = Vec::new();
+        let simulated = self.backend.is_simulated();
+        match (&self.sim_pki, simulated) {
+            (None, true) => problems.push(SettingsProblem::SimPkiMissing),
+            (Some(_), false) => problems.push(SettingsProblem::SimPkiUnused),
+            (Some(dir), true) if !dir.exists() => {
+                problems.push(SettingsProblem::SimPkiAbsent(dir.clone()))
+            }
+            _ => {}
+        }
+        if self.sim_measurement.is_some() && !simulated {
+            problems.push(SettingsProblem::SimMeasurementUnused);
+        }
+        for dir in &self.trusted_sim_roots {
+            if !dir.exists() {
+                problems.push(SettingsProblem::SimRootAbsent(dir.clone()));
+                continue;
+            }
+            let (snp, tdx) = select::sim_root_files(dir);
+            if !snp.is_file() && !tdx.is_file() {
+                problems.push(SettingsProblem::SimRootEmpty {
+                    dir: dir.clone(),
+                    snp,
+                    tdx,
+                });
+            }
+        }
+        if let Some(dir) = &self.tdx_collateral_dir {
+            if !dir.is_dir() {
+                problems.push(SettingsProblem::CollateralDirAbsent(dir.clone()));
+            }
+        }
+        problems
+    }
+
+    /// The attester of one's own evidence: a real one found on this machine, or a simulated one signing with the
+    /// PKI in `sim_pki`.
+    pub fn attester(&self) -> Result<Arc<dyn Attester>, SettingsError> {
+        Ok(self
+            .backend
+            .attester_for(self.sim_pki.as_deref(), self.measurement())?)
+    }
+
+    /// The vendor roots plus the simulated roots of `trusted_sim_roots` (each trusted simulated root is logged as
+    /// a warning).
+    pub fn trust_anchors(&self) -> Result<TrustAnchors, SettingsError> {
+        Ok(select::trust_anchors(&self.trusted_sim_roots)?)
+    }
+
+    /// The verifier of peers' evidence: [`Self::trust_anchors`], and for TDX evidence without collateral the
+    /// files in `tdx_collateral_dir` (read on first use, kept in memory while valid).
+    pub fn verifier(&self) -> Result<VerifierSetup, SettingsError> {
+        self.verifier_with(CollateralConfig::default())
+    }
+
+    /// As [`Self::verifier`], also fetching TDX collateral that the directory lacks from `pccs_url` (a PCCS or
+    /// Intel PCS). The returned source then fetches: its owner refreshes it in the background, so that no
+    /// handshake waits for the network.
+    #[cfg(feature = "pccs")]
+    pub fn verifier_with_pccs(
+        &self,
+        pccs_url: Option<&str>,
+    ) -> Result<VerifierSetup, SettingsError> {
+        self.verifier_with(CollateralConfig {
+            pccs_url: pccs_url.map(str::to_owned),
+            ..CollateralConfig::default()
+        })
+    }
+
+    /// `config` with the collateral directory of these settings; no source when it names nowhere to look.
+    fn verifier_with(&self, mut config: CollateralConfig) -> Result<VerifierSetup, SettingsError> {
+        let verifier = Verifier::new(self.trust_anchors()?);
+        config.cache_dir = self.tdx_collateral_dir.clone();
+        if config.cache_dir.is_none() && !config.fetches() {
+            return Ok(VerifierSetup {
+                verifier,
+                collateral: None,
+            });
+        }
+        tracing::info!(dir = ?config.cache_dir, pccs = config.fetches(), "TDX collateral source");
+        let source = CollateralSource::new(config).map_err(|source| SettingsError::Collateral {
+            dir: self.tdx_collateral_dir.clone(),
+            source,
+        })?;
+        let source = Arc::new(source);
+        Ok(VerifierSetup {
+            verifier: verifier.with_tdx_collateral(source.clone()),
+            collateral: Some(source),
+        })
+    }
+}
+
+impl Default for AttestationSettings {
+    fn default() -> Self {
+        Self::auto()
+    }
+}
+
+#[cfg(test)]
+mod tests;
