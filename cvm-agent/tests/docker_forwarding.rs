@@ -53,6 +53,17 @@ async fn served_through(via: SocketAddr) -> String {
     served_by(&http_get(via, "/").await.unwrap())
 }
 
+/// Prepares the engine (see `prepare`) and starts one serving container of a fresh service (`tee-gateway.service`
+/// label), its name made from `prefix`; returns the service and the container.
+async fn service_container(scratch: &mut Containers, prefix: &str) -> (String, String) {
+    prepare();
+    let (svc, c) = (unique("svc"), unique(prefix));
+    scratch
+        .start(&c, &[(SERVICE_LABEL, svc.clone())], &[])
+        .await;
+    (svc, c)
+}
+
 /// Discovery on the real engine's socket.
 fn engine_discovery() -> DiscoveryTask {
     discovery_on(PathBuf::from(cvm_agent::docker::DEFAULT_SOCKET))
@@ -287,13 +298,8 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
 #[tokio::test]
 #[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn stopped_container_resets_fast_and_reports_down() {
-    prepare();
     let mut scratch = Containers::default();
-    let svc = unique("svc");
-    let c = unique("stop");
-    scratch
-        .start(&c, &[(SERVICE_LABEL, svc.clone())], &[])
-        .await;
+    let (svc, c) = service_container(&mut scratch, "stop").await;
     let task = engine_discovery();
     let d = task.discovery();
     let target = format!("docker:{svc}:8080");
@@ -372,13 +378,8 @@ async fn two_containers_of_one_service_both_receive_connections() {
 #[tokio::test]
 #[ignore = "needs root and a Docker engine (builds the test image)"]
 async fn undeclared_port_is_refused_and_proxy_header_passes_unchanged() {
-    prepare();
     let mut scratch = Containers::default();
-    let svc = unique("svc");
-    let c = unique("pp");
-    scratch
-        .start(&c, &[(SERVICE_LABEL, svc.clone())], &[])
-        .await;
+    let (svc, c) = service_container(&mut scratch, "pp").await;
     let task = engine_discovery();
     let d = task.discovery();
     let ports = vec![

@@ -79,6 +79,24 @@ impl HttpsClient<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// One GET that must succeed, with curl's `-w FORMAT` output written after the body; returns the body and what
+    /// `format` wrote.
+    pub fn get_written(&self, name: &str, path: &str, format: &str) -> Result<(String, String)> {
+        let out = self.get(name, path, &["--fail", "-w", &format!("\n{format}")])?;
+        if !out.status.success() {
+            bail!(
+                "GET {}: {}",
+                self.url(name, path),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, written) = text
+            .rsplit_once('\n')
+            .with_context(|| format!("no -w output in {text:?}"))?;
+        Ok((body.to_owned(), written.to_owned()))
+    }
+
     /// Runs `n` GETs of `path` on `name`, each on a new connection, `parallel` at a time, in one curl process.
     /// Failed transfers are returned with code 0, not as an error.
     pub fn many(&self, name: &str, path: &str, n: usize, parallel: usize) -> Result<Vec<Transfer>> {

@@ -167,6 +167,58 @@ impl EndpointProc {
     }
 }
 
+/// The smallest tunnel: our endpoint in the gateway host at [`GATEWAY_IP`] and one in `cvm1` at `10.0.0.2`, each
+/// the other's only peer (the CVM knows where the gateway is), on TUN devices named `tun`.
+#[derive(Debug)]
+pub struct Pair {
+    /// The gateway's endpoint.
+    pub gw: EndpointProc,
+    /// The CVM's endpoint.
+    pub cvm: EndpointProc,
+    /// The gateway's keys.
+    pub gw_key: KeyPair,
+    /// The CVM's keys.
+    pub cvm_key: KeyPair,
+}
+
+impl Pair {
+    /// Starts both endpoints of `binary`, their keys in `dir`; `cvm_flags` are more arguments of the CVM's.
+    pub fn start(
+        lab: &Lab,
+        binary: &Path,
+        dir: &Scratch,
+        tun: &str,
+        cvm_flags: &[String],
+    ) -> Result<Pair> {
+        let gw_key = KeyPair::generate(dir, "gateway")?;
+        let cvm_key = KeyPair::generate(dir, "cvm1")?;
+        let gw = EndpointProc::start_on(
+            lab,
+            Host::Gateway,
+            binary,
+            &gw_key,
+            (tun, "10.0.0.1/24"),
+            &[peer_arg(&cvm_key.public, "10.0.0.2", &[])],
+        )?;
+        let mut args = cvm_flags.to_vec();
+        args.push(gateway_peer_arg(&gw_key.public, &[]));
+        let cvm = EndpointProc::start_on(
+            lab,
+            Host::Cvm1,
+            binary,
+            &cvm_key,
+            (tun, "10.0.0.2/24"),
+            &args,
+        )?;
+        Ok(Pair {
+            gw,
+            cvm,
+            gw_key,
+            cvm_key,
+        })
+    }
+}
+
 /// A `wireguard-go` interface in a lab host, configured with `wg`; stopped (SIGTERM) on drop.
 #[derive(Debug)]
 pub struct WireguardGo {

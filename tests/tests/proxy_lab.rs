@@ -117,18 +117,11 @@ fn data_plane_through_real_processes_in_the_lab() {
     .unwrap();
 
     // curl through termination: the backend's answer, over HTTP/1.1 (ALPN), the backend seeing plain HTTP.
-    let out = client
-        .get(&term, "/hello", &["--fail", "-w", "\n%{http_version}"])
+    let (body, version) = client
+        .get_written(&term, "/hello", "%{http_version}")
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, version) = text.rsplit_once('\n').unwrap();
     assert_eq!(version, "1.1");
-    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["path"], "/hello");
     assert!(
         doc["server"].as_str().is_some_and(|s| s.starts_with("cvm")),
@@ -307,21 +300,14 @@ fn data_plane_through_real_processes_in_the_lab() {
     .unwrap();
 
     // PROXY protocol v2 on port 8081 carries the client's real address (the client host's, 198.18.0.100).
-    let out = client
-        .get(
+    let (body, local) = client
+        .get_written(
             &format!("{APP}-{PROXIED_PORT}.{BASE}"),
             "/",
-            &["--fail", "-w", "\n%{local_ip}:%{local_port}"],
+            "%{local_ip}:%{local_port}",
         )
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, local) = text.rsplit_once('\n').unwrap();
-    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["proxy"]["version"], 2, "{doc}");
     assert_eq!(doc["proxy"]["source"], local, "{doc}");
     assert!(

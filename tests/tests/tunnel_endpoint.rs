@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use test_support::tunnel::{
-    counter, gateway_peer_arg, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair,
+    counter, gateway_peer_arg, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair, Pair,
 };
 use test_support::{wait_for, Host, Lab, Scratch};
 
@@ -29,22 +29,12 @@ fn now_ms() -> u64 {
 fn ours_to_ours_ping_and_100_mb_transfer() {
     let lab = Lab::up().unwrap();
     let dir = Scratch::new("tunnel");
-    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
-    let cvm_key = KeyPair::generate(&dir, "cvm1").unwrap();
-    let mut gw = endpoint(
-        &lab,
-        Host::Gateway,
-        &gw_key,
-        "10.0.0.1/24",
-        &[peer_arg(&cvm_key.public, "10.0.0.2", &[])],
-    );
-    let mut cvm = endpoint(
-        &lab,
-        Host::Cvm1,
-        &cvm_key,
-        "10.0.0.2/24",
-        &[gateway_peer_arg(&gw_key.public, &[])],
-    );
+    let Pair {
+        mut gw,
+        mut cvm,
+        gw_key,
+        cvm_key,
+    } = Pair::start(&lab, Path::new(BIN), &dir, "tg0", &[]).unwrap();
 
     // Before any traffic there is no handshake and the peer is not healthy.
     let before = gw.peer(&cvm_key.public).unwrap();

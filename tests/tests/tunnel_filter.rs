@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use test_support::clients::connect_outcome;
-use test_support::tunnel::{counter, gateway_peer_arg, peer_arg, ping, EndpointProc, KeyPair};
+use test_support::tunnel::{counter, ping, Pair};
 use test_support::{wait_for, Host, Lab, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
@@ -23,27 +23,17 @@ fn connect(lab: &Lab, host: Host, addr: &str, port: u16) -> (String, f64) {
 fn inbound_filter_resets_undeclared_ports_drops_the_rest_and_counts() {
     let lab = Lab::up().unwrap();
     let dir = Scratch::new("filter");
-    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
-    let cvm_key = KeyPair::generate(&dir, "cvm1").unwrap();
-    let _gw = EndpointProc::start_on(
+    let Pair {
+        gw: _gw,
+        mut cvm,
+        gw_key,
+        ..
+    } = Pair::start(
         &lab,
-        Host::Gateway,
         Path::new(BIN),
-        &gw_key,
-        ("tgf0", "10.0.0.1/24"),
-        &[peer_arg(&cvm_key.public, "10.0.0.2", &[])],
-    )
-    .unwrap();
-    let mut cvm = EndpointProc::start_on(
-        &lab,
-        Host::Cvm1,
-        Path::new(BIN),
-        &cvm_key,
-        ("tgf0", "10.0.0.2/24"),
-        &[
-            "--inbound-tcp-ports=5001".into(),
-            gateway_peer_arg(&gw_key.public, &[]),
-        ],
+        &dir,
+        "tgf0",
+        &["--inbound-tcp-ports=5001".into()],
     )
     .unwrap();
 

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use test_support::tunnel::{
-    counter, gateway_peer_arg, peer_arg, ping, EndpointProc, KeyPair, WireguardGo,
+    counter, gateway_peer_arg, peer_arg, ping, EndpointProc, KeyPair, Pair, WireguardGo,
 };
 use test_support::{wait_for, Host, Lab, Scratch};
 
@@ -177,22 +177,12 @@ fn handshake_floods_get_cookies_replays_move_no_endpoint_and_peers_keep_working(
 
     let lab = Lab::up().unwrap();
     let dir = Scratch::new("flood");
-    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
-    let cvm_key = KeyPair::generate(&dir, "cvm1").unwrap();
-    let mut gw = endpoint(
-        &lab,
-        Host::Gateway,
-        &gw_key,
-        "10.0.0.1/24",
-        &[peer_arg(&cvm_key.public, "10.0.0.2", &[])],
-    );
-    let mut cvm = endpoint(
-        &lab,
-        Host::Cvm1,
-        &cvm_key,
-        "10.0.0.2/24",
-        &[gateway_peer_arg(&gw_key.public, &[])],
-    );
+    let Pair {
+        mut gw,
+        mut cvm,
+        gw_key,
+        ..
+    } = Pair::start(&lab, Path::new(BIN), &dir, "tg0", &[]).unwrap();
     assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 2));
 
     // From the root namespace's leg on the lab bridge: 400 genuine handshake initiations from a key the

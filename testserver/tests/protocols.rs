@@ -46,6 +46,13 @@ fn start(name: &str) -> Server {
     }
 }
 
+/// Runs `curl -sS --max-time 5 ARGS`: (success, stdout, stderr).
+fn curl(args: &[&str]) -> (bool, String, String) {
+    run(Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args))
+}
+
 /// Runs the repository's client script `scripts/clients/SCRIPT` with `args`: (success, stdout, stderr).
 fn client(script: &str, args: &[&str]) -> (bool, String, String) {
     let script = test_support::binaries::repo_file(&format!("scripts/clients/{script}"));
@@ -66,8 +73,7 @@ fn json(text: &str) -> serde_json::Value {
 fn http1_h2c_and_tls_echo_name_the_server() {
     let s = start("ts-http");
     let url = format!("http://{}/a?b=1", s.http);
-    let (ok, out, err) =
-        run(Command::new("curl").args(["-sS", "--max-time", "5", "-d", "payload", &url]));
+    let (ok, out, err) = curl(&["-d", "payload", &url]);
     assert!(ok, "{err}");
     let v = json(&out);
     assert_eq!(v["server"], "ts-http");
@@ -76,18 +82,12 @@ fn http1_h2c_and_tls_echo_name_the_server() {
     assert_eq!(v["body"], "payload");
     assert_eq!(v["version"], "HTTP/1.1");
 
-    let (ok, out, err) =
-        run(Command::new("curl").args(["-sS", "--max-time", "5", "--http2-prior-knowledge", &url]));
+    let (ok, out, err) = curl(&["--http2-prior-knowledge", &url]);
     assert!(ok, "{err}");
     assert_eq!(json(&out)["version"], "HTTP/2.0");
 
     // TLS, trusting the certificate the plain port hands out; the name must match (localhost).
-    let (ok, pem, err) = run(Command::new("curl").args([
-        "-sS",
-        "--max-time",
-        "5",
-        &format!("http://{}/cert.pem", s.http),
-    ]));
+    let (ok, pem, err) = curl(&[&format!("http://{}/cert.pem", s.http)]);
     assert!(ok, "{err}");
     let dir = std::env::temp_dir().join(format!("testserver-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -95,10 +95,8 @@ fn http1_h2c_and_tls_echo_name_the_server() {
     std::fs::write(&ca, pem).unwrap();
     let resolve = format!("localhost:{}:127.0.0.1", s.tls.port());
     let tls_url = format!("https://localhost:{}/t", s.tls.port());
-    let (ok, out, err) = run(Command::new("curl")
-        .args(["-sS", "--max-time", "5", "--cacert"])
-        .arg(&ca)
-        .args(["--resolve", &resolve, &tls_url]));
+    let ca_arg = ca.display().to_string();
+    let (ok, out, err) = curl(&["--cacert", &ca_arg, "--resolve", &resolve, &tls_url]);
     assert!(ok, "{err}");
     let v = json(&out);
     assert_eq!(v["tls"], true);
@@ -107,10 +105,7 @@ fn http1_h2c_and_tls_echo_name_the_server() {
     // The same request against another name must fail verification: the certificate is really checked.
     let resolve_bad = format!("other.example:{}:127.0.0.1", s.tls.port());
     let bad_url = format!("https://other.example:{}/t", s.tls.port());
-    let (ok, _, _) = run(Command::new("curl")
-        .args(["-sS", "--max-time", "5", "--cacert"])
-        .arg(&ca)
-        .args(["--resolve", &resolve_bad, &bad_url]));
+    let (ok, _, _) = curl(&["--cacert", &ca_arg, "--resolve", &resolve_bad, &bad_url]);
     assert!(!ok, "a certificate for another name was accepted");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -167,14 +162,11 @@ fn websocket_echo_with_python_websockets() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "ts-ws");
     // A wrong protocol version is refused.
-    let (ok, out, _) = run(Command::new("curl").args([
-        "-s",
+    let (ok, out, _) = curl(&[
         "-o",
         "/dev/null",
         "-w",
         "%{http_code}",
-        "--max-time",
-        "5",
         "-H",
         "Connection: Upgrade",
         "-H",
@@ -184,7 +176,7 @@ fn websocket_echo_with_python_websockets() {
         "-H",
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
         &format!("http://{}/ws", s.http),
-    ]));
+    ]);
     assert!(ok);
     assert_eq!(out, "400");
 }
@@ -232,40 +224,28 @@ fn proxy_header_is_reported_and_raw_echo_is_exact() {
 #[test]
 fn sse_and_bulk_payload() {
     let s = start("ts-sse");
-    let (ok, out, err) = run(Command::new("curl").args([
-        "-sS",
-        "-N",
-        "--max-time",
-        "5",
-        &format!("http://{}/sse?n=3&interval_ms=10", s.http),
-    ]));
+    let (ok, out, err) = curl(&["-N", &format!("http://{}/sse?n=3&interval_ms=10", s.http)]);
     assert!(ok, "{err}");
     let data: Vec<&str> = out
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .collect();
     assert_eq!(data, ["ts-sse 0", "ts-sse 1", "ts-sse 2"]);
-    let (ok, out, err) = run(Command::new("curl").args([
-        "-sS",
+    let (ok, out, err) = curl(&[
         "-o",
         "/dev/null",
         "-w",
         "%{size_download} %{http_code}",
-        "--max-time",
-        "5",
         &format!("http://{}/bytes/1000000", s.http),
-    ]));
+    ]);
     assert!(ok, "{err}");
     assert_eq!(out, "1000000 200");
-    let (_, out, _) = run(Command::new("curl").args([
-        "-s",
+    let (_, out, _) = curl(&[
         "-o",
         "/dev/null",
         "-w",
         "%{http_code}",
-        "--max-time",
-        "5",
         &format!("http://{}/bytes/lots", s.http),
-    ]));
+    ]);
     assert_eq!(out, "400");
 }
