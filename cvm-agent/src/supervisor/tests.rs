@@ -1,0 +1,374 @@
+//! Unit tests of the supervision state machine, driven with virtual time.
+
+use super::*;
+
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
+fn assignment(address: [u8; 4]) -> Assignment {
+    Assignment {
+        address: Ipv4Addr::from(address),
+        prefix_len: 8,
+        keepalive: KEEPALIVE,
+        reregister: Duration::from_secs(600),
+    }
+}
+
+fn ports(up: bool) -> Vec<PortPolicy> {
+    vec![PortPolicy {
+        port: 8080,
+        proxy_protocol: false,
+        target_state: Some(if up {
+            protocol::control::TargetState::Up
+        } else {
+            protocol::control::TargetState::Down
+        }),
+    }]
+}
+
+/// A supervisor on a virtual clock, with the wall clock moving along.
+struct World {
+    sup: Supervisor,
+    t0: Instant,
+    now: Instant,
+    wall0: SystemTime,
+}
+
+impl World {
+    fn new(handshake_timeout_secs: u64) -> Self {
+        let t0 = Instant::now();
+        let backoff = Backoff::seeded(Duration::from_millis(250), Duration::from_secs(4), 11);
+        Self {
+            sup: Supervisor::new(Duration::from_secs(handshake_timeout_secs), backoff, t0),
+            t0,
+            now: t0,
+            wall0: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.wall0 + (self.now - self.t0)
+    }
+
+    fn secs(&self) -> f64 {
+        (self.now - self.t0).as_secs_f64()
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.sup.handle(self.now, event);
+    }
+
+    fn poll(&mut self) -> Action {
+        self.sup.poll(self.now)
+    }
+
+    /// Polls; on a sleep, moves the clock to its end and returns `None`.
+    fn step(&mut self) -> Option<Action> {
+        match self.poll() {
+            Action::Sleep { until } => {
+                assert!(until > self.now, "a sleep must move time forward");
+                self.now = until;
+                None
+            }
+            action => Some(action),
+        }
+    }
+
+    /// Runs the clock until an action other than a sleep comes, or `limit` passes.
+    fn run_until_action(&mut self, limit: Duration) -> Option<Action> {
+        let end = self.now + limit;
+        while self.now < end {
+            if let Some(a) = self.step() {
+                return Some(a);
+            }
+        }
+        None
+    }
+
+    /// Registers with `assignment` and brings the tunnel up.
+    fn register(&mut self, address: [u8; 4], ports: Vec<PortPolicy>) {
+        assert!(matches!(self.poll(), Action::Register(_)));
+        self.handle(Event::Registered {
+            ports,
+            assignment: assignment(address),
+        });
+        assert!(matches!(
+            self.poll(),
+            Action::StartTunnel(_) | Action::UpdateTunnel(_)
+        ));
+        self.handle(Event::TunnelReady);
+    }
+
+    /// The gateway is heard right now (a keep-alive arrived).
+    fn heard(&mut self) {
+        let now = self.wall();
+        self.handle(Event::PeerSeen(PeerActivity {
+            last_handshake: None,
+            last_authenticated: Some(now),
+            heard_ago: Some(Duration::ZERO),
+        }));
+    }
+}
+
+#[test]
+fn registers_at_once_then_builds_the_tunnel_then_idles() {
+    let mut w = World::new(180);
+    assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
+    // Waiting for the answer: nothing else is asked for.
+    assert!(matches!(w.poll(), Action::Sleep { .. }));
+    w.handle(Event::Registered {
+        ports: ports(true),
+        assignment: assignment([10, 0, 0, 2]),
+    });
+    assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 2])));
+    w.handle(Event::TunnelReady);
+    assert!(w.sup.tunnel_up());
+    assert_eq!(
+        w.poll(),
+        Action::Sleep {
+            until: w.now + TICK
+        }
+    );
+}
+
+#[test]
+fn failures_back_off_with_jitter_and_retries_start_on_time() {
+    let mut w = World::new(180);
+    assert_eq!(w.step(), Some(Action::Register(Why::NoTunnel)));
+    let mut delays = Vec::new();
+    for i in 0..6 {
+        let failed_at = w.now;
+        w.handle(Event::RegistrationFailed);
+        let next = w.run_until_action(Duration::from_secs(10));
+        assert_eq!(next, Some(Action::Register(Why::NoTunnel)), "attempt {i}");
+        delays.push(w.now - failed_at);
+    }
+    let nominal = [250u64, 500, 1000, 2000, 4000, 4000];
+    for (d, n) in delays.iter().zip(nominal) {
+        let n = Duration::from_millis(n);
+        assert!(*d >= n / 2 && *d <= n, "{d:?} for nominal {n:?}");
+    }
+    assert!(
+        delays
+            .iter()
+            .zip(nominal)
+            .any(|(d, n)| *d != Duration::from_millis(n)),
+        "jittered: {delays:?}"
+    );
+    // The same seed gives the same spacing.
+    let mut again = World::new(180);
+    again.step();
+    let mut second = Vec::new();
+    for _ in 0..6 {
+        let at = again.now;
+        again.handle(Event::RegistrationFailed);
+        again.run_until_action(Duration::from_secs(10));
+        second.push(again.now - at);
+    }
+    assert_eq!(delays, second);
+    // A success resets the backoff.
+    w.handle(Event::Registered {
+        ports: ports(true),
+        assignment: assignment([10, 0, 0, 2]),
+    });
+    w.poll();
+    w.handle(Event::TunnelReady);
+    let at = w.now + Duration::from_secs(600);
+    w.now = at;
+    w.heard();
+    assert_eq!(w.poll(), Action::Register(Why::Interval));
+    w.handle(Event::RegistrationFailed);
+    w.run_until_action(Duration::from_secs(10));
+    assert!(w.now - at <= Duration::from_millis(250), "{:?}", w.now - at);
+}
+
+#[test]
+fn a_healthy_tunnel_only_registers_on_the_interval() {
+    let mut w = World::new(10);
+    w.register([10, 0, 0, 2], ports(true));
+    let registered = w.now;
+    while w.now - registered < Duration::from_secs(599) {
+        w.heard();
+        assert_eq!(w.step(), None, "at {:.1} s", w.secs());
+    }
+    let action = w.run_until_action(Duration::from_secs(2));
+    assert_eq!(action, Some(Action::Register(Why::Interval)));
+    assert_eq!(w.now - registered, Duration::from_secs(600));
+}
+
+#[test]
+fn a_dead_tunnel_restarts_the_session_then_registers_after_the_timeout() {
+    // Keep-alive 2 s: the session restarts after 11 s of silence; the effective timeout is max(10, 11) = 11 s.
+    let mut w = World::new(10);
+    w.register([10, 0, 0, 2], ports(true));
+    for _ in 0..10 {
+        assert_eq!(w.step(), None);
+        w.heard();
+    }
+    let silent_from = w.now;
+    let mut restarts = Vec::new();
+    let why = loop {
+        match w.run_until_action(Duration::from_secs(60)) {
+            Some(Action::RestartSession { silent_for }) => {
+                restarts.push((w.now - silent_from, silent_for))
+            }
+            Some(Action::Register(why)) => break why,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        restarts,
+        vec![(Duration::from_secs(11), Duration::from_secs(11))]
+    );
+    assert_eq!(
+        why,
+        Why::DeadTunnel {
+            since: Duration::from_secs(11),
+            timeout: Duration::from_secs(11)
+        }
+    );
+    assert_eq!(w.now - silent_from, Duration::from_secs(11));
+    // Registered again with the same address: the peer is updated in place and the liveness clock keeps
+    // running, so while the path stays broken the next registration comes a sixth of the timeout later.
+    w.handle(Event::Registered {
+        ports: ports(true),
+        assignment: assignment([10, 0, 0, 2]),
+    });
+    assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+    w.handle(Event::TunnelReady);
+    let registered = w.now;
+    let next = loop {
+        match w.run_until_action(Duration::from_secs(60)) {
+            Some(Action::RestartSession { .. }) => {}
+            other => break other,
+        }
+    };
+    assert!(matches!(
+        next,
+        Some(Action::Register(Why::DeadTunnel { .. }))
+    ));
+    let gap = w.now - registered;
+    assert!(
+        gap >= Duration::from_secs(11) / 6 && gap <= Duration::from_secs(11) / 6 + TICK,
+        "{gap:?}"
+    );
+}
+
+#[test]
+fn a_handshake_counts_as_life() {
+    let mut w = World::new(10);
+    w.register([10, 0, 0, 2], ports(true));
+    // Nothing authenticated arrives, but handshakes complete every 5 s: sessions restart, yet the tunnel is
+    // alive and nothing registers before the interval.
+    let mut registered = false;
+    while w.secs() < 120.0 {
+        if (w.now - w.t0).as_millis() % 5000 == 0 {
+            let wall = w.wall();
+            w.handle(Event::PeerSeen(PeerActivity {
+                last_handshake: Some(wall),
+                ..PeerActivity::default()
+            }));
+        }
+        if let Some(Action::Register(_)) = w.step() {
+            registered = true;
+        }
+    }
+    assert!(!registered);
+}
+
+#[test]
+fn a_port_state_change_registers_at_once_and_only_a_real_change() {
+    let mut w = World::new(180);
+    w.register([10, 0, 0, 2], ports(true));
+    w.heard();
+    assert_eq!(w.step(), None);
+    // Discovery signalled, but the state is the one reported.
+    w.handle(Event::PortStates(ports(true)));
+    w.heard();
+    assert_eq!(w.step(), None);
+    w.handle(Event::PortStates(ports(false)));
+    assert_eq!(w.poll(), Action::Register(Why::ReportPorts));
+    w.handle(Event::Registered {
+        ports: ports(false),
+        assignment: assignment([10, 0, 0, 2]),
+    });
+    assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+    w.handle(Event::TunnelReady);
+    w.heard();
+    assert_eq!(w.step(), None);
+    // A forwarder (re)started on the tunnel address reports too.
+    w.handle(Event::ForwarderStarted);
+    assert_eq!(w.poll(), Action::Register(Why::ReportPorts));
+}
+
+#[test]
+fn a_report_waits_for_the_backoff() {
+    let mut w = World::new(180);
+    w.register([10, 0, 0, 2], ports(true));
+    w.handle(Event::PortStates(ports(false)));
+    assert_eq!(w.poll(), Action::Register(Why::ReportPorts));
+    let failed_at = w.now;
+    w.handle(Event::RegistrationFailed);
+    w.heard();
+    let next = w.run_until_action(Duration::from_secs(5));
+    assert_eq!(next, Some(Action::Register(Why::ReportPorts)));
+    assert!(w.now - failed_at >= Duration::from_millis(125));
+}
+
+#[test]
+fn a_new_address_rebuilds_and_a_failed_set_up_is_retried() {
+    let mut w = World::new(180);
+    w.register([10, 0, 0, 2], ports(true));
+    w.now += Duration::from_secs(600);
+    w.heard();
+    assert_eq!(w.poll(), Action::Register(Why::Interval));
+    w.handle(Event::Registered {
+        ports: ports(true),
+        assignment: assignment([10, 0, 0, 3]),
+    });
+    assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 3])));
+    let failed_at = w.now;
+    w.handle(Event::TunnelFailed);
+    assert!(!w.sup.tunnel_up());
+    let next = w.run_until_action(Duration::from_secs(5));
+    assert_eq!(next, Some(Action::Register(Why::NoTunnel)));
+    assert!(w.now - failed_at >= Duration::from_millis(125));
+}
+
+#[test]
+fn a_gateway_refused_by_a_reloaded_policy_keeps_the_tunnel_and_retries() {
+    // The policy file changed and the gateway no longer satisfies it: its handshake fails, which is a
+    // failed registration like any other. The tunnel keeps running (no set-up is asked for), the retries back
+    // off, and once a gateway is accepted again the backoff starts over.
+    let mut w = World::new(180);
+    w.register([10, 0, 0, 2], ports(true));
+    w.now += Duration::from_secs(600);
+    w.heard();
+    assert_eq!(w.poll(), Action::Register(Why::Interval));
+    let mut gaps = Vec::new();
+    for _ in 0..4 {
+        let at = w.now;
+        w.handle(Event::RegistrationFailed);
+        assert!(w.sup.tunnel_up(), "the tunnel stays up");
+        loop {
+            w.heard();
+            match w.step() {
+                None => continue,
+                Some(Action::Register(Why::Interval)) => break,
+                Some(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        gaps.push(w.now - at);
+    }
+    for pair in gaps.windows(2) {
+        assert!(pair[1] * 4 >= pair[0], "backing off: {gaps:?}");
+    }
+    assert!(gaps[3] > Duration::from_millis(250), "{gaps:?}");
+    w.handle(Event::Registered {
+        ports: ports(true),
+        assignment: assignment([10, 0, 0, 2]),
+    });
+    assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+    w.handle(Event::TunnelReady);
+    w.heard();
+    assert_eq!(w.step(), None);
+}
