@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy};
+use attestation::policy::{ClaimsPolicy, GatewayPolicy};
 use attestation::ratls::{
     client_config, encode_cmw, parse_certificate, server_config, CertOptions, RaTlsCertificate,
     RaTlsError, RaTlsIdentity, RaTlsVerifier, CMW_OID,
@@ -14,6 +14,8 @@ use attestation::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 const APP: &str = "deadbeef11111111";
 
@@ -36,14 +38,7 @@ fn verifier() -> Arc<Verifier> {
 }
 
 fn app_policy(measurement: u8) -> Arc<dyn ClaimsPolicy> {
-    let text = format!(
-        "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-        hex::encode([measurement; 48])
-    );
-    Arc::new(ForApp {
-        policy: AppPolicy::from_toml(&text).unwrap(),
-        app_id: APP.into(),
-    })
+    common::snp_app_policy(APP, [measurement; 48])
 }
 
 fn gateway_policy(measurement: u8) -> Arc<dyn ClaimsPolicy> {
@@ -75,8 +70,8 @@ impl Logs {
 }
 
 struct Outcome {
-    server: Result<Option<Arc<attestation::Claims>>, String>,
-    client: Result<Option<Arc<attestation::Claims>>, String>,
+    server: common::Side,
+    client: common::Side,
 }
 
 /// Gateway (server, measurement 0xAA) and agent (client, measurement 0xBB) handshake with the given policies.
@@ -88,46 +83,8 @@ async fn handshake(server_accepts: u8, client_accepts: u8, client_options: CertO
         verifier(),
         gateway_policy(client_accepts),
     ));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
-        server_config(server_id, server_peers.clone()).unwrap(),
-    ));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
-        client_config(client_id, client_peers.clone()).unwrap(),
-    ));
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = async {
-        let (tcp, _) = listener.accept().await.unwrap();
-        match acceptor.accept(tcp).await {
-            Ok(mut tls) => {
-                let mut buf = [0u8; 4];
-                tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-                tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
-                tls.shutdown().await.ok();
-                Ok(server_peers.peer_claims(tls.get_ref().1))
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    let client = async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
-        match connector.connect(name, tcp).await {
-            Ok(mut tls) => {
-                tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-                let mut buf = [0u8; 4];
-                tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-                Ok(client_peers.peer_claims(tls.get_ref().1))
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    let (server, client) = tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::join!(server, client)
-    })
-    .await
-    .expect("handshake timed out");
+    let (server, client) =
+        common::handshake(server_id, server_peers, client_id, client_peers).await;
     Outcome { server, client }
 }
 
