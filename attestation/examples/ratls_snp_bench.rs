@@ -94,19 +94,15 @@ async fn main() -> anyhow::Result<()> {
     let attester = SimSnpAttester::new(pki.clone(), [0xbb; 48], [0; 32]);
 
     let generation = time(50, || {
-        RaTlsCertificate::generate(&attester, &CertOptions::default()).expect("cert")
-    });
+        RaTlsCertificate::generate(&attester, &CertOptions::default())
+    })?;
 
     let cert = RaTlsCertificate::generate(&attester, &CertOptions::default())?;
     let now = SystemTime::now();
-    let first = time(20, || {
-        let v = RaTlsVerifier::new(
-            verifier(&pki).expect("verifier"),
-            app_policy().expect("policy"),
-        );
-        v.verify_certificate(cert.cert_der(), now)
-            .expect("verifies")
-    });
+    let first = time(20, || -> anyhow::Result<_> {
+        let v = RaTlsVerifier::new(verifier(&pki)?, app_policy()?);
+        Ok(v.verify_certificate(cert.cert_der(), now)?)
+    })?;
     // Chain cache warm, certificate never seen: what a handshake with a renewed certificate costs.
     let warm_chain = RaTlsVerifier::new(verifier(&pki)?, app_policy()?);
     warm_chain.verify_certificate(cert.cert_der(), now)?;
@@ -114,30 +110,20 @@ async fn main() -> anyhow::Result<()> {
         .map(|_| RaTlsCertificate::generate(&attester, &CertOptions::default()))
         .collect::<Result<_, _>>()?;
     let mut it = fresh.iter();
-    let chain_cached = time(50, || {
-        let c = it.next().expect("enough certificates");
-        warm_chain
-            .verify_certificate(c.cert_der(), now)
-            .expect("verifies")
-    });
-    let cert_cached = time(1000, || {
-        warm_chain
-            .verify_certificate(cert.cert_der(), now)
-            .expect("verifies")
-    });
+    let chain_cached = time(50, || -> anyhow::Result<_> {
+        let c = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("too few certificates"))?;
+        Ok(warm_chain.verify_certificate(c.cert_der(), now)?)
+    })?;
+    let cert_cached = time(1000, || warm_chain.verify_certificate(cert.cert_der(), now))?;
 
     let milan = real_milan()?;
     let milan_now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
-    let milan_first = time(20, || {
-        Verifier::default()
-            .verify_unbound(&milan, milan_now)
-            .expect("verifies")
-    });
+    let milan_first = time(20, || Verifier::default().verify_unbound(&milan, milan_now))?;
     let warm = Verifier::default();
     warm.verify_unbound(&milan, milan_now)?;
-    let milan_cached = time(200, || {
-        warm.verify_unbound(&milan, milan_now).expect("verifies")
-    });
+    let milan_cached = time(200, || warm.verify_unbound(&milan, milan_now))?;
 
     let (ps, pc) = plain_configs()?;
     let plain = handshakes(ps, pc, n).await?;

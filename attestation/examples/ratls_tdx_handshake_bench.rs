@@ -20,7 +20,7 @@ use attestation::{
     SimSnpAttester, SimSnpPki, SimTdReport, SimTdxAttester, SimTdxPki, TrustAnchors, Verifier,
 };
 
-use common::{handshakes, median, no_resumption, plain_configs};
+use common::{handshakes, median, no_resumption, plain_configs, time};
 
 const APP: &str = "deadbeef33333333";
 
@@ -104,31 +104,19 @@ async fn main() -> anyhow::Result<()> {
     let cert = RaTlsCertificate::generate(sim.tdx_attester().as_ref(), &CertOptions::default())?;
     let cold = median(
         (0..20)
-            .map(|_| {
-                let v = RaTlsVerifier::new(
-                    sim.verifier().expect("verifier"),
-                    sim.gateway_policy().expect("policy"),
-                );
+            .map(|_| -> anyhow::Result<_> {
+                let v = RaTlsVerifier::new(sim.verifier()?, sim.gateway_policy()?);
                 let start = Instant::now();
-                v.verify_certificate(cert.cert_der(), SystemTime::now())
-                    .expect("verifies");
-                start.elapsed()
+                v.verify_certificate(cert.cert_der(), SystemTime::now())?;
+                Ok(start.elapsed())
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     );
     let warm_verifier = RaTlsVerifier::new(sim.verifier()?, sim.gateway_policy()?);
     warm_verifier.verify_certificate(cert.cert_der(), SystemTime::now())?;
-    let warm = median(
-        (0..200)
-            .map(|_| {
-                let start = Instant::now();
-                warm_verifier
-                    .verify_certificate(cert.cert_der(), SystemTime::now())
-                    .expect("verifies");
-                start.elapsed()
-            })
-            .collect(),
-    );
+    let warm = time(200, || {
+        warm_verifier.verify_certificate(cert.cert_der(), SystemTime::now())
+    })?;
 
     let (ps, pc) = plain_configs()?;
     let plain = handshakes(ps, pc, n).await?;

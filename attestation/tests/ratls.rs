@@ -1,4 +1,5 @@
 //! RA-TLS certificates and mutual RA-TLS over tokio-rustls on loopback, both sides `sim-snp`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns set up fixtures
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

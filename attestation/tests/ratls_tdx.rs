@@ -1,5 +1,6 @@
 //! Mutual RA-TLS between a `sim-tdx` side and a `sim-snp` side over tokio-rustls on loopback, and RA-TLS
 //! certificates carrying TDX evidence that must be refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns set up fixtures
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
