@@ -14,7 +14,7 @@ use attestation::{
     Attester, Platform, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier, VerifyError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 mod common;
 
@@ -89,6 +89,14 @@ async fn handshake(server_accepts: u8, client_accepts: u8, client_options: CertO
     Outcome { server, client }
 }
 
+/// `text` holds the log field `key` with `value`, quoted or not.
+fn assert_logged(text: &str, key: &str, value: &str) {
+    assert!(
+        text.contains(&format!("{key}=\"{value}\"")) || text.contains(&format!("{key}={value}")),
+        "{text}"
+    );
+}
+
 fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
     let logs = Logs::default();
     let w = logs.clone();
@@ -117,14 +125,8 @@ async fn server_refuses_a_client_with_a_disallowed_measurement_and_logs_why() {
     assert!(out.client.is_err());
     let text = logs.text();
     assert!(text.contains("RA-TLS peer refused"), "{text}");
-    assert!(
-        text.contains("peer=\"client\"") || text.contains("peer=client"),
-        "{text}"
-    );
-    assert!(
-        text.contains("check=\"policy\"") || text.contains("check=policy"),
-        "{text}"
-    );
+    assert_logged(&text, "peer", "client");
+    assert_logged(&text, "check", "policy");
     assert!(
         text.contains(&format!("app {APP}: measurement not allowed")),
         "{text}"
@@ -139,10 +141,7 @@ async fn client_refuses_a_server_with_a_disallowed_measurement_and_logs_why() {
     assert!(out.server.is_err());
     let text = logs.text();
     assert!(text.contains("RA-TLS peer refused"), "{text}");
-    assert!(
-        text.contains("peer=\"server\"") || text.contains("peer=server"),
-        "{text}"
-    );
+    assert_logged(&text, "peer", "server");
     assert!(text.contains("gateway: measurement not allowed"), "{text}");
 }
 
@@ -300,17 +299,8 @@ async fn sessions_are_never_resumed_so_a_changed_policy_applies_to_the_next_conn
         }
     });
     let connect = || async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let kind = tls.get_ref().1.handshake_kind();
-        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(kind)
+        let tls = common::ping(&connector, addr).await?;
+        Ok::<_, String>(tls.get_ref().1.handshake_kind())
     };
     for i in 0..3 {
         assert_eq!(

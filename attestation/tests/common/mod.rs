@@ -1,6 +1,7 @@
 //! Helpers shared by the RA-TLS integration tests: a mutual handshake over loopback and the SNP app policy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,15 +39,7 @@ pub(crate) async fn handshake(
         Ok(server_peers.peer_claims(tls.get_ref().1))
     };
     let client = async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        let tls = ping(&connector, addr).await?;
         Ok(client_peers.peer_claims(tls.get_ref().1))
     };
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -66,4 +59,21 @@ pub(crate) fn snp_app_policy(app: &str, measurement: [u8; 48]) -> Arc<dyn Claims
         policy: AppPolicy::from_toml(&text).unwrap(),
         app_id: app.into(),
     })
+}
+
+/// Connect to `addr` as a client, send "ping" and read the 4-byte answer; returns the open connection.
+pub(crate) async fn ping(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4];
+    tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    Ok(tls)
 }
