@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy};
+use attestation::policy::{ClaimsPolicy, GatewayPolicy};
 use attestation::ratls::{
     client_config, server_config, CertOptions, RaTlsCertificate, RaTlsIdentity, RaTlsVerifier,
 };
@@ -26,14 +26,7 @@ fn verifier(pki: &SimSnpPki) -> anyhow::Result<Arc<Verifier>> {
 }
 
 fn app_policy() -> anyhow::Result<Arc<dyn ClaimsPolicy>> {
-    let text = format!(
-        "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-        hex::encode([0xbb; 48])
-    );
-    Ok(Arc::new(ForApp {
-        policy: AppPolicy::from_toml(&text)?,
-        app_id: APP.into(),
-    }))
+    common::snp_app_policy(APP, [0xbb; 48])
 }
 
 fn gateway_policy() -> anyhow::Result<Arc<dyn ClaimsPolicy>> {

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy};
+use attestation::policy::{ClaimsPolicy, GatewayPolicy};
 use attestation::ratls::{
     client_config, server_config, CertOptions, RaTlsCertificate, RaTlsIdentity, RaTlsVerifier,
 };
@@ -47,14 +47,7 @@ impl Sim {
     }
 
     fn app_policy(&self) -> anyhow::Result<Arc<dyn ClaimsPolicy>> {
-        let text = format!(
-            "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-            hex::encode([0xbb; 48])
-        );
-        Ok(Arc::new(ForApp {
-            policy: AppPolicy::from_toml(&text)?,
-            app_id: APP.into(),
-        }))
+        common::snp_app_policy(APP, [0xbb; 48])
     }
 
     fn tdx_attester(&self) -> Arc<SimTdxAttester> {

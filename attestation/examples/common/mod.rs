@@ -119,3 +119,18 @@ pub(crate) fn time<T, E>(n: usize, mut f: impl FnMut() -> Result<T, E>) -> Resul
         .collect::<Result<_, E>>()?;
     Ok(median(samples))
 }
+
+/// The gateway's policy for `app`: one `sim-snp` profile with `measurement`.
+pub(crate) fn snp_app_policy(
+    app: &str,
+    measurement: [u8; 48],
+) -> anyhow::Result<Arc<dyn attestation::policy::ClaimsPolicy>> {
+    let text = format!(
+        "[[apps.{app}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
+        hex::encode(measurement)
+    );
+    Ok(Arc::new(attestation::policy::ForApp {
+        policy: attestation::policy::AppPolicy::from_toml(&text)?,
+        app_id: app.into(),
+    }))
+}
