@@ -76,11 +76,7 @@ fn real_milan() -> anyhow::Result<Evidence> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1000);
+    let n = common::first_arg_or(1000)?;
     let keygen = Instant::now();
     let pki = Arc::new(SimSnpPki::generate("bench-attestation")?);
     let keygen = keygen.elapsed();

@@ -83,11 +83,7 @@ impl Sim {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(500);
+    let n = common::first_arg_or(500)?;
     let sim = Sim {
         tdx: Arc::new(SimTdxPki::from_seed(b"handshake bench")?),
         snp: Arc::new(SimSnpPki::generate_small("handshake bench")?),

@@ -134,3 +134,12 @@ pub(crate) fn snp_app_policy(
         app_id: app.into(),
     }))
 }
+
+/// The first command-line argument as a count, or `default` without one.
+pub(crate) fn first_arg_or(default: usize) -> anyhow::Result<usize> {
+    Ok(std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(default))
+}
