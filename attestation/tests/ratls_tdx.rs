@@ -87,6 +87,19 @@ async fn handshake(
     common::handshake(server_id, server_peers, client_id, client_peers).await
 }
 
+/// Why the agent refused a `sim-tdx` gateway with `td_attributes` under a policy on `mr_td` (the gateway fails
+/// too).
+async fn agent_refusal(td_attributes: u64, agent_trusts_tdx: bool, mr_td: [u8; 48]) -> String {
+    let (server, client) = handshake(
+        tdx_attester(td_attributes),
+        agent_trusts_tdx,
+        gateway_policy(mr_td),
+    )
+    .await;
+    assert!(server.is_err());
+    client.unwrap_err()
+}
+
 #[tokio::test]
 async fn mutual_ra_tls_between_sim_tdx_and_sim_snp() {
     let (server, client) = handshake(
@@ -108,41 +121,20 @@ async fn mutual_ra_tls_between_sim_tdx_and_sim_snp() {
 
 #[tokio::test]
 async fn agent_refuses_a_sim_tdx_gateway_unless_it_trusts_the_simulated_root() {
-    let (server, client) = handshake(
-        tdx_attester(TD_ATTR_SEPT_VE_DISABLE),
-        false,
-        gateway_policy(GATEWAY_MR_TD),
-    )
-    .await;
-    let err = client.unwrap_err();
+    let err = agent_refusal(TD_ATTR_SEPT_VE_DISABLE, false, GATEWAY_MR_TD).await;
     assert!(err.contains("SimulatedRootNotTrusted"), "{err}");
-    assert!(server.is_err());
 }
 
 #[tokio::test]
 async fn agent_refuses_a_gateway_with_another_mr_td() {
-    let (server, client) = handshake(
-        tdx_attester(TD_ATTR_SEPT_VE_DISABLE),
-        true,
-        gateway_policy([0x01; 48]),
-    )
-    .await;
-    let err = client.unwrap_err();
+    let err = agent_refusal(TD_ATTR_SEPT_VE_DISABLE, true, [0x01; 48]).await;
     assert!(err.contains("MRTD"), "{err}");
-    assert!(server.is_err());
 }
 
 #[tokio::test]
 async fn agent_refuses_a_debug_td_gateway_under_a_default_profile() {
-    let (server, client) = handshake(
-        tdx_attester(TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG),
-        true,
-        gateway_policy(GATEWAY_MR_TD),
-    )
-    .await;
-    let err = client.unwrap_err();
+    let err = agent_refusal(TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG, true, GATEWAY_MR_TD).await;
     assert!(err.contains("Debug"), "{err}");
-    assert!(server.is_err());
 }
 
 fn verify_cert(
