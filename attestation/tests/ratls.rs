@@ -107,6 +107,18 @@ fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
     (logs, tracing::subscriber::set_default(sub))
 }
 
+/// The logs of a handshake that both sides fail, with the server and the client accepting the given
+/// measurements; they report a refused peer.
+async fn refusal_logs(server_accepts: u8, client_accepts: u8) -> String {
+    let (logs, _g) = capture();
+    let out = handshake(server_accepts, client_accepts, CertOptions::default()).await;
+    assert!(out.server.is_err());
+    assert!(out.client.is_err());
+    let text = logs.text();
+    assert!(text.contains("RA-TLS peer refused"), "{text}");
+    text
+}
+
 #[tokio::test]
 async fn mutual_ra_tls_succeeds_and_each_side_reads_the_others_claims() {
     let out = handshake(0xBB, 0xAA, CertOptions::default()).await;
@@ -119,12 +131,7 @@ async fn mutual_ra_tls_succeeds_and_each_side_reads_the_others_claims() {
 
 #[tokio::test]
 async fn server_refuses_a_client_with_a_disallowed_measurement_and_logs_why() {
-    let (logs, _g) = capture();
-    let out = handshake(0xCC, 0xAA, CertOptions::default()).await;
-    assert!(out.server.is_err());
-    assert!(out.client.is_err());
-    let text = logs.text();
-    assert!(text.contains("RA-TLS peer refused"), "{text}");
+    let text = refusal_logs(0xCC, 0xAA).await;
     assert_logged(&text, "peer", "client");
     assert_logged(&text, "check", "policy");
     assert!(
@@ -135,12 +142,7 @@ async fn server_refuses_a_client_with_a_disallowed_measurement_and_logs_why() {
 
 #[tokio::test]
 async fn client_refuses_a_server_with_a_disallowed_measurement_and_logs_why() {
-    let (logs, _g) = capture();
-    let out = handshake(0xBB, 0xCC, CertOptions::default()).await;
-    assert!(out.client.is_err());
-    assert!(out.server.is_err());
-    let text = logs.text();
-    assert!(text.contains("RA-TLS peer refused"), "{text}");
+    let text = refusal_logs(0xBB, 0xCC).await;
     assert_logged(&text, "peer", "server");
     assert!(text.contains("gateway: measurement not allowed"), "{text}");
 }
