@@ -273,13 +273,7 @@ fn tampered_collateral_is_refused() {
 #[test]
 fn a_revoked_pck_certificate_is_refused() {
     let now = SystemTime::now();
-    let collateral = pki()
-        .collateral_with(&SimCollateralOptions {
-            issued: now - Duration::from_secs(60),
-            validity: Duration::from_secs(3600),
-            revoke_pck: true,
-        })
-        .unwrap();
+    let collateral = revoked_pck_collateral(now);
     let err = sim_verifier()
         .verify(&pki().quote(&td()).unwrap(), &collateral, now)
         .unwrap_err();
