@@ -200,14 +200,7 @@ fn key_swap_is_refused() {
     let err = v
         .verify_certificate(b.der(), SystemTime::now())
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RaTlsError::Verify(VerifyError::ReportDataMismatch { .. })
-        ),
-        "{err}"
-    );
-    assert_eq!(err.check(), "binding");
+    common::assert_binding_refused(&err);
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp};
-use attestation::ratls::{client_config, server_config, RaTlsIdentity, RaTlsVerifier};
-use attestation::Claims;
+use attestation::ratls::{client_config, server_config, RaTlsError, RaTlsIdentity, RaTlsVerifier};
+use attestation::{Claims, VerifyError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -76,4 +76,16 @@ pub(crate) async fn ping(
     let mut buf = [0u8; 4];
     tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
     Ok(tls)
+}
+
+/// `err` refuses a certificate whose evidence is not bound to its key.
+pub(crate) fn assert_binding_refused(err: &RaTlsError) {
+    assert!(
+        matches!(
+            err,
+            RaTlsError::Verify(VerifyError::ReportDataMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.check(), "binding");
 }
