@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy};
+use attestation::policy::{ClaimsPolicy, GatewayPolicy};
 use attestation::ratls::{
     client_config, server_config, CertOptions, RaTlsCertificate, RaTlsIdentity, RaTlsVerifier,
 };
@@ -26,14 +26,7 @@ fn verifier(pki: &SimSnpPki) -> anyhow::Result<Arc<Verifier>> {
 }
 
 fn app_policy() -> anyhow::Result<Arc<dyn ClaimsPolicy>> {
-    let text = format!(
-        "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-        hex::encode([0xbb; 48])
-    );
-    Ok(Arc::new(ForApp {
-        policy: AppPolicy::from_toml(&text)?,
-        app_id: APP.into(),
-    }))
+    common::snp_app_policy(APP, [0xbb; 48])
 }
 
 fn gateway_policy() -> anyhow::Result<Arc<dyn ClaimsPolicy>> {
@@ -83,30 +76,22 @@ fn real_milan() -> anyhow::Result<Evidence> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1000);
+    let n = common::first_arg_or(1000)?;
     let keygen = Instant::now();
     let pki = Arc::new(SimSnpPki::generate("bench-attestation")?);
     let keygen = keygen.elapsed();
     let attester = SimSnpAttester::new(pki.clone(), [0xbb; 48], [0; 32]);
 
     let generation = time(50, || {
-        RaTlsCertificate::generate(&attester, &CertOptions::default()).expect("cert")
-    });
+        RaTlsCertificate::generate(&attester, &CertOptions::default())
+    })?;
 
     let cert = RaTlsCertificate::generate(&attester, &CertOptions::default())?;
     let now = SystemTime::now();
-    let first = time(20, || {
-        let v = RaTlsVerifier::new(
-            verifier(&pki).expect("verifier"),
-            app_policy().expect("policy"),
-        );
-        v.verify_certificate(cert.cert_der(), now)
-            .expect("verifies")
-    });
+    let first = time(20, || -> anyhow::Result<_> {
+        let v = RaTlsVerifier::new(verifier(&pki)?, app_policy()?);
+        Ok(v.verify_certificate(cert.cert_der(), now)?)
+    })?;
     // Chain cache warm, certificate never seen: what a handshake with a renewed certificate costs.
     let warm_chain = RaTlsVerifier::new(verifier(&pki)?, app_policy()?);
     warm_chain.verify_certificate(cert.cert_der(), now)?;
@@ -114,30 +99,20 @@ async fn main() -> anyhow::Result<()> {
         .map(|_| RaTlsCertificate::generate(&attester, &CertOptions::default()))
         .collect::<Result<_, _>>()?;
     let mut it = fresh.iter();
-    let chain_cached = time(50, || {
-        let c = it.next().expect("enough certificates");
-        warm_chain
-            .verify_certificate(c.cert_der(), now)
-            .expect("verifies")
-    });
-    let cert_cached = time(1000, || {
-        warm_chain
-            .verify_certificate(cert.cert_der(), now)
-            .expect("verifies")
-    });
+    let chain_cached = time(50, || -> anyhow::Result<_> {
+        let c = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("too few certificates"))?;
+        Ok(warm_chain.verify_certificate(c.cert_der(), now)?)
+    })?;
+    let cert_cached = time(1000, || warm_chain.verify_certificate(cert.cert_der(), now))?;
 
     let milan = real_milan()?;
     let milan_now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
-    let milan_first = time(20, || {
-        Verifier::default()
-            .verify_unbound(&milan, milan_now)
-            .expect("verifies")
-    });
+    let milan_first = time(20, || Verifier::default().verify_unbound(&milan, milan_now))?;
     let warm = Verifier::default();
     warm.verify_unbound(&milan, milan_now)?;
-    let milan_cached = time(200, || {
-        warm.verify_unbound(&milan, milan_now).expect("verifies")
-    });
+    let milan_cached = time(200, || warm.verify_unbound(&milan, milan_now))?;
 
     let (ps, pc) = plain_configs()?;
     let plain = handshakes(ps, pc, n).await?;

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy};
+use attestation::policy::{ClaimsPolicy, GatewayPolicy};
 use attestation::ratls::{
     client_config, server_config, CertOptions, RaTlsCertificate, RaTlsIdentity, RaTlsVerifier,
 };
@@ -20,7 +20,7 @@ use attestation::{
     SimSnpAttester, SimSnpPki, SimTdReport, SimTdxAttester, SimTdxPki, TrustAnchors, Verifier,
 };
 
-use common::{handshakes, median, no_resumption, plain_configs};
+use common::{handshakes, median, no_resumption, plain_configs, time};
 
 const APP: &str = "deadbeef33333333";
 
@@ -47,14 +47,7 @@ impl Sim {
     }
 
     fn app_policy(&self) -> anyhow::Result<Arc<dyn ClaimsPolicy>> {
-        let text = format!(
-            "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-            hex::encode([0xbb; 48])
-        );
-        Ok(Arc::new(ForApp {
-            policy: AppPolicy::from_toml(&text)?,
-            app_id: APP.into(),
-        }))
+        common::snp_app_policy(APP, [0xbb; 48])
     }
 
     fn tdx_attester(&self) -> Arc<SimTdxAttester> {
@@ -90,11 +83,7 @@ impl Sim {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(500);
+    let n = common::first_arg_or(500)?;
     let sim = Sim {
         tdx: Arc::new(SimTdxPki::from_seed(b"handshake bench")?),
         snp: Arc::new(SimSnpPki::generate_small("handshake bench")?),
@@ -104,31 +93,19 @@ async fn main() -> anyhow::Result<()> {
     let cert = RaTlsCertificate::generate(sim.tdx_attester().as_ref(), &CertOptions::default())?;
     let cold = median(
         (0..20)
-            .map(|_| {
-                let v = RaTlsVerifier::new(
-                    sim.verifier().expect("verifier"),
-                    sim.gateway_policy().expect("policy"),
-                );
+            .map(|_| -> anyhow::Result<_> {
+                let v = RaTlsVerifier::new(sim.verifier()?, sim.gateway_policy()?);
                 let start = Instant::now();
-                v.verify_certificate(cert.cert_der(), SystemTime::now())
-                    .expect("verifies");
-                start.elapsed()
+                v.verify_certificate(cert.cert_der(), SystemTime::now())?;
+                Ok(start.elapsed())
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     );
     let warm_verifier = RaTlsVerifier::new(sim.verifier()?, sim.gateway_policy()?);
     warm_verifier.verify_certificate(cert.cert_der(), SystemTime::now())?;
-    let warm = median(
-        (0..200)
-            .map(|_| {
-                let start = Instant::now();
-                warm_verifier
-                    .verify_certificate(cert.cert_der(), SystemTime::now())
-                    .expect("verifies");
-                start.elapsed()
-            })
-            .collect(),
-    );
+    let warm = time(200, || {
+        warm_verifier.verify_certificate(cert.cert_der(), SystemTime::now())
+    })?;
 
     let (ps, pc) = plain_configs()?;
     let plain = handshakes(ps, pc, n).await?;

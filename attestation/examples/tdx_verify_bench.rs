@@ -14,17 +14,17 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn time<F: FnMut()>(iterations: usize, mut f: F) -> Duration {
-    f();
-    median(
-        (0..iterations)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed()
-            })
-            .collect(),
-    )
+/// The median time of `iterations` runs of `f` after one warm-up run, or the first error `f` returns.
+fn time<T, E>(iterations: usize, mut f: impl FnMut() -> Result<T, E>) -> Result<Duration, E> {
+    f()?;
+    let samples = (0..iterations)
+        .map(|_| {
+            let start = Instant::now();
+            f()?;
+            Ok(start.elapsed())
+        })
+        .collect::<Result<_, E>>()?;
+    Ok(median(samples))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,11 +39,7 @@ fn main() -> anyhow::Result<()> {
     let sample_now = UNIX_EPOCH + Duration::from_secs(1_751_371_200); // 2025-07-01T12:00:00Z
 
     let intel = TdxVerifier::intel();
-    let real = time(iterations, || {
-        intel
-            .verify(&quote, &collateral, sample_now)
-            .expect("real quote verifies");
-    });
+    let real = time(iterations, || intel.verify(&quote, &collateral, sample_now))?;
 
     let pki = std::sync::Arc::new(SimTdxPki::from_seed(b"tdx bench")?);
     let sim_root = TdxVerifier::with_root(pki.root_der().to_vec(), "bench root");
@@ -51,22 +47,14 @@ fn main() -> anyhow::Result<()> {
     let now = SystemTime::now();
     let sim_collateral = pki.collateral(now - Duration::from_secs(60))?;
     let sim = time(iterations, || {
-        sim_root
-            .verify(&sim_quote, &sim_collateral, now)
-            .expect("sim quote verifies");
-    });
+        sim_root.verify(&sim_quote, &sim_collateral, now)
+    })?;
 
     let attester = SimTdxAttester::new(pki.clone(), SimTdReport::default());
     let evidence = attester.attest(&[7; 64])?;
     let verifier = Verifier::new(TrustAnchors::production().with_sim_tdx_root(pki.root_der())?);
-    let cached = time(iterations, || {
-        verifier
-            .verify(&evidence, &[7; 64], now)
-            .expect("evidence verifies");
-    });
-    let attest = time(iterations, || {
-        attester.attest(&[7; 64]).expect("attests");
-    });
+    let cached = time(iterations, || verifier.verify(&evidence, &[7; 64], now))?;
+    let attest = time(iterations, || attester.attest(&[7; 64]))?;
 
     println!("| TDX operation | median |");
     println!("|---|---|");

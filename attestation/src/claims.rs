@@ -85,34 +85,45 @@ pub enum PlatformClaims {
     Tdx(TdxClaims),
 }
 
+/// Claims for unit tests across the crate.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::evidence::SigningKeyKind;
+
+    /// Milan SNP claims of a VCEK-signed report with `measurement` in every byte and default TCBs.
+    pub(crate) fn snp_claims(measurement: u8) -> SnpClaims {
+        SnpClaims {
+            product: SnpProduct::Milan,
+            report_version: 3,
+            measurement: [measurement; 48],
+            host_data: [2; 32],
+            guest_policy: 0x30000,
+            guest_svn: 0,
+            vmpl: 0,
+            family_id: [0; 16],
+            image_id: [0; 16],
+            id_key_digest: [0; 48],
+            reported_tcb: SnpTcb::default(),
+            current_tcb: SnpTcb::default(),
+            committed_tcb: SnpTcb::default(),
+            launch_tcb: SnpTcb::default(),
+            chip_id: [3; 64],
+            signing_key: SigningKeyKind::Vcek,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::SigningKeyKind;
 
     fn snp_claims() -> Claims {
         Claims {
             platform: Platform::SimSnp,
             report_data: [0xab; 64],
             debug: false,
-            details: PlatformClaims::Snp(SnpClaims {
-                product: SnpProduct::Milan,
-                report_version: 3,
-                measurement: [1; 48],
-                host_data: [2; 32],
-                guest_policy: 0x30000,
-                guest_svn: 0,
-                vmpl: 0,
-                family_id: [0; 16],
-                image_id: [0; 16],
-                id_key_digest: [0; 48],
-                reported_tcb: SnpTcb::default(),
-                current_tcb: SnpTcb::default(),
-                committed_tcb: SnpTcb::default(),
-                launch_tcb: SnpTcb::default(),
-                chip_id: [3; 64],
-                signing_key: SigningKeyKind::Vcek,
-            }),
+            details: PlatformClaims::Snp(fixtures::snp_claims(1)),
         }
     }
 

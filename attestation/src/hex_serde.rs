@@ -4,7 +4,7 @@
 
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
 
-pub use hex::serde::serialize;
+pub(crate) use hex::serde::serialize;
 
 /// Read exactly `N` bytes from hex text.
 fn bytes<const N: usize, E: serde::de::Error>(text: &str) -> Result<[u8; N], E> {
@@ -14,16 +14,18 @@ fn bytes<const N: usize, E: serde::de::Error>(text: &str) -> Result<[u8; N], E> 
 }
 
 /// Deserialize a fixed-size byte array from a hex string of exactly `2 * N` digits.
-pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+    d: D,
+) -> Result<[u8; N], D::Error> {
     bytes(&String::deserialize(d)?)
 }
 
 /// An optional byte array (absent or one hex string).
-pub mod option {
+pub(crate) mod option {
     use super::*;
 
     /// Serialize as a hex string, or as nothing.
-    pub fn serialize<S: Serializer, const N: usize>(
+    pub(crate) fn serialize<S: Serializer, const N: usize>(
         value: &Option<[u8; N]>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -31,7 +33,7 @@ pub mod option {
     }
 
     /// Deserialize a present value (absence is the field's `default`).
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<Option<[u8; N]>, D::Error> {
         super::deserialize(d).map(Some)
@@ -39,11 +41,11 @@ pub mod option {
 }
 
 /// A non-empty list of byte arrays (an allow list), as a list of hex strings.
-pub mod list {
+pub(crate) mod list {
     use super::*;
 
     /// Serialize as a list of hex strings.
-    pub fn serialize<S: Serializer, const N: usize>(
+    pub(crate) fn serialize<S: Serializer, const N: usize>(
         values: &[[u8; N]],
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -55,7 +57,7 @@ pub mod list {
     }
 
     /// Deserialize a list of at least one hex string.
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<Vec<[u8; N]>, D::Error> {
         let texts = Vec::<String>::deserialize(d)?;
@@ -69,11 +71,11 @@ pub mod list {
 }
 
 /// An optional allow list: any value when absent.
-pub mod option_list {
+pub(crate) mod option_list {
     use super::*;
 
     /// Serialize as a list of hex strings, or as nothing.
-    pub fn serialize<S: Serializer, const N: usize>(
+    pub(crate) fn serialize<S: Serializer, const N: usize>(
         values: &Option<Vec<[u8; N]>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -84,7 +86,7 @@ pub mod option_list {
     }
 
     /// Deserialize a present list (absence is the field's `default`).
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<Option<Vec<[u8; N]>>, D::Error> {
         super::list::deserialize(d).map(Some)
@@ -92,11 +94,11 @@ pub mod option_list {
 }
 
 /// The four 48-byte RTMRs of a TD, as a list of four hex strings.
-pub mod rtmrs {
+pub(crate) mod rtmrs {
     use super::*;
 
     /// Serialise as a list of four hex strings.
-    pub fn serialize<S: Serializer>(regs: &[[u8; 48]; 4], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(regs: &[[u8; 48]; 4], s: S) -> Result<S::Ok, S::Error> {
         regs.iter()
             .map(hex::encode)
             .collect::<Vec<_>>()
@@ -104,7 +106,7 @@ pub mod rtmrs {
     }
 
     /// Deserialise from a list of four hex strings.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[[u8; 48]; 4], D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[[u8; 48]; 4], D::Error> {
         let list = Vec::<String>::deserialize(d)?;
         let regs: [String; 4] = list.try_into().map_err(|l: Vec<String>| {
             D::Error::custom(format!("expected 4 RTMRs, got {}", l.len()))

@@ -41,7 +41,7 @@ pub(crate) mod test_support {
     use std::sync::{Arc, OnceLock};
 
     /// One small simulated PKI per test process.
-    pub fn pki() -> Arc<crate::SimSnpPki> {
+    pub(crate) fn pki() -> Arc<crate::SimSnpPki> {
         static PKI: OnceLock<Arc<crate::SimSnpPki>> = OnceLock::new();
         PKI.get_or_init(|| Arc::new(crate::SimSnpPki::generate_small("unit tests").unwrap()))
             .clone()

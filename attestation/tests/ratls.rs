@@ -1,10 +1,11 @@
 //! RA-TLS certificates and mutual RA-TLS over tokio-rustls on loopback, both sides `sim-snp`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns set up fixtures
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy};
+use attestation::policy::{ClaimsPolicy, GatewayPolicy};
 use attestation::ratls::{
     client_config, encode_cmw, parse_certificate, server_config, CertOptions, RaTlsCertificate,
     RaTlsError, RaTlsIdentity, RaTlsVerifier, CMW_OID,
@@ -13,7 +14,9 @@ use attestation::{
     Attester, Platform, SimSnpAttester, SimSnpPki, TrustAnchors, Verifier, VerifyError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+mod common;
 
 const APP: &str = "deadbeef11111111";
 
@@ -36,14 +39,7 @@ fn verifier() -> Arc<Verifier> {
 }
 
 fn app_policy(measurement: u8) -> Arc<dyn ClaimsPolicy> {
-    let text = format!(
-        "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-        hex::encode([measurement; 48])
-    );
-    Arc::new(ForApp {
-        policy: AppPolicy::from_toml(&text).unwrap(),
-        app_id: APP.into(),
-    })
+    common::snp_app_policy(APP, [measurement; 48])
 }
 
 fn gateway_policy(measurement: u8) -> Arc<dyn ClaimsPolicy> {
@@ -75,8 +71,8 @@ impl Logs {
 }
 
 struct Outcome {
-    server: Result<Option<Arc<attestation::Claims>>, String>,
-    client: Result<Option<Arc<attestation::Claims>>, String>,
+    server: common::Side,
+    client: common::Side,
 }
 
 /// Gateway (server, measurement 0xAA) and agent (client, measurement 0xBB) handshake with the given policies.
@@ -88,47 +84,17 @@ async fn handshake(server_accepts: u8, client_accepts: u8, client_options: CertO
         verifier(),
         gateway_policy(client_accepts),
     ));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
-        server_config(server_id, server_peers.clone()).unwrap(),
-    ));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
-        client_config(client_id, client_peers.clone()).unwrap(),
-    ));
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = async {
-        let (tcp, _) = listener.accept().await.unwrap();
-        match acceptor.accept(tcp).await {
-            Ok(mut tls) => {
-                let mut buf = [0u8; 4];
-                tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-                tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
-                tls.shutdown().await.ok();
-                Ok(server_peers.peer_claims(tls.get_ref().1))
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    let client = async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
-        match connector.connect(name, tcp).await {
-            Ok(mut tls) => {
-                tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-                let mut buf = [0u8; 4];
-                tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-                Ok(client_peers.peer_claims(tls.get_ref().1))
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    let (server, client) = tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::join!(server, client)
-    })
-    .await
-    .expect("handshake timed out");
+    let (server, client) =
+        common::handshake(server_id, server_peers, client_id, client_peers).await;
     Outcome { server, client }
+}
+
+/// `text` holds the log field `key` with `value`, quoted or not.
+fn assert_logged(text: &str, key: &str, value: &str) {
+    assert!(
+        text.contains(&format!("{key}=\"{value}\"")) || text.contains(&format!("{key}={value}")),
+        "{text}"
+    );
 }
 
 fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
@@ -139,6 +105,18 @@ fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
         .with_ansi(false)
         .finish();
     (logs, tracing::subscriber::set_default(sub))
+}
+
+/// The logs of a handshake that both sides fail, with the server and the client accepting the given
+/// measurements; they report a refused peer.
+async fn refusal_logs(server_accepts: u8, client_accepts: u8) -> String {
+    let (logs, _g) = capture();
+    let out = handshake(server_accepts, client_accepts, CertOptions::default()).await;
+    assert!(out.server.is_err());
+    assert!(out.client.is_err());
+    let text = logs.text();
+    assert!(text.contains("RA-TLS peer refused"), "{text}");
+    text
 }
 
 #[tokio::test]
@@ -153,20 +131,9 @@ async fn mutual_ra_tls_succeeds_and_each_side_reads_the_others_claims() {
 
 #[tokio::test]
 async fn server_refuses_a_client_with_a_disallowed_measurement_and_logs_why() {
-    let (logs, _g) = capture();
-    let out = handshake(0xCC, 0xAA, CertOptions::default()).await;
-    assert!(out.server.is_err());
-    assert!(out.client.is_err());
-    let text = logs.text();
-    assert!(text.contains("RA-TLS peer refused"), "{text}");
-    assert!(
-        text.contains("peer=\"client\"") || text.contains("peer=client"),
-        "{text}"
-    );
-    assert!(
-        text.contains("check=\"policy\"") || text.contains("check=policy"),
-        "{text}"
-    );
+    let text = refusal_logs(0xCC, 0xAA).await;
+    assert_logged(&text, "peer", "client");
+    assert_logged(&text, "check", "policy");
     assert!(
         text.contains(&format!("app {APP}: measurement not allowed")),
         "{text}"
@@ -175,16 +142,8 @@ async fn server_refuses_a_client_with_a_disallowed_measurement_and_logs_why() {
 
 #[tokio::test]
 async fn client_refuses_a_server_with_a_disallowed_measurement_and_logs_why() {
-    let (logs, _g) = capture();
-    let out = handshake(0xBB, 0xCC, CertOptions::default()).await;
-    assert!(out.client.is_err());
-    assert!(out.server.is_err());
-    let text = logs.text();
-    assert!(text.contains("RA-TLS peer refused"), "{text}");
-    assert!(
-        text.contains("peer=\"server\"") || text.contains("peer=server"),
-        "{text}"
-    );
+    let text = refusal_logs(0xBB, 0xCC).await;
+    assert_logged(&text, "peer", "server");
     assert!(text.contains("gateway: measurement not allowed"), "{text}");
 }
 
@@ -241,14 +200,7 @@ fn key_swap_is_refused() {
     let err = v
         .verify_certificate(b.der(), SystemTime::now())
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RaTlsError::Verify(VerifyError::ReportDataMismatch { .. })
-        ),
-        "{err}"
-    );
-    assert_eq!(err.check(), "binding");
+    common::assert_binding_refused(&err);
 }
 
 #[test]
@@ -342,17 +294,8 @@ async fn sessions_are_never_resumed_so_a_changed_policy_applies_to_the_next_conn
         }
     });
     let connect = || async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let kind = tls.get_ref().1.handshake_kind();
-        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(kind)
+        let tls = common::ping(&connector, addr).await?;
+        Ok::<_, String>(tls.get_ref().1.handshake_kind())
     };
     for i in 0..3 {
         assert_eq!(

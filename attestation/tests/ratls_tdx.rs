@@ -1,21 +1,21 @@
 //! Mutual RA-TLS between a `sim-tdx` side and a `sim-snp` side over tokio-rustls on loopback, and RA-TLS
 //! certificates carrying TDX evidence that must be refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns set up fixtures
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy};
+use attestation::policy::{ClaimsPolicy, GatewayPolicy};
 use attestation::ratls::{
-    client_config, parse_certificate, server_config, CertOptions, RaTlsCertificate, RaTlsError,
-    RaTlsIdentity, RaTlsVerifier,
+    parse_certificate, CertOptions, RaTlsCertificate, RaTlsError, RaTlsIdentity, RaTlsVerifier,
 };
 use attestation::tdx::sim::{TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
 use attestation::{
     AttestError, Attester, Evidence, Platform, SimSnpAttester, SimSnpPki, SimTdReport,
-    SimTdxAttester, SimTdxPki, TrustAnchors, Verifier, VerifyError,
+    SimTdxAttester, SimTdxPki, TrustAnchors, Verifier,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 const APP: &str = "deadbeef22222222";
 const GATEWAY_MR_TD: [u8; 48] = [0x7d; 48];
@@ -61,14 +61,7 @@ fn verifier(trust_tdx: bool) -> Arc<Verifier> {
 
 /// The gateway's policy for the agent's app: the SNP measurement.
 fn app_policy() -> Arc<dyn ClaimsPolicy> {
-    let text = format!(
-        "[[apps.{APP}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
-        hex::encode(AGENT_MEASUREMENT)
-    );
-    Arc::new(ForApp {
-        policy: AppPolicy::from_toml(&text).unwrap(),
-        app_id: APP.into(),
-    })
+    common::snp_app_policy(APP, AGENT_MEASUREMENT)
 }
 
 /// The agent's policy for gateways: a `sim-tdx` profile on MRTD and RTMR3.
@@ -81,52 +74,30 @@ fn gateway_policy(mr_td: [u8; 48]) -> Arc<dyn ClaimsPolicy> {
     Arc::new(GatewayPolicy::from_toml(&text).unwrap())
 }
 
-type Side = Result<Option<Arc<attestation::Claims>>, String>;
-
 /// A `sim-tdx` gateway (server) and a `sim-snp` agent (client) handshake and exchange a message.
 async fn handshake(
     gateway: Arc<dyn Attester>,
     agent_trusts_tdx: bool,
     agent_policy: Arc<dyn ClaimsPolicy>,
-) -> (Side, Side) {
+) -> (common::Side, common::Side) {
     let server_id = Arc::new(RaTlsIdentity::new(gateway, CertOptions::default()).unwrap());
     let client_id = Arc::new(RaTlsIdentity::new(snp_attester(), CertOptions::default()).unwrap());
     let server_peers = Arc::new(RaTlsVerifier::new(verifier(true), app_policy()));
     let client_peers = Arc::new(RaTlsVerifier::new(verifier(agent_trusts_tdx), agent_policy));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
-        server_config(server_id, server_peers.clone()).unwrap(),
-    ));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
-        client_config(client_id, client_peers.clone()).unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = async {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-        tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
-        tls.shutdown().await.ok();
-        Ok(server_peers.peer_claims(tls.get_ref().1))
-    };
-    let client = async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-        Ok(client_peers.peer_claims(tls.get_ref().1))
-    };
-    tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::join!(server, client)
-    })
-    .await
-    .expect("handshake timed out")
+    common::handshake(server_id, server_peers, client_id, client_peers).await
+}
+
+/// Why the agent refused a `sim-tdx` gateway with `td_attributes` under a policy on `mr_td` (the gateway fails
+/// too).
+async fn agent_refusal(td_attributes: u64, agent_trusts_tdx: bool, mr_td: [u8; 48]) -> String {
+    let (server, client) = handshake(
+        tdx_attester(td_attributes),
+        agent_trusts_tdx,
+        gateway_policy(mr_td),
+    )
+    .await;
+    assert!(server.is_err());
+    client.unwrap_err()
 }
 
 #[tokio::test]
@@ -150,41 +121,20 @@ async fn mutual_ra_tls_between_sim_tdx_and_sim_snp() {
 
 #[tokio::test]
 async fn agent_refuses_a_sim_tdx_gateway_unless_it_trusts_the_simulated_root() {
-    let (server, client) = handshake(
-        tdx_attester(TD_ATTR_SEPT_VE_DISABLE),
-        false,
-        gateway_policy(GATEWAY_MR_TD),
-    )
-    .await;
-    let err = client.unwrap_err();
+    let err = agent_refusal(TD_ATTR_SEPT_VE_DISABLE, false, GATEWAY_MR_TD).await;
     assert!(err.contains("SimulatedRootNotTrusted"), "{err}");
-    assert!(server.is_err());
 }
 
 #[tokio::test]
 async fn agent_refuses_a_gateway_with_another_mr_td() {
-    let (server, client) = handshake(
-        tdx_attester(TD_ATTR_SEPT_VE_DISABLE),
-        true,
-        gateway_policy([0x01; 48]),
-    )
-    .await;
-    let err = client.unwrap_err();
+    let err = agent_refusal(TD_ATTR_SEPT_VE_DISABLE, true, [0x01; 48]).await;
     assert!(err.contains("MRTD"), "{err}");
-    assert!(server.is_err());
 }
 
 #[tokio::test]
 async fn agent_refuses_a_debug_td_gateway_under_a_default_profile() {
-    let (server, client) = handshake(
-        tdx_attester(TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG),
-        true,
-        gateway_policy(GATEWAY_MR_TD),
-    )
-    .await;
-    let err = client.unwrap_err();
+    let err = agent_refusal(TD_ATTR_SEPT_VE_DISABLE | TD_ATTR_DEBUG, true, GATEWAY_MR_TD).await;
     assert!(err.contains("Debug"), "{err}");
-    assert!(server.is_err());
 }
 
 fn verify_cert(
@@ -250,12 +200,5 @@ fn a_quote_whose_report_data_does_not_bind_the_key_is_refused() {
     )
     .unwrap();
     let err = verify_cert(&cert, GATEWAY_MR_TD).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RaTlsError::Verify(VerifyError::ReportDataMismatch { .. })
-        ),
-        "{err}"
-    );
-    assert_eq!(err.check(), "binding");
+    common::assert_binding_refused(&err);
 }

@@ -1,4 +1,5 @@
 //! SEV-SNP verification against real AMD samples and simulated evidence.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns set up fixtures
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

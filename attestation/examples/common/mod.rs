@@ -17,7 +17,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Disable session resumption on both sides, so that every handshake is a full one.
-pub fn no_resumption(
+pub(crate) fn no_resumption(
     mut server: rustls::ServerConfig,
     mut client: rustls::ClientConfig,
 ) -> (rustls::ServerConfig, rustls::ClientConfig) {
@@ -28,7 +28,7 @@ pub fn no_resumption(
 }
 
 /// Plain mutual TLS: a CA issuing one server and one client certificate (P-256, like RA-TLS keys).
-pub fn plain_configs() -> anyhow::Result<(rustls::ServerConfig, rustls::ClientConfig)> {
+pub(crate) fn plain_configs() -> anyhow::Result<(rustls::ServerConfig, rustls::ClientConfig)> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -63,7 +63,7 @@ pub fn plain_configs() -> anyhow::Result<(rustls::ServerConfig, rustls::ClientCo
 }
 
 /// Sequential full handshakes (with one byte each way); returns handshakes per second.
-pub async fn handshakes(
+pub(crate) async fn handshakes(
     server: rustls::ServerConfig,
     client: rustls::ClientConfig,
     n: usize,
@@ -103,20 +103,43 @@ pub async fn handshakes(
 }
 
 /// The median of `v` (which must not be empty).
-pub fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-/// The median time of `n` runs of `f`.
-pub fn time<T>(n: usize, mut f: impl FnMut() -> T) -> Duration {
-    median(
-        (0..n)
-            .map(|_| {
-                let start = Instant::now();
-                std::hint::black_box(f());
-                start.elapsed()
-            })
-            .collect(),
-    )
+/// The median time of `n` runs of `f`, or the first error `f` returns.
+pub(crate) fn time<T, E>(n: usize, mut f: impl FnMut() -> Result<T, E>) -> Result<Duration, E> {
+    let samples = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(f()?);
+            Ok(start.elapsed())
+        })
+        .collect::<Result<_, E>>()?;
+    Ok(median(samples))
+}
+
+/// The gateway's policy for `app`: one `sim-snp` profile with `measurement`.
+pub(crate) fn snp_app_policy(
+    app: &str,
+    measurement: [u8; 48],
+) -> anyhow::Result<Arc<dyn attestation::policy::ClaimsPolicy>> {
+    let text = format!(
+        "[[apps.{app}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
+        hex::encode(measurement)
+    );
+    Ok(Arc::new(attestation::policy::ForApp {
+        policy: attestation::policy::AppPolicy::from_toml(&text)?,
+        app_id: app.into(),
+    }))
+}
+
+/// The first command-line argument as a count, or `default` without one.
+pub(crate) fn first_arg_or(default: usize) -> anyhow::Result<usize> {
+    Ok(std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(default))
 }

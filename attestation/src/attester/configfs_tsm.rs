@@ -398,30 +398,31 @@ mod tests {
         fs::remove_dir_all(&root).unwrap();
     }
 
+    /// The error of one SNP attestation through a fake kernel behaving as `mode`, under a fresh root `name`.
+    fn snp_attest_error(name: &str, mode: Kernel) -> AttestError {
+        let root = root(name);
+        let tsm = ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", mode)).unwrap();
+        let err = tsm.attest(&[1; 64]).unwrap_err();
+        fs::remove_dir_all(&root).unwrap();
+        err
+    }
+
     #[test]
     fn a_generation_jump_is_refused() {
-        let root = root("race");
-        let tsm =
-            ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::Racing)).unwrap();
-        let err = tsm.attest(&[1; 64]).unwrap_err();
+        let err = snp_attest_error("race", Kernel::Racing);
         assert!(
             matches!(&err, AttestError::Protocol(m) if m.contains("from 0 to 2")),
             "{err}"
         );
-        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn missing_certificates_are_reported() {
-        let root = root("nocerts");
-        let tsm =
-            ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::NoCerts)).unwrap();
-        let err = tsm.attest(&[1; 64]).unwrap_err();
+        let err = snp_attest_error("nocerts", Kernel::NoCerts);
         assert!(
             matches!(&err, AttestError::Unavailable(m) if m.contains("no VCEK certificate")),
             "{err}"
         );
-        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -197,25 +197,27 @@ pub fn trust_anchors(sim_roots: &[PathBuf]) -> Result<TrustAnchors, SelectError>
                 tdx,
             });
         }
-        if let Ok(pem) = std::fs::read(&snp) {
-            anchors = anchors
-                .with_sim_snp_ark(&pem)
-                .map_err(|source| SelectError::SimRoot {
-                    file: snp.clone(),
-                    source,
-                })?;
-            tracing::warn!(root = %snp.display(), "trusting a SIMULATED AMD root");
-        }
-        if let Ok(pem) = std::fs::read(&tdx) {
-            anchors = anchors
-                .with_sim_tdx_root(&pem)
-                .map_err(|source| SelectError::SimRoot {
-                    file: tdx.clone(),
-                    source,
-                })?;
-            tracing::warn!(root = %tdx.display(), "trusting a SIMULATED Intel root");
-        }
+        anchors = trust_sim_root(anchors, &snp, "AMD", TrustAnchors::with_sim_snp_ark)?;
+        anchors = trust_sim_root(anchors, &tdx, "Intel", TrustAnchors::with_sim_tdx_root)?;
     }
+    Ok(anchors)
+}
+
+/// Add the simulated root in `file` (if it can be read) to `anchors` with `add`; `vendor` names it in the warning.
+fn trust_sim_root(
+    anchors: TrustAnchors,
+    file: &Path,
+    vendor: &str,
+    add: fn(TrustAnchors, &[u8]) -> Result<TrustAnchors, VerifyError>,
+) -> Result<TrustAnchors, SelectError> {
+    let Ok(pem) = std::fs::read(file) else {
+        return Ok(anchors);
+    };
+    let anchors = add(anchors, &pem).map_err(|source| SelectError::SimRoot {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    tracing::warn!(root = %file.display(), "trusting a SIMULATED {vendor} root");
     Ok(anchors)
 }
 

@@ -294,5 +294,14 @@ impl<F> fmt::Debug for PolicyFn<F> {
     }
 }
 
+/// The names of `items`, comma-separated (the allowed values in a [`Violation`]).
+fn join_names<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests;

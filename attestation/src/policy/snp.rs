@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Violation;
+use super::{join_names, Violation};
 use crate::claims::{Claims, PlatformClaims, SnpTcb};
 use crate::evidence::SigningKeyKind;
 
@@ -103,12 +103,7 @@ impl SnpProfile {
         if !self.signing_keys.contains(&snp.signing_key) {
             return Err(Violation::SigningKey {
                 actual: snp.signing_key.to_string(),
-                allowed: self
-                    .signing_keys
-                    .iter()
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                allowed: join_names(&self.signing_keys),
             });
         }
         if let Some(min) = &self.min_tcb {

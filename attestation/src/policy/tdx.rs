@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Violation;
+use super::{join_names, Violation};
 use crate::claims::{Claims, PlatformClaims, TcbStatus};
 
 /// An acceptable TDX trust domain.
@@ -141,12 +141,7 @@ impl TdxProfile {
         if tdx.tcb_status == TcbStatus::Revoked || !self.tcb_statuses.contains(&tdx.tcb_status) {
             return Err(Violation::TcbStatus {
                 actual: tdx.tcb_status.to_string(),
-                allowed: self
-                    .tcb_statuses
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                allowed: join_names(&self.tcb_statuses),
                 advisories: tdx.advisory_ids.join(", "),
             });
         }

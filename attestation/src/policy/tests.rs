@@ -1,5 +1,5 @@
 use super::*;
-use crate::claims::{PlatformClaims, SnpClaims, SnpProduct, SnpTcb};
+use crate::claims::{fixtures, PlatformClaims, SnpClaims, SnpTcb};
 use crate::evidence::SigningKeyKind;
 
 fn claims(platform: Platform, measurement: u8, debug: bool) -> Claims {
@@ -8,16 +8,6 @@ fn claims(platform: Platform, measurement: u8, debug: bool) -> Claims {
         report_data: [0; 64],
         debug,
         details: PlatformClaims::Snp(SnpClaims {
-            product: SnpProduct::Milan,
-            report_version: 3,
-            measurement: [measurement; 48],
-            host_data: [2; 32],
-            guest_policy: 0x30000,
-            guest_svn: 0,
-            vmpl: 0,
-            family_id: [0; 16],
-            image_id: [0; 16],
-            id_key_digest: [0; 48],
             reported_tcb: SnpTcb {
                 bootloader: 3,
                 tee: 0,
@@ -25,11 +15,7 @@ fn claims(platform: Platform, measurement: u8, debug: bool) -> Claims {
                 microcode: 115,
                 fmc: None,
             },
-            current_tcb: SnpTcb::default(),
-            committed_tcb: SnpTcb::default(),
-            launch_tcb: SnpTcb::default(),
-            chip_id: [3; 64],
-            signing_key: SigningKeyKind::Vcek,
+            ..fixtures::snp_claims(measurement)
         }),
     }
 }

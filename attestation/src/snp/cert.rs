@@ -9,13 +9,13 @@ use crate::error::VerifyError;
 
 /// OID arc of AMD's VCEK/VLEK extensions (1.3.6.1.4.1.3704.1).
 mod oid {
-    pub const PRODUCT_NAME: &str = "1.3.6.1.4.1.3704.1.2";
-    pub const BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
-    pub const TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
-    pub const SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
-    pub const UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
-    pub const FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
-    pub const HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
+    pub(super) const PRODUCT_NAME: &str = "1.3.6.1.4.1.3704.1.2";
+    pub(super) const BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
+    pub(super) const TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
+    pub(super) const SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
+    pub(super) const UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
+    pub(super) const FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
+    pub(super) const HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
 }
 
 /// A parsed certificate: its DER, the names and validity needed for chain building, and `sev`'s view of it for
@@ -42,7 +42,7 @@ pub(crate) struct AmdCert {
 
 impl AmdCert {
     /// Parse DER (a trailing byte is an error).
-    pub fn from_der(role: &'static str, der: &[u8]) -> Result<Self, VerifyError> {
+    pub(crate) fn from_der(role: &'static str, der: &[u8]) -> Result<Self, VerifyError> {
         let malformed = |reason: String| VerifyError::Malformed {
             part: cert_part(role),
             reason,
@@ -81,7 +81,7 @@ impl AmdCert {
     }
 
     /// Parse PEM or DER.
-    pub fn from_pem_or_der(role: &'static str, bytes: &[u8]) -> Result<Self, VerifyError> {
+    pub(crate) fn from_pem_or_der(role: &'static str, bytes: &[u8]) -> Result<Self, VerifyError> {
         match pem::parse(bytes) {
             Ok(p) => Self::from_der(role, p.contents()),
             Err(_) => Self::from_der(role, bytes),
@@ -89,7 +89,7 @@ impl AmdCert {
     }
 
     /// Whether the subject or issuer name marks a certificate of a simulated AMD PKI.
-    pub fn looks_simulated(&self) -> bool {
+    pub(crate) fn looks_simulated(&self) -> bool {
         let marker = crate::snp::sim::SIM_ORGANIZATION.as_bytes();
         [&self.subject, &self.issuer]
             .iter()
@@ -97,7 +97,7 @@ impl AmdCert {
     }
 
     /// Check that `self` signed `child` (RSA-PSS with SHA-384, as AMD signs its certificates).
-    pub fn check_signed(&self, child: &AmdCert) -> Result<(), VerifyError> {
+    pub(crate) fn check_signed(&self, child: &AmdCert) -> Result<(), VerifyError> {
         use sev::certs::snp::Verifiable;
         (&self.sev, &child.sev)
             .verify()

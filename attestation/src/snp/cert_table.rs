@@ -5,13 +5,13 @@
 //! are from the start of the table.
 
 /// GUID of the VCEK entry.
-pub const VCEK_GUID: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
+pub(crate) const VCEK_GUID: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
 /// GUID of the VLEK entry.
-pub const VLEK_GUID: &str = "a8074bc2-a25a-483e-aae6-39c045a0b8a1";
+pub(crate) const VLEK_GUID: &str = "a8074bc2-a25a-483e-aae6-39c045a0b8a1";
 /// GUID of the ASK entry.
-pub const ASK_GUID: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
+pub(crate) const ASK_GUID: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
 /// GUID of the ARK entry.
-pub const ARK_GUID: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
+pub(crate) const ARK_GUID: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
 
 const ENTRY_LEN: usize = 24;
 /// More entries than any platform produces.
@@ -19,7 +19,7 @@ const MAX_ENTRIES: usize = 64;
 
 /// Why a certificate table could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CertTableError {
+pub(crate) enum CertTableError {
     /// The table has no terminating zero entry within the buffer.
     #[error("certificate table is not terminated")]
     Unterminated,
@@ -69,7 +69,7 @@ fn guid_bytes(text: &str) -> Option<[u8; 16]> {
 }
 
 /// Parse a table into `(GUID, data)` pairs.
-pub fn parse(buf: &[u8]) -> Result<Vec<(String, Vec<u8>)>, CertTableError> {
+pub(crate) fn parse(buf: &[u8]) -> Result<Vec<(String, Vec<u8>)>, CertTableError> {
     let mut out = Vec::new();
     for i in 0..MAX_ENTRIES {
         let e = buf
@@ -96,7 +96,7 @@ pub fn parse(buf: &[u8]) -> Result<Vec<(String, Vec<u8>)>, CertTableError> {
 }
 
 /// Build a table from `(GUID, data)` pairs (GUIDs that do not parse are skipped).
-pub fn build(entries: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn build(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let entries: Vec<([u8; 16], &[u8])> = entries
         .iter()
         .filter_map(|(g, d)| Some((guid_bytes(g)?, *d)))

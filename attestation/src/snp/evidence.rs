@@ -49,12 +49,12 @@ pub struct SnpEvidence {
 
 /// Field tags of the SNP evidence encoding.
 mod tag {
-    pub const REPORT: u8 = 1;
-    pub const VCEK: u8 = 2;
-    pub const VLEK: u8 = 3;
-    pub const ASK: u8 = 4;
-    pub const ASVK: u8 = 5;
-    pub const ARK: u8 = 6;
+    pub(super) const REPORT: u8 = 1;
+    pub(super) const VCEK: u8 = 2;
+    pub(super) const VLEK: u8 = 3;
+    pub(super) const ASK: u8 = 4;
+    pub(super) const ASVK: u8 = 5;
+    pub(super) const ARK: u8 = 6;
 }
 
 /// Upper bound on one field of encoded evidence, to refuse absurd lengths before allocating.

@@ -15,9 +15,9 @@ use super::evidence::SigningKeyKind;
 use crate::error::VerifyError;
 
 /// Length of an SNP attestation report.
-pub const REPORT_LEN: usize = 1184;
+pub(crate) const REPORT_LEN: usize = 1184;
 /// Offset of the signature; the signed bytes are those before it.
-pub const SIGNED_LEN: usize = 0x2A0;
+pub(crate) const SIGNED_LEN: usize = 0x2A0;
 /// Length of each of the signature components R and S (little-endian, zero-padded).
 const SIG_COMPONENT_LEN: usize = 72;
 /// Signature algorithm 1: ECDSA P-384 with SHA-384.
@@ -41,7 +41,7 @@ pub(crate) struct Report<'a> {
 
 impl<'a> Report<'a> {
     /// Check the length and layout and parse the fields.
-    pub fn parse(raw: &'a [u8]) -> Result<Self, VerifyError> {
+    pub(crate) fn parse(raw: &'a [u8]) -> Result<Self, VerifyError> {
         if raw.len() != REPORT_LEN {
             return Err(malformed(format!(
                 "expected {REPORT_LEN} bytes, got {}",
@@ -73,7 +73,7 @@ impl<'a> Report<'a> {
     }
 
     /// The kind of key the report says signed it.
-    pub fn signing_key(&self) -> Result<SigningKeyKind, VerifyError> {
+    pub(crate) fn signing_key(&self) -> Result<SigningKeyKind, VerifyError> {
         match self.parsed.key_info.signing_key() {
             0 => Ok(SigningKeyKind::Vcek),
             1 => Ok(SigningKeyKind::Vlek),
@@ -84,7 +84,7 @@ impl<'a> Report<'a> {
     }
 
     /// Verify the ECDSA P-384 signature over bytes `0..0x2A0` with the VCEK/VLEK public key.
-    pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), VerifyError> {
+    pub(crate) fn verify_signature(&self, key: &VerifyingKey) -> Result<(), VerifyError> {
         let sig = signature_from_raw(&self.raw[SIGNED_LEN..SIGNED_LEN + 2 * SIG_COMPONENT_LEN])?;
         let digest = Sha384::new_with_prefix(&self.raw[..SIGNED_LEN]);
         key.verify_digest(digest, &sig)
@@ -95,7 +95,7 @@ impl<'a> Report<'a> {
     }
 
     /// The claims this report makes.
-    pub fn claims(&self, product: SnpProduct, signing_key: SigningKeyKind) -> SnpClaims {
+    pub(crate) fn claims(&self, product: SnpProduct, signing_key: SigningKeyKind) -> SnpClaims {
         let r = &self.parsed;
         SnpClaims {
             product,
@@ -118,7 +118,7 @@ impl<'a> Report<'a> {
     }
 
     /// Whether the guest policy allows debugging.
-    pub fn debug(&self) -> bool {
+    pub(crate) fn debug(&self) -> bool {
         self.parsed.policy.debug_allowed()
     }
 }

@@ -51,7 +51,7 @@ pub(crate) struct SnpVerifier {
 
 impl SnpVerifier {
     /// A verifier trusting AMD's roots and, if given, simulated roots.
-    pub fn new(simulated: Vec<TrustedRoot>) -> Self {
+    pub(crate) fn new(simulated: Vec<TrustedRoot>) -> Self {
         let mut roots = roots::amd_roots().to_vec();
         roots.extend(simulated);
         SnpVerifier {
@@ -61,12 +61,12 @@ impl SnpVerifier {
     }
 
     /// Number of cached chains (for tests and metrics).
-    pub fn cached_chains(&self) -> usize {
+    pub(crate) fn cached_chains(&self) -> usize {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)
     }
 
     /// Verify evidence at `now`, returning its claims (report data not yet compared, policy not applied).
-    pub fn verify(&self, ev: &SnpEvidence, now: SystemTime) -> Result<Claims, VerifyError> {
+    pub(crate) fn verify(&self, ev: &SnpEvidence, now: SystemTime) -> Result<Claims, VerifyError> {
         // Parse the report first: it is cheap and a malformed one needs no chain work.
         let report = Report::parse(&ev.report)?;
         let chain = self.chain(ev)?;

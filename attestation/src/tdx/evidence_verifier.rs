@@ -87,7 +87,7 @@ fn collateral_digest(quote: &[u8], c: &Collateral) -> [u8; 32] {
 
 impl TdxEvidenceVerifier {
     /// A verifier trusting Intel's root and the given simulated roots (DER).
-    pub fn new(simulated: &[Vec<u8>], collateral: Option<Arc<CollateralSource>>) -> Self {
+    pub(crate) fn new(simulated: &[Vec<u8>], collateral: Option<Arc<CollateralSource>>) -> Self {
         TdxEvidenceVerifier {
             intel: TdxVerifier::intel(),
             simulated: simulated
@@ -103,7 +103,7 @@ impl TdxEvidenceVerifier {
     }
 
     /// How many verified quotes are cached.
-    pub fn cached(&self) -> usize {
+    pub(crate) fn cached(&self) -> usize {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)
     }
 
@@ -150,7 +150,7 @@ impl TdxEvidenceVerifier {
     }
 
     /// Verify TDX evidence at `now`.
-    pub fn verify(&self, ev: &TdxEvidence, now: SystemTime) -> Result<Claims, VerifyError> {
+    pub(crate) fn verify(&self, ev: &TdxEvidence, now: SystemTime) -> Result<Claims, VerifyError> {
         let (verifier, platform) = self.choose(&ev.quote)?;
         let collateral = match &ev.collateral {
             Some(c) => c.clone(),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::sim::SimCollateralOptions;
 use super::*;
 use crate::{Attester as _, Claims, TrustAnchors, Verifier};
 
@@ -22,6 +23,17 @@ pub(crate) fn at(rfc3339: &str) -> SystemTime {
 /// Inside the window of the real sample's collateral (2025-06-19T10:32Z .. 2025-07-19T10:00Z).
 pub(crate) fn sample_now() -> SystemTime {
     at("2025-07-01T12:00:00Z")
+}
+
+/// Collateral of the simulated PKI issued a minute before `now`, valid for an hour, that revokes the PCK.
+pub(crate) fn revoked_pck_collateral(now: SystemTime) -> Collateral {
+    pki()
+        .collateral_with(&SimCollateralOptions {
+            issued: now - Duration::from_secs(60),
+            validity: Duration::from_secs(3600),
+            revoke_pck: true,
+        })
+        .unwrap()
 }
 
 pub(crate) fn pki() -> &'static SimTdxPki {

@@ -202,39 +202,48 @@ impl SimSnpPki {
         .build_with_rng::<rsa::pss::Signature>(&mut rng)
         .map_err(|e| build_err("ASK")(e.to_string()))?;
 
-        let vcek_spki = spki_of(
-            p384::PublicKey::from(vcek_key.verifying_key())
-                .to_public_key_der()
-                .map_err(|e| build_err("VCEK key")(e.to_string()))?,
-        )?;
-        let mut vcek = CertificateBuilder::new(
-            Profile::Leaf {
-                issuer: ask_name,
-                enable_key_agreement: false,
-                enable_key_encipherment: false,
-            },
-            SerialNumber::from(3u32),
-            validity(VCEK_NOT_AFTER)?,
-            name(org, "SEV-VCEK")?,
-            vcek_spki,
-            &ask_signer,
-        )
-        .map_err(|e| build_err("VCEK")(e.to_string()))?;
-        let product = b"Milan-B0";
-        let mut product_der = vec![0x16, product.len() as u8];
-        product_der.extend_from_slice(product);
-        macro_rules! ext {
-            ($e:expr) => {
-                vcek.add_extension(&$e)
-                    .map_err(|e| build_err("VCEK extension")(e.to_string()))?
-            };
-        }
-        ext!(AmdExt::<0>(product_der));
-        ext!(AmdExt::<1>(spl(tcb.bootloader)));
-        ext!(AmdExt::<2>(spl(tcb.tee)));
-        ext!(AmdExt::<3>(spl(tcb.snp)));
-        ext!(AmdExt::<4>(spl(tcb.microcode)));
-        ext!(AmdExt::<5>(chip_id.to_vec()));
+        // A P-384 leaf (VCEK or VLEK) signed with the ASK key, carrying AMD's product and TCB extensions.
+        let leaf = |issuer: Name,
+                    serial: u32,
+                    subject: &str,
+                    key: &p384::ecdsa::SigningKey,
+                    what: &'static str| {
+            let spki = spki_of(
+                p384::PublicKey::from(key.verifying_key())
+                    .to_public_key_der()
+                    .map_err(|e| build_err(what)(e.to_string()))?,
+            )?;
+            let mut builder = CertificateBuilder::new(
+                Profile::Leaf {
+                    issuer,
+                    enable_key_agreement: false,
+                    enable_key_encipherment: false,
+                },
+                SerialNumber::from(serial),
+                validity(VCEK_NOT_AFTER)?,
+                name(org, subject)?,
+                spki,
+                &ask_signer,
+            )
+            .map_err(|e| build_err(what)(e.to_string()))?;
+            let product = b"Milan-B0";
+            let mut product_der = vec![0x16, product.len() as u8];
+            product_der.extend_from_slice(product);
+            for r in [
+                builder.add_extension(&AmdExt::<0>(product_der)),
+                builder.add_extension(&AmdExt::<1>(spl(tcb.bootloader))),
+                builder.add_extension(&AmdExt::<2>(spl(tcb.tee))),
+                builder.add_extension(&AmdExt::<3>(spl(tcb.snp))),
+                builder.add_extension(&AmdExt::<4>(spl(tcb.microcode))),
+            ] {
+                r.map_err(|e| build_err(what)(e.to_string()))?;
+            }
+            Ok::<_, SimError>(builder)
+        };
+
+        let mut vcek = leaf(ask_name, 3, "SEV-VCEK", &vcek_key, "VCEK")?;
+        vcek.add_extension(&AmdExt::<5>(chip_id.to_vec()))
+            .map_err(|e| build_err("VCEK extension")(e.to_string()))?;
         let vcek = vcek
             .build_with_rng::<rsa::pss::Signature>(&mut rng)
             .map_err(|e| build_err("VCEK")(e.to_string()))?;
@@ -256,35 +265,7 @@ impl SimSnpPki {
         .build_with_rng::<rsa::pss::Signature>(&mut rng)
         .map_err(|e| build_err("ASVK")(e.to_string()))?;
         let vlek_key = p384::ecdsa::SigningKey::random(&mut rng);
-        let vlek_spki = spki_of(
-            p384::PublicKey::from(vlek_key.verifying_key())
-                .to_public_key_der()
-                .map_err(|e| build_err("VLEK key")(e.to_string()))?,
-        )?;
-        let mut vlek = CertificateBuilder::new(
-            Profile::Leaf {
-                issuer: asvk_name,
-                enable_key_agreement: false,
-                enable_key_encipherment: false,
-            },
-            SerialNumber::from(5u32),
-            validity(VCEK_NOT_AFTER)?,
-            name(org, "SEV-VLEK")?,
-            vlek_spki,
-            &ask_signer,
-        )
-        .map_err(|e| build_err("VLEK")(e.to_string()))?;
-        let mut product_der = vec![0x16, product.len() as u8];
-        product_der.extend_from_slice(product);
-        for r in [
-            vlek.add_extension(&AmdExt::<0>(product_der)),
-            vlek.add_extension(&AmdExt::<1>(spl(tcb.bootloader))),
-            vlek.add_extension(&AmdExt::<2>(spl(tcb.tee))),
-            vlek.add_extension(&AmdExt::<3>(spl(tcb.snp))),
-            vlek.add_extension(&AmdExt::<4>(spl(tcb.microcode))),
-        ] {
-            r.map_err(|e| build_err("VLEK extension")(e.to_string()))?;
-        }
+        let vlek = leaf(asvk_name, 5, "SEV-VLEK", &vlek_key, "VLEK")?;
         let vlek = vlek
             .build_with_rng::<rsa::pss::Signature>(&mut rng)
             .map_err(|e| build_err("VLEK")(e.to_string()))?;

@@ -39,6 +39,20 @@ mod collateral_source {
             .collect()
     }
 
+    /// The `<name>-Issuer-Chain` response header a PCCS sends with `chain`.
+    fn issuer_header(name: &str, chain: &str) -> String {
+        format!("{name}-Issuer-Chain: {}\r\n", pem_header(chain))
+    }
+
+    /// A PCCS body: the signed JSON object under `key` and its hex signature.
+    fn signed_json(key: &str, json: &str, signature: &[u8]) -> Vec<u8> {
+        format!(
+            "{{\"{key}\":{json},\"signature\":\"{}\"}}",
+            hex::encode(signature)
+        )
+        .into_bytes()
+    }
+
     /// A minimal PCCS on loopback serving the simulated collateral; returns its URL and a request counter.
     async fn serve_pccs(c: Collateral) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -56,49 +70,31 @@ mod collateral_source {
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
                 let c = &c.0;
-                let (header, body): (String, Vec<u8>) =
-                    if path.starts_with("/sgx/certification/v4/pckcrl") {
-                        (
-                            format!(
-                                "SGX-PCK-CRL-Issuer-Chain: {}\r\n",
-                                pem_header(&c.pck_crl_issuer_chain)
-                            ),
-                            c.pck_crl.clone(),
-                        )
-                    } else if path.starts_with("/tdx/certification/v4/tcb") {
-                        (
-                            format!(
-                                "TCB-Info-Issuer-Chain: {}\r\n",
-                                pem_header(&c.tcb_info_issuer_chain)
-                            ),
-                            format!(
-                                "{{\"tcbInfo\":{},\"signature\":\"{}\"}}",
-                                c.tcb_info,
-                                hex::encode(&c.tcb_info_signature)
-                            )
-                            .into_bytes(),
-                        )
-                    } else if path.starts_with("/tdx/certification/v4/qe/identity") {
-                        (
-                            format!(
-                                "SGX-Enclave-Identity-Issuer-Chain: {}\r\n",
-                                pem_header(&c.qe_identity_issuer_chain)
-                            ),
-                            format!(
-                                "{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}",
-                                c.qe_identity,
-                                hex::encode(&c.qe_identity_signature)
-                            )
-                            .into_bytes(),
-                        )
-                    } else if path.starts_with("/sgx/certification/v4/rootcacrl") {
-                        (String::new(), hex::encode(&c.root_ca_crl).into_bytes())
-                    } else {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-                            .await;
-                        continue;
-                    };
+                let (header, body): (String, Vec<u8>) = if path
+                    .starts_with("/sgx/certification/v4/pckcrl")
+                {
+                    (
+                        issuer_header("SGX-PCK-CRL", &c.pck_crl_issuer_chain),
+                        c.pck_crl.clone(),
+                    )
+                } else if path.starts_with("/tdx/certification/v4/tcb") {
+                    (
+                        issuer_header("TCB-Info", &c.tcb_info_issuer_chain),
+                        signed_json("tcbInfo", &c.tcb_info, &c.tcb_info_signature),
+                    )
+                } else if path.starts_with("/tdx/certification/v4/qe/identity") {
+                    (
+                        issuer_header("SGX-Enclave-Identity", &c.qe_identity_issuer_chain),
+                        signed_json("enclaveIdentity", &c.qe_identity, &c.qe_identity_signature),
+                    )
+                } else if path.starts_with("/sgx/certification/v4/rootcacrl") {
+                    (String::new(), hex::encode(&c.root_ca_crl).into_bytes())
+                } else {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    continue;
+                };
                 let head = format!(
                     "HTTP/1.1 200 OK\r\n{header}content-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()

@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::tdx::collateral::unix_secs;
-use crate::tdx::sim::{SimCollateralOptions, TD_ATTR_DEBUG};
+use crate::tdx::sim::TD_ATTR_DEBUG;
 use crate::tdx::test_support::*;
 use crate::tdx::*;
 
@@ -59,13 +59,7 @@ fn cases() -> Vec<Case> {
     vendor[12] ^= 1;
     let mut version = quote.clone();
     version[0] = 9;
-    let revoked = pki()
-        .collateral_with(&SimCollateralOptions {
-            issued: now - Duration::from_secs(60),
-            validity: Duration::from_secs(3600),
-            revoke_pck: true,
-        })
-        .unwrap();
+    let revoked = revoked_pck_collateral(now);
     let debug_off = pki()
         .quote(&SimTdReport {
             td_attributes: TD_ATTR_DEBUG,

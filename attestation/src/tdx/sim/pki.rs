@@ -191,6 +191,20 @@ pub(super) fn sim_err(what: &str, e: impl std::fmt::Display) -> TdxError {
     TdxError::SimPki(format!("{what}: {e}"))
 }
 
+/// The DER of the certificate `params` describes for `key`, signed by `issuer`; `what` names it in errors.
+fn signed_der<S: rcgen::SigningKey>(
+    params: &CertificateParams,
+    key: &SimKey,
+    issuer: &Issuer<'_, S>,
+    what: &str,
+) -> Result<Vec<u8>, TdxError> {
+    Ok(params
+        .signed_by(key, issuer)
+        .map_err(|e| sim_err(what, e))?
+        .der()
+        .to_vec())
+}
+
 /// A simulated Intel SGX/TDX PKI derived from a seed.
 pub struct SimTdxPki {
     pub(super) seed: Vec<u8>,
@@ -263,11 +277,7 @@ impl SimTdxPki {
             IsCa::Ca(BasicConstraints::Constrained(0)),
             vec![KeyCertSign, CrlSign],
         );
-        let pck_ca_der = pck_ca_params
-            .signed_by(&pck_ca, &root_issuer)
-            .map_err(|e| sim_err("PCK CA", e))?
-            .der()
-            .to_vec();
+        let pck_ca_der = signed_der(&pck_ca_params, &pck_ca, &root_issuer, "PCK CA")?;
 
         let mut pck_params = cert_params(
             seed,
@@ -290,11 +300,7 @@ impl SimTdxPki {
             .clone()
             .ok_or_else(|| TdxError::SimPki("PCK certificate without serial".into()))?;
         let pck_ca_issuer = Issuer::from_params(&pck_ca_params, &pck_ca);
-        let pck_der = pck_params
-            .signed_by(&pck, &pck_ca_issuer)
-            .map_err(|e| sim_err("PCK certificate", e))?
-            .der()
-            .to_vec();
+        let pck_der = signed_der(&pck_params, &pck, &pck_ca_issuer, "PCK certificate")?;
 
         let tcb_params = cert_params(
             seed,
@@ -303,11 +309,12 @@ impl SimTdxPki {
             IsCa::ExplicitNoCa,
             vec![DigitalSignature, ContentCommitment],
         );
-        let tcb_signer_der = tcb_params
-            .signed_by(&tcb_signer, &root_issuer)
-            .map_err(|e| sim_err("TCB signing certificate", e))?
-            .der()
-            .to_vec();
+        let tcb_signer_der = signed_der(
+            &tcb_params,
+            &tcb_signer,
+            &root_issuer,
+            "TCB signing certificate",
+        )?;
 
         Ok(SimTdxPki {
             seed: seed.to_vec(),

@@ -186,6 +186,15 @@ fn sim_quote_is_refused_under_another_seed() {
     assert!(matches!(err, TdxError::CertificateChain { .. }), "{err}");
 }
 
+/// The simulated quote with the bit at `at` flipped fails the signature check of `part`.
+fn assert_signature_invalid(at: usize, part: SignedPart) {
+    let err = verify_sim(&flipped(at)).unwrap_err();
+    assert!(
+        matches!(err, TdxError::SignatureInvalid(p) if p == part),
+        "offset {at}: {err}"
+    );
+}
+
 #[test]
 fn a_flipped_bit_in_the_td_report_is_refused() {
     for at in [MR_TD_AT, TD_REPORT_AT + 583, 10] {
@@ -198,34 +207,18 @@ fn a_flipped_bit_in_the_td_report_is_refused() {
             "offset {at}: {err}"
         );
     }
-    let err = verify_sim(&flipped(MR_TD_AT)).unwrap_err();
-    assert!(
-        matches!(err, TdxError::SignatureInvalid(SignedPart::TdReport)),
-        "{err}"
-    );
+    assert_signature_invalid(MR_TD_AT, SignedPart::TdReport);
 }
 
 #[test]
 fn a_flipped_bit_in_the_qe_report_is_refused() {
-    let err = verify_sim(&flipped(QE_REPORT_AT + 300)).unwrap_err();
-    assert!(
-        matches!(err, TdxError::SignatureInvalid(SignedPart::QeReport)),
-        "{err}"
-    );
+    assert_signature_invalid(QE_REPORT_AT + 300, SignedPart::QeReport);
 }
 
 #[test]
 fn a_flipped_bit_in_a_signature_is_refused() {
-    let err = verify_sim(&flipped(AK_SIG_AT + 5)).unwrap_err();
-    assert!(
-        matches!(err, TdxError::SignatureInvalid(SignedPart::TdReport)),
-        "{err}"
-    );
-    let err = verify_sim(&flipped(QE_SIG_AT + 40)).unwrap_err();
-    assert!(
-        matches!(err, TdxError::SignatureInvalid(SignedPart::QeReport)),
-        "{err}"
-    );
+    assert_signature_invalid(AK_SIG_AT + 5, SignedPart::TdReport);
+    assert_signature_invalid(QE_SIG_AT + 40, SignedPart::QeReport);
 }
 
 #[test]
@@ -280,13 +273,7 @@ fn tampered_collateral_is_refused() {
 #[test]
 fn a_revoked_pck_certificate_is_refused() {
     let now = SystemTime::now();
-    let collateral = pki()
-        .collateral_with(&SimCollateralOptions {
-            issued: now - Duration::from_secs(60),
-            validity: Duration::from_secs(3600),
-            revoke_pck: true,
-        })
-        .unwrap();
+    let collateral = revoked_pck_collateral(now);
     let err = sim_verifier()
         .verify(&pki().quote(&td()).unwrap(), &collateral, now)
         .unwrap_err();
