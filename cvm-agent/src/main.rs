@@ -62,7 +62,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 config.app_id,
                 config.gateways.len(),
                 config.ports.len(),
-                config.attestation.backend.as_str()
+                config.attestation.settings.backend.as_str()
             );
             ExitCode::SUCCESS
         }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use attestation::policy::{GatewayPolicy, PolicyFile};
+use attestation::policy::{GatewayPolicy, PolicyFile, Reload};
 use attestation::ratls::{RaTlsIdentity, RaTlsVerifier};
 use protocol::control::{PortPolicy, RegisterRequest, RegisterResponse};
 use protocol::tunnel::PrivateKey;
@@ -62,7 +62,7 @@ impl Registrar {
             let verifier = self.verifier.clone();
             let result = register_once(gateway, self.tls.clone(), &request, self.timeout, |verified| {
                 let claims = verifier.claims_for(&verified.certificate);
-                tracing::info!(%gateway, claims = ?claims.as_deref().map(claims_summary),
+                tracing::info!(%gateway, claims = ?claims.as_deref().map(|c| c.summary().to_string()),
                     "gateway evidence verified against the gateway policy; sending the registration");
             })
             .await;
@@ -81,20 +81,6 @@ impl Registrar {
         }
         Err(errors)
     }
-}
-
-fn claims_summary(claims: &attestation::Claims) -> String {
-    let value = serde_json::to_value(claims).unwrap_or_default();
-    let m = ["measurement", "mr_td"]
-        .iter()
-        .find_map(|k| {
-            value
-                .get(*k)
-                .and_then(|v| v.as_str())
-                .map(|m| format!(" {k}={m}"))
-        })
-        .unwrap_or_default();
-    format!("{}{m}", claims.platform)
 }
 
 /// The port forwarder and what it is built from.
@@ -195,7 +181,6 @@ struct State {
     tunnel: Option<GatewayTunnel>,
     /// The answer of the latest registration, until the tunnel follows it.
     answer: Option<RegisterResponse>,
-    policy_watch: PolicyWatch,
 }
 
 impl Driver {
@@ -211,7 +196,6 @@ impl Driver {
             ),
             tunnel: None,
             answer: None,
-            policy_watch: PolicyWatch::new(&self.policy),
         };
         tracing::info!("boot 4/5: registering with the gateway");
         let result = loop {
@@ -230,7 +214,7 @@ impl Driver {
     /// One tick: observe, act until the supervisor says to sleep, sleep.
     async fn tick(&mut self, state: &mut State) -> Result<(), DriverError> {
         renew_certificate(&self.identity).await;
-        state.policy_watch.reload_if_changed(&self.policy);
+        reload_policy(&self.policy);
         if let Some(t) = &state.tunnel {
             state
                 .supervisor
@@ -361,35 +345,17 @@ async fn renew_certificate(identity: &Arc<RaTlsIdentity>) {
     }
 }
 
-/// Follows the gateway policy file's modification time.
-struct PolicyWatch {
-    seen: Option<SystemTime>,
-}
-
-impl PolicyWatch {
-    fn new(policy: &PolicyFile<GatewayPolicy>) -> Self {
-        Self {
-            seen: mtime(policy.path()),
+/// Reloads the gateway policy when its file changed; a file that does not load leaves the previous policy in force.
+fn reload_policy(policy: &PolicyFile<GatewayPolicy>) {
+    match policy.reload_if_changed() {
+        Reload::Unchanged => {}
+        Reload::Reloaded => {
+            tracing::info!(path = %policy.path().display(), "gateway policy reloaded")
+        }
+        Reload::Failed(e) => {
+            tracing::error!(error = %e, "gateway policy reload failed; keeping the previous policy")
         }
     }
-
-    /// Reloads the policy when its file changed; a file that does not load leaves the previous policy in force.
-    fn reload_if_changed(&mut self, policy: &PolicyFile<GatewayPolicy>) {
-        let now = mtime(policy.path());
-        if now == self.seen {
-            return;
-        }
-        self.seen = now;
-        match policy.reload() {
-            Ok(()) => tracing::info!(path = %policy.path().display(), "gateway policy reloaded"),
-            Err(e) => tracing::error!(error = %e,
-                "gateway policy reload failed; keeping the previous policy"),
-        }
-    }
-}
-
-fn mtime(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn unix_secs(t: SystemTime) -> u64 {

@@ -34,13 +34,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use attestation::attester::SelectError;
 use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn, PolicyLoadError};
 use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
-use attestation::tdx::{CollateralConfig, CollateralSource, TdxError};
-use attestation::Verifier;
+use attestation::settings::SettingsError;
 use protocol::control::{InstanceId, PortPolicy, RegisterRequest, WireGuardKey, PROTOCOL_VERSION};
 use protocol::tunnel::PrivateKey;
 
@@ -60,21 +57,12 @@ pub enum RunError {
     /// The gateway policy did not load.
     #[error("gateway policy: {0}")]
     Policy(#[source] PolicyLoadError),
-    /// The trust anchors (simulated roots) did not load.
+    /// The verifier of gateways (simulated roots, the TDX collateral directory) could not be set up.
     #[error("trust anchors: {0}")]
-    TrustAnchors(#[source] SelectError),
-    /// The TDX collateral directory is unusable.
-    #[error("tdx collateral {}: {source}", dir.display())]
-    Collateral {
-        /// The directory.
-        dir: std::path::PathBuf,
-        /// What went wrong.
-        #[source]
-        source: TdxError,
-    },
+    Verifier(#[source] SettingsError),
     /// No attester for the configured backend.
     #[error("attester: {0}")]
-    Attester(#[source] SelectError),
+    Attester(#[source] SettingsError),
     /// The agent's evidence or RA-TLS certificate could not be produced.
     #[error("ra-tls identity: {0}")]
     Identity(#[source] ratls::RaTlsError),
@@ -114,21 +102,8 @@ pub async fn build(config: AgentConfig) -> Result<Agent, RunError> {
     tracing::info!(policy = %config.attestation.gateway_policy.display(), "boot 2/5: gateway policy and trust anchors");
     let policy: Arc<PolicyFile<GatewayPolicy>> =
         Arc::new(PolicyFile::load(&config.attestation.gateway_policy).map_err(RunError::Policy)?);
-    let anchors =
-        attestation::attester::select::trust_anchors(&config.attestation.trusted_sim_roots)
-            .map_err(RunError::TrustAnchors)?;
-    let mut verifier = Verifier::new(anchors);
-    if let Some(dir) = &config.attestation.tdx_collateral_dir {
-        let source = CollateralSource::new(CollateralConfig {
-            cache_dir: Some(dir.clone()),
-            ..Default::default()
-        })
-        .map_err(|source| RunError::Collateral {
-            dir: dir.clone(),
-            source,
-        })?;
-        verifier = verifier.with_tdx_collateral(Arc::new(source));
-    }
+    let a = &config.attestation.settings;
+    let verifier = a.verifier().map_err(RunError::Verifier)?.verifier;
     let verifier = Arc::new(verifier);
     let check_policy = policy.clone();
     let gateways_verifier = Arc::new(RaTlsVerifier::new(
@@ -138,14 +113,10 @@ pub async fn build(config: AgentConfig) -> Result<Agent, RunError> {
         })),
     ));
 
-    tracing::info!(backend = ?config.attestation.backend, "boot 3/5: attesting (RA-TLS certificate) and WireGuard key");
-    let a = &config.attestation;
-    let attester = a
-        .backend
-        .attester(a.sim_pki.as_deref(), a.sim_measurement.as_deref())
-        .map_err(RunError::Attester)?;
+    tracing::info!(backend = ?a.backend, "boot 3/5: attesting (RA-TLS certificate) and WireGuard key");
+    let attester = a.attester().map_err(RunError::Attester)?;
     let options = CertOptions {
-        validity: Duration::from_secs(config.attestation.certificate_validity_secs),
+        validity: a.certificate_validity.duration(),
         ..Default::default()
     };
     let identity = tokio::task::spawn_blocking(move || RaTlsIdentity::new(attester, options))

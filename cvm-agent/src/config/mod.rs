@@ -37,6 +37,8 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use attestation::settings::{CertificateValidity, Measurement, SettingsProblem};
+use attestation::AttestationSettings;
 use protocol::control::AppId;
 
 pub use attestation::attester::Backend;
@@ -49,8 +51,6 @@ pub use values::{InterfaceName, InterfaceNameError, Mtu, MtuError};
 use crate::client::GatewayUrl;
 use crate::forward::PortRule;
 
-/// Shortest accepted `attestation.certificate_validity_secs`.
-pub const MIN_CERT_VALIDITY_SECS: u64 = 60;
 /// Shortest accepted `tunnel.handshake_timeout_secs`.
 pub const MIN_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// Shortest accepted `forwarding.probe_interval_ms`.
@@ -95,7 +95,7 @@ pub struct AgentConfig {
     /// Where the agent keeps its instance id across restarts (not empty).
     pub state_dir: PathBuf,
     /// The agent's own attestation and its policy for gateways.
-    pub attestation: AgentAttestation,
+    pub attestation: AttestationConfig,
     /// The agent's tunnel endpoint.
     pub tunnel: TunnelSettings,
     /// Registration timing.
@@ -106,6 +106,15 @@ pub struct AgentConfig {
     pub forwarding: AgentForwarding,
     /// The ports the instance exposes through the gateway (distinct, none is 0).
     pub ports: Vec<PortRule>,
+}
+
+/// The agent's attestation, checked: the settings shared with the gateway and the policy gateways must satisfy.
+#[derive(Debug, Clone)]
+pub struct AttestationConfig {
+    /// The policy acceptable gateways must satisfy (a readable file).
+    pub gateway_policy: PathBuf,
+    /// The backend, simulated PKI and roots, certificate lifetime and TDX collateral directory.
+    pub settings: AttestationSettings,
 }
 
 /// The agent's WireGuard endpoint, checked.
@@ -180,7 +189,7 @@ impl ConfigFile {
         p.check(!self.state_dir.as_os_str().is_empty(), || {
             "state_dir is empty".into()
         });
-        check_attestation(&self.attestation, &mut p);
+        let attestation = attestation_config(&self.attestation, &mut p);
         let t = &self.tunnel;
         let interface = p.ok(InterfaceName::new(&t.interface), |e| {
             format!("tunnel.interface {:?} {e}", t.interface)
@@ -222,12 +231,12 @@ impl ConfigFile {
                 protocol::control::MAX_PORTS
             )
         });
-        match (interface, mtu) {
-            (Some(interface), Some(mtu)) if p.0.is_empty() => Ok(AgentConfig {
+        match (interface, mtu, attestation) {
+            (Some(interface), Some(mtu), Some(attestation)) if p.0.is_empty() => Ok(AgentConfig {
                 app_id: self.app_id,
                 gateways,
                 state_dir: self.state_dir,
-                attestation: self.attestation,
+                attestation,
                 tunnel: TunnelSettings {
                     interface,
                     listen_port: t.listen_port,
@@ -244,45 +253,50 @@ impl ConfigFile {
     }
 }
 
-fn check_attestation(a: &AgentAttestation, p: &mut Problems) {
+/// The attestation section as the agent runs with it, or `None` after recording its problems: the value checks
+/// (measurement, certificate lifetime) and then the settings' own [`AttestationSettings::problems`].
+fn attestation_config(a: &AgentAttestation, p: &mut Problems) -> Option<AttestationConfig> {
     p.check(a.gateway_policy.is_file(), || {
         format!(
             "attestation.gateway_policy: {} is not a readable file",
             a.gateway_policy.display()
         )
     });
-    match (&a.sim_pki, a.backend.is_simulated()) {
-        (None, true) => p.push("attestation.sim_pki is required with a sim-* backend"),
-        (Some(_), false) => {
-            p.push("attestation.sim_pki is only used with a sim-* backend; remove it")
-        }
-        _ => {}
-    }
-    if let Some(dir) = &a.tdx_collateral_dir {
-        p.check(dir.is_dir(), || {
-            format!(
-                "attestation.tdx_collateral_dir: {} is not a directory",
-                dir.display()
-            )
-        });
-    }
-    p.check(
-        a.sim_measurement.is_none() || a.backend.is_simulated(),
-        || "attestation.sim_measurement is only used with a sim-* backend; remove it".into(),
-    );
-    p.ok(
-        attestation::attester::select::sim_measurement_bytes(a.sim_measurement.as_deref()),
+    let sim_measurement = match a.sim_measurement.as_deref().map(str::parse::<Measurement>) {
+        None => Some(None),
+        Some(parsed) => p.ok(parsed, |e| format!("attestation.{e}")).map(Some),
+    };
+    let certificate_validity = p.ok(
+        CertificateValidity::from_secs(a.certificate_validity_secs),
         |e| format!("attestation.{e}"),
     );
-    p.check(
-        a.certificate_validity_secs >= MIN_CERT_VALIDITY_SECS,
-        || {
-            format!(
-                "attestation.certificate_validity_secs = {} is below {MIN_CERT_VALIDITY_SECS}",
-                a.certificate_validity_secs
-            )
-        },
-    );
+    let settings = AttestationSettings {
+        backend: a.backend,
+        trusted_sim_roots: a.trusted_sim_roots.clone(),
+        sim_pki: a.sim_pki.clone(),
+        certificate_validity: certificate_validity.unwrap_or_default(),
+        sim_measurement: sim_measurement.flatten(),
+        tdx_collateral_dir: a.tdx_collateral_dir.clone(),
+    };
+    // The simulated PKI directories are not required to exist when the file is checked (they may be provisioned
+    // later); `run` reports them when it builds the attester and the verifier.
+    for problem in settings.problems() {
+        if !matches!(
+            problem,
+            SettingsProblem::SimPkiAbsent(_)
+                | SettingsProblem::SimRootAbsent(_)
+                | SettingsProblem::SimRootEmpty { .. }
+        ) {
+            p.push(problem.to_string());
+        }
+    }
+    let (Some(_), Some(_)) = (sim_measurement, certificate_validity) else {
+        return None;
+    };
+    Some(AttestationConfig {
+        gateway_policy: a.gateway_policy.clone(),
+        settings,
+    })
 }
 
 /// The declared ports as forwarding rules: distinct, none is 0, each target in the grammar.

@@ -31,6 +31,20 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// Why one candidate address of a target was not reached.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    /// The connection attempt failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The address did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Discovery no longer lists the address.
+    #[error("the container went away")]
+    Gone,
+}
+
 /// Connects to one candidate of `rule`'s target. The attempt is given up as soon as discovery no longer lists
 /// `addr` (the container stopped while its address was being tried: connecting to an address that is gone would
 /// otherwise take the whole timeout).
@@ -40,19 +54,19 @@ async fn connect_while_present(
     resolver: &Resolver,
     mut changes: Option<&mut tokio::sync::watch::Receiver<u64>>,
     timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, ConnectError> {
     let connect = tokio::time::timeout(timeout, TcpStream::connect(addr));
     tokio::pin!(connect);
     loop {
         tokio::select! {
             result = &mut connect => return match result {
                 Ok(Ok(s)) => Ok(s),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {timeout:?}")),
+                Ok(Err(e)) => Err(ConnectError::Io(e)),
+                Err(_) => Err(ConnectError::Timeout(timeout)),
             },
             _ = changed(changes.as_deref_mut()) => {
                 if !resolver.resolve(&rule.target, rule.port).await.contains(&addr) {
-                    return Err("the container went away".into());
+                    return Err(ConnectError::Gone);
                 }
             }
         }

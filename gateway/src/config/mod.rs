@@ -32,6 +32,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use attestation::AttestationSettings;
 use serde::Deserialize;
 
 pub use network::{NetworkError, TunnelNetwork};
@@ -222,40 +223,21 @@ impl RegistryConfig {
 /// Which attester produces the gateway's own evidence (`auto`, `tdx`, `sev-snp`, `sim-tdx`, `sim-snp`).
 pub use attestation::attester::Backend as AttestationBackend;
 
-/// The gateway's own attestation and the policy it applies to agents.
+/// The gateway's own attestation and the policy it applies to agents: the keys shared with the agent
+/// ([`AttestationSettings`]) plus the gateway's app policy and PCCS.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationConfig {
-    /// Which attester produces the gateway's evidence.
-    #[serde(default)]
-    pub backend: AttestationBackend,
     /// The app policy file (per app id, the allowed profiles).
     pub app_policy: PathBuf,
-    /// Directories of simulated vendor PKIs whose roots are trusted. Empty: only real vendor roots.
-    #[serde(default)]
-    pub trusted_sim_roots: Vec<PathBuf>,
-    /// The simulated PKI that signs the gateway's own evidence (required with a `sim-*` backend).
-    #[serde(default)]
-    pub sim_pki: Option<PathBuf>,
-    /// Lifetime of the gateway's RA-TLS certificate, in seconds.
-    #[serde(default = "default_cert_validity")]
-    pub certificate_validity_secs: u64,
-    /// The measurement a simulated gateway reports (SNP MEASUREMENT or TDX MRTD, 96 hex characters); default zeros.
-    #[serde(default)]
-    pub sim_measurement: Option<String>,
-    /// A directory of Intel TDX collateral files (`tdx-<FMSPC>-<ca>.json`, e.g. fetched from a PCCS) used to verify
-    /// peers' TDX evidence that carries no collateral of its own. Evidence carrying collateral does not need it.
-    #[serde(default)]
-    pub tdx_collateral_dir: Option<PathBuf>,
     /// A PCCS or Intel PCS base URL (e.g. `https://api.trustedservices.intel.com`) from which TDX collateral that
     /// `tdx_collateral_dir` lacks is fetched, and refreshed before it expires. Fetching happens in the background,
     /// never during a handshake: the first agent of a new platform is refused until its collateral arrived.
     #[serde(default)]
     pub tdx_pccs_url: Option<String>,
-}
-
-fn default_cert_validity() -> u64 {
-    3600
+    /// The backend, simulated PKI and roots, certificate lifetime and TDX collateral directory.
+    #[serde(flatten)]
+    pub settings: AttestationSettings,
 }
 
 impl GatewayConfig {
@@ -370,46 +352,7 @@ impl GatewayConfig {
                 a.app_policy.display()
             ));
         }
-        for root in &a.trusted_sim_roots {
-            if !root.exists() {
-                problems.push(format!(
-                    "attestation.trusted_sim_roots: {} does not exist",
-                    root.display()
-                ));
-                continue;
-            }
-            let snp = root.join(attestation::snp::sim::files::ARK);
-            let tdx = root.join(attestation::tdx::sim::files::ROOT_CA);
-            if !snp.is_file() && !tdx.is_file() {
-                problems.push(format!(
-                    "attestation.trusted_sim_roots: {} holds neither {} nor {}",
-                    root.display(),
-                    snp.display(),
-                    tdx.display()
-                ));
-            }
-        }
-        if let Some(dir) = &a.tdx_collateral_dir {
-            if !dir.is_dir() {
-                problems.push(format!(
-                    "attestation.tdx_collateral_dir: {} is not a directory",
-                    dir.display()
-                ));
-            }
-        }
-        match (&a.sim_pki, a.backend.is_simulated()) {
-            (None, true) => {
-                problems.push("attestation.sim_pki is required with a sim-* backend".to_string())
-            }
-            (Some(_), false) => problems.push(
-                "attestation.sim_pki is only used with a sim-* backend; remove it".to_string(),
-            ),
-            (Some(p), true) if !p.exists() => problems.push(format!(
-                "attestation.sim_pki: {} does not exist",
-                p.display()
-            )),
-            _ => {}
-        }
+        problems.extend(a.settings.problems().iter().map(ToString::to_string));
         if let Err(e) = self.proxy.validate() {
             problems.push(e.to_string());
         }
@@ -434,14 +377,6 @@ impl GatewayConfig {
                 ),
                 Err(e) => problems.push(e.to_string()),
             }
-        }
-        if let Err(e) =
-            attestation::attester::select::sim_measurement_bytes(a.sim_measurement.as_deref())
-        {
-            problems.push(format!("attestation.{e}"));
-        }
-        if a.certificate_validity_secs < 60 {
-            problems.push("attestation.certificate_validity_secs must be at least 60".to_string());
         }
         problems
     }
@@ -500,7 +435,7 @@ pub fn check_config(path: &Path) -> std::process::ExitCode {
                 c.tunnel.gateway_address,
                 c.tunnel.listen_port,
                 c.registry.path.display(),
-                c.attestation.backend
+                c.attestation.settings.backend
             );
             std::process::ExitCode::SUCCESS
         }

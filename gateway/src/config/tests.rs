@@ -60,7 +60,7 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.tunnel.keepalive_secs, 25);
     assert_eq!(c.tunnel.health_window_secs, 300);
     assert_eq!(c.registry.expire_after_secs, 86400);
-    assert_eq!(c.attestation.backend, AttestationBackend::Auto);
+    assert_eq!(c.attestation.settings.backend, AttestationBackend::Auto);
     assert_eq!(c.control.listen.port(), 8443);
 }
 

@@ -17,4 +17,4 @@ pub mod tunnel;
 
 pub use peer::{ControlPeer, PeerAttestation};
 pub use service::{ControlService, ResponseSettings};
-pub use tunnel::PeerTable;
+pub use tunnel::{PeerError, PeerTable};

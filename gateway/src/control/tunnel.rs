@@ -3,11 +3,21 @@
 use std::net::Ipv4Addr;
 
 use protocol::control::WireGuardKey;
+use protocol::tunnel::TunnelError;
+
+/// Why a peer could not be put into the peer table.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The WireGuard endpoint refused the peer.
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+}
 
 /// The gateway's WireGuard peer table as the control plane uses it.
 pub trait PeerTable: Send + Sync {
     /// Adds the peer, or updates it if the key is already present, allowing exactly `address` from it.
-    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), String>;
+    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), PeerError>;
     /// Removes a peer; removing an absent peer is not an error.
     fn remove_peer(&self, key: &WireGuardKey);
 }
@@ -26,7 +36,7 @@ impl MemoryPeers {
 }
 
 impl PeerTable for MemoryPeers {
-    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), String> {
+    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), PeerError> {
         self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

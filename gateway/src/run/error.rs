@@ -4,10 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use attestation::attester::select::SelectError;
 use attestation::policy::PolicyLoadError;
 use attestation::ratls::RaTlsError;
-use attestation::tdx::TdxError;
+use attestation::settings::SettingsError;
 use protocol::tunnel::{StopReason, TunnelError};
 
 use crate::control::listener::ListenerError;
@@ -23,15 +22,12 @@ pub enum RunError {
     /// The app policy file could not be loaded.
     #[error("app policy")]
     Policy(#[source] PolicyLoadError),
-    /// A simulated trust anchor could not be loaded.
+    /// The verifier of agents' evidence (a simulated trust anchor, the TDX collateral source) could not be set up.
     #[error("trust anchors")]
-    TrustAnchors(#[source] SelectError),
-    /// The TDX collateral source could not be set up.
-    #[error("tdx collateral")]
-    Collateral(#[source] TdxError),
+    Verifier(#[source] SettingsError),
     /// The gateway's attester could not be built.
     #[error("attester")]
-    Attester(#[source] SelectError),
+    Attester(#[source] SettingsError),
     /// The gateway's first RA-TLS certificate could not be made.
     #[error("ra-tls identity")]
     Identity(#[source] RaTlsError),

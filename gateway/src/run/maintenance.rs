@@ -2,11 +2,10 @@
 //! expiry of instances not seen for the configured time. Renewal (which attests a fresh key) and expiry (which
 //! writes to the registry) run on the blocking pool, never on the async workers.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use attestation::policy::{AppPolicy, PolicyFile};
+use attestation::policy::{AppPolicy, PolicyFile, Reload};
 use attestation::ratls::RaTlsIdentity;
 use tokio_util::sync::CancellationToken;
 
@@ -40,15 +39,10 @@ pub(crate) struct Maintenance {
     pub(crate) sweep: Duration,
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 impl Maintenance {
     /// Certificate renewal, policy reload on change (checked every 2 s) and instance expiry (every `sweep`),
     /// until `stop` is cancelled.
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut policy_mtime = modified(self.policy.path());
         let mut tick = tokio::time::interval(MAINTENANCE_TICK);
         let mut last_expiry = Instant::now();
         loop {
@@ -56,11 +50,7 @@ impl Maintenance {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => return,
             }
-            let now = modified(self.policy.path());
-            if now != policy_mtime {
-                policy_mtime = now;
-                self.reload_policy();
-            }
+            self.reload_policy();
             self.renew_certificate().await;
             if last_expiry.elapsed() >= self.sweep {
                 last_expiry = Instant::now();
@@ -75,10 +65,14 @@ impl Maintenance {
         }
     }
 
+    /// Reloads the app policy if its file changed.
     fn reload_policy(&self) {
-        match self.policy.reload() {
-            Ok(()) => tracing::info!(path = %self.policy.path().display(), "app policy reloaded"),
-            Err(e) => {
+        match self.policy.reload_if_changed() {
+            Reload::Unchanged => {}
+            Reload::Reloaded => {
+                tracing::info!(path = %self.policy.path().display(), "app policy reloaded")
+            }
+            Reload::Failed(e) => {
                 tracing::error!(error = %e, "app policy reload failed; keeping the previous policy")
             }
         }

@@ -28,7 +28,7 @@ use attestation::ratls::{CertOptions, RaTlsIdentity, RaTlsVerifier};
 use protocol::tunnel::Endpoint;
 use tokio_util::sync::CancellationToken;
 
-pub use attest::{summary, AgentClaims};
+pub use attest::AgentClaims;
 pub use error::{PartError, RunError};
 pub use tunnel::TunnelPeers;
 
@@ -87,15 +87,17 @@ impl Gateway {
         tracing::info!(path = %a.app_policy.display(), "step 1/7: loading the app policy");
         let policy = attest::load_policy(&a.app_policy)?;
 
+        let settings = &a.settings;
         tracing::info!(
-            simulated_roots = a.trusted_sim_roots.len(),
+            simulated_roots = settings.trusted_sim_roots.len(),
             "step 2/7: trust anchors"
         );
-        let (verifier, collateral) = attest::verifier(
-            attest::trust_anchors(&a.trusted_sim_roots)?,
-            a.tdx_collateral_dir.as_deref(),
-            a.tdx_pccs_url.as_deref(),
-        )?;
+        let setup = settings
+            .verifier_with_pccs(a.tdx_pccs_url.as_deref())
+            .map_err(RunError::Verifier)?;
+        let verifier = setup.verifier;
+        // Only a source that fetches needs refreshing; one reading a directory reads it on demand.
+        let collateral = setup.collateral.filter(|source| source.fetches());
         // The handshake checks evidence, binding and validity; the app policy applies per request, once the app
         // id is known, so a refusal can say which app and which check.
         let agents = Arc::new(RaTlsVerifier::new(
@@ -103,10 +105,10 @@ impl Gateway {
             Arc::new(PolicyFn(|_: &attestation::Claims| Ok(()))),
         ));
 
-        tracing::info!(backend = ?a.backend, "step 3/7: attesting the gateway (RA-TLS certificate)");
-        let attester = attest::attester(a)?;
+        tracing::info!(backend = ?settings.backend, "step 3/7: attesting the gateway (RA-TLS certificate)");
+        let attester = settings.attester().map_err(RunError::Attester)?;
         let options = CertOptions {
-            validity: Duration::from_secs(a.certificate_validity_secs),
+            validity: settings.certificate_validity.duration(),
             ..Default::default()
         };
         let identity_attester = attester.clone();

@@ -10,7 +10,7 @@ use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey};
 
 use super::RunError;
 use crate::config::TunnelConfig;
-use crate::control::PeerTable;
+use crate::control::{PeerError, PeerTable};
 use crate::registry::{HandshakeAges, RegistryStore, SqliteStore};
 
 /// Name of the gateway's WireGuard private key in the registry's secret table.
@@ -72,14 +72,14 @@ pub struct TunnelPeers {
 }
 
 impl PeerTable for TunnelPeers {
-    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), String> {
+    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), PeerError> {
         let config = PeerConfig::new(*key, address).with_keepalive(self.keepalive);
         let result = if self.endpoint.peer(&config.public_key).is_some() {
             self.endpoint.update_peer(config)
         } else {
             self.endpoint.add_peer(config)
         };
-        result.map_err(|e| e.to_string())
+        Ok(result?)
     }
 
     fn remove_peer(&self, key: &WireGuardKey) {
