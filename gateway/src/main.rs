@@ -33,39 +33,16 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    edge::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
             let config = gateway::config::GatewayConfig::load(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(gateway::run::run(config, shutdown_signal()))?;
+            runtime.block_on(gateway::run::run(config, edge::signal::shutdown()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => Ok(gateway::config::check_config(&config)),
         Command::Attestation(cmd) => Ok(gateway::cli::attestation::run(cmd)),
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the gateway");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

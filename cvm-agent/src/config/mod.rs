@@ -56,34 +56,7 @@ pub const MIN_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// Shortest accepted `forwarding.probe_interval_ms`.
 pub const MIN_PROBE_INTERVAL_MS: u64 = 100;
 
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or not the schema (includes unknown keys).
-    #[error("{path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's error.
-        source: Box<toml::de::Error>,
-    },
-    /// Parsed, but unusable.
-    #[error("{path}: {}", problems.join("; "))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Every problem found.
-        problems: Vec<String>,
-    },
-}
+pub use edge::ConfigError;
 
 /// The whole agent configuration, checked: every value is one the agent can run with.
 #[derive(Debug, Clone)]
@@ -133,18 +106,7 @@ pub struct TunnelSettings {
 impl AgentConfig {
     /// Reads, parses and checks a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let file = ConfigFile::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        file.into_config().map_err(|problems| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            problems,
-        })
+        edge::load_toml(path, ConfigFile::into_config)
     }
 }
 

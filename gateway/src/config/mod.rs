@@ -37,34 +37,7 @@ use serde::Deserialize;
 
 pub use network::{NetworkError, TunnelNetwork};
 
-/// Why a configuration file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or does not match the schema (includes unknown keys).
-    #[error("{path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's error, with line and column.
-        source: Box<toml::de::Error>,
-    },
-    /// The file parsed but its values are inconsistent.
-    #[error("{path}: {}", problems.join("; "))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Every problem found.
-        problems: Vec<String>,
-    },
-}
+pub use edge::ConfigError;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -243,22 +216,14 @@ pub struct AttestationConfig {
 impl GatewayConfig {
     /// Reads, parses and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config = Self::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                problems,
-            });
-        }
-        Ok(config)
+        edge::load_toml(path, |config: Self| {
+            let problems = config.problems();
+            if problems.is_empty() {
+                Ok(config)
+            } else {
+                Err(problems)
+            }
+        })
     }
 
     /// Parses TOML text without semantic checks.
