@@ -1,5 +1,10 @@
 //! `cvm-agent check-config` run as a program: a good file passes with a summary; each kind of bad file (an MTU
 //! the tunnel would refuse included) fails with a non-zero exit and a message naming what is wrong.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::path::Path;
 use std::process::Command;

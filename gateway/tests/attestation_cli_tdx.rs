@@ -1,5 +1,10 @@
 //! `gateway attestation verify` with Intel TDX evidence: the real Intel samples, and `sim-tdx` quotes and RA-TLS
 //! certificates under the simulated Intel PKI that `gateway attestation sim-pki` writes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod cli;
 

@@ -1,4 +1,9 @@
 //! Drives the test server binary with real clients (curl, Python `grpcio` and `websockets`, raw TCP) on loopback.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
