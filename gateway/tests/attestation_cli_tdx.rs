@@ -14,7 +14,7 @@ use std::sync::Arc;
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::tdx::sim::{files, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
 use attestation::{SimTdReport, SimTdxAttester, SimTdxPki};
-use cli::{dir, gateway, gateway_with, p, profile_policy};
+use cli::{dir, gateway, gateway_with, p, profile_policy, verified_claims, write_sim_pki};
 
 const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/tdx");
 /// Inside the validity window of the real sample's collateral.
@@ -26,9 +26,7 @@ fn real_tdx_quote_inside_and_outside_its_collateral_window() {
     let collateral = format!("{TDX}/tdx_quote_collateral.json");
     let base = ["verify", "--evidence", &quote, "--collateral", &collateral];
 
-    let (code, out, err) = gateway_with(&base, &["--now", SAMPLE_NOW]);
-    assert_eq!(code, 0, "{err}");
-    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let claims = verified_claims(&[&base[..], &["--now", SAMPLE_NOW]].concat());
     assert_eq!(claims["platform"], "tdx");
     assert_eq!(claims["kind"], "tdx");
     assert_eq!(claims["tcb_status"], "UpToDate");
@@ -66,15 +64,7 @@ fn outdated_real_tdx_quote_is_refused_for_its_tcb() {
 /// `sim-pki` into a fresh directory; returns the directory and the PKI it wrote.
 fn sim_pki(d: &test_support::Scratch) -> (PathBuf, Arc<SimTdxPki>) {
     let pki_dir = d.path("pki");
-    let (code, _, err) = gateway(&[
-        "sim-pki",
-        "--seed",
-        "tdx cli test",
-        "--small",
-        "--out",
-        p(&pki_dir),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    write_sim_pki(&pki_dir, "tdx cli test");
     let pki = Arc::new(SimTdxPki::load(&pki_dir).unwrap());
     (pki_dir, pki)
 }
@@ -104,9 +94,7 @@ fn sim_tdx_quote_round_trip_through_the_command() {
         p(&collateral),
     ];
 
-    let (code, out, err) = gateway_with(&base, &["--trust-sim-root", p(&root)]);
-    assert_eq!(code, 0, "{err}");
-    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let claims = verified_claims(&[&base[..], &["--trust-sim-root", p(&root)]].concat());
     assert_eq!(claims["platform"], "sim-tdx");
     assert_eq!(claims["mr_td"], "42".repeat(48));
     assert_eq!(claims["report_data"], "03".repeat(64));

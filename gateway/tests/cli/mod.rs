@@ -27,6 +27,19 @@ pub(crate) fn gateway(args: &[&str]) -> (i32, String, String) {
     (out.code, out.stdout, out.stderr)
 }
 
+/// Runs `gateway attestation ARGS`, which must succeed, and parses the claims it prints.
+pub(crate) fn verified_claims(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = gateway(args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Runs `gateway attestation sim-pki --seed SEED --small --out DIR`, which must succeed.
+pub(crate) fn write_sim_pki(dir: &Path, seed: &str) {
+    let (code, _, err) = gateway(&["sim-pki", "--seed", seed, "--small", "--out", p(dir)]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// A path as a command-line argument.
 pub(crate) fn p(path: &Path) -> &str {
     path.to_str().unwrap()
