@@ -1,5 +1,10 @@
-//! `cvm-agent check-config` run as a program: a good file passes with a summary; each kind of bad file fails
-//! with a non-zero exit and a message naming what is wrong.
+//! `cvm-agent check-config` run as a program: a good file passes with a summary; each kind of bad file (an MTU
+//! the tunnel would refuse included) fails with a non-zero exit and a message naming what is wrong.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::path::Path;
 use std::process::Command;
@@ -84,95 +89,102 @@ fn a_good_file_passes_with_a_summary() {
 fn each_bad_file_fails_naming_the_problem() {
     let d = dir();
     let good = good(&d);
-    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+    let pki_line = format!("sim_pki = \"{}\"\n", d.path("pki").display());
+    let both_gateways = "[\"https://gw.example.com:8443\", \"https://198.18.0.1:8443\"]";
+    // (what, text replaced in the good file, its replacement, what the output must name)
+    let cases: &[(&str, &str, &str, &[&str])] = &[
         (
             "unknown key",
-            good.replace("[tunnel]", "[tunnel]\nhandshake_timeuot_secs = 5"),
-            vec!["unknown field", "handshake_timeuot_secs"],
-        ),
-        (
-            "unknown section",
-            format!("{good}[bogus]\nx = 1\n"),
-            vec!["unknown field", "bogus"],
+            "[tunnel]",
+            "[tunnel]\nhandshake_timeuot_secs = 5",
+            &["unknown field", "handshake_timeuot_secs"],
         ),
         (
             "bad target",
-            good.replace("docker:web:80", "docker:web"),
-            vec!["problem(s)", "port 9000 target \"docker:web\""],
+            "docker:web:80",
+            "docker:web",
+            &["problem(s)", "port 9000 target \"docker:web\""],
         ),
         (
             "plain-HTTP gateway URL",
-            good.replace("https://gw.example.com:8443", "http://gw.example.com:8443"),
-            vec![
+            "https://gw.example.com:8443",
+            "http://gw.example.com:8443",
+            &[
                 "gateways: \"http://gw.example.com:8443\"",
                 "must start with https://",
             ],
         ),
         (
             "gateway URL without a host",
-            good.replace("https://gw.example.com:8443", "https://:8443"),
-            vec!["gateways: \"https://:8443\": has no host"],
+            "https://gw.example.com:8443",
+            "https://:8443",
+            &["gateways: \"https://:8443\": has no host"],
         ),
         (
             "gateway URL port out of range",
-            good.replace(
-                "https://gw.example.com:8443",
-                "https://gw.example.com:99999",
-            ),
-            vec!["gateways: \"https://gw.example.com:99999\": has an invalid port"],
+            "https://gw.example.com:8443",
+            "https://gw.example.com:99999",
+            &["gateways: \"https://gw.example.com:99999\": has an invalid port"],
         ),
         (
             "no gateway",
-            good.replace(
-                "[\"https://gw.example.com:8443\", \"https://198.18.0.1:8443\"]",
-                "[]",
-            ),
-            vec!["at least one gateway control URL"],
+            both_gateways,
+            "[]",
+            &["at least one gateway control URL"],
         ),
         (
             "port out of range",
-            good.replace("port = 8080", "port = 70000"),
-            vec!["70000", "u16"],
+            "port = 8080",
+            "port = 70000",
+            &["70000", "u16"],
         ),
         (
             "port 0",
-            good.replace("port = 8080", "port = 0"),
-            vec!["port 0 is not a valid port"],
+            "port = 8080",
+            "port = 0",
+            &["port 0 is not a valid port"],
         ),
         (
             "duplicate port",
-            good.replace("port = 9000", "port = 8080"),
-            vec!["port 8080 is declared more than once"],
+            "port = 9000",
+            "port = 8080",
+            &["port 8080 is declared more than once"],
         ),
         (
             "missing app id",
-            good.replace("app_id = \"deadbeef111111111111111111111111\"\n", ""),
-            vec!["missing field", "app_id"],
+            "app_id = \"deadbeef111111111111111111111111\"\n",
+            "",
+            &["missing field", "app_id"],
         ),
         (
             "app id not hex",
-            good.replace("deadbeef111111111111111111111111", "not-an-app-id"),
-            vec!["app_id"],
+            "deadbeef111111111111111111111111",
+            "not-an-app-id",
+            &["app_id"],
         ),
         (
             "sim backend without a PKI",
-            good.replace(&format!("sim_pki = \"{}\"\n", d.path("pki").display()), ""),
-            vec!["attestation.sim_pki is required with a sim-* backend"],
+            &pki_line,
+            "",
+            &["attestation.sim_pki is required with a sim-* backend"],
         ),
         (
             "unknown backend",
-            good.replace("backend = \"sim-snp\"", "backend = \"sgx\""),
-            vec!["sgx", "sim-snp"],
+            "backend = \"sim-snp\"",
+            "backend = \"sgx\"",
+            &["sgx", "sim-snp"],
         ),
         (
             "bad simulated measurement",
-            good.replace(&"aa".repeat(48), "aabb"),
-            vec!["attestation.sim_measurement must be 96 hex characters, got \"aabb\""],
+            &"aa".repeat(48),
+            "aabb",
+            &["attestation.sim_measurement must be 96 hex characters, got \"aabb\""],
         ),
         (
             "missing gateway policy",
-            good.replace("gateway-policy.toml", "missing-policy.toml"),
-            vec![
+            "gateway-policy.toml",
+            "missing-policy.toml",
+            &[
                 "attestation.gateway_policy",
                 "missing-policy.toml",
                 "not a readable file",
@@ -180,24 +192,34 @@ fn each_bad_file_fails_naming_the_problem() {
         ),
         (
             "handshake timeout below the minimum",
-            good.replace("handshake_timeout_secs = 60", "handshake_timeout_secs = 3"),
-            vec!["tunnel.handshake_timeout_secs = 3 is below 10"],
+            "handshake_timeout_secs = 60",
+            "handshake_timeout_secs = 3",
+            &["tunnel.handshake_timeout_secs = 3 is below 10"],
         ),
         (
             "certificate validity below the minimum",
-            good.replace("sim_pki =", "certificate_validity_secs = 5\nsim_pki ="),
-            vec!["attestation.certificate_validity_secs = 5 is below 60"],
+            "sim_pki =",
+            "certificate_validity_secs = 5\nsim_pki =",
+            &["attestation.certificate_validity_secs = 5 is below 60"],
         ),
         (
             "retry delays reversed",
-            good.replace("retry_max_ms = 8000", "retry_max_ms = 100"),
-            vec!["retry_initial_ms must be positive and at most retry_max_ms"],
+            "retry_max_ms = 8000",
+            "retry_max_ms = 100",
+            &["retry_initial_ms must be positive and at most retry_max_ms"],
         ),
-        ("not TOML", "app_id = [".to_string(), vec!["agent.toml"]),
     ];
-    for (what, text, needles) in &cases {
-        expect_refused(&d, what, text, needles);
+    for (what, from, to, needles) in cases {
+        assert!(good.contains(from), "{what}: the good file has no {from:?}");
+        expect_refused(&d, what, &good.replace(from, to), needles);
     }
+    expect_refused(
+        &d,
+        "unknown section",
+        &format!("{good}[bogus]\nx = 1\n"),
+        &["unknown field", "bogus"],
+    );
+    expect_refused(&d, "not TOML", "app_id = [", &["agent.toml"]);
 
     // Several problems at once: every one is listed, one per line.
     let many = good
@@ -222,4 +244,30 @@ fn each_bad_file_fails_naming_the_problem() {
         out.contains("cannot read") && out.contains("absent.toml"),
         "{out}"
     );
+}
+
+#[test]
+fn an_mtu_the_tunnel_cannot_use_is_refused_by_check_config() {
+    let d = dir();
+    let path = d.path("agent.toml");
+    let good = good(&d);
+    let check_mtu = |mtu: u16| {
+        let text = good.replace("[tunnel]", &format!("[tunnel]\nmtu = {mtu}"));
+        std::fs::write(&path, text).unwrap();
+        check(&path)
+    };
+    for mtu in [4000, 9000, 2001, 1279] {
+        let (ok, out) = check_mtu(mtu);
+        assert!(!ok, "mtu {mtu} accepted:\n{out}");
+        assert!(
+            out.contains(&format!("tunnel.mtu = {mtu} is outside 1280..=2000")),
+            "mtu {mtu}:\n{out}"
+        );
+    }
+    for mtu in [1280, 1420, 2000] {
+        let (ok, out) = check_mtu(mtu);
+        assert!(ok, "mtu {mtu} refused:\n{out}");
+    }
+    // The upper bound is the tunnel endpoint's own.
+    assert_eq!(*protocol::tunnel::MTU_RANGE.end(), 2000);
 }

@@ -5,6 +5,11 @@
 //! Needs root and a Docker engine on `/var/run/docker.sock`; builds the image with
 //! `scripts/build-test-image.sh --if-stale`. Each test creates its own uniquely named containers and networks and
 //! removes them on drop (also on failure); leftovers of crashed runs are removed at start.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod support;
 

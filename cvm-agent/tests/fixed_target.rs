@@ -1,6 +1,11 @@
 //! The forwarder with fixed-address (`HOST:PORT`) targets: a backend that stops is noticed by the probe (or by a
 //! forwarded connection it refuses) and its port's listener closes, so connection attempts are refused at once;
 //! when the backend is back, the listener opens again. Every change is signalled for an early re-registration.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;

@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
-use cli::{dir, gateway, gateway_with, p, profile_policy};
+use cli::{dir, gateway, gateway_with, p, profile_policy, verified_claims, write_sim_pki};
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
 
 #[test]
 fn verify_real_snp_samples() {
-    let (code, out, err) = gateway(&[
+    let claims = verified_claims(&[
         "verify",
         "--evidence",
         &format!("{SNP}/report_milan.hex"),
@@ -23,14 +23,12 @@ fn verify_real_snp_samples() {
         "--now",
         "2025-06-01T00:00:00Z",
     ]);
-    assert_eq!(code, 0, "{err}");
-    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["platform"], "sev-snp");
     assert_eq!(claims["reported_tcb"]["snp"], 8);
     assert_eq!(claims["reported_tcb"]["microcode"], 115);
 
     // The debug sample verifies, and a policy naming its measurement still refuses it for debug.
-    let (code, out, err) = gateway(&[
+    let claims = verified_claims(&[
         "verify",
         "--evidence",
         &format!("{SNP}/debug_attestation.bin"),
@@ -39,8 +37,6 @@ fn verify_real_snp_samples() {
         "--now",
         "2025-06-01T00:00:00Z",
     ]);
-    assert_eq!(code, 0, "{err}");
-    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["debug"], true);
     let d = dir();
     let policy = d.path("policy.toml");
@@ -99,15 +95,7 @@ fn verify_real_snp_samples() {
 fn sim_pki_round_trip_through_the_command() {
     let d = dir();
     let pki_dir = d.path("pki");
-    let (code, _, err) = gateway(&[
-        "sim-pki",
-        "--seed",
-        "cli test",
-        "--small",
-        "--out",
-        p(&pki_dir),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    write_sim_pki(&pki_dir, "cli test");
     let ark = pki_dir.join("snp-ark.pem");
     let pki = SimSnpPki::load_pem(&pki_dir).unwrap();
     let report = pki
@@ -136,9 +124,7 @@ fn sim_pki_round_trip_through_the_command() {
         p(&chain),
     ];
 
-    let (code, out, err) = gateway_with(&base, &["--trust-sim-root", p(&ark)]);
-    assert_eq!(code, 0, "{err}");
-    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let claims = verified_claims(&[&base[..], &["--trust-sim-root", p(&ark)]].concat());
     assert_eq!(claims["platform"], "sim-snp");
     assert_eq!(claims["measurement"], "42".repeat(48));
     assert_eq!(claims["report_data"], "03".repeat(64));

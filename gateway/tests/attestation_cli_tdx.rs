@@ -1,5 +1,10 @@
 //! `gateway attestation verify` with Intel TDX evidence: the real Intel samples, and `sim-tdx` quotes and RA-TLS
 //! certificates under the simulated Intel PKI that `gateway attestation sim-pki` writes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod cli;
 
@@ -9,7 +14,7 @@ use std::sync::Arc;
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::tdx::sim::{files, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
 use attestation::{SimTdReport, SimTdxAttester, SimTdxPki};
-use cli::{dir, gateway, gateway_with, p, profile_policy};
+use cli::{dir, gateway, gateway_with, p, profile_policy, verified_claims, write_sim_pki};
 
 const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/tdx");
 /// Inside the validity window of the real sample's collateral.
@@ -21,9 +26,7 @@ fn real_tdx_quote_inside_and_outside_its_collateral_window() {
     let collateral = format!("{TDX}/tdx_quote_collateral.json");
     let base = ["verify", "--evidence", &quote, "--collateral", &collateral];
 
-    let (code, out, err) = gateway_with(&base, &["--now", SAMPLE_NOW]);
-    assert_eq!(code, 0, "{err}");
-    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let claims = verified_claims(&[&base[..], &["--now", SAMPLE_NOW]].concat());
     assert_eq!(claims["platform"], "tdx");
     assert_eq!(claims["kind"], "tdx");
     assert_eq!(claims["tcb_status"], "UpToDate");
@@ -61,15 +64,7 @@ fn outdated_real_tdx_quote_is_refused_for_its_tcb() {
 /// `sim-pki` into a fresh directory; returns the directory and the PKI it wrote.
 fn sim_pki(d: &test_support::Scratch) -> (PathBuf, Arc<SimTdxPki>) {
     let pki_dir = d.path("pki");
-    let (code, _, err) = gateway(&[
-        "sim-pki",
-        "--seed",
-        "tdx cli test",
-        "--small",
-        "--out",
-        p(&pki_dir),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    write_sim_pki(&pki_dir, "tdx cli test");
     let pki = Arc::new(SimTdxPki::load(&pki_dir).unwrap());
     (pki_dir, pki)
 }
@@ -99,9 +94,7 @@ fn sim_tdx_quote_round_trip_through_the_command() {
         p(&collateral),
     ];
 
-    let (code, out, err) = gateway_with(&base, &["--trust-sim-root", p(&root)]);
-    assert_eq!(code, 0, "{err}");
-    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let claims = verified_claims(&[&base[..], &["--trust-sim-root", p(&root)]].concat());
     assert_eq!(claims["platform"], "sim-tdx");
     assert_eq!(claims["mr_td"], "42".repeat(48));
     assert_eq!(claims["report_data"], "03".repeat(64));

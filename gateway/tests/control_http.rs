@@ -4,6 +4,11 @@
 //!
 //! The RA-TLS verifiers are exercised elsewhere; here the peer's attestation comes from a stand-in identity so the
 //! HTTP layer (limits, statuses, bodies) is tested on its own.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};

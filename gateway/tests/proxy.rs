@@ -3,6 +3,11 @@
 //! health. Shutdown, the admin API and the gateway's own attestation are in `proxy_service.rs`. Routing through
 //! real gateway and agent processes (passthrough certificates, gRPC, WebSockets, load spread, failover, drain,
 //! limits, PROXY protocol) is tested in the lab, `tests/tests/proxy_lab.rs`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod support;
 

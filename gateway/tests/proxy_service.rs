@@ -1,6 +1,11 @@
 //! The proxy as a service, with real clients (curl, openssl s_client) and backends on loopback: graceful
 //! shutdown, the admin API (token, listing, drain, metrics, certificate reloads), the gateway's own attestation on
 //! its reserved name, and the service's start and stop.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod support;
 

@@ -7,6 +7,11 @@
 //! the container; a `docker-label` port; two containers of one service; `docker restart`; `docker stop` (fails
 //! fast, reported down, the app is served by cvm1 alone); a Docker engine outage (the agent's API socket is a
 //! relay the test cuts and restores) and the recovery.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod registration;
 

@@ -2,6 +2,11 @@
 //! 2,000 registrations and re-registrations with every answer checked and the gateway's memory reported before
 //! and after; then a duplicate key, garbage JSON, an oversized body and a wrong protocol version, each answered
 //! with its typed error while the registry stays unchanged.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod registration;
 

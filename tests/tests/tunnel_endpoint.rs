@@ -1,5 +1,10 @@
 //! Our endpoint to our endpoint across the lab: handshake, ping, a 100 MB TCP transfer with matching hashes,
 //! and the counters and health that the registry reads.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,11 @@
 //! The endpoint's inbound filter across the lab: cvm1's endpoint lets in only its declared TCP ports (and ICMP
 //! echo); wildcard listeners on other ports in cvm1 are refused at once with a reset crafted by the endpoint,
 //! other packets are dropped, and both are counted. The filter can be changed while the tunnel runs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::path::Path;
 use std::process::Stdio;

@@ -1,5 +1,10 @@
 //! Interoperability with a standard WireGuard peer: `wireguard-go` configured with `wg`, our endpoint once as
 //! the initiator and once as the responder; ping and a 100 MB TCP transfer with matching hashes each way.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::path::Path;
 

@@ -5,6 +5,11 @@
 //!
 //! The attacking peer (cvm1) is `wireguard-go`, configured to route the whole tunnel subnet to the gateway
 //! (an honest peer of ours would refuse to send such packets at all); cvm2 and cvm3 run our endpoint.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::path::Path;
 

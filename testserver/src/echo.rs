@@ -4,7 +4,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Accepts connections forever and echoes each one in its own task.
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener) -> std::io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         tokio::spawn(async move {

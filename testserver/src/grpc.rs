@@ -21,9 +21,9 @@ use hyper::{Request, Response, StatusCode};
 use crate::http::Body;
 
 /// Path of the unary method.
-pub const UNARY: &str = "/testserver.Echo/Unary";
+pub(crate) const UNARY: &str = "/testserver.Echo/Unary";
 /// Path of the server-streaming method.
-pub const SERVER_STREAM: &str = "/testserver.Echo/ServerStream";
+pub(crate) const SERVER_STREAM: &str = "/testserver.Echo/ServerStream";
 /// Largest request body accepted (all messages together).
 const MAX_REQUEST: usize = 4 << 20;
 /// Most messages one `ServerStream` call may ask for.
@@ -32,7 +32,7 @@ const MAX_STREAM_MESSAGES: u64 = 100_000;
 /// gRPC status codes used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Code {
+pub(crate) enum Code {
     /// Success.
     Ok = 0,
     /// The request message is not what the method expects.
@@ -45,7 +45,7 @@ pub enum Code {
 
 /// Why a request body is not a sequence of gRPC messages.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FramingError {
+pub(crate) enum FramingError {
     /// The body ends inside a message prefix or message.
     #[error("request body ends inside a message")]
     Truncated,
@@ -55,7 +55,7 @@ pub enum FramingError {
 }
 
 /// Splits a request body into its messages.
-pub fn decode_messages(mut body: &[u8]) -> Result<Vec<Bytes>, FramingError> {
+pub(crate) fn decode_messages(mut body: &[u8]) -> Result<Vec<Bytes>, FramingError> {
     let mut messages = Vec::new();
     while !body.is_empty() {
         if body.len() < 5 {
@@ -76,7 +76,7 @@ pub fn decode_messages(mut body: &[u8]) -> Result<Vec<Bytes>, FramingError> {
 }
 
 /// Frames one message (uncompressed).
-pub fn encode_message(message: &[u8]) -> Bytes {
+pub(crate) fn encode_message(message: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(5 + message.len());
     b.put_u8(0);
     b.put_u32(message.len() as u32);
@@ -85,7 +85,7 @@ pub fn encode_message(message: &[u8]) -> Bytes {
 }
 
 /// Answers one gRPC call.
-pub async fn handle(req: Request<Incoming>, name: &str) -> Response<Body> {
+pub(crate) async fn handle(req: Request<Incoming>, name: &str) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path != UNARY && path != SERVER_STREAM {
         return trailers_only(Code::Unimplemented, &format!("unknown method {path}"));

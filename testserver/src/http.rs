@@ -22,16 +22,16 @@ use crate::proxy_header::{self, Prefixed, ProxyHeader};
 use crate::{grpc, websocket};
 
 /// Response body type of every handler.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Largest request body the echo reads.
 const MAX_ECHO_BODY: usize = 1 << 20;
 /// Header naming the server in every answer.
-pub const SERVED_BY: &str = "x-served-by";
+pub(crate) const SERVED_BY: &str = "x-served-by";
 
 /// What all connections share.
 #[derive(Debug)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     name: String,
     cert_pem: String,
     requests: AtomicU64,
@@ -39,7 +39,7 @@ pub struct ServerState {
 
 impl ServerState {
     /// State for a server reporting itself as `name`, whose TLS listener presents `cert_pem`.
-    pub fn new(name: String, cert_pem: String) -> Self {
+    pub(crate) fn new(name: String, cert_pem: String) -> Self {
         Self {
             name,
             cert_pem,
@@ -58,7 +58,10 @@ struct ConnInfo {
 }
 
 /// Serves plain HTTP/1.1 and h2c until accepting fails.
-pub async fn serve_plain(listener: TcpListener, state: Arc<ServerState>) -> std::io::Result<()> {
+pub(crate) async fn serve_plain(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+) -> std::io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         let state = state.clone();
@@ -80,7 +83,7 @@ pub async fn serve_plain(listener: TcpListener, state: Arc<ServerState>) -> std:
 }
 
 /// Serves HTTP over TLS (ALPN `h2` or `http/1.1`) until accepting fails.
-pub async fn serve_tls(
+pub(crate) async fn serve_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     state: Arc<ServerState>,
@@ -184,7 +187,7 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, state: &ServerState) ->
 }
 
 /// Builds a response with a fixed body.
-pub fn full(
+pub(crate) fn full(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// The 12-byte signature that starts a v2 header.
-pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+pub(crate) const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 const V1_PREFIX: &[u8] = b"PROXY ";
 /// Longest v1 line, CRLF included (the specification's bound).
 const V1_MAX: usize = 107;
@@ -19,7 +19,7 @@ const V2_MAX: usize = 16 + 1024;
 
 /// A PROXY protocol header as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyHeader {
+pub(crate) struct ProxyHeader {
     /// 1 or 2.
     pub version: u8,
     /// The announced client address; `None` for `UNKNOWN` (v1) or `LOCAL`/unspecified (v2).
@@ -30,7 +30,7 @@ pub struct ProxyHeader {
 
 /// Why a header could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyHeaderError {
+pub(crate) enum ProxyHeaderError {
     /// Reading from the connection failed.
     #[error("reading the PROXY protocol header: {0}")]
     Io(#[from] io::Error),
@@ -41,7 +41,7 @@ pub enum ProxyHeaderError {
 
 /// The outcome of looking at the first bytes of a connection.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parse {
+pub(crate) enum Parse {
     /// The bytes are not a PROXY header.
     NotProxy,
     /// The bytes so far are a prefix of a header; read more.
@@ -51,7 +51,7 @@ pub enum Parse {
 }
 
 /// Looks at the first bytes of a connection.
-pub fn parse(buf: &[u8]) -> Result<Parse, ProxyHeaderError> {
+pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProxyHeaderError> {
     let n = buf.len().min(V1_PREFIX.len());
     if buf[..n] == V1_PREFIX[..n] && !buf.is_empty() {
         return parse_v1(buf);
@@ -172,7 +172,7 @@ fn parse_v2(buf: &[u8]) -> Result<Parse, ProxyHeaderError> {
 
 /// Reads the start of `stream` until it is known whether a PROXY header is present. Returns the header, if any,
 /// and the bytes read beyond it (to be replayed with [`Prefixed`]).
-pub async fn read<S: AsyncRead + Unpin>(
+pub(crate) async fn read<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<(Option<ProxyHeader>, Vec<u8>), ProxyHeaderError> {
     let mut buf = Vec::with_capacity(256);
@@ -195,7 +195,7 @@ pub async fn read<S: AsyncRead + Unpin>(
 
 /// A stream that yields `prefix` before reading from `inner`; writes go straight to `inner`.
 #[derive(Debug)]
-pub struct Prefixed<S> {
+pub(crate) struct Prefixed<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
@@ -203,7 +203,7 @@ pub struct Prefixed<S> {
 
 impl<S> Prefixed<S> {
     /// Wraps `inner`, replaying `prefix` first.
-    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
         Self {
             prefix,
             pos: 0,

@@ -7,7 +7,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
+pub(crate) enum TlsSetupError {
     /// Generating the certificate failed (for example, a name is not a valid DNS name).
     #[error("generating the self-signed certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -18,7 +18,9 @@ pub enum TlsSetupError {
 
 /// A TLS acceptor with a fresh self-signed certificate for `names`, offering ALPN `h2` and `http/1.1`, and the
 /// certificate in PEM (so clients can be told to trust it).
-pub fn self_signed_acceptor(names: Vec<String>) -> Result<(TlsAcceptor, String), TlsSetupError> {
+pub(crate) fn self_signed_acceptor(
+    names: Vec<String>,
+) -> Result<(TlsAcceptor, String), TlsSetupError> {
     let certified = rcgen::generate_simple_self_signed(names)?;
     let pem = certified.cert.pem();
     let cert = certified.cert.der().clone();

@@ -31,7 +31,7 @@ const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Whether the request asks for a WebSocket upgrade.
-pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -39,7 +39,7 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// The `Sec-WebSocket-Accept` value for a client key.
-pub fn accept_key(key: &[u8]) -> String {
+pub(crate) fn accept_key(key: &[u8]) -> String {
     let mut h = Sha1::new();
     h.update(key);
     h.update(GUID.as_bytes());
@@ -47,7 +47,7 @@ pub fn accept_key(key: &[u8]) -> String {
 }
 
 /// Answers the upgrade request and, once the connection is upgraded, echoes frames on it.
-pub fn upgrade(req: Request<Incoming>) -> Response<Body> {
+pub(crate) fn upgrade(req: Request<Incoming>) -> Response<Body> {
     if req.version() != hyper::Version::HTTP_11 {
         return full(
             StatusCode::BAD_REQUEST,
@@ -129,7 +129,9 @@ async fn close<S: AsyncWrite + Unpin>(s: &mut S, code: u16) -> std::io::Result<(
 }
 
 /// Echoes frames until the client closes.
-pub async fn echo_frames<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> std::io::Result<()> {
+pub(crate) async fn echo_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+) -> std::io::Result<()> {
     loop {
         let mut head = [0u8; 2];
         match s.read_exact(&mut head).await {

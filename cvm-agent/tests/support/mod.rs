@@ -5,7 +5,7 @@ use std::time::Duration;
 use cvm_agent::docker::Discovery;
 
 /// Waits until `check` holds for the discovery view, up to `timeout`.
-pub async fn wait_for(
+pub(crate) async fn wait_for(
     discovery: &Discovery,
     timeout: Duration,
     what: &str,

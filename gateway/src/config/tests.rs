@@ -21,10 +21,10 @@ fn policy_file() -> tempfile_like::TempFile {
 mod tempfile_like {
     use std::path::{Path, PathBuf};
 
-    pub struct TempFile(PathBuf);
+    pub(crate) struct TempFile(PathBuf);
 
     impl TempFile {
-        pub fn new(name: &str, contents: &str) -> Self {
+        pub(crate) fn new(name: &str, contents: &str) -> Self {
             let dir = std::env::temp_dir().join(format!(
                 "tg-config-test-{}-{}",
                 std::process::id(),
@@ -35,7 +35,7 @@ mod tempfile_like {
             std::fs::write(&path, contents).unwrap();
             Self(path)
         }
-        pub fn path(&self) -> &Path {
+        pub(crate) fn path(&self) -> &Path {
             &self.0
         }
     }

@@ -1,5 +1,9 @@
 //! Shared by the tests that run `gateway` as a program: its subcommands, and path arguments.
-
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -8,34 +12,47 @@ use test_support::process::{run, Finished};
 use test_support::Scratch;
 
 /// A scratch directory, removed when the test passes.
-pub fn dir() -> Scratch {
+pub(crate) fn dir() -> Scratch {
     Scratch::new("gateway-cli")
 }
 
 /// Runs `gateway ARGS` to completion.
-pub fn run_gateway(args: &[&str]) -> Finished {
+pub(crate) fn run_gateway(args: &[&str]) -> Finished {
     run(std::process::Command::new(env!("CARGO_BIN_EXE_gateway")).args(args))
 }
 
 /// Runs `gateway attestation ARGS`: (exit code, stdout, stderr).
-pub fn gateway(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn gateway(args: &[&str]) -> (i32, String, String) {
     let out = run_gateway(&[&["attestation"], args].concat());
     (out.code, out.stdout, out.stderr)
 }
 
+/// Runs `gateway attestation ARGS`, which must succeed, and parses the claims it prints.
+pub(crate) fn verified_claims(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = gateway(args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Runs `gateway attestation sim-pki --seed SEED --small --out DIR`, which must succeed.
+pub(crate) fn write_sim_pki(dir: &Path, seed: &str) {
+    let (code, _, err) = gateway(&["sim-pki", "--seed", seed, "--small", "--out", p(dir)]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// A path as a command-line argument.
-pub fn p(path: &Path) -> &str {
+pub(crate) fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
 /// Runs `gateway attestation BASE EXTRA`: the shared arguments of a test and those of one case.
-pub fn gateway_with(base: &[&str], extra: &[&str]) -> (i32, String, String) {
+pub(crate) fn gateway_with(base: &[&str], extra: &[&str]) -> (i32, String, String) {
     gateway(&[base, extra].concat())
 }
 
 /// Writes `d/policy.toml`: one profile for `platform` (`sim-snp` or `sim-tdx`) allowing the measurement (MRTD for
 /// TDX) of 48 bytes, each `byte` (two hex digits).
-pub fn profile_policy(d: &Scratch, platform: &str, byte: &str) -> std::path::PathBuf {
+pub(crate) fn profile_policy(d: &Scratch, platform: &str, byte: &str) -> std::path::PathBuf {
     let m = byte.repeat(48);
     let allowed = if platform.ends_with("tdx") {
         format!("mr_td = [\"{m}\"]")

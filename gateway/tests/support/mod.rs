@@ -1,5 +1,9 @@
 //! Shared pieces of the proxy tests: a test PKI, backends standing in for instances, and a running proxy.
-
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -19,24 +23,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// The base domain the tests serve.
-pub const BASE: &str = "apps.test";
+pub(crate) const BASE: &str = "apps.test";
 /// An app id.
-pub const APP: &str = "aaaaaaaa11111111";
+pub(crate) const APP: &str = "aaaaaaaa11111111";
 
 /// The first instance id.
-pub const I1: &str = "1111111111111111";
+pub(crate) const I1: &str = "1111111111111111";
 /// The second instance id.
-pub const I2: &str = "2222222222222222";
+pub(crate) const I2: &str = "2222222222222222";
 
 /// A directory with one instance of [`APP`], [`I1`], at `addr`.
-pub fn one_instance(addr: std::net::SocketAddr, port_proxy: bool) -> Arc<StaticDirectory> {
+pub(crate) fn one_instance(addr: std::net::SocketAddr, port_proxy: bool) -> Arc<StaticDirectory> {
     let d = Arc::new(StaticDirectory::new());
     d.upsert(APP, I1, addr.ip(), [(addr.port(), port_proxy)]);
     d
 }
 
 /// A CA and leaf certificates it signs, written as PEM files in a scratch directory of their own.
-pub struct Pki {
+pub(crate) struct Pki {
     /// The directory of the certificates (and of other files a test writes).
     pub dir: Scratch,
     /// The CA certificate clients trust.
@@ -45,7 +49,7 @@ pub struct Pki {
 }
 
 impl Pki {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = Scratch::new("pki");
         let web = WebPki::new(dir.dir(), "tee-gateway test CA");
         Pki {
@@ -56,7 +60,7 @@ impl Pki {
     }
 
     /// Issues a certificate for `names` with common name `cn`; returns its files.
-    pub fn issue(&self, file: &str, cn: &str, names: &[&str]) -> CertificateFiles {
+    pub(crate) fn issue(&self, file: &str, cn: &str, names: &[&str]) -> CertificateFiles {
         let files = self.web.issue(file, cn, names);
         CertificateFiles {
             cert: files.cert,
@@ -67,7 +71,7 @@ impl Pki {
 
 /// What a backend does with a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendKind {
+pub(crate) enum BackendKind {
     /// Answers one HTTP/1.1 request with `instance=<id> source=<PROXY source or "none">` and closes.
     Http,
     /// Records every byte it receives until the client closes, then answers `instance=<id> len=<n>`.
@@ -75,7 +79,7 @@ pub enum BackendKind {
 }
 
 /// A backend standing in for one instance's container.
-pub struct Backend {
+pub(crate) struct Backend {
     pub id: String,
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
@@ -90,7 +94,7 @@ impl Drop for Backend {
 }
 
 /// Parses a PROXY v2 header at the start of `buf`; returns the source address and the header length.
-pub fn parse_proxy_v2(buf: &[u8]) -> Option<(SocketAddr, usize)> {
+pub(crate) fn parse_proxy_v2(buf: &[u8]) -> Option<(SocketAddr, usize)> {
     if buf.len() < 16 || buf[..12] != gateway::proxy::proxy_protocol::SIGNATURE {
         return None;
     }
@@ -105,11 +109,11 @@ pub fn parse_proxy_v2(buf: &[u8]) -> Option<(SocketAddr, usize)> {
 }
 
 impl Backend {
-    pub async fn start(id: &str, kind: BackendKind) -> Backend {
+    pub(crate) async fn start(id: &str, kind: BackendKind) -> Backend {
         Self::start_on("127.0.0.1:0", id, kind).await
     }
 
-    pub async fn start_on(bind: &str, id: &str, kind: BackendKind) -> Backend {
+    pub(crate) async fn start_on(bind: &str, id: &str, kind: BackendKind) -> Backend {
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -168,13 +172,13 @@ impl Backend {
     }
 
     /// Stops accepting: later connection attempts are refused.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.task.abort();
     }
 }
 
 /// A running proxy on an ephemeral loopback port, started as `gateway run` starts it.
-pub struct Running {
+pub(crate) struct Running {
     pub proxy: Arc<Proxy>,
     pub addr: SocketAddr,
     pub directory: Arc<StaticDirectory>,
@@ -183,11 +187,11 @@ pub struct Running {
 }
 
 impl Running {
-    pub async fn start(config: ProxyConfig, directory: Arc<StaticDirectory>) -> Running {
+    pub(crate) async fn start(config: ProxyConfig, directory: Arc<StaticDirectory>) -> Running {
         Self::start_with(config, directory, None).await
     }
 
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         mut config: ProxyConfig,
         directory: Arc<StaticDirectory>,
         attester: Option<Arc<dyn attestation::Attester>>,
@@ -214,7 +218,7 @@ impl Running {
     }
 
     /// Signals shutdown and waits for the proxy to finish.
-    pub async fn stop(mut self) -> Duration {
+    pub(crate) async fn stop(mut self) -> Duration {
         let started = std::time::Instant::now();
         self.shutdown.cancel();
         if let Some(running) = self.running.take() {
@@ -223,7 +227,7 @@ impl Running {
         started.elapsed()
     }
 
-    pub fn refusals(&self, reason: &str) -> u64 {
+    pub(crate) fn refusals(&self, reason: &str) -> u64 {
         self.proxy.metrics().refusals(reason)
     }
 }
@@ -236,7 +240,7 @@ impl Drop for Running {
 }
 
 /// A proxy configuration for tests with short timeouts.
-pub fn test_config(pki: &Pki) -> ProxyConfig {
+pub(crate) fn test_config(pki: &Pki) -> ProxyConfig {
     let wildcard = pki.issue("wildcard", "apps.test", &["*.apps.test"]);
     ProxyConfig {
         certificates: vec![wildcard],
@@ -251,7 +255,7 @@ pub fn test_config(pki: &Pki) -> ProxyConfig {
 }
 
 /// Runs curl against `https://{name}:{port}{path}` through the proxy, trusting the test CA.
-pub async fn curl(
+pub(crate) async fn curl(
     pki: &Pki,
     proxy: SocketAddr,
     name: &str,
@@ -270,14 +274,14 @@ pub async fn curl(
 }
 
 /// Connects a plain TCP client to the proxy.
-pub async fn connect(proxy: SocketAddr) -> TcpStream {
+pub(crate) async fn connect(proxy: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(proxy).await.unwrap();
     s.set_nodelay(true).unwrap();
     s
 }
 
 /// A crafted TLS 1.3 ClientHello handshake message with SNI and optional padding extension.
-pub fn client_hello_message(sni: Option<&str>, padding: usize) -> Vec<u8> {
+pub(crate) fn client_hello_message(sni: Option<&str>, padding: usize) -> Vec<u8> {
     fn push_ext(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
         out.extend_from_slice(&ty.to_be_bytes());
         out.extend_from_slice(&(data.len() as u16).to_be_bytes());
@@ -317,7 +321,7 @@ pub fn client_hello_message(sni: Option<&str>, padding: usize) -> Vec<u8> {
 }
 
 /// Wraps a handshake message into TLS records of at most `record_len` payload bytes.
-pub fn records(msg: &[u8], record_len: usize) -> Vec<u8> {
+pub(crate) fn records(msg: &[u8], record_len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for part in msg.chunks(record_len) {
         out.extend_from_slice(&[0x16, 0x03, 0x01]);
@@ -328,7 +332,7 @@ pub fn records(msg: &[u8], record_len: usize) -> Vec<u8> {
 }
 
 /// Reads what the proxy answers until it closes (or `limit` passes); returns the bytes and the time taken.
-pub async fn read_answer(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration, bool) {
+pub(crate) async fn read_answer(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration, bool) {
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     let closed = tokio::time::timeout(limit, async {
@@ -346,6 +350,6 @@ pub async fn read_answer(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Durati
 }
 
 /// The bytes of a fatal alert record with `description`.
-pub fn alert(description: u8) -> Vec<u8> {
+pub(crate) fn alert(description: u8) -> Vec<u8> {
     vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }

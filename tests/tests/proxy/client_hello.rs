@@ -1,5 +1,10 @@
 //! ClientHellos from a real TLS library (OpenSSL through Python, `tests/tools/hello_cases.py`) against the lab's
 //! gateway: edge cases routed, and every bad input refused with its alert, deadline and counter.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,7 +32,7 @@ fn alert(description: u8) -> Vec<u8> {
 /// segment, and split over records with 10 KB of unknown extension, are routed through a passthrough route to an
 /// instance's raw echo port (the ClientHello comes back byte for byte); every bad input gets its alert or close
 /// within its deadline, and its refusal counter rises by one.
-pub fn client_hello_edge_cases(lab: &Lab) {
+pub(crate) fn client_hello_edge_cases(lab: &Lab) {
     let bad: Vec<(String, &str, Option<u8>)> = vec![
         (String::new(), "no_sni", Some(112)),
         (

@@ -1,7 +1,12 @@
 //! The stack of the proxy lab test: one gateway with its admin API and three agents of one app, their
 //! configuration files, and the admin API and metrics read from inside the gateway host.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
-pub mod client_hello;
+pub(crate) mod client_hello;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,30 +22,30 @@ use test_support::{testserver, Host, Lab, Process};
 use crate::registration::World;
 
 /// The app of the three instances.
-pub const APP: &str = "feedface222222222222222222222222";
+pub(crate) const APP: &str = "feedface222222222222222222222222";
 /// The gateway's base domain.
-pub const BASE: &str = "apps.lab.test";
+pub(crate) const BASE: &str = "apps.lab.test";
 /// The WireGuard port the blackhole test drops.
-pub use test_support::configs::WG_PORT;
+pub(crate) use test_support::configs::WG_PORT;
 /// The client listener's port.
-pub const CLIENT_PORT: u16 = 443;
+pub(crate) const CLIENT_PORT: u16 = 443;
 /// The admin API's address inside the gateway host.
-pub const ADMIN: &str = "127.0.0.1:9444";
+pub(crate) const ADMIN: &str = "127.0.0.1:9444";
 /// The admin API's token.
-pub const ADMIN_TOKEN: &str = "lab-admin-token-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "lab-admin-token-0123456789";
 /// The gateway's idle timeout; the WebSocket check stays quiet for 60 s, three times as long.
-pub const IDLE_TIMEOUT_SECS: u64 = 20;
+pub(crate) const IDLE_TIMEOUT_SECS: u64 = 20;
 /// The gateway's delay before it tries the next instance.
-pub const STAGGER_MS: u64 = 200;
+pub(crate) const STAGGER_MS: u64 = 200;
 /// The gateway's connection limit per app.
-pub const MAX_PER_APP: usize = 16;
+pub(crate) const MAX_PER_APP: usize = 16;
 /// The agents' port with a PROXY protocol v2 header (to the same testserver port as 8080).
-pub const PROXIED_PORT: u16 = 8081;
+pub(crate) const PROXIED_PORT: u16 = 8081;
 /// The gateway's ClientHello deadline.
-pub const CLIENT_HELLO_TIMEOUT_MS: u64 = 3000;
+pub(crate) const CLIENT_HELLO_TIMEOUT_MS: u64 = 3000;
 
 /// The instances' hosts and names.
-pub const CVMS: [(Host, &str); 3] = [
+pub(crate) const CVMS: [(Host, &str); 3] = [
     (Host::Cvm1, "cvm1"),
     (Host::Cvm2, "cvm2"),
     (Host::Cvm3, "cvm3"),
@@ -48,7 +53,7 @@ pub const CVMS: [(Host, &str); 3] = [
 
 /// Everything one run of the stack needs on disk: the world (simulated attestation PKI, policies, logs), the web
 /// PKI, and the configuration files of the gateway and the agents.
-pub struct Stack {
+pub(crate) struct Stack {
     /// The files, the programs' logs and the registry.
     pub world: World,
     /// The CA of the client listener's certificate.
@@ -57,7 +62,7 @@ pub struct Stack {
 
 impl Stack {
     /// Writes every file of the stack.
-    pub fn new() -> Stack {
+    pub(crate) fn new() -> Stack {
         let mut world = World::for_app("proxy-lab", APP);
         world.rust_log = "info,gateway::proxy=debug,cvm_agent::forward=debug";
         let dir = world.dir().to_path_buf();
@@ -105,25 +110,29 @@ impl Stack {
     }
 
     /// The log of the program started as `name`.
-    pub fn log(&self, name: &str) -> PathBuf {
+    pub(crate) fn log(&self, name: &str) -> PathBuf {
         self.world.log(name)
     }
 
     /// Starts the gateway in its host.
-    pub fn start_gateway(&self, lab: &Lab) -> Result<Process> {
+    pub(crate) fn start_gateway(&self, lab: &Lab) -> Result<Process> {
         let config = self.world.scratch.path("gateway.toml");
         self.world
             .start(lab, Host::Gateway, "gateway", "gateway", &config)
     }
 
     /// Starts agent `name` in `host`.
-    pub fn start_agent(&self, lab: &Lab, host: Host, name: &str) -> Result<Process> {
+    pub(crate) fn start_agent(&self, lab: &Lab, host: Host, name: &str) -> Result<Process> {
         let config = self.world.scratch.path(&format!("agent-{name}.toml"));
         self.world.start(lab, host, name, "cvm-agent", &config)
     }
 
     /// The target state the registry holds for `port` of instance `id`.
-    pub fn target_state(&self, id: &str, port: u16) -> Option<protocol::control::TargetState> {
+    pub(crate) fn target_state(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Option<protocol::control::TargetState> {
         self.world
             .instance(id)?
             .ports
@@ -133,14 +142,14 @@ impl Stack {
     }
 
     /// The tunnel address the registry holds for instance `id`.
-    pub fn tunnel_address(&self, id: &str) -> Option<std::net::Ipv4Addr> {
+    pub(crate) fn tunnel_address(&self, id: &str) -> Option<std::net::Ipv4Addr> {
         self.world.instance(id).map(|r| r.tunnel_address)
     }
 }
 
 /// Whether a TCP connection from the gateway host straight to `addr` (an instance's tunnel address and port,
 /// through the tunnel) is refused: curl's exit status 7, "could not connect" (a timeout is 28).
-pub fn refused_from_gateway(lab: &Lab, addr: SocketAddr) -> Result<bool> {
+pub(crate) fn refused_from_gateway(lab: &Lab, addr: SocketAddr) -> Result<bool> {
     let status = lab
         .command(Host::Gateway, "curl")
         .args(["-s", "-o", "/dev/null", "--connect-timeout", "3"])
@@ -157,7 +166,7 @@ pub fn refused_from_gateway(lab: &Lab, addr: SocketAddr) -> Result<bool> {
 }
 
 /// One admin API request from inside the gateway host; returns status and body.
-pub fn admin(lab: &Lab, method: &str, path: &str) -> Result<(u16, String)> {
+pub(crate) fn admin(lab: &Lab, method: &str, path: &str) -> Result<(u16, String)> {
     let out = lab
         .command(Host::Gateway, "curl")
         .args([
@@ -184,7 +193,7 @@ pub fn admin(lab: &Lab, method: &str, path: &str) -> Result<(u16, String)> {
 }
 
 /// The gateway's metrics, from the admin API.
-pub fn metrics(lab: &Lab) -> Result<String> {
+pub(crate) fn metrics(lab: &Lab) -> Result<String> {
     let (code, body) = admin(lab, "GET", "/metrics")?;
     if code != 200 {
         bail!("GET /metrics answered {code}: {body}");
@@ -193,7 +202,7 @@ pub fn metrics(lab: &Lab) -> Result<String> {
 }
 
 /// The refusal counters and open connections, for failure messages.
-pub fn refusal_summary(lab: &Lab) -> String {
+pub(crate) fn refusal_summary(lab: &Lab) -> String {
     match metrics(lab) {
         Ok(text) => text
             .lines()
@@ -208,12 +217,12 @@ pub fn refusal_summary(lab: &Lab) -> String {
 }
 
 /// The value of `series` in Prometheus text, 0 when absent.
-pub fn counter(text: &str, series: &str) -> f64 {
+pub(crate) fn counter(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or(0.0)
 }
 
 /// The instance's `drained` flag as the admin API lists it.
-pub fn drained(lab: &Lab, id: &str) -> Result<Option<bool>> {
+pub(crate) fn drained(lab: &Lab, id: &str) -> Result<Option<bool>> {
     let (code, body) = admin(lab, "GET", "/v1/instances")?;
     if code != 200 {
         bail!("GET /v1/instances answered {code}: {body}");
@@ -228,7 +237,7 @@ pub fn drained(lab: &Lab, id: &str) -> Result<Option<bool>> {
 }
 
 /// Starts a Python script of the repository in `host` with its stdout and stderr piped.
-pub fn spawn_python(lab: &Lab, host: Host, script: &str, args: &[&str]) -> Result<Process> {
+pub(crate) fn spawn_python(lab: &Lab, host: Host, script: &str, args: &[&str]) -> Result<Process> {
     let mut cmd = test_support::clients::python_command(lab, host, script, args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     lab.spawn(cmd)
@@ -236,7 +245,7 @@ pub fn spawn_python(lab: &Lab, host: Host, script: &str, args: &[&str]) -> Resul
 
 /// The certificate (PEM) that `openssl s_client` in the client host is shown for `name` through the gateway,
 /// verified against `ca_file` with host name `verify_name`, and the whole output.
-pub fn verified_certificate(
+pub(crate) fn verified_certificate(
     lab: &Lab,
     gateway: SocketAddr,
     name: &str,
@@ -261,7 +270,7 @@ pub fn verified_certificate(
 
 /// Runs `n` GETs of `/` on `name` on new connections, `parallel` at a time, and checks that every one was
 /// answered; returns the transfers and how many each server answered.
-pub fn all_served(
+pub(crate) fn all_served(
     lab: &Lab,
     client: &HttpsClient,
     name: &str,

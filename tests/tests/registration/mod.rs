@@ -1,7 +1,11 @@
 //! Shared set-up of the lab tests that run the gateway and agents as real processes: one test's world (scratch
 //! files, the simulated PKI, policies, configuration files), the programs started inside the lab's hosts, what
 //! the gateway's registry holds, and reaching an agent's forwarded port through its tunnel.
-
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -14,24 +18,24 @@ use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
 use attestation::{SimSnpAttester, TrustAnchors, Verifier};
 // Each test binary uses some of these.
 #[allow(unused_imports)]
-pub use test_support::configs::{
+pub(crate) use test_support::configs::{
     measurement, AgentConfig, GatewayConfig, Port, CONTROL_PORT, WG_PORT,
 };
 #[allow(unused_imports)]
-pub use test_support::logs::unix_now;
+pub(crate) use test_support::logs::unix_now;
 use test_support::{clients, configs, logs, pki, wait_for, Host, Lab, Process, Scratch};
 
 /// The app of the registration tests (the agents' default in [`AgentConfig`]).
-pub const APP: &str = "deadbeef111111111111111111111111";
+pub(crate) const APP: &str = "deadbeef111111111111111111111111";
 /// The measurement the policies allow (every program's default).
-pub const GOOD: &str = "aa";
+pub(crate) const GOOD: &str = "aa";
 /// A measurement no policy allows.
-pub const BAD: &str = "bb";
+pub(crate) const BAD: &str = "bb";
 /// The port the agents forward to `127.0.0.1:7000` by default.
-pub const FORWARDED: u16 = 7000;
+pub(crate) const FORWARDED: u16 = 7000;
 
 /// One test's world: scratch files, the simulated PKI, the policies, and the paths of everything.
-pub struct World {
+pub(crate) struct World {
     /// Every file of the test.
     pub scratch: Scratch,
     /// The app the app policy is about.
@@ -42,13 +46,13 @@ pub struct World {
 
 impl World {
     /// A fresh world named `name` for [`APP`]: see [`World::for_app`].
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         Self::for_app(name, APP)
     }
 
     /// A fresh world named `name`: the simulated PKI, an app policy allowing `app` with [`GOOD`], and a gateway
     /// policy accepting gateways with [`GOOD`]; the programs log at `info`.
-    pub fn for_app(name: &str, app: &str) -> Self {
+    pub(crate) fn for_app(name: &str, app: &str) -> Self {
         let scratch = Scratch::new(name);
         pki::write_sim_pki(&scratch.path("pki"));
         let w = Self {
@@ -62,17 +66,17 @@ impl World {
     }
 
     /// The directory of every file.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.scratch.dir()
     }
 
     /// The simulated PKI's directory.
-    pub fn pki(&self) -> PathBuf {
+    pub(crate) fn pki(&self) -> PathBuf {
         self.scratch.path("pki")
     }
 
     /// The app policy: the world's app allows the listed measurements.
-    pub fn write_app_policy(&self, allowed: &[&str]) {
+    pub(crate) fn write_app_policy(&self, allowed: &[&str]) {
         write(
             &self.scratch.path("apps.toml"),
             &configs::app_policy(&self.app, allowed),
@@ -80,34 +84,34 @@ impl World {
     }
 
     /// The agents' gateway policy `gateway-policy.toml`: gateways with measurement `allowed`.
-    pub fn write_gateway_policy(&self, allowed: &str) {
+    pub(crate) fn write_gateway_policy(&self, allowed: &str) {
         self.write_gateway_policy_to("gateway-policy.toml", allowed);
     }
 
     /// A gateway policy file named `file` allowing gateways with measurement `allowed` (sim-snp MEASUREMENT or
     /// sim-tdx MRTD).
-    pub fn write_gateway_policy_to(&self, file: &str, allowed: &str) {
+    pub(crate) fn write_gateway_policy_to(&self, file: &str, allowed: &str) {
         write(&self.scratch.path(file), &configs::gateway_policy(allowed));
     }
 
     /// The log file of the program started as `name`.
-    pub fn log(&self, name: &str) -> PathBuf {
+    pub(crate) fn log(&self, name: &str) -> PathBuf {
         self.scratch.path(&format!("{name}.log"))
     }
 
     /// The log of `name` so far.
-    pub fn read_log(&self, name: &str) -> String {
+    pub(crate) fn read_log(&self, name: &str) -> String {
         logs::read(&self.log(name))
     }
 
     /// A guard that prints the ends of the logs of `names` should the test fail.
-    pub fn logs_on_failure(&self, names: &[&str]) -> logs::OnFailure {
+    pub(crate) fn logs_on_failure(&self, names: &[&str]) -> logs::OnFailure {
         logs::OnFailure::new(names.iter().map(|n| self.log(n)))
     }
 
     /// Starts `program run --config CONFIG` inside `host` with the world's `RUST_LOG`, its stdout and stderr
     /// appended to `<name>.log`.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         lab: &Lab,
         host: Host,
@@ -123,7 +127,7 @@ impl World {
     }
 
     /// Starts `cmd` with stdin closed and its stdout and stderr appended to `<name>.log`.
-    pub fn spawn_logged(
+    pub(crate) fn spawn_logged(
         &self,
         lab: &Lab,
         name: &str,
@@ -140,13 +144,13 @@ impl World {
     }
 
     /// Writes `config` as `gateway.toml` and starts the gateway in its host, logging to `gateway.log`.
-    pub fn start_gateway(&self, lab: &Lab, config: &GatewayConfig) -> Result<Process> {
+    pub(crate) fn start_gateway(&self, lab: &Lab, config: &GatewayConfig) -> Result<Process> {
         let path = config.write(self.dir());
         self.start(lab, Host::Gateway, "gateway", "gateway", &path)
     }
 
     /// Writes `config` as `agent-NAME.toml` and starts agent `name` in `host`, logging to `NAME.log`.
-    pub fn start_agent(
+    pub(crate) fn start_agent(
         &self,
         lab: &Lab,
         host: Host,
@@ -158,7 +162,7 @@ impl World {
     }
 
     /// The registry as the gateway stored it.
-    pub fn registry(&self) -> Vec<gateway::registry::InstanceRecord> {
+    pub(crate) fn registry(&self) -> Vec<gateway::registry::InstanceRecord> {
         use gateway::registry::RegistryStore;
         match gateway::registry::SqliteStore::open(&self.scratch.path("registry.sqlite")) {
             Ok(mut s) => s.load_all().unwrap_or_default(),
@@ -167,21 +171,21 @@ impl World {
     }
 
     /// The instance the registry holds for tunnel address `addr`.
-    pub fn instance_at(&self, addr: &str) -> Option<gateway::registry::InstanceRecord> {
+    pub(crate) fn instance_at(&self, addr: &str) -> Option<gateway::registry::InstanceRecord> {
         self.registry()
             .into_iter()
             .find(|r| r.tunnel_address.to_string() == addr)
     }
 
     /// The instance the registry holds with instance id `id`.
-    pub fn instance(&self, id: &str) -> Option<gateway::registry::InstanceRecord> {
+    pub(crate) fn instance(&self, id: &str) -> Option<gateway::registry::InstanceRecord> {
         self.registry()
             .into_iter()
             .find(|r| r.instance_id.as_str() == id)
     }
 
     /// The instance id agent `name` keeps in its state directory (once it has one).
-    pub fn instance_id(&self, name: &str) -> Result<String> {
+    pub(crate) fn instance_id(&self, name: &str) -> Result<String> {
         let path = self.scratch.path(&format!("state-{name}/instance-id"));
         Ok(std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -190,12 +194,12 @@ impl World {
     }
 
     /// The lines of `name`'s log that contain `needle`, with their times.
-    pub fn lines_with(&self, name: &str, needle: &str) -> Vec<(f64, String)> {
+    pub(crate) fn lines_with(&self, name: &str, needle: &str) -> Vec<(f64, String)> {
         logs::lines_with(&self.log(name), needle)
     }
 
     /// Waits until `name`'s log has a line containing `needle` logged after `after` (Unix seconds); its time.
-    pub fn wait_line_after(
+    pub(crate) fn wait_line_after(
         &self,
         name: &str,
         needle: &str,
@@ -213,18 +217,18 @@ fn write(path: &Path, text: &str) {
 /// Starts a one-line TCP server in `host` on 127.0.0.1:7000 (the agents' `[[ports]]` target) that answers each
 /// connection with `reply`. It listens on loopback only, so the tunnel address reaches it only through the
 /// agent's port forwarder.
-pub fn start_tcp_server(lab: &Lab, host: Host, reply: &str) -> Result<Process> {
+pub(crate) fn start_tcp_server(lab: &Lab, host: Host, reply: &str) -> Result<Process> {
     clients::start_line_server(lab, host, FORWARDED, reply)
 }
 
 /// Connects from `host` to `addr:7000` and returns the first line answered.
-pub fn fetch(lab: &Lab, host: Host, addr: &str) -> Result<String> {
+pub(crate) fn fetch(lab: &Lab, host: Host, addr: &str) -> Result<String> {
     clients::fetch_line(lab, host, addr, FORWARDED)
 }
 
 /// Waits up to `secs` seconds until `addr:7000` (through its tunnel) answers `expected` from the gateway's host;
 /// returns how long that took.
-pub fn wait_reachable(lab: &Lab, addr: &str, expected: &str, secs: u64) -> Result<Duration> {
+pub(crate) fn wait_reachable(lab: &Lab, addr: &str, expected: &str, secs: u64) -> Result<Duration> {
     let (host, timeout) = (Host::Gateway, Duration::from_secs(secs));
     let start = std::time::Instant::now();
     wait_for(
@@ -242,12 +246,12 @@ pub fn wait_reachable(lab: &Lab, addr: &str, expected: &str, secs: u64) -> Resul
 
 /// Connects from `host` to `addr:port` and returns `connected` or the Python exception's name
 /// (`ConnectionRefusedError`, `TimeoutError`, ...).
-pub fn connect_outcome(lab: &Lab, host: Host, addr: &str, port: u16) -> Result<String> {
+pub(crate) fn connect_outcome(lab: &Lab, host: Host, addr: &str, port: u16) -> Result<String> {
     Ok(clients::connect_outcome(lab, host, addr, port)?.0)
 }
 
 /// A registration request of `instance` of [`APP`] with WireGuard key `key`, declaring port 7000.
-pub fn register_request(
+pub(crate) fn register_request(
     instance: &protocol::control::InstanceId,
     key: protocol::control::WireGuardKey,
 ) -> protocol::control::RegisterRequest {
@@ -261,12 +265,12 @@ pub fn register_request(
 }
 
 /// A random WireGuard public key.
-pub fn random_key() -> protocol::control::WireGuardKey {
+pub(crate) fn random_key() -> protocol::control::WireGuardKey {
     protocol::control::WireGuardKey::from_bytes(rand::random()).unwrap()
 }
 
 /// The gateway's control URL in the lab.
-pub fn control_url() -> cvm_agent::client::GatewayUrl {
+pub(crate) fn control_url() -> cvm_agent::client::GatewayUrl {
     cvm_agent::client::GatewayUrl::parse(&format!(
         "https://{}:{CONTROL_PORT}",
         Host::Gateway.addr()
@@ -275,7 +279,7 @@ pub fn control_url() -> cvm_agent::client::GatewayUrl {
 }
 
 /// The target state the registry holds for `port` of the instance at tunnel address `addr`.
-pub fn reported_state(
+pub(crate) fn reported_state(
     world: &World,
     addr: &str,
     port: u16,
@@ -290,7 +294,7 @@ pub fn reported_state(
 
 /// A mutual RA-TLS client configuration for a test client registering from the root namespace: sim-snp evidence
 /// with measurement `GOOD`, accepting gateways as `gateway-policy.toml` says (read once, now).
-pub fn client_tls(world: &World) -> std::sync::Arc<rustls::ClientConfig> {
+pub(crate) fn client_tls(world: &World) -> std::sync::Arc<rustls::ClientConfig> {
     use std::sync::Arc;
     let pki = pki::sim_snp();
     let m: [u8; 48] = [0xaa; 48];
@@ -321,7 +325,7 @@ pub fn client_tls(world: &World) -> std::sync::Arc<rustls::ClientConfig> {
 
 /// The certificate the control listener presents, as `openssl s_client` from the client host sees it:
 /// `serial=...`, `notBefore=...` and `notAfter=...` lines.
-pub fn control_certificate(lab: &Lab) -> Result<String> {
+pub(crate) fn control_certificate(lab: &Lab) -> Result<String> {
     let script = format!(
         "openssl s_client -connect {}:{CONTROL_PORT} </dev/null 2>/dev/null | openssl x509 -noout -serial -startdate -enddate",
         Host::Gateway.addr()
