@@ -32,7 +32,6 @@
 //! `cvm-agent run` both go through [`AgentConfig::load`], so a file one accepts the other can use.
 
 mod file;
-mod values;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,7 +45,7 @@ pub use file::{
     AgentAttestation, AgentDocker, AgentForwarding, AgentTunnel, ConfigFile, PortConfig,
     RegistrationTiming,
 };
-pub use values::{InterfaceName, InterfaceNameError, Mtu, MtuError};
+pub use protocol::tunnel::{InterfaceName, InterfaceNameError, Mtu, MtuError};
 
 use crate::client::GatewayUrl;
 use crate::forward::PortRule;

@@ -30,6 +30,7 @@ mod error;
 mod filter;
 mod gro;
 mod ip;
+mod netdev;
 mod offload;
 mod peer;
 mod receive;
@@ -52,5 +53,6 @@ pub use config::{
 pub use endpoint::{Endpoint, ShutdownHandle};
 pub use error::TunnelError;
 pub use filter::InboundFilter;
+pub use netdev::{InterfaceName, InterfaceNameError, Mtu, MtuError};
 pub use stats::{EndpointStats, PeerDrops, PeerStats};
 pub use supervisor::StopReason;
