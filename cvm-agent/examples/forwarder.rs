@@ -46,13 +46,7 @@ fn parse_port(spec: &str) -> anyhow::Result<PortRule> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    edge::logging::init_with_default("warn");
     let args = Args::parse();
     let rules = args
         .ports

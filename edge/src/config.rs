@@ -58,6 +58,32 @@ where
     })
 }
 
+/// What `check-config` prints and returns for a loaded file: on stdout `PATH: ok (SUMMARY)` and success, or on
+/// stderr every problem of an unusable file, one per line, and failure.
+pub fn check_report<C>(
+    path: &Path,
+    loaded: Result<C, ConfigError>,
+    summary: impl FnOnce(&C) -> String,
+) -> std::process::ExitCode {
+    match loaded {
+        Ok(config) => {
+            println!("{}: ok ({})", path.display(), summary(&config));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            eprintln!("{}: {} problem(s):", path.display(), problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

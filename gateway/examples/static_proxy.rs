@@ -71,10 +71,7 @@ fn parse_instance(s: &str) -> anyhow::Result<(String, String, IpAddr, u16, bool)
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    edge::logging::init_with_default("error");
     let args = Args::parse();
     let directory = Arc::new(StaticDirectory::new());
     let mut table: std::collections::BTreeMap<(String, String, IpAddr), Vec<(u16, bool)>> =
