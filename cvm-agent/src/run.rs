@@ -52,28 +52,28 @@ use crate::tasks::{Ended, Tasks};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The state directory (instance id) is unusable.
-    #[error("state directory: {0}")]
+    #[error("state directory")]
     State(#[source] StateError),
     /// The gateway policy did not load.
-    #[error("gateway policy: {0}")]
+    #[error("gateway policy")]
     Policy(#[source] PolicyLoadError),
     /// The verifier of gateways (simulated roots, the TDX collateral directory) could not be set up.
-    #[error("trust anchors: {0}")]
+    #[error("trust anchors")]
     Verifier(#[source] SettingsError),
     /// No attester for the configured backend.
-    #[error("attester: {0}")]
+    #[error("attester")]
     Attester(#[source] SettingsError),
     /// The agent's evidence or RA-TLS certificate could not be produced.
-    #[error("ra-tls identity: {0}")]
+    #[error("ra-tls identity")]
     Identity(#[source] ratls::RaTlsError),
     /// The task producing the identity failed.
-    #[error("ra-tls identity: {0}")]
+    #[error("ra-tls identity: the attestation task failed")]
     IdentityTask(#[source] tokio::task::JoinError),
     /// The TLS client configuration could not be built.
-    #[error("tls: {0}")]
+    #[error("tls client configuration")]
     Tls(#[source] rustls::Error),
     /// A critical part of the running agent ended on its own.
-    #[error("a critical part of the agent stopped: {0}")]
+    #[error("a critical part of the agent stopped")]
     Stopped(#[source] Ended),
 }
 
