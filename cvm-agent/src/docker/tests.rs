@@ -44,6 +44,12 @@ fn summary(
     }
 }
 
+/// A running container with `labels`, on one network at `ip` (none when `ip` is empty).
+fn running(id: &str, labels: &[(&str, &str)], ip: &str) -> Container {
+    let nets: &[(&str, &str)] = if ip.is_empty() { &[] } else { &[("n", ip)] };
+    Container::from_summary(&summary(id, "running", labels, nets)).unwrap()
+}
+
 #[test]
 fn summary_maps_running_containers_only() {
     let c = Container::from_summary(&summary(
@@ -69,36 +75,15 @@ fn summary_maps_running_containers_only() {
 
 #[test]
 fn candidates_by_service_and_label() {
-    let web1 = Container::from_summary(&summary(
-        "1",
-        "running",
-        &[(COMPOSE_SERVICE_LABEL, "web")],
-        &[("n", "172.19.0.2")],
-    ))
-    .unwrap();
-    let web2 = Container::from_summary(&summary(
-        "2",
-        "running",
-        &[(SERVICE_LABEL, "web")],
-        &[("n", "172.19.0.3")],
-    ))
-    .unwrap();
-    let api = Container::from_summary(&summary(
+    let web1 = running("1", &[(COMPOSE_SERVICE_LABEL, "web")], "172.19.0.2");
+    let web2 = running("2", &[(SERVICE_LABEL, "web")], "172.19.0.3");
+    let api = running(
         "3",
-        "running",
         &[(COMPOSE_SERVICE_LABEL, "api"), (PORT_LABEL, "443:8443")],
-        &[("n", "172.19.0.4")],
-    ))
-    .unwrap();
-    let bare = Container::from_summary(&summary(
-        "4",
-        "running",
-        &[(PORT_LABEL, "80")],
-        &[("n", "172.19.0.5")],
-    ))
-    .unwrap();
-    let unreachable =
-        Container::from_summary(&summary("5", "running", &[(SERVICE_LABEL, "web")], &[])).unwrap();
+        "172.19.0.4",
+    );
+    let bare = running("4", &[(PORT_LABEL, "80")], "172.19.0.5");
+    let unreachable = running("5", &[(SERVICE_LABEL, "web")], "");
     let d = Discovery::fixed(vec![web1, web2, api, bare, unreachable]);
     let web = Target::DockerService {
         service: "web".into(),
@@ -143,38 +128,20 @@ fn events_that_matter() {
         }),
         ..Default::default()
     };
-    assert_eq!(
-        affected_container(&ev(EventMessageTypeEnum::CONTAINER, "start", "c1", &[])),
-        Some("c1".into())
-    );
-    assert_eq!(
-        affected_container(&ev(EventMessageTypeEnum::CONTAINER, "die", "c1", &[])),
-        Some("c1".into())
-    );
-    assert_eq!(
-        affected_container(&ev(
-            EventMessageTypeEnum::CONTAINER,
-            "exec_start: sh",
-            "c1",
-            &[]
-        )),
-        None
-    );
-    assert_eq!(
-        affected_container(&ev(
-            EventMessageTypeEnum::NETWORK,
-            "connect",
-            "n1",
-            &[("container", "c2")]
-        )),
-        Some("c2".into())
-    );
-    assert_eq!(
-        affected_container(&ev(EventMessageTypeEnum::NETWORK, "create", "n1", &[])),
-        None
-    );
-    assert_eq!(
-        affected_container(&ev(EventMessageTypeEnum::IMAGE, "pull", "i", &[])),
-        None
-    );
+    use EventMessageTypeEnum::{CONTAINER, IMAGE, NETWORK};
+    let cases: [(_, &str, &str, &[(&str, &str)], Option<&str>); 6] = [
+        (CONTAINER, "start", "c1", &[], Some("c1")),
+        (CONTAINER, "die", "c1", &[], Some("c1")),
+        (CONTAINER, "exec_start: sh", "c1", &[], None),
+        (NETWORK, "connect", "n1", &[("container", "c2")], Some("c2")),
+        (NETWORK, "create", "n1", &[], None),
+        (IMAGE, "pull", "i", &[], None),
+    ];
+    for (typ, action, id, attrs, affected) in cases {
+        assert_eq!(
+            affected_container(&ev(typ, action, id, attrs)).as_deref(),
+            affected,
+            "{typ:?} {action}"
+        );
+    }
 }

@@ -98,6 +98,15 @@ impl World {
         self.handle(Event::TunnelReady);
     }
 
+    /// Registers at 10.0.0.2 with its port up, lets the re-registration interval pass with the gateway heard, and
+    /// checks that the interval asks for a registration.
+    fn register_then_reach_the_interval(&mut self) {
+        self.register([10, 0, 0, 2], ports(true));
+        self.now += Duration::from_secs(600);
+        self.heard();
+        assert_eq!(self.poll(), Action::Register(Why::Interval));
+    }
+
     /// The gateway is heard right now (a keep-alive arrived).
     fn heard(&mut self) {
         let now = self.wall();
@@ -317,10 +326,7 @@ fn a_report_waits_for_the_backoff() {
 #[test]
 fn a_new_address_rebuilds_and_a_failed_set_up_is_retried() {
     let mut w = World::new(180);
-    w.register([10, 0, 0, 2], ports(true));
-    w.now += Duration::from_secs(600);
-    w.heard();
-    assert_eq!(w.poll(), Action::Register(Why::Interval));
+    w.register_then_reach_the_interval();
     w.handle(Event::Registered {
         ports: ports(true),
         assignment: assignment([10, 0, 0, 3]),
@@ -340,10 +346,7 @@ fn a_gateway_refused_by_a_reloaded_policy_keeps_the_tunnel_and_retries() {
     // failed registration like any other. The tunnel keeps running (no set-up is asked for), the retries back
     // off, and once a gateway is accepted again the backoff starts over.
     let mut w = World::new(180);
-    w.register([10, 0, 0, 2], ports(true));
-    w.now += Duration::from_secs(600);
-    w.heard();
-    assert_eq!(w.poll(), Action::Register(Why::Interval));
+    w.register_then_reach_the_interval();
     let mut gaps = Vec::new();
     for _ in 0..4 {
         let at = w.now;
