@@ -120,18 +120,8 @@ pub(crate) async fn handle(req: Request<Incoming>, name: &str) -> Response<Body>
         Err(msg) => return trailers_only(Code::InvalidArgument, &msg),
     };
     let name = name.to_owned();
-    let messages = futures::stream::unfold(0u64, move |i| {
-        let name = name.clone();
-        async move {
-            if i >= count {
-                return None;
-            }
-            if i > 0 && interval_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-            }
-            Some((encode_message(format!("{name} {i}").as_bytes()), i + 1))
-        }
-    });
+    let messages = crate::ticks::ticks(count, Duration::from_millis(interval_ms))
+        .map(move |i| encode_message(format!("{name} {i}").as_bytes()));
     stream_response(messages.boxed())
 }
 

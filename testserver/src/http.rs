@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -57,48 +58,33 @@ struct ConnInfo {
     alpn: Option<String>,
 }
 
-/// Serves plain HTTP/1.1 and h2c until accepting fails.
-pub(crate) async fn serve_plain(
+/// Serves HTTP until accepting fails: plain HTTP/1.1 and h2c without `tls`, HTTP over TLS (ALPN `h2` or
+/// `http/1.1`) with it.
+pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
 ) -> std::io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let (stream, proxy, rest) = match read_proxy(stream, peer).await {
-                Some(v) => v,
-                None => return,
+            let Some((stream, proxy, rest)) = read_proxy(stream, peer).await else {
+                return;
             };
             let _ = stream.set_nodelay(true);
-            let info = ConnInfo {
-                peer,
-                proxy,
-                tls: false,
-                alpn: None,
+            let stream = Prefixed::new(rest, stream);
+            let Some(acceptor) = tls else {
+                let info = ConnInfo {
+                    peer,
+                    proxy,
+                    tls: false,
+                    alpn: None,
+                };
+                return serve_connection(stream, info, state).await;
             };
-            serve_connection(Prefixed::new(rest, stream), info, state).await;
-        });
-    }
-}
-
-/// Serves HTTP over TLS (ALPN `h2` or `http/1.1`) until accepting fails.
-pub(crate) async fn serve_tls(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    state: Arc<ServerState>,
-) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        let state = state.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let (stream, proxy, rest) = match read_proxy(stream, peer).await {
-                Some(v) => v,
-                None => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let tls = match acceptor.accept(Prefixed::new(rest, stream)).await {
+            let tls = match acceptor.accept(stream).await {
                 Ok(tls) => tls,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -275,18 +261,9 @@ fn sse(query: Option<&str>, name: &str) -> Response<Body> {
         Err(msg) => return full(StatusCode::BAD_REQUEST, "text/plain", msg),
     };
     let name = name.to_owned();
-    let stream = futures::stream::unfold(0u64, move |i| {
-        let name = name.clone();
-        async move {
-            if i >= count {
-                return None;
-            }
-            if i > 0 {
-                tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-            }
-            let event = format!("id: {i}\nevent: tick\ndata: {name} {i}\n\n");
-            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), i + 1))
-        }
+    let stream = crate::ticks::ticks(count, Duration::from_millis(interval_ms)).map(move |i| {
+        let event = format!("id: {i}\nevent: tick\ndata: {name} {i}\n\n");
+        Ok::<_, Infallible>(Frame::data(Bytes::from(event)))
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
     r.headers_mut()

@@ -19,6 +19,7 @@ mod echo;
 mod grpc;
 mod http;
 mod proxy_header;
+mod ticks;
 mod tls;
 mod websocket;
 
@@ -51,13 +52,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    edge::logging::init_with_default("info");
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,8 +85,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!("listening http={http} tls={tls} echo={echo}");
 
     tokio::select! {
-        r = http::serve_plain(http_listener, state.clone()) => r.context("HTTP listener"),
-        r = http::serve_tls(tls_listener, acceptor, state) => r.context("TLS listener"),
+        r = http::serve(http_listener, None, state.clone()) => r.context("HTTP listener"),
+        r = http::serve(tls_listener, Some(acceptor), state) => r.context("TLS listener"),
         r = echo::serve(echo_listener) => r.context("echo listener"),
         r = tokio::signal::ctrl_c() => { r.context("waiting for a signal")?; Ok(()) }
         _ = terminate() => Ok(()),
