@@ -59,7 +59,7 @@ impl std::fmt::Display for ClaimsSummary<'_> {
         let claims = self.0;
         let (key, measurement) = match &claims.details {
             PlatformClaims::Snp(s) => ("measurement", &s.measurement),
-            PlatformClaims::Tdx(t) => ("mr_td", &t.mr_td),
+            PlatformClaims::Tdx(t) => ("mr_td", &t.td.mr_td),
         };
         write!(
             f,

@@ -114,8 +114,8 @@ async fn mutual_ra_tls_between_sim_tdx_and_sim_snp() {
     assert_eq!(gateway_saw.snp().unwrap().measurement, AGENT_MEASUREMENT);
     assert_eq!(agent_saw.platform, Platform::SimTdx);
     let tdx = agent_saw.tdx().expect("TDX claims");
-    assert_eq!(tdx.mr_td, GATEWAY_MR_TD);
-    assert_eq!(tdx.rtmr[3], [4; 48]);
+    assert_eq!(tdx.td.mr_td, GATEWAY_MR_TD);
+    assert_eq!(tdx.td.rtmr[3], [4; 48]);
     assert!(!agent_saw.debug);
 }
 

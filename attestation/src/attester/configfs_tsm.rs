@@ -390,7 +390,7 @@ mod tests {
         let v = Verifier::new(anchors).with_tdx_collateral(Arc::new(source));
         let claims = v.verify(&ev, &[9; 64], now).unwrap();
         assert_eq!(claims.platform, Platform::SimTdx);
-        assert_eq!(claims.tdx().unwrap().mr_td, [4; 48]);
+        assert_eq!(claims.tdx().unwrap().td.mr_td, [4; 48]);
         assert!(matches!(
             v.verify(&ev, &[8; 64], now),
             Err(crate::VerifyError::ReportDataMismatch { .. })

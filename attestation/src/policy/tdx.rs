@@ -121,19 +121,19 @@ impl TdxProfile {
                 actual: "other".into(),
             });
         };
-        check_list("MRTD", Some(&self.mr_td), &tdx.mr_td)?;
+        check_list("MRTD", Some(&self.mr_td), &tdx.td.mr_td)?;
         let rtmrs = [&self.rtmr0, &self.rtmr1, &self.rtmr2, &self.rtmr3];
         for ((field, allowed), actual) in ["RTMR0", "RTMR1", "RTMR2", "RTMR3"]
             .into_iter()
             .zip(rtmrs)
-            .zip(&tdx.rtmr)
+            .zip(&tdx.td.rtmr)
         {
             check_list(field, allowed.as_deref(), actual)?;
         }
         check_list(
             "MRCONFIGID",
             self.mr_config_id.as_deref(),
-            &tdx.mr_config_id,
+            &tdx.td.mr_config_id,
         )?;
         if claims.debug && !self.allow_debug {
             return Err(Violation::Debug);

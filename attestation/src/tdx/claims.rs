@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::quote::{QuoteVersion, TdAttributes, TdReport};
+use super::quote::TdFields;
 
 /// The TCB status Intel's collateral assigns to the platform (merged over the platform, TDX module and QE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,37 +83,12 @@ impl std::str::FromStr for TcbStatus {
 }
 
 /// The claims of a verified TDX quote (its report data is returned beside them, see
-/// [`super::VerifiedQuote`]).
+/// [`super::VerifiedQuote`]). In JSON the fields of [`TdFields`] stand beside the TCB verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TdxClaims {
-    /// Quote format version.
-    pub quote_version: QuoteVersion,
-    /// TEE_TCB_SVN: the TDX module's security version numbers.
-    #[serde(with = "crate::hex_serde")]
-    pub tee_tcb_svn: [u8; 16],
-    /// MRSEAM: measurement of the TDX module.
-    #[serde(with = "crate::hex_serde")]
-    pub mr_seam: [u8; 48],
-    /// MRTD: measurement of the initial TD contents (firmware).
-    #[serde(with = "crate::hex_serde")]
-    pub mr_td: [u8; 48],
-    /// RTMR0-3: runtime-extendable measurement registers.
-    #[serde(with = "crate::hex_serde::rtmrs")]
-    pub rtmr: [[u8; 48]; 4],
-    /// MRCONFIGID: software-defined configuration id set by the host at TD creation.
-    #[serde(with = "crate::hex_serde")]
-    pub mr_config_id: [u8; 48],
-    /// MROWNER: software-defined id of the TD's owner.
-    #[serde(with = "crate::hex_serde")]
-    pub mr_owner: [u8; 48],
-    /// MROWNERCONFIG: software-defined owner configuration.
-    #[serde(with = "crate::hex_serde")]
-    pub mr_owner_config: [u8; 48],
-    /// TD attributes (debug, SEPT_VE_DISABLE, ...).
-    pub td_attributes: TdAttributes,
-    /// XFAM: extended features available to the TD.
-    #[serde(with = "crate::hex_serde")]
-    pub xfam: [u8; 8],
+    /// The quote's measurements and attributes.
+    #[serde(flatten)]
+    pub td: TdFields,
     /// The platform's merged TCB status.
     pub tcb_status: TcbStatus,
     /// Intel security advisories that apply to the platform's TCB level.
@@ -121,30 +96,4 @@ pub struct TdxClaims {
     /// FMSPC of the platform (from its PCK certificate).
     #[serde(with = "crate::hex_serde")]
     pub fmspc: [u8; 6],
-}
-
-impl TdxClaims {
-    /// The claims of a parsed TD report with the TCB verdict of its verification.
-    pub fn new(
-        td: &TdReport,
-        tcb_status: TcbStatus,
-        advisory_ids: Vec<String>,
-        fmspc: [u8; 6],
-    ) -> Self {
-        TdxClaims {
-            quote_version: td.quote_version,
-            tee_tcb_svn: td.tee_tcb_svn,
-            mr_seam: td.mr_seam,
-            mr_td: td.mr_td,
-            rtmr: td.rtmr,
-            mr_config_id: td.mr_config_id,
-            mr_owner: td.mr_owner,
-            mr_owner_config: td.mr_owner_config,
-            td_attributes: td.td_attributes,
-            xfam: td.xfam,
-            tcb_status,
-            advisory_ids,
-            fmspc,
-        }
-    }
 }

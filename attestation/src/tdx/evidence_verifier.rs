@@ -169,7 +169,7 @@ impl TdxEvidenceVerifier {
         let claims = Claims {
             platform,
             report_data: verified.report_data,
-            debug: verified.claims.td_attributes.debug,
+            debug: verified.claims.td.td_attributes.debug,
             details: PlatformClaims::Tdx(verified.claims),
         };
         if let Ok(window) = collateral.window(&[]) {

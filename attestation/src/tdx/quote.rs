@@ -66,9 +66,10 @@ impl TdAttributes {
     }
 }
 
-/// The trust-domain fields of a TDX quote.
+/// The fields of a TD report that describe the trust domain and its TDX module: all of it but REPORTDATA.
+/// A parsed [`TdReport`] and the verified [`super::TdxClaims`] both carry them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TdReport {
+pub struct TdFields {
     /// Quote format version.
     pub quote_version: QuoteVersion,
     /// TEE_TCB_SVN: the TDX module's security version numbers.
@@ -92,11 +93,19 @@ pub struct TdReport {
     /// MROWNERCONFIG: software-defined owner configuration.
     #[serde(with = "crate::hex_serde")]
     pub mr_owner_config: [u8; 48],
-    /// TD attributes.
+    /// TD attributes (debug, SEPT_VE_DISABLE, ...).
     pub td_attributes: TdAttributes,
     /// XFAM: extended features available to the TD.
     #[serde(with = "crate::hex_serde")]
     pub xfam: [u8; 8],
+}
+
+/// The trust-domain fields of a TDX quote. In JSON the fields of [`TdFields`] stand beside `report_data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdReport {
+    /// Everything but the report data.
+    #[serde(flatten)]
+    pub td: TdFields,
     /// REPORTDATA: 64 bytes chosen by the TD (here: the hash binding an RA-TLS key).
     #[serde(with = "crate::hex_serde")]
     pub report_data: [u8; 64],
@@ -136,16 +145,18 @@ impl TdReport {
                 .ok_or_else(|| TdxError::UnsupportedQuote("no TD report in the quote".into()))?,
         };
         Ok(TdReport {
-            quote_version,
-            tee_tcb_svn: body.tee_tcb_svn,
-            mr_seam: body.mr_seam,
-            mr_td: body.mr_td,
-            rtmr: [body.rt_mr0, body.rt_mr1, body.rt_mr2, body.rt_mr3],
-            mr_config_id: body.mr_config_id,
-            mr_owner: body.mr_owner,
-            mr_owner_config: body.mr_owner_config,
-            td_attributes: TdAttributes::from_bytes(body.td_attributes),
-            xfam: body.xfam,
+            td: TdFields {
+                quote_version,
+                tee_tcb_svn: body.tee_tcb_svn,
+                mr_seam: body.mr_seam,
+                mr_td: body.mr_td,
+                rtmr: [body.rt_mr0, body.rt_mr1, body.rt_mr2, body.rt_mr3],
+                mr_config_id: body.mr_config_id,
+                mr_owner: body.mr_owner,
+                mr_owner_config: body.mr_owner_config,
+                td_attributes: TdAttributes::from_bytes(body.td_attributes),
+                xfam: body.xfam,
+            },
             report_data: body.report_data,
         })
     }
@@ -166,8 +177,8 @@ mod tests {
             })
             .unwrap();
         let report = TdReport::parse(&quote).unwrap();
-        assert_eq!(report.quote_version, QuoteVersion::V5);
-        assert_eq!(report.mr_config_id, [0x33; 48]);
+        assert_eq!(report.td.quote_version, QuoteVersion::V5);
+        assert_eq!(report.td.mr_config_id, [0x33; 48]);
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["mr_td"], hex::encode([0x11; 48]));
         assert_eq!(json["rtmr"][3], hex::encode([0x23; 48]));

@@ -76,7 +76,7 @@ impl TdxVerifier {
         now: SystemTime,
     ) -> Result<VerifiedQuote, TdxError> {
         let parsed = Quote::parse(quote).map_err(|e| TdxError::MalformedQuote(format!("{e:#}")))?;
-        let td = TdReport::from_quote(&parsed)?;
+        let TdReport { td, report_data } = TdReport::from_quote(&parsed)?;
         let now = unix_secs(now);
 
         // The PCK chain is taken from the collateral if it has one, else from the quote.
@@ -118,8 +118,13 @@ impl TdxVerifier {
             .and_then(|b| <[u8; 6]>::try_from(b.as_slice()).ok())
             .unwrap_or_default();
         Ok(VerifiedQuote {
-            report_data: td.report_data,
-            claims: TdxClaims::new(&td, tcb_status, report.advisory_ids, fmspc),
+            report_data,
+            claims: TdxClaims {
+                td,
+                tcb_status,
+                advisory_ids: report.advisory_ids,
+                fmspc,
+            },
         })
     }
 

@@ -19,7 +19,7 @@ fn sim_tdx_evidence_verifies_as_sim_tdx() {
     assert_eq!(claims.report_data, rd);
     assert!(!claims.debug);
     let tdx = claims.tdx().unwrap();
-    assert_eq!(tdx.mr_td, [0x11; 48]);
+    assert_eq!(tdx.td.mr_td, [0x11; 48]);
     assert_eq!(tdx.tcb_status, TcbStatus::UpToDate);
     let json = serde_json::to_value(&claims).unwrap();
     assert_eq!(json["kind"], "tdx");

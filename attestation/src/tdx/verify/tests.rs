@@ -21,14 +21,14 @@ fn real_quote_verifies_inside_its_collateral_window() {
     assert_eq!(verified.report_data, parsed.report_data);
     let claims = verified.claims;
     assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
-    assert_eq!(claims.quote_version, QuoteVersion::V4);
+    assert_eq!(claims.td.quote_version, QuoteVersion::V4);
     assert_eq!(hex::encode_upper(claims.fmspc), "B0C06F000000");
-    assert!(claims.td_attributes.sept_ve_disable);
-    assert!(!claims.td_attributes.debug);
+    assert!(claims.td.td_attributes.sept_ve_disable);
+    assert!(!claims.td.td_attributes.debug);
     // The claims are the quote's own fields.
-    assert_eq!(claims.mr_td, parsed.mr_td);
-    assert_eq!(claims.rtmr, parsed.rtmr);
-    assert_ne!(claims.mr_td, [0; 48]);
+    assert_eq!(claims.td.mr_td, parsed.td.mr_td);
+    assert_eq!(claims.td.rtmr, parsed.td.rtmr);
+    assert_ne!(claims.td.mr_td, [0; 48]);
 }
 
 #[test]
@@ -126,12 +126,12 @@ fn sim_quotes_round_trip_v4_and_v5() {
         let verified = verify_sim_full(&quote).unwrap();
         assert_eq!(verified.report_data, input.report_data);
         let claims = verified.claims;
-        assert_eq!(claims.quote_version, version);
-        assert_eq!(claims.mr_td, input.mr_td);
-        assert_eq!(claims.rtmr, input.rtmr);
-        assert_eq!(claims.mr_config_id, input.mr_config_id);
-        assert_eq!(claims.mr_owner, input.mr_owner);
-        assert_eq!(claims.mr_owner_config, input.mr_owner_config);
+        assert_eq!(claims.td.quote_version, version);
+        assert_eq!(claims.td.mr_td, input.mr_td);
+        assert_eq!(claims.td.rtmr, input.rtmr);
+        assert_eq!(claims.td.mr_config_id, input.mr_config_id);
+        assert_eq!(claims.td.mr_owner, input.mr_owner);
+        assert_eq!(claims.td.mr_owner_config, input.mr_owner_config);
         assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
         assert!(claims.advisory_ids.is_empty());
         assert_eq!(claims.fmspc, sim::SIM_FMSPC);
@@ -146,8 +146,8 @@ fn td15_bodies_in_v5_quotes_carry_the_current_tcb() {
         ..td()
     };
     let claims = verify_sim(&pki().quote(&td15).unwrap()).unwrap();
-    assert_eq!(claims.quote_version, QuoteVersion::V5);
-    assert_eq!(claims.mr_td, [0x11; 48]);
+    assert_eq!(claims.td.quote_version, QuoteVersion::V5);
+    assert_eq!(claims.td.mr_td, [0x11; 48]);
     assert_eq!(claims.tcb_status, TcbStatus::UpToDate);
 
     // Launched on an out-of-date module, updated in place since: relaunch advised.
@@ -309,9 +309,9 @@ fn debug_tds_verify_with_the_debug_flag_set() {
         })
         .unwrap();
     let claims = verify_sim(&quote).unwrap();
-    assert!(claims.td_attributes.debug);
+    assert!(claims.td.td_attributes.debug);
     let normal = verify_sim(&pki().quote(&td()).unwrap()).unwrap();
-    assert!(!normal.td_attributes.debug);
+    assert!(!normal.td.td_attributes.debug);
 }
 
 #[test]
