@@ -86,3 +86,44 @@ pub enum EvidenceDecodeError {
     #[error("inconsistent evidence: {0}")]
     Inconsistent(&'static str),
 }
+
+/// The field encoding that SNP and TDX evidence share: a sequence of `tag (1 byte) | length (4 bytes, big-endian)
+/// | value` fields, each tag at most once.
+pub(crate) mod fields {
+    use super::EvidenceDecodeError;
+
+    /// Append one field to `out`.
+    pub(crate) fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+        out.push(tag);
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+
+    /// Hand each field of `bytes` to `take` in order. `take` stores the value and says whether its tag had been
+    /// seen already (a [`EvidenceDecodeError::DuplicateField`]). A field longer than `max_len`, or one the bytes
+    /// end inside of, is refused before it is read.
+    pub(crate) fn decode(
+        mut bytes: &[u8],
+        max_len: usize,
+        mut take: impl FnMut(u8, &[u8]) -> Result<bool, EvidenceDecodeError>,
+    ) -> Result<(), EvidenceDecodeError> {
+        while !bytes.is_empty() {
+            if bytes.len() < 5 {
+                return Err(EvidenceDecodeError::Truncated);
+            }
+            let tag = bytes[0];
+            let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+            if len > max_len {
+                return Err(EvidenceDecodeError::FieldTooLong { tag, len });
+            }
+            let value = bytes
+                .get(5..5 + len)
+                .ok_or(EvidenceDecodeError::Truncated)?;
+            bytes = &bytes[5 + len..];
+            if take(tag, value)? {
+                return Err(EvidenceDecodeError::DuplicateField(tag));
+            }
+        }
+        Ok(())
+    }
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cert_table;
 use crate::error::AttestError;
-use crate::evidence::EvidenceDecodeError;
+use crate::evidence::{fields, EvidenceDecodeError};
 
 /// Media type of SEV-SNP evidence (report plus certificates) in a CMW record.
 pub const SNP_MEDIA_TYPE: &str = "application/vnd.tee-gateway.sev-snp-evidence.v1";
@@ -64,11 +64,7 @@ impl SnpEvidence {
     /// Encode as a sequence of `tag (1 byte) | length (4 bytes, big-endian) | value` fields.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.report.len() + self.vek.len() + 4096);
-        let mut put = |t: u8, v: &[u8]| {
-            out.push(t);
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(v);
-        };
+        let mut put = |t: u8, v: &[u8]| fields::put(&mut out, t, v);
         put(tag::REPORT, &self.report);
         match self.vek_kind {
             SigningKeyKind::Vcek => put(tag::VCEK, &self.vek),
@@ -127,37 +123,22 @@ impl SnpEvidence {
     }
 
     /// Decode the encoding written by [`SnpEvidence::encode`].
-    pub fn decode(mut bytes: &[u8]) -> Result<Self, EvidenceDecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, EvidenceDecodeError> {
         let mut report = None;
         let mut vek: Option<(SigningKeyKind, Vec<u8>)> = None;
         let mut ask: Option<(u8, Vec<u8>)> = None;
         let mut ark = None;
-        while !bytes.is_empty() {
-            if bytes.len() < 5 {
-                return Err(EvidenceDecodeError::Truncated);
-            }
-            let t = bytes[0];
-            let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-            if len > MAX_FIELD_LEN {
-                return Err(EvidenceDecodeError::FieldTooLong { tag: t, len });
-            }
-            let value = bytes
-                .get(5..5 + len)
-                .ok_or(EvidenceDecodeError::Truncated)?
-                .to_vec();
-            bytes = &bytes[5 + len..];
-            let dup = match t {
+        fields::decode(bytes, MAX_FIELD_LEN, |t, value| {
+            let value = value.to_vec();
+            Ok(match t {
                 tag::REPORT => report.replace(value).is_some(),
                 tag::VCEK => vek.replace((SigningKeyKind::Vcek, value)).is_some(),
                 tag::VLEK => vek.replace((SigningKeyKind::Vlek, value)).is_some(),
                 tag::ASK | tag::ASVK => ask.replace((t, value)).is_some(),
                 tag::ARK => ark.replace(value).is_some(),
                 other => return Err(EvidenceDecodeError::UnknownField(other)),
-            };
-            if dup {
-                return Err(EvidenceDecodeError::DuplicateField(t));
-            }
-        }
+            })
+        })?;
         let report = report.ok_or(EvidenceDecodeError::MissingField("report"))?;
         let (vek_kind, vek) = vek.ok_or(EvidenceDecodeError::MissingField("VCEK or VLEK"))?;
         let ask = match (vek_kind, ask) {

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::evidence::EvidenceDecodeError;
+use crate::evidence::{fields, EvidenceDecodeError};
 
 use super::collateral::Collateral;
 use super::error::TdxError;
@@ -56,50 +56,28 @@ impl TdxEvidence {
         let collateral = self.collateral.as_ref().map(|c| c.to_json());
         let mut out =
             Vec::with_capacity(self.quote.len() + collateral.as_ref().map_or(0, Vec::len) + 10);
-        let mut put = |tag: u8, value: &[u8]| {
-            out.push(tag);
-            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            out.extend_from_slice(value);
-        };
-        put(TAG_QUOTE, &self.quote);
+        fields::put(&mut out, TAG_QUOTE, &self.quote);
         if let Some(c) = &collateral {
-            put(TAG_COLLATERAL, c);
+            fields::put(&mut out, TAG_COLLATERAL, c);
         }
         out
     }
 
     /// Decode the encoding written by [`Self::encode`].
-    pub fn decode(mut bytes: &[u8]) -> Result<Self, EvidenceDecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, EvidenceDecodeError> {
         let (mut quote, mut collateral) = (None, None);
-        while !bytes.is_empty() {
-            if bytes.len() < 5 {
-                return Err(EvidenceDecodeError::Truncated);
+        fields::decode(bytes, MAX_FIELD_LEN, |tag, value| match tag {
+            TAG_QUOTE => Ok(quote.replace(value.to_vec()).is_some()),
+            TAG_COLLATERAL => {
+                let parsed = Collateral::from_json(value).map_err(|_| {
+                    EvidenceDecodeError::Inconsistent(
+                        "the TDX collateral field is not valid collateral JSON",
+                    )
+                })?;
+                Ok(collateral.replace(parsed).is_some())
             }
-            let tag = bytes[0];
-            let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-            if len > MAX_FIELD_LEN {
-                return Err(EvidenceDecodeError::FieldTooLong { tag, len });
-            }
-            let value = bytes
-                .get(5..5 + len)
-                .ok_or(EvidenceDecodeError::Truncated)?;
-            bytes = &bytes[5 + len..];
-            let duplicate = match tag {
-                TAG_QUOTE => quote.replace(value.to_vec()).is_some(),
-                TAG_COLLATERAL => {
-                    let parsed = Collateral::from_json(value).map_err(|_| {
-                        EvidenceDecodeError::Inconsistent(
-                            "the TDX collateral field is not valid collateral JSON",
-                        )
-                    })?;
-                    collateral.replace(parsed).is_some()
-                }
-                other => return Err(EvidenceDecodeError::UnknownField(other)),
-            };
-            if duplicate {
-                return Err(EvidenceDecodeError::DuplicateField(tag));
-            }
-        }
+            other => Err(EvidenceDecodeError::UnknownField(other)),
+        })?;
         Ok(TdxEvidence {
             quote: quote.ok_or(EvidenceDecodeError::MissingField("TDX quote"))?,
             collateral,
