@@ -28,7 +28,7 @@ pub use collateral::{
 };
 pub use error::{SignedPart, TdxError};
 pub use evidence::{TdxEvidence, TDX_MEDIA_TYPE};
-pub use quote::{QuoteVersion, TdAttributes, TdReport};
+pub use quote::{QuoteVersion, TdAttributes, TdFields, TdReport};
 pub use sim::{SimTdReport, SimTdxAttester, SimTdxPki};
 pub use verify::{intel_root_ca_der, TdxVerifier, VerifiedQuote, INTEL_SGX_ROOT_CA_DER};
 
