@@ -16,33 +16,32 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway: control listener, tunnel and client proxy.
-    Run {
-        /// The configuration file.
-        #[arg(long, short, default_value = "/etc/tee-gateway/gateway.toml")]
-        config: PathBuf,
-    },
+    Run(ConfigArg),
     /// Validate a configuration file and print every problem found.
-    CheckConfig {
-        /// The configuration file.
-        #[arg(long, short, default_value = "/etc/tee-gateway/gateway.toml")]
-        config: PathBuf,
-    },
+    CheckConfig(ConfigArg),
     /// Verify attestation evidence, or make a simulated PKI.
     #[command(subcommand)]
     Attestation(gateway::cli::attestation::AttestationCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short, default_value = "/etc/tee-gateway/gateway.toml")]
+    config: PathBuf,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
     edge::logging::init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
+        Command::Run(ConfigArg { config }) => {
             let config = gateway::config::GatewayConfig::load(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(gateway::run::run(config, edge::signal::shutdown()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => Ok(gateway::config::check_config(&config)),
+        Command::CheckConfig(ConfigArg { config }) => Ok(gateway::config::check_config(&config)),
         Command::Attestation(cmd) => Ok(gateway::cli::attestation::run(cmd)),
     }
 }

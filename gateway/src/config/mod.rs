@@ -1,8 +1,12 @@
 //! The gateway's configuration file, `gateway.toml`.
 //!
 //! One TOML file describes the control listener, base domains, the tunnel, the registry and attestation. Unknown
-//! keys are errors, so a misspelt option never silently falls back to a default. [`GatewayConfig::load`] parses a
-//! file; [`GatewayConfig::problems`] lists every semantic problem at once (what `gateway check-config` prints).
+//! keys are errors, so a misspelt option never silently falls back to a default. Values with rules of their own
+//! deserialize into checked types ([`DomainName`], [`PublicEndpoint`], [`TunnelNetwork`], [`InterfaceName`],
+//! [`Mtu`], the attestation backend), so a bad one is a parse error naming its line and column, and a file that
+//! parses holds only values the gateway can run with. [`GatewayConfig::problems`] lists, all at once, what depends
+//! on several values or on other files. [`GatewayConfig::load`] does both, for `gateway run` and
+//! `gateway check-config` alike.
 //!
 //! ```toml
 //! base_domains = ["apps.example.com"]
@@ -26,6 +30,7 @@
 //! # tdx_pccs_url = "https://pccs.example.com:8081"               # fetches what the directory lacks
 //! ```
 
+mod names;
 mod network;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -35,7 +40,9 @@ use std::time::Duration;
 use attestation::AttestationSettings;
 use serde::Deserialize;
 
+pub use names::{DomainName, PublicEndpoint};
 pub use network::{NetworkError, TunnelNetwork};
+pub use protocol::tunnel::{InterfaceName, Mtu};
 
 pub use edge::ConfigError;
 
@@ -44,7 +51,7 @@ pub use edge::ConfigError;
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Base domains under which apps are served (`<id>[-<port>][s|g].<base-domain>`).
-    pub base_domains: Vec<String>,
+    pub base_domains: Vec<DomainName>,
     /// The control listener agents register on.
     #[serde(default)]
     pub control: ControlConfig,
@@ -108,13 +115,13 @@ pub struct TunnelConfig {
     #[serde(default = "default_listen_port")]
     pub listen_port: u16,
     /// `host:port` agents send WireGuard packets to (the gateway's public address).
-    pub public_endpoint: String,
+    pub public_endpoint: PublicEndpoint,
     /// Name of the gateway's TUN device.
     #[serde(default = "default_interface")]
-    pub interface: String,
+    pub interface: InterfaceName,
     /// MTU of the TUN device.
-    #[serde(default = "default_mtu")]
-    pub mtu: u16,
+    #[serde(default)]
+    pub mtu: Mtu,
     /// Persistent keep-alive agents are told to use, in seconds.
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
@@ -136,11 +143,8 @@ fn default_gateway_address() -> Ipv4Addr {
 fn default_listen_port() -> u16 {
     51820
 }
-fn default_interface() -> String {
-    "tg0".to_string()
-}
-fn default_mtu() -> u16 {
-    1420
+fn default_interface() -> InterfaceName {
+    InterfaceName::new("tg0").unwrap_or_else(|_| unreachable!("tg0 is a valid interface name"))
 }
 fn default_keepalive() -> u64 {
     25
@@ -226,7 +230,12 @@ impl GatewayConfig {
         })
     }
 
-    /// Parses TOML text without semantic checks.
+    /// The base domains as plain names.
+    pub fn base_domain_names(&self) -> Vec<String> {
+        self.base_domains.iter().map(ToString::to_string).collect()
+    }
+
+    /// Parses TOML text into checked values; what depends on several values is left to [`Self::problems`].
     pub fn parse(text: &str) -> Result<Self, Box<toml::de::Error>> {
         toml::from_str(text).map_err(Box::new)
     }
@@ -236,11 +245,6 @@ impl GatewayConfig {
         let mut problems = Vec::new();
         if self.base_domains.is_empty() {
             problems.push("base_domains: at least one base domain is required".to_string());
-        }
-        for domain in &self.base_domains {
-            if let Err(why) = check_domain(domain) {
-                problems.push(format!("base_domains: {domain:?} {why}"));
-            }
         }
         let c = &self.control;
         if c.max_body_bytes < 256 {
@@ -267,21 +271,6 @@ impl GatewayConfig {
                 "tunnel.network {} leaves no room for instances (prefix must be /30 or shorter)",
                 t.network
             ));
-        }
-        if let Err(why) = check_endpoint(&t.public_endpoint) {
-            problems.push(format!(
-                "tunnel.public_endpoint {:?}: {why}",
-                t.public_endpoint
-            ));
-        }
-        if t.interface.is_empty() || t.interface.len() > 15 || t.interface.contains(['/', ' ']) {
-            problems.push(format!(
-                "tunnel.interface {:?} is not a valid interface name (1-15 characters)",
-                t.interface
-            ));
-        }
-        if !(1280..=9000).contains(&t.mtu) {
-            problems.push(format!("tunnel.mtu = {} is outside 1280..=9000", t.mtu));
         }
         if t.keepalive_secs == 0 || t.keepalive_secs > 3600 {
             problems.push(format!(
@@ -347,73 +336,21 @@ impl GatewayConfig {
     }
 }
 
-fn check_domain(domain: &str) -> Result<(), &'static str> {
-    if domain.is_empty() || domain.len() > 253 {
-        return Err("is not a valid domain name length");
-    }
-    if domain.ends_with('.') || domain.starts_with('.') {
-        return Err("must not start or end with a dot");
-    }
-    for label in domain.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err("has an empty or over-long label");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            || label.starts_with('-')
-            || label.ends_with('-')
-        {
-            return Err("has a label with characters other than letters, digits and inner hyphens");
-        }
-    }
-    Ok(())
-}
-
-fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
-    if endpoint.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err("must be host:port");
-    };
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => return Err("has no valid port"),
-        Ok(_) => {}
-    }
-    check_domain(host).map_err(|_| "has an invalid host")
-}
-
 #[cfg(test)]
 mod tests;
 
 /// `gateway check-config`: loads a file, prints every problem (or a summary when it is fine) and returns the exit
 /// status: success only for a usable file.
 pub fn check_config(path: &Path) -> std::process::ExitCode {
-    match GatewayConfig::load(path) {
-        Ok(c) => {
-            println!(
-                "{}: ok (control {}, tunnel {} gateway {} port {}, registry {}, backend {:?})",
-                path.display(),
-                c.control.listen,
-                c.tunnel.network,
-                c.tunnel.gateway_address,
-                c.tunnel.listen_port,
-                c.registry.path.display(),
-                c.attestation.settings.backend
-            );
-            std::process::ExitCode::SUCCESS
-        }
-        Err(ConfigError::Invalid { path, problems }) => {
-            eprintln!("{}: {} problem(s):", path.display(), problems.len());
-            for p in problems {
-                eprintln!("  - {p}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    edge::config::check_report(path, GatewayConfig::load(path), |c| {
+        format!(
+            "control {}, tunnel {} gateway {} port {}, registry {}, backend {:?}",
+            c.control.listen,
+            c.tunnel.network,
+            c.tunnel.gateway_address,
+            c.tunnel.listen_port,
+            c.registry.path.display(),
+            c.attestation.settings.backend
+        )
+    })
 }

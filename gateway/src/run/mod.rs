@@ -151,12 +151,12 @@ impl Gateway {
             Arc::new(peers.clone()),
             ResponseSettings {
                 gateway_key: gateway_public,
-                gateway_endpoint: t.public_endpoint.clone(),
+                gateway_endpoint: t.public_endpoint.to_string(),
                 gateway_address: t.gateway_address,
                 prefix_len: t.network.prefix_len(),
                 keepalive_secs: t.keepalive_secs,
                 reregister_secs: t.reregister_secs,
-                base_domains: config.base_domains.clone(),
+                base_domains: config.base_domain_names(),
             },
         );
         let restored = service.restore_peers();

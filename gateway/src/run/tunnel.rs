@@ -50,8 +50,8 @@ pub(crate) async fn start_endpoint(
         config.gateway_address,
         config.network.prefix_len(),
     );
-    endpoint_config.tun_name = config.interface.clone();
-    endpoint_config.mtu = config.mtu;
+    endpoint_config.tun_name = config.interface.to_string();
+    endpoint_config.mtu = config.mtu.get();
     endpoint_config.health_window = config.health_window();
     let endpoint = Endpoint::start(endpoint_config)
         .await

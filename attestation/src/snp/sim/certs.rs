@@ -163,44 +163,44 @@ impl SimSnpPki {
             })
         };
 
-        let ark_spki = spki_of(
-            ark_key
-                .to_public_key()
-                .to_public_key_der()
-                .map_err(|e| build_err("ARK key")(e.to_string()))?,
-        )?;
-        let ark = CertificateBuilder::new(
-            Profile::Root,
-            SerialNumber::from(1u32),
-            validity(CA_NOT_AFTER)?,
-            ark_name.clone(),
-            ark_spki,
-            &ark_signer,
-        )
-        .map_err(|e| build_err("ARK")(e.to_string()))?
-        .build_with_rng::<rsa::pss::Signature>(&mut rng)
-        .map_err(|e| build_err("ARK")(e.to_string()))?;
+        let rsa_spki = |key: &rsa::RsaPrivateKey, what: &'static str| {
+            spki_of(
+                key.to_public_key()
+                    .to_public_key_der()
+                    .map_err(|e| build_err(what)(e.to_string()))?,
+            )
+        };
+        // A CA certificate signed with the ARK key: the ARK itself (no issuer), and the ASK and ASVK below it.
+        let ca = |rng: &mut ChaCha20Rng,
+                  issuer: Option<&Name>,
+                  serial: u32,
+                  subject: &Name,
+                  spki: &SubjectPublicKeyInfoOwned,
+                  what: &'static str| {
+            let profile = match issuer {
+                None => Profile::Root,
+                Some(issuer) => Profile::SubCA {
+                    issuer: issuer.clone(),
+                    path_len_constraint: Some(0),
+                },
+            };
+            CertificateBuilder::new(
+                profile,
+                SerialNumber::from(serial),
+                validity(CA_NOT_AFTER)?,
+                subject.clone(),
+                spki.clone(),
+                &ark_signer,
+            )
+            .map_err(|e| build_err(what)(e.to_string()))?
+            .build_with_rng::<rsa::pss::Signature>(rng)
+            .map_err(|e| build_err(what)(e.to_string()))
+        };
 
-        let ask_spki = spki_of(
-            ask_key
-                .to_public_key()
-                .to_public_key_der()
-                .map_err(|e| build_err("ASK key")(e.to_string()))?,
-        )?;
-        let ask = CertificateBuilder::new(
-            Profile::SubCA {
-                issuer: ark_name,
-                path_len_constraint: Some(0),
-            },
-            SerialNumber::from(2u32),
-            validity(CA_NOT_AFTER)?,
-            ask_name.clone(),
-            ask_spki.clone(),
-            &ark_signer,
-        )
-        .map_err(|e| build_err("ASK")(e.to_string()))?
-        .build_with_rng::<rsa::pss::Signature>(&mut rng)
-        .map_err(|e| build_err("ASK")(e.to_string()))?;
+        let ark_spki = rsa_spki(&ark_key, "ARK key")?;
+        let ark = ca(&mut rng, None, 1, &ark_name, &ark_spki, "ARK")?;
+        let ask_spki = rsa_spki(&ask_key, "ASK key")?;
+        let ask = ca(&mut rng, Some(&ark_name), 2, &ask_name, &ask_spki, "ASK")?;
 
         // A P-384 leaf (VCEK or VLEK) signed with the ASK key, carrying AMD's product and TCB extensions.
         let leaf = |issuer: Name,
@@ -250,20 +250,7 @@ impl SimSnpPki {
 
         // VLEK side, drawn after everything above so that the VCEK side of a seed never changes.
         let asvk_name = name(org, "SEV-VLEK-Milan")?;
-        let asvk = CertificateBuilder::new(
-            Profile::SubCA {
-                issuer: name(org, "ARK-Milan")?,
-                path_len_constraint: Some(0),
-            },
-            SerialNumber::from(4u32),
-            validity(CA_NOT_AFTER)?,
-            asvk_name.clone(),
-            ask_spki,
-            &ark_signer,
-        )
-        .map_err(|e| build_err("ASVK")(e.to_string()))?
-        .build_with_rng::<rsa::pss::Signature>(&mut rng)
-        .map_err(|e| build_err("ASVK")(e.to_string()))?;
+        let asvk = ca(&mut rng, Some(&ark_name), 4, &asvk_name, &ask_spki, "ASVK")?;
         let vlek_key = p384::ecdsa::SigningKey::random(&mut rng);
         let vlek = leaf(asvk_name, 5, "SEV-VLEK", &vlek_key, "VLEK")?;
         let vlek = vlek
