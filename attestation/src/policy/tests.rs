@@ -79,51 +79,44 @@ fn tcb_host_data_key_kind_and_debug_are_enforced() {
     let base = SnpProfile::with_measurement([1; 48]);
     let c = claims(Platform::SimSnp, 1, false);
     base.check(&c).unwrap();
-    let p = SnpProfile {
-        min_tcb: Some(MinTcb {
-            snp: 9,
-            ..Default::default()
-        }),
-        ..base.clone()
+    // `base` with one change, checked against `c`.
+    let check_with = |change: fn(&mut SnpProfile)| {
+        let mut p = base.clone();
+        change(&mut p);
+        p.check(&c)
     };
     assert_eq!(
-        p.check(&c),
+        check_with(|p| p.min_tcb = Some(MinTcb {
+            snp: 9,
+            ..Default::default()
+        })),
         Err(Violation::TcbTooLow {
             component: "snp",
             minimum: 9,
             actual: 8
         })
     );
-    let p = SnpProfile {
-        min_tcb: Some(MinTcb {
+    assert!(matches!(
+        check_with(|p| p.min_tcb = Some(MinTcb {
             fmc: 1,
             ..Default::default()
-        }),
-        ..base.clone()
-    };
-    assert!(matches!(
-        p.check(&c),
+        })),
         Err(Violation::TcbTooLow {
             component: "fmc",
             ..
         })
     ));
-    let p = SnpProfile {
-        host_data: Some([9; 32]),
-        ..base.clone()
-    };
     assert!(matches!(
-        p.check(&c),
+        check_with(|p| p.host_data = Some([9; 32])),
         Err(Violation::Mismatch {
             field: "host_data",
             ..
         })
     ));
-    let p = SnpProfile {
-        signing_keys: vec![SigningKeyKind::Vlek],
-        ..base.clone()
-    };
-    assert!(matches!(p.check(&c), Err(Violation::SigningKey { .. })));
+    assert!(matches!(
+        check_with(|p| p.signing_keys = vec![SigningKeyKind::Vlek]),
+        Err(Violation::SigningKey { .. })
+    ));
     assert_eq!(
         base.check(&claims(Platform::SimSnp, 1, true)),
         Err(Violation::Debug)
