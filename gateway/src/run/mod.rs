@@ -193,7 +193,7 @@ impl Gateway {
         // `gateway.<base-domain>` serves the gateway's own attestation, bound to its public TLS key.
         let proxy = Proxy::with_attester(
             proxy_config.clone(),
-            &config.base_domains,
+            &config.base_domain_names(),
             t.health_window(),
             directory,
             attester,
