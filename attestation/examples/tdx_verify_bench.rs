@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use attestation::tdx::{Collateral, SimTdReport, SimTdxPki, TdxVerifier};
-use attestation::{Attester, SimTdxAttester, TrustAnchors, Verifier};
+use attestation::{Attester, Purpose, ReportData, SimTdxAttester, TrustAnchors, Verifier};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -51,10 +51,13 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     let attester = SimTdxAttester::new(pki.clone(), SimTdReport::default());
-    let evidence = attester.attest(&[7; 64])?;
+    let rd = ReportData::new(Purpose::RaTlsKey, b"bench key");
+    let evidence = attester.attest(&rd)?;
     let verifier = Verifier::new(TrustAnchors::production().with_sim_tdx_root(pki.root_der())?);
-    let cached = time(iterations, || verifier.verify(&evidence, &[7; 64], now))?;
-    let attest = time(iterations, || attester.attest(&[7; 64]))?;
+    let cached = time(iterations, || {
+        verifier.verify(&evidence, rd.as_bytes(), now)
+    })?;
+    let attest = time(iterations, || attester.attest(&rd))?;
 
     println!("| TDX operation | median |");
     println!("|---|---|");

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod attester;
+pub mod binding;
 pub mod claims;
 pub mod error;
 pub mod evidence;
@@ -24,6 +25,7 @@ pub mod tdx;
 pub mod verifier;
 
 pub use attester::Attester;
+pub use binding::{KeyOrigin, Purpose, ReportData};
 pub use claims::{
     Claims, ClaimsSummary, PlatformClaims, SnpClaims, SnpProduct, SnpTcb, TcbStatus, TdxClaims,
 };

@@ -187,8 +187,10 @@ impl Attester for Unbound {
         self.0.platform()
     }
 
-    fn attest(&self, _report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
-        self.0.attest(&[0x42; 64])
+    fn attest(&self, _report_data: &attestation::ReportData) -> Result<Evidence, AttestError> {
+        use attestation::{Purpose, ReportData};
+        self.0
+            .attest(&ReportData::new(Purpose::RaTlsKey, b"some other key"))
     }
 }
 

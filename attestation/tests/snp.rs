@@ -232,12 +232,13 @@ fn request(report_data: [u8; 64]) -> SimReportRequest {
 fn sim_snp_round_trip() {
     let att = SimSnpAttester::new(pki(), [0x11; 48], [0x22; 32]);
     assert_eq!(att.platform(), Platform::SimSnp);
-    let ev = att.attest(&[7; 64]).unwrap();
+    let rd = attestation::ReportData::new(attestation::Purpose::RaTlsKey, b"sim-snp round trip");
+    let ev = att.attest(&rd).unwrap();
     let Evidence::Snp(snp_ev) = &ev else {
         panic!("not SNP")
     };
     assert_eq!(snp_ev.report.len(), 1184);
-    let claims = sim_verifier().verify(&ev, &[7; 64], now()).unwrap();
+    let claims = sim_verifier().verify(&ev, rd.as_bytes(), now()).unwrap();
     assert_eq!(claims.platform, Platform::SimSnp);
     let snp = claims.snp().unwrap();
     assert_eq!(snp.measurement, [0x11; 48]);
@@ -247,7 +248,9 @@ fn sim_snp_round_trip() {
     // Through the binary encoding as well.
     let decoded = Evidence::decode(ev.media_type(), &ev.encode()).unwrap();
     assert_eq!(
-        sim_verifier().verify(&decoded, &[7; 64], now()).unwrap(),
+        sim_verifier()
+            .verify(&decoded, rd.as_bytes(), now())
+            .unwrap(),
         claims
     );
 }

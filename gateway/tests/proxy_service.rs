@@ -274,6 +274,7 @@ fn presented_spki(pki: &Pki, gw: std::net::SocketAddr, name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_name_serves_attestation_bound_to_the_tls_key() {
+    use attestation::KeyOrigin;
     use attestation::{Evidence, SimSnpAttester, TrustAnchors, Verifier};
     use base64::Engine;
     use gateway::proxy::self_attestation::{report_data_for, AttestationDocument};
@@ -321,35 +322,36 @@ async fn gateway_name_serves_attestation_bound_to_the_tls_key() {
     // The key of the TLS session, taken independently of the document, is the one the evidence binds.
     let spki = presented_spki(&pki, gw.addr, &name);
     assert_eq!(doc.public_key, hex::encode(&spki));
+    // The key comes from the operator's PEM files, and the document and its binding say so.
+    assert_eq!(doc.key_origin, KeyOrigin::OperatorSupplied);
+    assert!(
+        doc.binding
+            .contains("tee-gateway/v1/public-tls-key/operator-supplied:"),
+        "{}",
+        doc.binding
+    );
+    let bound = report_data_for(KeyOrigin::OperatorSupplied, &spki);
     let verifier = Verifier::new(
         TrustAnchors::production()
             .with_sim_snp_ark(sim.ark_der())
             .unwrap(),
     );
     let claims = verifier
-        .verify(
-            &evidence,
-            &report_data_for(&spki),
-            std::time::SystemTime::now(),
-        )
+        .verify(&evidence, bound.as_bytes(), std::time::SystemTime::now())
         .unwrap();
-    assert_eq!(claims.report_data, report_data_for(&spki));
+    assert_eq!(&claims.report_data, bound.as_bytes());
     // Any other key does not match, and a verifier without the simulated root refuses the evidence.
     let mut other = spki.clone();
     *other.last_mut().unwrap() ^= 1;
     assert!(verifier
         .verify(
             &evidence,
-            &report_data_for(&other),
+            report_data_for(KeyOrigin::OperatorSupplied, &other).as_bytes(),
             std::time::SystemTime::now()
         )
         .is_err());
     assert!(Verifier::new(TrustAnchors::production())
-        .verify(
-            &evidence,
-            &report_data_for(&spki),
-            std::time::SystemTime::now()
-        )
+        .verify(&evidence, bound.as_bytes(), std::time::SystemTime::now())
         .is_err());
     assert_eq!(
         backend.accepted.load(Ordering::SeqCst),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Attester;
+use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
@@ -42,7 +43,7 @@ impl TsmProvider {
 
 /// The raw output of one configfs-tsm request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TsmReport {
+pub(crate) struct TsmReport {
     /// Which driver produced it.
     pub provider: TsmProvider,
     /// `outblob`: the SNP report or the TDX quote.
@@ -150,8 +151,9 @@ impl ConfigfsTsm {
         Ok(Entry(path))
     }
 
-    /// Run one request and return the raw output.
-    pub fn request(&self, report_data: &[u8; 64]) -> Result<TsmReport, AttestError> {
+    /// Run one request and return the raw output (inside this crate only: callers go through
+    /// [`Attester::attest`], which takes report data made for a purpose, never raw bytes).
+    pub(crate) fn request(&self, report_data: &[u8; 64]) -> Result<TsmReport, AttestError> {
         let entry = self.create_entry()?;
         let dir = &entry.0;
         let provider = read_provider(dir)?;
@@ -212,8 +214,8 @@ impl Attester for ConfigfsTsm {
         }
     }
 
-    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
-        let out = self.request(report_data)?;
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError> {
+        let out = self.request(report_data.as_bytes())?;
         match out.provider {
             TsmProvider::SevGuest => Ok(Evidence::Snp(crate::snp::evidence::assemble(
                 out.outblob,
@@ -335,7 +337,7 @@ mod tests {
             ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::Honest)).unwrap();
         assert_eq!(tsm.provider(), TsmProvider::SevGuest);
         assert_eq!(tsm.platform(), Platform::SevSnp);
-        let ev = tsm.attest(&[9; 64]).unwrap();
+        let ev = tsm.attest(&crate::ReportData::test_bytes([9; 64])).unwrap();
         let v = Verifier::new(
             TrustAnchors::production()
                 .with_sim_snp_ark(crate::test_support::pki().ark_der())
@@ -360,7 +362,7 @@ mod tests {
             ConfigfsTsm::open_with_hook(&root, fake_kernel("tdx_guest", Kernel::NoCerts)).unwrap();
         assert_eq!(tsm.provider(), TsmProvider::TdxGuest);
         assert_eq!(tsm.platform(), Platform::Tdx);
-        let ev = tsm.attest(&[9; 64]).unwrap();
+        let ev = tsm.attest(&crate::ReportData::test_bytes([9; 64])).unwrap();
         let Evidence::Tdx(tdx) = &ev else {
             panic!("not TDX evidence")
         };
@@ -402,7 +404,9 @@ mod tests {
     fn snp_attest_error(name: &str, mode: Kernel) -> AttestError {
         let root = root(name);
         let tsm = ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", mode)).unwrap();
-        let err = tsm.attest(&[1; 64]).unwrap_err();
+        let err = tsm
+            .attest(&crate::ReportData::test_bytes([1; 64]))
+            .unwrap_err();
         fs::remove_dir_all(&root).unwrap();
         err
     }

@@ -1,4 +1,5 @@
-//! Attesters: produce evidence carrying 64 bytes of report data.
+//! Attesters: produce evidence carrying 64 bytes of report data, always made for one
+//! [`Purpose`](crate::binding::Purpose) (see [`crate::binding`]): no attester is asked for evidence over bytes a caller chose.
 //!
 //! - [`ConfigfsTsm`]: the kernel's configfs-tsm report interface (`/sys/kernel/config/tsm/report`), provider-
 //!   independent, preferred on Linux 6.7 and later;
@@ -18,6 +19,7 @@ pub use crate::tdx::device::TdxGuestDevice;
 pub use configfs_tsm::{ConfigfsTsm, TsmProvider, DEFAULT_TSM_ROOT};
 pub use select::{Backend, SelectError};
 
+use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
@@ -27,8 +29,9 @@ pub trait Attester: Send + Sync {
     /// The platform whose evidence this attester produces.
     fn platform(&self) -> Platform;
 
-    /// Produce evidence whose report data is `report_data`.
-    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError>;
+    /// Produce evidence whose report data is `report_data` (SHA-512 of a purpose's label and a payload; raw bytes
+    /// are never attested).
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError>;
 }
 
 /// Find the attestation interface of this machine: configfs-tsm first, then `/dev/tdx_guest`, then

@@ -2,10 +2,12 @@
 //! them.
 //!
 //! - [`RaTlsCertificate::generate`] makes a fresh P-256 key in memory, asks an [`crate::Attester`] for evidence whose
-//!   report data is [`report_data_for_spki`] of the key, and self-signs a short-lived certificate (default 1 h)
+//!   report data binds the key for [`Purpose::RaTlsKey`] (SHA-512 of `tee-gateway/v1/ra-tls-key:` and the DER
+//!   SubjectPublicKeyInfo, see [`crate::binding`]), and self-signs a short-lived certificate (default 1 h)
 //!   carrying the evidence in a non-critical CMW extension (`id-pe-cmw`, [`CMW_OID`]).
 //! - [`RaTlsVerifier`] checks such a certificate: validity times, evidence (through [`crate::Verifier`]), binding
-//!   of the evidence to the certificate's key, then a [`crate::policy::ClaimsPolicy`]. It remembers verified
+//!   of the evidence to the certificate's key for [`Purpose::RaTlsKey`] and no other purpose (evidence over the
+//!   same key made for another use, such as the gateway's public TLS key, is refused and its purpose named), then a [`crate::policy::ClaimsPolicy`]. It remembers verified
 //!   certificates so that the application can read a peer's [`crate::Claims`] after the handshake
 //!   ([`RaTlsVerifier::peer_claims`]) and a repeated handshake with the same certificate costs no signature checks.
 //! - [`RaTlsServerCertVerifier`] and [`RaTlsClientCertVerifier`] plug it into `rustls`; [`RaTlsIdentity`] serves
@@ -19,32 +21,25 @@ mod config;
 mod identity;
 mod verify;
 
-use sha2::{Digest, Sha512};
-
 pub use cert::{parse_certificate, CertOptions, ParsedCertificate, RaTlsCertificate};
 pub use cmw::{decode_cmw, encode_cmw};
 pub use config::{client_config, server_config};
 pub use identity::RaTlsIdentity;
 pub use verify::{RaTlsClientCertVerifier, RaTlsServerCertVerifier, RaTlsVerifier};
 
+use crate::binding::{Purpose, ReportData};
 use crate::error::{AttestError, VerifyError};
 
-/// The label hashed in front of the SubjectPublicKeyInfo to form the report data.
-pub const REPORT_DATA_LABEL: &[u8] = b"tee-gateway/ra-tls/v1:";
+/// The report data an RA-TLS certificate's evidence must carry: its key bound for [`Purpose::RaTlsKey`].
+pub fn report_data_for_spki(spki_der: &[u8]) -> ReportData {
+    ReportData::new(Purpose::RaTlsKey, spki_der)
+}
 
 /// `id-pe-cmw` (1.3.6.1.5.5.7.1.35): the X.509 extension carrying a conceptual message wrapper.
 pub const CMW_OID: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 35];
 
 /// [`CMW_OID`] in dotted form.
 pub const CMW_OID_STR: &str = "1.3.6.1.5.5.7.1.35";
-
-/// The report data binding a key: SHA-512(`tee-gateway/ra-tls/v1:` || DER SubjectPublicKeyInfo).
-pub fn report_data_for_spki(spki_der: &[u8]) -> [u8; 64] {
-    let mut h = Sha512::new();
-    h.update(REPORT_DATA_LABEL);
-    h.update(spki_der);
-    h.finalize().into()
-}
 
 /// Why an RA-TLS certificate could not be made or was refused.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +64,17 @@ pub enum RaTlsError {
         /// Verification time (RFC 3339).
         now: String,
     },
+    /// The evidence binds the certificate's key, but for another use than RA-TLS (for instance the gateway's public
+    /// TLS key, which the operator may hold).
+    #[error(
+        "RA-TLS certificate carries evidence made for another purpose: it binds the key for {found}, not {expected}"
+    )]
+    WrongPurpose {
+        /// The purpose an RA-TLS certificate needs.
+        expected: Purpose,
+        /// The purpose the evidence was made for.
+        found: Purpose,
+    },
     /// The evidence, its binding or the policy refused the certificate.
     #[error(transparent)]
     Verify(#[from] VerifyError),
@@ -88,6 +94,7 @@ impl RaTlsError {
                 "certificate-format"
             }
             RaTlsError::Validity { .. } => "certificate-validity",
+            RaTlsError::WrongPurpose { .. } => "binding",
             RaTlsError::Verify(v) => v.check(),
             RaTlsError::Attest(_) => "attestation",
             RaTlsError::Build(_) => "build",

@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::cert::parse_certificate;
 use super::{report_data_for_spki, RaTlsError};
+use crate::binding::purpose_of;
 use crate::claims::Claims;
+use crate::error::VerifyError;
 use crate::policy::ClaimsPolicy;
 use crate::snp::cert::unix_seconds;
 use crate::verifier::Verifier;
@@ -69,8 +71,9 @@ impl RaTlsVerifier {
             _ => {
                 let parsed = parse_certificate(der)?;
                 parsed.check_validity(now)?;
-                let expected = report_data_for_spki(&parsed.spki_der);
-                let claims = Arc::new(self.verifier.verify(&parsed.evidence, &expected, now)?);
+                let claims = self.verifier.verify_unbound(&parsed.evidence, now)?;
+                check_binding(&claims.report_data, &parsed.spki_der)?;
+                let claims = Arc::new(claims);
                 if let Ok(mut m) = self.verified.lock() {
                     if m.len() >= CACHE_CAPACITY {
                         m.retain(|_, v| v.not_after >= n);
@@ -141,30 +144,45 @@ impl RaTlsVerifier {
     }
 }
 
+/// Check that `report_data` binds `spki_der` as an RA-TLS key; when it binds the key for another purpose, say which.
+fn check_binding(report_data: &[u8; 64], spki_der: &[u8]) -> Result<(), RaTlsError> {
+    let expected = report_data_for_spki(spki_der);
+    if expected.as_bytes() == report_data {
+        return Ok(());
+    }
+    Err(match purpose_of(report_data, spki_der) {
+        Some(found) => RaTlsError::WrongPurpose {
+            expected: expected.purpose(),
+            found,
+        },
+        None => VerifyError::ReportDataMismatch {
+            expected: hex::encode(expected.as_bytes()),
+            actual: hex::encode(report_data),
+        }
+        .into(),
+    })
+}
+
 /// The handshake-signature methods shared by both verifier traits: RA-TLS checks signatures exactly as WebPKI
-/// does, with the `algs` field of the implementing type.
+/// does, with the `algs` field of the implementing type. `@check NAME` writes the method NAME, which calls the
+/// `rustls::crypto` function of the same name.
 macro_rules! handshake_signatures {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(message, cert, dss, &self.algs)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(message, cert, dss, &self.algs)
-        }
+        handshake_signatures!(@check verify_tls12_signature);
+        handshake_signatures!(@check verify_tls13_signature);
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.algs.supported_schemes()
+        }
+    };
+    (@check $name:ident) => {
+        fn $name(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            $name(message, cert, dss, &self.algs)
         }
     };
 }

@@ -154,7 +154,9 @@ fn settings_build_an_attester_whose_evidence_their_verifier_accepts() {
     assert!(s.trust_anchors().unwrap().trusts_simulated());
     let setup = s.verifier().unwrap();
     assert!(setup.collateral.is_none());
-    let evidence = attester.attest(&[3; 64]).unwrap();
+    let evidence = attester
+        .attest(&crate::ReportData::test_bytes([3; 64]))
+        .unwrap();
     let claims = setup
         .verifier
         .verify(&evidence, &[3; 64], SystemTime::now())

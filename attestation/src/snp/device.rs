@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use super::{cert_table, evidence};
 use crate::attester::Attester;
+use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
@@ -34,13 +35,13 @@ impl Attester for SevGuestDevice {
         Platform::SevSnp
     }
 
-    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError> {
         let mut fw = self
             .fw
             .lock()
             .map_err(|_| AttestError::Device("device lock poisoned".into()))?;
         let (report, certs) = fw
-            .get_ext_report(None, Some(*report_data), Some(0))
+            .get_ext_report(None, Some(*report_data.as_bytes()), Some(0))
             .map_err(|e| AttestError::Device(e.to_string()))?;
         let entries: Vec<(String, Vec<u8>)> = certs
             .unwrap_or_default()

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::TdxError;
 use crate::attester::Attester;
+use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
@@ -213,7 +214,8 @@ impl TdxGuestDevice {
     }
 
     /// A quote for `report_data`: TDREPORT, then GetQuote through the host's quote generation service.
-    pub fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, AttestError> {
+    /// Inside this crate only: callers go through [`Attester::attest`], which never takes raw bytes.
+    pub(crate) fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, AttestError> {
         let td_report = self.td_report(report_data)?;
         let mut buf = get_quote_request(&td_report);
         let mut req = QuoteReq {
@@ -238,9 +240,9 @@ impl Attester for TdxGuestDevice {
         Platform::Tdx
     }
 
-    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError> {
         Ok(Evidence::Tdx(super::TdxEvidence {
-            quote: self.quote(report_data)?,
+            quote: self.quote(report_data.as_bytes())?,
             collateral: None,
         }))
     }

@@ -96,7 +96,9 @@ pub(crate) fn trusting() -> Verifier {
 
 pub(crate) fn claims_of(td: SimTdReport) -> Claims {
     let rd = [7u8; 64];
-    let ev = attester(td).attest(&rd).unwrap();
+    let ev = attester(td)
+        .attest(&crate::ReportData::test_bytes(rd))
+        .unwrap();
     trusting().verify(&ev, &rd, SystemTime::now()).unwrap()
 }
 

@@ -2,30 +2,31 @@
 //!
 //! A client connecting to `gateway.<base-domain>` gets the gateway's TLS certificate for that name (the
 //! TLS session is terminated here, never relayed), and `GET /v1/attestation` answers a JSON document with
-//! evidence whose `report_data` is SHA-512 of the ASCII label `tee-gateway/ra-tls/v1:` followed by the DER
-//! SubjectPublicKeyInfo of that very certificate. A client that verifies the evidence and compares the
-//! binding with the key of the TLS session it is on knows it talks to the attested gateway.
+//! evidence whose `report_data` binds the DER SubjectPublicKeyInfo of that very certificate for
+//! [`Purpose::PublicTlsKey`]: SHA-512 of the label `tee-gateway/v1/public-tls-key/<origin>:` followed by the key,
+//! where `<origin>` says where the key came from ([`KeyOrigin`], also the document's `key_origin`). A client that
+//! verifies the evidence and compares the binding with the key of the TLS session it is on knows it talks to the
+//! attested gateway — and, from the origin, whether the operator also holds that key (an operator-supplied key
+//! lets the operator decrypt the TLS sessions made with it, so terminated routes are private only from everyone
+//! else).
+//!
+//! The label is not the RA-TLS label: this key may be the operator's, so evidence over it must never pass for an
+//! RA-TLS certificate's evidence (see `attestation::binding` and `docs/ra-tls.md`).
 //!
 //! Evidence is produced once per certificate key and cached; a certificate reload with a new key produces
 //! new evidence on the next request.
 
 use std::sync::{Arc, Mutex};
 
+use attestation::binding::{KeyOrigin, Purpose, ReportData};
 use attestation::Attester;
-use sha2::{Digest, Sha512};
-
-/// The label hashed in front of the SubjectPublicKeyInfo.
-pub const BINDING_LABEL: &[u8] = b"tee-gateway/ra-tls/v1:";
 
 /// The path that serves the document.
 pub const PATH: &str = "/v1/attestation";
 
-/// `report_data` binding a public key: SHA-512(label || SPKI DER).
-pub fn report_data_for(spki_der: &[u8]) -> [u8; 64] {
-    let mut h = Sha512::new();
-    h.update(BINDING_LABEL);
-    h.update(spki_der);
-    h.finalize().into()
+/// The report data binding the public TLS key `spki_der`, which came from `origin`.
+pub fn report_data_for(origin: KeyOrigin, spki_der: &[u8]) -> ReportData {
+    ReportData::new(Purpose::PublicTlsKey(origin), spki_der)
 }
 
 /// Why no attestation document could be produced.
@@ -51,16 +52,19 @@ pub struct AttestationDocument {
     pub media_type: String,
     /// The evidence bytes, base64 (standard alphabet, padded).
     pub evidence: String,
-    /// How `report_data` was computed.
+    /// How `report_data` was computed, naming the label.
     pub binding: String,
+    /// Where the TLS key came from: `operator-supplied` (the operator holds the private key and can decrypt
+    /// sessions made with it) or `generated-in-tee`. The label of the binding repeats it, so it is attested.
+    pub key_origin: KeyOrigin,
     /// The DER SubjectPublicKeyInfo bound, hex.
     pub public_key: String,
     /// The leaf certificate presented on this name, PEM.
     pub certificate: String,
 }
 
-/// The key last attested (DER SubjectPublicKeyInfo) and its JSON document.
-type CachedDocument = Option<(Vec<u8>, Arc<Vec<u8>>)>;
+/// The key last attested (its origin and DER SubjectPublicKeyInfo) and its JSON document.
+type CachedDocument = Option<((KeyOrigin, Vec<u8>), Arc<Vec<u8>>)>;
 
 /// Produces and caches the gateway's attestation document.
 pub struct SelfAttestation {
@@ -85,34 +89,40 @@ impl SelfAttestation {
         }
     }
 
-    /// The JSON document for the certificate `leaf_der`, from the cache when its key did not change.
-    pub fn document(&self, leaf_der: &[u8]) -> Result<Arc<Vec<u8>>, SelfAttestationError> {
+    /// The JSON document for the certificate `leaf_der`, whose key came from `origin`, from the cache when its
+    /// key did not change.
+    pub fn document(
+        &self,
+        leaf_der: &[u8],
+        origin: KeyOrigin,
+    ) -> Result<Arc<Vec<u8>>, SelfAttestationError> {
         let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
             .map_err(|e| SelfAttestationError::Certificate(e.to_string()))?;
-        let spki = cert.tbs_certificate.subject_pki.raw.to_vec();
-        if let Some((key, doc)) = self
+        let key = (origin, cert.tbs_certificate.subject_pki.raw.to_vec());
+        if let Some((cached, doc)) = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            if *key == spki {
+            if *cached == key {
                 return Ok(doc.clone());
             }
         }
-        let evidence = self.attester.attest(&report_data_for(&spki))?;
+        let (origin, spki) = &key;
+        let report_data = report_data_for(*origin, spki);
+        let evidence = self.attester.attest(&report_data)?;
         let doc = AttestationDocument {
             platform: format!("{:?}", self.attester.platform()),
             media_type: evidence.media_type().to_owned(),
             evidence: base64_encode(&evidence.encode()),
-            binding:
-                "report_data = SHA-512(\"tee-gateway/ra-tls/v1:\" || SubjectPublicKeyInfo DER)"
-                    .into(),
-            public_key: hex::encode(&spki),
+            binding: report_data.purpose().describe("SubjectPublicKeyInfo DER"),
+            key_origin: *origin,
+            public_key: hex::encode(spki),
             certificate: pem_encode(leaf_der),
         };
         let json = Arc::new(serde_json::to_vec_pretty(&doc).unwrap_or_default());
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((spki, json.clone()));
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, json.clone()));
         Ok(json)
     }
 }
@@ -200,11 +210,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn binding_is_sha512_of_label_and_key() {
-        let rd = report_data_for(b"key");
-        let mut h = Sha512::new();
-        h.update(b"tee-gateway/ra-tls/v1:key");
-        assert_eq!(rd.as_slice(), h.finalize().as_slice());
-        assert_ne!(report_data_for(b"key"), report_data_for(b"kez"));
+    fn binding_is_the_public_tls_key_purpose_with_its_origin() {
+        let rd = report_data_for(KeyOrigin::OperatorSupplied, b"key");
+        assert_eq!(
+            rd.purpose(),
+            Purpose::PublicTlsKey(KeyOrigin::OperatorSupplied)
+        );
+        assert_eq!(
+            rd,
+            ReportData::new(Purpose::PublicTlsKey(KeyOrigin::OperatorSupplied), b"key")
+        );
+        assert_ne!(rd, report_data_for(KeyOrigin::GeneratedInTee, b"key"));
+        assert_ne!(rd, report_data_for(KeyOrigin::OperatorSupplied, b"kez"));
+        assert_ne!(
+            rd.as_bytes(),
+            attestation::ratls::report_data_for_spki(b"key").as_bytes(),
+            "the public TLS key must not be bound like an RA-TLS key"
+        );
     }
 }

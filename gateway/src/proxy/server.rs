@@ -415,9 +415,12 @@ impl Proxy {
         };
         self.metrics.connection("gateway", "attestation");
         // Producing evidence talks to the platform's attestation device: keep it off the async workers.
-        let document = tokio::task::spawn_blocking(move || attestation.document(leaf.as_ref()))
-            .await
-            .unwrap_or_else(|e| Err(SelfAttestationError::Task(e)));
+        // Every certificate of the store is loaded from the operator's PEM files.
+        let origin = attestation::KeyOrigin::OperatorSupplied;
+        let document =
+            tokio::task::spawn_blocking(move || attestation.document(leaf.as_ref(), origin))
+                .await
+                .unwrap_or_else(|e| Err(SelfAttestationError::Task(e)));
         if let Err(e) = &document {
             tracing::error!(error = %e, "gateway attestation failed");
         }

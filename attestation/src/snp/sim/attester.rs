@@ -2,6 +2,7 @@
 
 use super::{SimReportRequest, SimSnpPki};
 use crate::attester::Attester;
+use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
@@ -35,9 +36,9 @@ impl Attester for SimSnpAttester {
         Platform::SimSnp
     }
 
-    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError> {
         Ok(Evidence::Snp(self.pki.evidence(&SimReportRequest {
-            report_data: *report_data,
+            report_data: *report_data.as_bytes(),
             measurement: self.measurement,
             host_data: self.host_data,
             guest_svn: 0,

@@ -10,7 +10,9 @@ use crate::{Attester, Claims, Evidence, TrustAnchors, Verifier, VerifyError};
 #[test]
 fn sim_tdx_evidence_verifies_as_sim_tdx() {
     let rd = [9u8; 64];
-    let ev = attester(td()).attest(&rd).unwrap();
+    let ev = attester(td())
+        .attest(&crate::ReportData::test_bytes(rd))
+        .unwrap();
     // Through the media-type encoding, as RA-TLS carries it.
     let ev = Evidence::decode(ev.media_type(), &ev.encode()).unwrap();
     let v = trusting();
@@ -36,7 +38,9 @@ fn sim_tdx_evidence_verifies_as_sim_tdx() {
 #[test]
 fn sim_tdx_evidence_is_refused_without_trusting_the_simulated_root() {
     let rd = [1u8; 64];
-    let ev = attester(td()).attest(&rd).unwrap();
+    let ev = attester(td())
+        .attest(&crate::ReportData::test_bytes(rd))
+        .unwrap();
     let err = Verifier::default()
         .verify(&ev, &rd, SystemTime::now())
         .unwrap_err();
@@ -63,7 +67,9 @@ fn sim_tdx_evidence_is_refused_without_trusting_the_simulated_root() {
 
 #[test]
 fn report_data_that_does_not_match_is_refused() {
-    let ev = attester(td()).attest(&[1u8; 64]).unwrap();
+    let ev = attester(td())
+        .attest(&crate::ReportData::test_bytes([1u8; 64]))
+        .unwrap();
     let err = trusting()
         .verify(&ev, &[2u8; 64], SystemTime::now())
         .unwrap_err();
@@ -77,7 +83,10 @@ fn report_data_that_does_not_match_is_refused() {
 #[test]
 fn evidence_without_collateral_uses_the_collateral_source() {
     let rd = [3u8; 64];
-    let Evidence::Tdx(mut ev) = attester(td()).attest(&rd).unwrap() else {
+    let Evidence::Tdx(mut ev) = attester(td())
+        .attest(&crate::ReportData::test_bytes(rd))
+        .unwrap()
+    else {
         panic!("not TDX")
     };
     let collateral = ev.collateral.take().unwrap();

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{SimTdReport, SimTdxPki};
 use crate::attester::Attester;
+use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
@@ -64,11 +65,11 @@ impl Attester for SimTdxAttester {
         Platform::SimTdx
     }
 
-    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError> {
         let quote = self
             .pki
             .quote(&SimTdReport {
-                report_data: *report_data,
+                report_data: *report_data.as_bytes(),
                 ..self.td.clone()
             })
             .map_err(|e| AttestError::Device(e.to_string()))?;
