@@ -19,8 +19,12 @@ use gateway::control::listener::TlsListener;
 use gateway::control::rate::RateLimiter;
 use gateway::control::tunnel::MemoryPeers;
 use gateway::control::{ControlPeer, ControlService, PeerAttestation, ResponseSettings};
-use gateway::registry::{MemoryStore, Registry};
+use gateway::registry::{Admission, MemoryStore, Registry};
 use protocol::control::{AppId, ErrorBody, ErrorCode, RegisterResponse, WireGuardKey};
+
+#[path = "support/control_service.rs"]
+mod control_service;
+use control_service::memory_service;
 
 const APP: &str = "aaaaaaaaaaaaaaaa";
 
@@ -28,9 +32,12 @@ const APP: &str = "aaaaaaaaaaaaaaaa";
 struct Allowed;
 
 impl PeerAttestation for Allowed {
-    fn authorize(&self, app_id: &AppId) -> Result<String, ErrorBody> {
+    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody> {
         if app_id.as_str() == APP {
-            Ok("test".into())
+            Ok(Admission {
+                claims: test_support::claims::sim_snp(1),
+                valid_until: u64::MAX,
+            })
         } else {
             Err(ErrorBody::new(
                 ErrorCode::AppUnknown,
@@ -81,24 +88,7 @@ async fn start_limited(per_sec: u32, burst: u32, max_connections: usize) -> Serv
     )
     .unwrap();
     let port = listener.local_addr().port();
-    let registry = Registry::open(
-        Box::new(MemoryStore::new()),
-        "10.0.0.0/8".parse().unwrap(),
-        Ipv4Addr::new(10, 0, 0, 1),
-        Duration::from_secs(86400),
-    )
-    .unwrap();
-    let peers = Arc::new(MemoryPeers::default());
-    let settings = ResponseSettings {
-        gateway_key: WireGuardKey::from_bytes([0xee; 32]).unwrap(),
-        gateway_endpoint: "198.18.0.2:51820".into(),
-        gateway_address: Ipv4Addr::new(10, 0, 0, 1),
-        prefix_len: 8,
-        keepalive_secs: 25,
-        reregister_secs: 300,
-        base_domains: vec!["apps.example.com".into()],
-    };
-    let service = ControlService::new(Arc::new(Mutex::new(registry)), peers.clone(), settings);
+    let (service, peers) = memory_service(Duration::from_secs(86400));
     let state = ControlState {
         service: service.clone(),
         limiter: Arc::new(RateLimiter::new(per_sec, burst)),
@@ -136,15 +126,30 @@ fn body(instance: &str, key: u8, version: u32) -> serde_json::Value {
     })
 }
 
+impl Server {
+    /// POSTs `bytes` as `content_type` to the registration endpoint.
+    async fn register(&self, content_type: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/register", self.url))
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path`.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
 async fn post_raw(s: &Server, content_type: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
-    let r = s
-        .client
-        .post(format!("{}/v1/register", s.url))
-        .header("content-type", content_type)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+    let r = s.register(content_type, bytes).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -164,6 +169,17 @@ async fn expect_error(
     e
 }
 
+/// POSTs `json` as `application/json`; see [`expect_error`].
+async fn expect_json_error(
+    s: &Server,
+    json: &serde_json::Value,
+    status: u16,
+    code: ErrorCode,
+) -> ErrorBody {
+    let bytes = serde_json::to_vec(json).unwrap();
+    expect_error(s, "application/json", bytes, status, code).await
+}
+
 #[tokio::test]
 async fn register_and_every_refusal_over_tls() {
     let s = start(1000, 1000).await;
@@ -179,8 +195,8 @@ async fn register_and_every_refusal_over_tls() {
     let before = s.peers.snapshot();
     assert_eq!(before.len(), 1);
 
-    let dup = serde_json::to_vec(&body("22222222", 1, 1)).unwrap();
-    let e = expect_error(&s, "application/json", dup, 409, ErrorCode::KeyInUse).await;
+    let dup = body("22222222", 1, 1);
+    let e = expect_json_error(&s, &dup, 409, ErrorCode::KeyInUse).await;
     assert!(e.message.contains("11111111"), "{e}");
     expect_error(
         &s,
@@ -190,10 +206,9 @@ async fn register_and_every_refusal_over_tls() {
         ErrorCode::MalformedRequest,
     )
     .await;
-    let e = expect_error(
+    let e = expect_json_error(
         &s,
-        "application/json",
-        serde_json::to_vec(&body("22222222", 2, 7)).unwrap(),
+        &body("22222222", 2, 7),
         400,
         ErrorCode::UnsupportedVersion,
     )
@@ -201,14 +216,7 @@ async fn register_and_every_refusal_over_tls() {
     assert!(e.message.contains("unsupported protocol version 7"), "{e}");
     let mut big = body("22222222", 2, 1);
     big["padding"] = "x".repeat(10_000).into();
-    expect_error(
-        &s,
-        "application/json",
-        serde_json::to_vec(&big).unwrap(),
-        413,
-        ErrorCode::BodyTooLarge,
-    )
-    .await;
+    expect_json_error(&s, &big, 413, ErrorCode::BodyTooLarge).await;
     expect_error(
         &s,
         "text/plain",
@@ -219,48 +227,22 @@ async fn register_and_every_refusal_over_tls() {
     .await;
     let mut other_app = body("22222222", 2, 1);
     other_app["app_id"] = "bbbbbbbbbbbbbbbb".into();
-    expect_error(
-        &s,
-        "application/json",
-        serde_json::to_vec(&other_app).unwrap(),
-        403,
-        ErrorCode::AppUnknown,
-    )
-    .await;
+    expect_json_error(&s, &other_app, 403, ErrorCode::AppUnknown).await;
 
     // A chunked body over the limit (no Content-Length) is cut off too.
     let (status, json) = raw_chunked(&s, 10, 1000).await;
     assert_eq!(status, 413, "{json}");
     assert!(json.contains("body_too_large"), "{json}");
 
-    let r = s
-        .client
-        .get(format!("{}/v1/register", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(
-        r.json::<ErrorBody>().await.unwrap().error,
-        ErrorCode::MethodNotAllowed
-    );
-    let r = s
-        .client
-        .get(format!("{}/nope", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
-    assert_eq!(
-        r.json::<ErrorBody>().await.unwrap().error,
-        ErrorCode::NotFound
-    );
-    let r = s
-        .client
-        .get(format!("{}/v1/attestation", s.url))
-        .send()
-        .await
-        .unwrap();
+    for (path, status, code) in [
+        ("/v1/register", 405, ErrorCode::MethodNotAllowed),
+        ("/nope", 404, ErrorCode::NotFound),
+    ] {
+        let r = s.get(path).await;
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(r.json::<ErrorBody>().await.unwrap().error, code, "{path}");
+    }
+    let r = s.get("/v1/attestation").await;
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["platform"],
         "test"
@@ -276,14 +258,7 @@ async fn request_rate_is_limited_per_source() {
     let mut statuses = Vec::new();
     for i in 0..5u8 {
         let b = serde_json::to_vec(&body(&format!("1111111{i}"), i + 1, 1)).unwrap();
-        let r = s
-            .client
-            .post(format!("{}/v1/register", s.url))
-            .header("content-type", "application/json")
-            .body(b)
-            .send()
-            .await
-            .unwrap();
+        let r = s.register("application/json", b).await;
         statuses.push(r.status().as_u16());
         if r.status().as_u16() == 429 {
             assert!(r.headers().get("retry-after").is_some());

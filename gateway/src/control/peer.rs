@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use protocol::control::{AppId, ErrorBody};
 
+use crate::registry::Admission;
+
 /// The verified attestation of a connected agent, able to say whether it satisfies an app's policy.
 pub trait PeerAttestation: Send + Sync + std::fmt::Debug {
-    /// Checks the peer's claims against `app_id`'s policy. On success returns a one-line summary of the claims
-    /// (platform and measurement) to store with the instance; on failure the typed error to answer with
-    /// (`app_unknown`, `policy_refused`), naming the check that failed.
-    fn authorize(&self, app_id: &AppId) -> Result<String, ErrorBody>;
+    /// Checks the peer's claims against `app_id`'s policy. On success returns what to store with the instance (the
+    /// claims and when its evidence ends); on failure the typed error to answer with (`app_unknown`,
+    /// `policy_refused`), naming the check that failed.
+    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody>;
 
     /// Whether `id` is an app id in the current policy (an instance id must not be one).
     fn is_app_id(&self, id: &str) -> bool;

@@ -70,6 +70,9 @@ pub trait InstanceDirectory: Send + Sync + 'static {
 
     /// Every known instance, for the admin API.
     fn instances(&self) -> Vec<InstanceView>;
+
+    /// Appends the directory's own metrics (Prometheus text) to the proxy's; none by default.
+    fn render_metrics(&self, _out: &mut String) {}
 }
 
 /// A fixed, in-memory instance table.

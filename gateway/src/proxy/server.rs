@@ -278,8 +278,11 @@ impl Proxy {
 
     /// The Prometheus text of every metric.
     pub fn render_metrics(&self) -> String {
-        self.metrics
-            .render(&self.connections.per_app(), &self.instance_health())
+        let mut out = self
+            .metrics
+            .render(&self.connections.per_app(), &self.instance_health());
+        self.directory.render_metrics(&mut out);
+        out
     }
 
     /// Binds every configured listener.

@@ -57,6 +57,7 @@ pub type SnapshotCell = Arc<RwLock<Arc<Snapshot>>>;
 pub struct RegistryDirectory {
     cell: SnapshotCell,
     ages: Arc<dyn HandshakeAges>,
+    revocations: Option<Arc<super::RevocationCounts>>,
 }
 
 impl std::fmt::Debug for RegistryDirectory {
@@ -68,7 +69,17 @@ impl std::fmt::Debug for RegistryDirectory {
 impl RegistryDirectory {
     /// A directory over the registry's published snapshots and the tunnel's handshake ages.
     pub fn new(cell: SnapshotCell, ages: Arc<dyn HandshakeAges>) -> Self {
-        Self { cell, ages }
+        Self {
+            cell,
+            ages,
+            revocations: None,
+        }
+    }
+
+    /// Also shows the registry's revocation counts in the metrics.
+    pub fn with_revocations(mut self, counts: Arc<super::RevocationCounts>) -> Self {
+        self.revocations = Some(counts);
+        self
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -137,6 +148,12 @@ impl InstanceDirectory for RegistryDirectory {
             .collect();
         out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         out
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        if let Some(counts) = &self.revocations {
+            counts.render(out);
+        }
     }
 }
 

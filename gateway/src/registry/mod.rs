@@ -20,7 +20,9 @@ use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, RegisterRequest
 
 pub use allocator::AddressAllocator;
 pub use directory::{HandshakeAges, RegistryDirectory, RegistryDrains, Snapshot, SnapshotCell};
-pub use record::InstanceRecord;
+#[cfg(test)]
+pub(crate) use record::fixtures;
+pub use record::{Admission, InstanceRecord, Revocation, RevocationCounts};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{MemoryStore, RegistryStore, StoreError};
 
@@ -112,6 +114,7 @@ pub struct Registry {
     network: TunnelNetwork,
     expire_after: Duration,
     published: SnapshotCell,
+    revocations: Arc<RevocationCounts>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -142,6 +145,7 @@ impl Registry {
             network,
             expire_after,
             published: SnapshotCell::default(),
+            revocations: Arc::default(),
         };
         let mut misplaced = Vec::new();
         for record in records {
@@ -172,14 +176,14 @@ impl Registry {
         self.instances.insert(record.instance_id.clone(), record);
     }
 
-    /// Registers (or re-registers) an instance. `attestation` is a one-line summary of the verified claims.
+    /// Registers (or re-registers) an instance admitted with `admission` (its verified claims and their end).
     ///
     /// The request must already be validated and its attestation checked against the app's policy. On success the
     /// record is durable. On error nothing changed, in memory or on disk.
     pub fn register(
         &mut self,
         request: &RegisterRequest,
-        attestation: &str,
+        admission: &Admission,
         now: u64,
     ) -> Result<RegisterOutcome, RegisterError> {
         if let Some(holder) = self.by_key.get(&request.wireguard_public_key) {
@@ -208,7 +212,9 @@ impl Registry {
             let record = InstanceRecord {
                 public_key: request.wireguard_public_key,
                 ports: request.ports.clone(),
-                attestation: attestation.to_string(),
+                attestation: admission.summary(),
+                claims: Some(admission.claims.clone()),
+                valid_until: admission.valid_until,
                 last_seen: now,
                 ..existing.clone()
             };
@@ -235,7 +241,9 @@ impl Registry {
             public_key: request.wireguard_public_key,
             tunnel_address: address,
             ports: request.ports.clone(),
-            attestation: attestation.to_string(),
+            attestation: admission.summary(),
+            claims: Some(admission.claims.clone()),
+            valid_until: admission.valid_until,
             registered_at: now,
             last_seen: now,
         };
@@ -265,22 +273,32 @@ impl Registry {
     /// Removes every instance not seen within the expiry time and frees its address. Returns what was removed.
     pub fn expire(&mut self, now: u64) -> Result<Vec<InstanceRecord>, StoreError> {
         let cutoff = now.saturating_sub(self.expire_after.as_secs());
-        let stale: Vec<InstanceId> = self
+        let removed = self.remove_where(|r| (r.last_seen < cutoff).then_some(()))?;
+        Ok(removed.into_iter().map(|(record, ())| record).collect())
+    }
+
+    /// Removes, durably, every instance for which `why` gives a reason, frees their addresses, and returns them with
+    /// their reasons. Nothing changes when the store fails.
+    pub fn remove_where<R>(
+        &mut self,
+        mut why: impl FnMut(&InstanceRecord) -> Option<R>,
+    ) -> Result<Vec<(InstanceRecord, R)>, StoreError> {
+        let doomed: Vec<(InstanceId, R)> = self
             .instances
             .values()
-            .filter(|r| r.last_seen < cutoff)
-            .map(|r| r.instance_id.clone())
+            .filter_map(|r| why(r).map(|reason| (r.instance_id.clone(), reason)))
             .collect();
-        if stale.is_empty() {
+        if doomed.is_empty() {
             return Ok(Vec::new());
         }
-        self.store.remove(&stale)?;
-        let mut removed = Vec::with_capacity(stale.len());
-        for id in stale {
+        let ids: Vec<InstanceId> = doomed.iter().map(|(id, _)| id.clone()).collect();
+        self.store.remove(&ids)?;
+        let mut removed = Vec::with_capacity(doomed.len());
+        for (id, reason) in doomed {
             if let Some(record) = self.instances.remove(&id) {
                 self.by_key.remove(&record.public_key);
                 self.allocator.release(record.tunnel_address);
-                removed.push(record);
+                removed.push((record, reason));
             }
         }
         self.publish();
@@ -311,6 +329,11 @@ impl Registry {
     fn publish(&self) {
         let snapshot = Arc::new(Snapshot::build(self.instances.values()));
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    /// The counts of instances removed before their expiry (kept by the control service, shown by the directory).
+    pub fn revocations(&self) -> Arc<RevocationCounts> {
+        self.revocations.clone()
     }
 
     /// The cell this registry publishes lookup snapshots into (for [`RegistryDirectory`]).

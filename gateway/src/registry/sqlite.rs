@@ -51,6 +51,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN drained INTEGER NOT NULL DEFAULT 0 CHECK (drained IN (0, 1));
     "#,
+    // 5: the verified claims an instance registered with (JSON) and when its evidence ends, so that a changed
+    // policy or evidence that was not renewed removes it. Rows written before have no claims (they pass no
+    // re-check) and get one hour of validity from their last registration, the default RA-TLS certificate lifetime.
+    r#"
+    ALTER TABLE instances ADD COLUMN claims TEXT;
+    ALTER TABLE instances ADD COLUMN valid_until INTEGER NOT NULL DEFAULT 0;
+    UPDATE instances SET valid_until = last_seen + 3600;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -170,6 +178,12 @@ impl SqliteStore {
             ),
             ports,
             attestation: row.attestation,
+            claims: row
+                .claims
+                .map(|json| serde_json::from_str(&json))
+                .transpose()
+                .map_err(|e| corrupt(format!("claims: {e}")))?,
+            valid_until: u64::try_from(row.valid_until).unwrap_or(0),
             registered_at: u64::try_from(row.registered_at).unwrap_or(0),
             last_seen: u64::try_from(row.last_seen).unwrap_or(0),
         })
@@ -182,6 +196,8 @@ struct RawRow {
     public_key: Vec<u8>,
     tunnel_address: i64,
     attestation: String,
+    claims: Option<String>,
+    valid_until: i64,
     registered_at: i64,
     last_seen: i64,
 }
@@ -236,8 +252,8 @@ impl RegistryStore for SqliteStore {
             });
         }
         let raws = self.query_all(
-            "SELECT instance_id, app_id, public_key, tunnel_address, attestation, registered_at, last_seen
-             FROM instances ORDER BY instance_id",
+            "SELECT instance_id, app_id, public_key, tunnel_address, attestation, registered_at, last_seen, claims,
+             valid_until FROM instances ORDER BY instance_id",
             |r| {
                 Ok(RawRow {
                     instance_id: r.get(0)?,
@@ -247,6 +263,8 @@ impl RegistryStore for SqliteStore {
                     attestation: r.get(4)?,
                     registered_at: r.get(5)?,
                     last_seen: r.get(6)?,
+                    claims: r.get(7)?,
+                    valid_until: r.get(8)?,
                 })
             },
         )?;
@@ -259,16 +277,26 @@ impl RegistryStore for SqliteStore {
     }
 
     fn upsert(&mut self, record: &InstanceRecord) -> Result<(), StoreError> {
+        let claims = record
+            .claims
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                instance: record.instance_id.to_string(),
+                what: format!("claims cannot be encoded: {e}"),
+            })?;
         let path = self.path.clone();
         let e = |source| sqlite_err(&path, source);
         let tx = self.conn.transaction().map_err(e)?;
         // A known instance keeps its registration time; its ports are replaced.
         tx.execute(
             "INSERT INTO instances (instance_id, app_id, public_key, tunnel_address, attestation, registered_at,
-             last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             last_seen, claims, valid_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (instance_id) DO UPDATE SET app_id = excluded.app_id, public_key = excluded.public_key,
              tunnel_address = excluded.tunnel_address, attestation = excluded.attestation,
-             last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen, claims = excluded.claims, valid_until = excluded.valid_until",
             params![
                 record.instance_id.as_str(),
                 record.app_id.as_str(),
@@ -277,6 +305,8 @@ impl RegistryStore for SqliteStore {
                 record.attestation,
                 record.registered_at as i64,
                 record.last_seen as i64,
+                claims,
+                i64::try_from(record.valid_until).unwrap_or(i64::MAX),
             ],
         )
         .map_err(e)?;

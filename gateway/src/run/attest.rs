@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunError;
 use crate::control::PeerAttestation;
+use crate::registry::{Admission, InstanceRecord};
 
 /// Fetches the TDX collateral that verification missed, and refreshes collateral nearing its expiry, every
 /// `every`, until `stop` is cancelled.
@@ -40,15 +41,20 @@ pub(crate) async fn refresh_collateral(
 pub struct AgentClaims {
     /// The verified claims of the agent's RA-TLS certificate.
     pub claims: Arc<Claims>,
+    /// When the agent's RA-TLS certificate ends, seconds since the Unix epoch.
+    pub valid_until: u64,
     /// The app policy.
     pub policy: Arc<PolicyFile<AppPolicy>>,
 }
 
 impl PeerAttestation for AgentClaims {
-    fn authorize(&self, app_id: &AppId) -> Result<String, ErrorBody> {
+    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody> {
         let policy = self.policy.current();
         match policy.check(app_id.as_str(), &self.claims) {
-            Ok(_) => Ok(self.claims.summary().to_string()),
+            Ok(_) => Ok(Admission {
+                claims: Claims::clone(&self.claims),
+                valid_until: self.valid_until,
+            }),
             Err(PolicyViolation::UnknownApp(_)) => Err(ErrorBody::new(
                 ErrorCode::AppUnknown,
                 format!("app {app_id} is unknown to this gateway's policy; ask its operator to add the app"),
@@ -63,6 +69,18 @@ impl PeerAttestation for AgentClaims {
     fn is_app_id(&self, id: &str) -> bool {
         self.policy.current().apps.contains_key(id)
     }
+}
+
+/// Whether `policy` still admits a registered instance: `Err` names why not (its app left the policy, a check of its
+/// stored claims fails, or it has no stored claims to check).
+pub(crate) fn still_admitted(policy: &AppPolicy, record: &InstanceRecord) -> Result<(), String> {
+    let Some(claims) = &record.claims else {
+        return Err("no verified claims are stored for it".into());
+    };
+    policy
+        .check(record.app_id.as_str(), claims)
+        .map(|_| ())
+        .map_err(|v| v.to_string())
 }
 
 /// Loads the app policy file.

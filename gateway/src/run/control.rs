@@ -56,8 +56,10 @@ pub(crate) async fn start(
         tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
         Arc::new(move |conn: &rustls::ServerConnection| {
             let claims = agents.peer_claims(conn)?;
+            let certificate = ratls::parse_certificate(conn.peer_certificates()?.first()?).ok()?;
             Some(Arc::new(AgentClaims {
                 claims,
+                valid_until: u64::try_from(certificate.not_after).unwrap_or(0),
                 policy: policy.clone(),
             }) as Arc<dyn PeerAttestation>)
         }),

@@ -1,6 +1,8 @@
-//! The gateway's periodic upkeep: RA-TLS certificate renewal, app policy reload when its file changes, and the
-//! expiry of instances not seen for the configured time. Renewal (which attests a fresh key) and expiry (which
-//! writes to the registry) run on the blocking pool, never on the async workers.
+//! The gateway's periodic upkeep: RA-TLS certificate renewal, app policy reload when its file changes, the
+//! revocation of instances the reloaded policy no longer admits or whose evidence ended without renewal, and the
+//! expiry of instances not seen for the configured time. A changed policy takes instances out of rotation within
+//! one tick (2 s); ended evidence is looked for on every expiry sweep. Renewal (which attests a fresh key),
+//! revocation and expiry (which write to the registry) run on the blocking pool, never on the async workers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -50,9 +52,13 @@ impl Maintenance {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => return,
             }
-            self.reload_policy();
+            let reloaded = self.reload_policy();
             self.renew_certificate().await;
-            if last_expiry.elapsed() >= self.sweep {
+            let sweep = last_expiry.elapsed() >= self.sweep;
+            if reloaded || sweep {
+                self.revoke().await;
+            }
+            if sweep {
                 last_expiry = Instant::now();
                 let service = self.service.clone();
                 let expired = tokio::task::spawn_blocking(move || {
@@ -65,16 +71,34 @@ impl Maintenance {
         }
     }
 
-    /// Reloads the app policy if its file changed.
-    fn reload_policy(&self) {
+    /// Reloads the app policy if its file changed; true when a new policy is in force.
+    fn reload_policy(&self) -> bool {
         match self.policy.reload_if_changed() {
-            Reload::Unchanged => {}
+            Reload::Unchanged => false,
             Reload::Reloaded => {
-                tracing::info!(path = %self.policy.path().display(), "app policy reloaded")
+                tracing::info!(path = %self.policy.path().display(), "app policy reloaded");
+                true
             }
             Reload::Failed(e) => {
-                tracing::error!(error = %e, "app policy reload failed; keeping the previous policy")
+                tracing::error!(error = %e, "app policy reload failed; keeping the previous policy");
+                false
             }
+        }
+    }
+
+    /// Removes the instances the policy in force no longer admits, or whose evidence ended.
+    async fn revoke(&self) {
+        let service = self.service.clone();
+        let policy = self.policy.current();
+        let revoked = tokio::task::spawn_blocking(move || {
+            service.revoke(unix_secs(SystemTime::now()), |record| {
+                super::attest::still_admitted(&policy, record)
+            })
+        });
+        match revoked.await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(removed = n, "instances taken out of rotation"),
+            Err(e) => tracing::error!(error = %e, "revocation task failed"),
         }
     }
 

@@ -189,7 +189,10 @@ impl Gateway {
 
         let proxy_config = &config.proxy;
         tracing::info!(listen = ?proxy_config.listen, "step 7/7: starting the client proxy");
-        let directory = Arc::new(RegistryDirectory::new(snapshots, Arc::new(peers)));
+        let directory = Arc::new(
+            RegistryDirectory::new(snapshots, Arc::new(peers))
+                .with_revocations(service.revocations_handle()),
+        );
         // `gateway.<base-domain>` serves the gateway's own attestation, bound to its public TLS key.
         let proxy = Proxy::with_attester(
             proxy_config.clone(),

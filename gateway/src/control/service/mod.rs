@@ -2,6 +2,13 @@
 //!
 //! Nothing here knows about HTTP or TLS, so every refusal can be tested directly. The registry lock is held from
 //! the registry write through the tunnel update, so concurrent registrations of one instance apply in order.
+//!
+//! Revocation: an instance stays in rotation only while what admitted it still holds. [`ControlService::revoke`]
+//! removes, from the registry and the tunnel at once, every instance the current policy no longer admits or whose
+//! evidence ended without renewal (the gateway calls it when the policy file changes and on every expiry sweep),
+//! and a registration the policy refuses removes the instance it names when it comes with that instance's own
+//! WireGuard key (so another app's CVM cannot evict an instance by naming it). [`ControlService::revocations`]
+//! counts removals by reason.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -13,7 +20,7 @@ use protocol::control::{
 
 use super::peer::PeerAttestation;
 use super::tunnel::PeerTable;
-use crate::registry::{Change, InstanceRecord, Registry};
+use crate::registry::{Change, InstanceRecord, Registry, Revocation, RevocationCounts};
 
 /// What every successful registration answer carries besides the instance's own address.
 #[derive(Debug, Clone)]
@@ -40,6 +47,7 @@ pub struct ControlService {
     registry: Arc<Mutex<Registry>>,
     peers: Arc<dyn PeerTable>,
     settings: Arc<ResponseSettings>,
+    revocations: Arc<RevocationCounts>,
 }
 
 impl std::fmt::Debug for ControlService {
@@ -62,11 +70,26 @@ impl ControlService {
         peers: Arc<dyn PeerTable>,
         settings: ResponseSettings,
     ) -> Self {
+        let revocations = registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revocations();
         Self {
             registry,
             peers,
             settings: Arc::new(settings),
+            revocations,
         }
+    }
+
+    /// Instances removed before their expiry so far, by reason.
+    pub fn revocations(&self) -> &RevocationCounts {
+        &self.revocations
+    }
+
+    /// The shared counts behind [`Self::revocations`], for the metrics.
+    pub fn revocations_handle(&self) -> Arc<RevocationCounts> {
+        self.revocations.clone()
     }
 
     /// The registry.
@@ -102,9 +125,15 @@ impl ControlService {
                 ),
             ));
         }
-        let summary = peer.authorize(&request.app_id)?;
+        let admission = match peer.authorize(&request.app_id) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                self.revoke_refused(&request, &refusal.message);
+                return Err(refusal);
+            }
+        };
         let mut registry = self.lock();
-        let outcome = registry.register(&request, &summary, now).map_err(|e| {
+        let outcome = registry.register(&request, &admission, now).map_err(|e| {
             let body = e.to_body();
             if body.error == ErrorCode::Internal {
                 tracing::error!(error = %e, instance = %request.instance_id, "registration not stored");
@@ -133,6 +162,67 @@ impl ControlService {
             }
         }
         Ok(self.answer(r))
+    }
+
+    /// A refused registration removes the instance it names, provided the stored instance has the request's app and
+    /// WireGuard key: the refused CVM is the one in rotation, whose evidence no longer passes.
+    fn revoke_refused(&self, request: &protocol::control::RegisterRequest, why: &str) {
+        let mut registry = self.lock();
+        let same = |r: &InstanceRecord| {
+            r.instance_id == request.instance_id
+                && r.app_id == request.app_id
+                && r.public_key == request.wireguard_public_key
+        };
+        if !registry.get(&request.instance_id).is_some_and(same) {
+            return;
+        }
+        let why = Revocation::RefusedRegistration(why.to_owned());
+        match registry.remove_where(|r| same(r).then(|| why.clone())) {
+            Ok(removed) => self.removed(removed),
+            Err(e) => {
+                tracing::error!(instance = %request.instance_id, error = %e, "refused instance not removed")
+            }
+        }
+    }
+
+    /// Removes every instance that `admitted` no longer accepts (its error says why) or whose evidence ended before
+    /// `now`, from the registry and the tunnel. Returns how many went. Blocking: it writes to the database.
+    pub fn revoke(
+        &self,
+        now: u64,
+        admitted: impl Fn(&InstanceRecord) -> Result<(), String>,
+    ) -> usize {
+        let mut registry = self.lock();
+        let removed = registry.remove_where(|r| {
+            if r.valid_until < now {
+                return Some(Revocation::EvidenceExpired {
+                    valid_until: r.valid_until,
+                });
+            }
+            admitted(r).err().map(Revocation::Policy)
+        });
+        match removed {
+            Ok(removed) => {
+                let n = removed.len();
+                self.removed(removed);
+                n
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "revocation failed; will retry");
+                0
+            }
+        }
+    }
+
+    /// Takes removed instances out of the tunnel, logs and counts them. Called with the registry lock held, so a
+    /// concurrent registration cannot put a peer back in between.
+    fn removed(&self, removed: Vec<(InstanceRecord, Revocation)>) {
+        for (r, why) in removed {
+            self.peers.remove_peer(&r.public_key);
+            self.revocations.count(&why);
+            tracing::warn!(instance = %r.instance_id, app = %r.app_id, address = %r.tunnel_address,
+                reason = why.kind(), "instance removed: {why}");
+        }
     }
 
     fn answer(&self, record: &InstanceRecord) -> RegisterResponse {

@@ -4,7 +4,10 @@ use protocol::control::AppId;
 
 use super::*;
 use crate::control::tunnel::MemoryPeers;
-use crate::registry::{MemoryStore, RegistryStore};
+use crate::registry::{Admission, MemoryStore};
+
+#[path = "../../../tests/support/control_service.rs"]
+mod fixture;
 
 const APP: &str = "aaaaaaaaaaaaaaaa";
 const REFUSED_APP: &str = "cccccccccccccccc";
@@ -14,9 +17,9 @@ const REFUSED_APP: &str = "cccccccccccccccc";
 struct FakePeer;
 
 impl PeerAttestation for FakePeer {
-    fn authorize(&self, app_id: &AppId) -> Result<String, ErrorBody> {
+    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody> {
         match app_id.as_str() {
-            APP => Ok("sim-snp measurement=3f00".into()),
+            APP => Ok(crate::registry::fixtures::admission(0x3f, u64::MAX)),
             REFUSED_APP => Err(ErrorBody::new(
                 ErrorCode::PolicyRefused,
                 format!("measurement 3f00 is not allowed for app {app_id}"),
@@ -34,27 +37,7 @@ impl PeerAttestation for FakePeer {
 
 /// A service over an in-memory registry and peer table.
 pub(crate) fn service() -> (ControlService, Arc<MemoryPeers>) {
-    let registry = Registry::open(
-        Box::new(MemoryStore::new()) as Box<dyn RegistryStore>,
-        "10.0.0.0/8".parse().unwrap(),
-        Ipv4Addr::new(10, 0, 0, 1),
-        Duration::from_secs(100),
-    )
-    .unwrap();
-    let peers = Arc::new(MemoryPeers::default());
-    let settings = ResponseSettings {
-        gateway_key: WireGuardKey::from_bytes([0xee; 32]).unwrap(),
-        gateway_endpoint: "198.18.0.2:51820".into(),
-        gateway_address: Ipv4Addr::new(10, 0, 0, 1),
-        prefix_len: 8,
-        keepalive_secs: 25,
-        reregister_secs: 300,
-        base_domains: vec!["apps.example.com".into()],
-    };
-    (
-        ControlService::new(Arc::new(Mutex::new(registry)), peers.clone(), settings),
-        peers,
-    )
+    fixture::memory_service(Duration::from_secs(100))
 }
 
 fn body(app: &str, instance: &str, key: u8) -> Vec<u8> {
@@ -186,4 +169,118 @@ fn restore_and_expire_drive_the_peer_table() {
     let snap = peers.snapshot();
     assert_eq!(snap.len(), 1);
     assert!(snap.contains_key(&WireGuardKey::from_bytes([2; 32]).unwrap()));
+}
+
+/// A peer admitted for [`APP`] with measurement `measurement` until `valid_until`, or refused by a policy that
+/// changed under it.
+#[derive(Debug)]
+struct Peer {
+    measurement: u8,
+    valid_until: u64,
+    refused: bool,
+}
+
+impl PeerAttestation for Peer {
+    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody> {
+        if self.refused || app_id.as_str() != APP {
+            return Err(ErrorBody::new(
+                ErrorCode::PolicyRefused,
+                "measurement no longer allowed",
+            ));
+        }
+        Ok(crate::registry::fixtures::admission(
+            self.measurement,
+            self.valid_until,
+        ))
+    }
+    fn is_app_id(&self, id: &str) -> bool {
+        id == APP
+    }
+}
+
+fn admitted(measurement: u8, valid_until: u64) -> Peer {
+    Peer {
+        measurement,
+        valid_until,
+        refused: false,
+    }
+}
+
+/// A policy that allows only measurement `allowed`.
+fn only(allowed: u8) -> impl Fn(&InstanceRecord) -> Result<(), String> {
+    move |r| match r.claims.as_ref().and_then(|c| c.snp()) {
+        Some(snp) if snp.measurement == [allowed; 48] => Ok(()),
+        _ => Err(format!("measurement is not {allowed:02x}")),
+    }
+}
+
+#[test]
+fn a_changed_policy_removes_the_instances_it_no_longer_admits_from_registry_and_tunnel() {
+    let (svc, peers) = service();
+    svc.register(&body(APP, "11111111", 1), Some(&admitted(1, 1000)), 10)
+        .unwrap();
+    svc.register(&body(APP, "22222222", 2), Some(&admitted(2, 1000)), 10)
+        .unwrap();
+    assert_eq!(peers.snapshot().len(), 2);
+    assert_eq!(svc.revoke(20, only(1)), 1);
+    let registry = svc.registry().lock().unwrap();
+    assert!(registry.get(&"22222222".parse().unwrap()).is_none());
+    assert!(registry.get(&"11111111".parse().unwrap()).is_some());
+    drop(registry);
+    let snap = peers.snapshot();
+    assert_eq!(snap.len(), 1);
+    assert!(snap.contains_key(&WireGuardKey::from_bytes([1; 32]).unwrap()));
+    assert_eq!(svc.revocations().by_reason()[0], ("policy", 1));
+    // A policy that admits what is left removes nothing more.
+    assert_eq!(svc.revoke(21, only(1)), 0);
+}
+
+#[test]
+fn evidence_that_ended_without_renewal_removes_the_instance() {
+    let (svc, peers) = service();
+    svc.register(&body(APP, "11111111", 1), Some(&admitted(1, 100)), 10)
+        .unwrap();
+    svc.register(&body(APP, "22222222", 2), Some(&admitted(1, 500)), 10)
+        .unwrap();
+    assert_eq!(svc.revoke(100, only(1)), 0, "valid up to its last second");
+    assert_eq!(svc.revoke(101, only(1)), 1);
+    assert_eq!(peers.snapshot().len(), 1);
+    // Registering again with fresh evidence moves the end.
+    svc.register(&body(APP, "22222222", 2), Some(&admitted(1, 900)), 400)
+        .unwrap();
+    assert_eq!(svc.revoke(600, only(1)), 0);
+    assert_eq!(svc.revocations().by_reason()[1], ("evidence_expired", 1));
+    let mut metrics = String::new();
+    svc.revocations().render(&mut metrics);
+    assert!(
+        metrics.contains("tee_gateway_instances_revoked_total{reason=\"evidence_expired\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_refused_registration_removes_its_own_instance_but_not_one_it_only_names() {
+    let (svc, peers) = service();
+    svc.register(&body(APP, "11111111", 1), Some(&admitted(1, 1000)), 10)
+        .unwrap();
+    let refused = Peer {
+        measurement: 1,
+        valid_until: 1000,
+        refused: true,
+    };
+    // Naming the instance with another key (another CVM) evicts nothing.
+    let e = svc
+        .register(&body(APP, "11111111", 7), Some(&refused), 20)
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::PolicyRefused);
+    assert_eq!(peers.snapshot().len(), 1);
+    // The instance itself, now refused, leaves the registry and the tunnel.
+    svc.register(&body(APP, "11111111", 1), Some(&refused), 30)
+        .unwrap_err();
+    assert!(peers.snapshot().is_empty());
+    assert!(svc.registry().lock().unwrap().is_empty());
+    assert_eq!(
+        svc.revocations().by_reason()[2],
+        ("refused_registration", 1)
+    );
 }
