@@ -129,7 +129,14 @@ fn events_that_matter() {
         ..Default::default()
     };
     use EventMessageTypeEnum::{CONTAINER, IMAGE, NETWORK};
-    let cases: [(_, &str, &str, &[(&str, &str)], Option<&str>); 6] = [
+    type Case<'a> = (
+        EventMessageTypeEnum,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+    );
+    let cases: [Case<'_>; 6] = [
         (CONTAINER, "start", "c1", &[], Some("c1")),
         (CONTAINER, "die", "c1", &[], Some("c1")),
         (CONTAINER, "exec_start: sh", "c1", &[], None),
