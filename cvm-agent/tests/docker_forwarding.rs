@@ -27,6 +27,7 @@ use test_support::docker::{
     docker, http_get, prepare, served_by, unique, unique_port, wait_listening, Containers,
     SocketRelay,
 };
+use test_support::process::stdout_of;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -52,10 +53,24 @@ async fn forwarder(at: IpAddr, ports: Vec<PortRule>, d: &Discovery) -> Forwarder
         .unwrap()
 }
 
+/// Discovery on the real engine's socket (its task, to keep, and its view) and a forwarder using it for `ports`
+/// on the loopback address `at`.
+async fn forwarding(at: IpAddr, ports: Vec<PortRule>) -> (DiscoveryTask, Discovery, Forwarder) {
+    let task = engine_discovery();
+    let d = task.discovery();
+    let fwd = forwarder(at, ports, &d).await;
+    (task, d, fwd)
+}
+
 /// Waits until `via` listens, then returns the name of the test server that answers a GET through it.
 async fn served_through(via: SocketAddr) -> String {
     wait_listening(via).await;
     served_by(&http_get(via, "/").await.unwrap())
+}
+
+/// Starts a serving container `name` with one label.
+async fn start_labelled(scratch: &mut Containers, name: &str, label: &str, value: String) {
+    scratch.start(name, &[(label, value)], &[]).await;
 }
 
 /// Prepares the engine (see `prepare`) and starts one serving container of a fresh service (`tee-gateway.service`
@@ -63,9 +78,7 @@ async fn served_through(via: SocketAddr) -> String {
 async fn service_container(scratch: &mut Containers, prefix: &str) -> (String, String) {
     prepare();
     let (svc, c) = (unique("svc"), unique(prefix));
-    scratch
-        .start(&c, &[(SERVICE_LABEL, svc.clone())], &[])
-        .await;
+    start_labelled(scratch, &c, SERVICE_LABEL, svc.clone()).await;
     (svc, c)
 }
 
@@ -109,20 +122,14 @@ async fn forwards_by_compose_service_and_service_label_with_real_clients() {
     let mut scratch = Containers::default();
     let (svc_a, svc_b) = (unique("svc"), unique("svc"));
     let (a, b) = (unique("a"), unique("b"));
-    scratch
-        .start(&a, &[(COMPOSE_SERVICE_LABEL, svc_a.clone())], &[])
-        .await;
-    scratch
-        .start(&b, &[(SERVICE_LABEL, svc_b.clone())], &[])
-        .await;
-    let task = engine_discovery();
-    let d = task.discovery();
+    start_labelled(&mut scratch, &a, COMPOSE_SERVICE_LABEL, svc_a.clone()).await;
+    start_labelled(&mut scratch, &b, SERVICE_LABEL, svc_b.clone()).await;
     let ports = vec![
         rule(80, &format!("docker:{svc_a}:8080")),
         rule(81, &format!("docker:{svc_b}:8080")),
         rule(443, &format!("docker:{svc_a}:8443")),
     ];
-    let fwd = forwarder(listen(1), ports, &d).await;
+    let (_task, d, fwd) = forwarding(listen(1), ports).await;
     wait_for(&d, WAIT, "both containers", |d| {
         d.containers()
             .iter()
@@ -149,59 +156,40 @@ async fn forwards_by_compose_service_and_service_label_with_real_clients() {
 
     // gRPC (h2c) and WebSocket through the forwarder, with Python grpcio and websockets.
     let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clients");
-    let out = tokio::process::Command::new("python3")
-        .arg(clients.join("grpc_echo.py"))
-        .args([&via(80).to_string(), "stream", "3"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("{a} 0\n{a} 1\n{a} 2\n")
-    );
-    let out = tokio::process::Command::new("python3")
-        .arg(clients.join("ws_echo.py"))
-        .args([&format!("ws://{}/ws", via(81)), "through", "the agent"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), b);
+    let python = |script: &str, args: &[&str]| {
+        let mut cmd = tokio::process::Command::new("python3");
+        cmd.arg(clients.join(script)).args(args);
+        cmd
+    };
+    let out = stdout_of(&mut python(
+        "grpc_echo.py",
+        &[&via(80).to_string(), "stream", "3"],
+    ))
+    .await;
+    assert_eq!(out, format!("{a} 0\n{a} 1\n{a} 2\n"));
+    let ws = format!("ws://{}/ws", via(81));
+    let out = stdout_of(&mut python("ws_echo.py", &[&ws, "through", "the agent"])).await;
+    assert_eq!(out.trim(), b);
 
     // The container's own TLS (the passthrough case) reaches the client end to end: the name in its
     // certificate is the container's host name.
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-k",
-            "--max-time",
-            "5",
-            "-w",
-            "\n%{ssl_verify_result}",
-        ])
-        .args([
-            "--resolve",
-            &format!("{a}:443:{}", listen(1)),
-            &format!("https://{a}:443/tls"),
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout_of(
+        tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-k",
+                "--max-time",
+                "5",
+                "-w",
+                "\n%{ssl_verify_result}",
+            ])
+            .args([
+                "--resolve",
+                &format!("{a}:443:{}", listen(1)),
+                &format!("https://{a}:443/tls"),
+            ]),
+    )
+    .await;
     let body = text.lines().next().unwrap();
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["server"], a.as_str());
@@ -215,17 +203,11 @@ async fn docker_label_target_uses_the_port_label() {
     let mut scratch = Containers::default();
     let (p1, p2) = (unique_port(), unique_port());
     let (c1, c2) = (unique("lbl"), unique("lbl"));
-    scratch
-        .start(&c1, &[(PORT_LABEL, format!("{p1}:8080"))], &[])
-        .await;
+    start_labelled(&mut scratch, &c1, PORT_LABEL, format!("{p1}:8080")).await;
     // `<port>` alone means the same port inside the container: 9000 is the raw echo.
-    scratch
-        .start(&c2, &[(PORT_LABEL, "9000".to_owned())], &[])
-        .await;
-    let task = engine_discovery();
-    let d = task.discovery();
+    start_labelled(&mut scratch, &c2, PORT_LABEL, "9000".to_owned()).await;
     let ports = vec![rule(p1, "docker-label"), rule(p2, "docker-label")];
-    let fwd = forwarder(listen(2), ports, &d).await;
+    let (_task, d, fwd) = forwarding(listen(2), ports).await;
     wait_for(&d, WAIT, "the labelled container", |d| {
         d.containers().iter().any(|c| c.name == c1)
     })
@@ -259,15 +241,13 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
             &["--network", &net, "--ip", &first_ip],
         )
         .await;
-    let task = engine_discovery();
-    let d = task.discovery();
     let target: cvm_agent::target::Target = format!("docker:{svc}:8080").parse().unwrap();
     let rule = PortRule {
         port: 80,
         target: target.clone(),
         proxy_protocol: false,
     };
-    let fwd = forwarder(listen(3), vec![rule], &d).await;
+    let (_task, d, fwd) = forwarding(listen(3), vec![rule]).await;
     let at = |ip: &str| vec![SocketAddr::new(ip.parse().unwrap(), 8080)];
     wait_for(&d, WAIT, "the container", |d| {
         d.candidates(&target, 80) == at(&first_ip)
@@ -305,10 +285,8 @@ async fn restarted_and_readdressed_container_is_used_without_restarting() {
 async fn stopped_container_resets_fast_and_reports_down() {
     let mut scratch = Containers::default();
     let (svc, c) = service_container(&mut scratch, "stop").await;
-    let task = engine_discovery();
-    let d = task.discovery();
     let target = format!("docker:{svc}:8080");
-    let fwd = forwarder(listen(4), vec![rule(80, &target)], &d).await;
+    let (_task, d, fwd) = forwarding(listen(4), vec![rule(80, &target)]).await;
     let t = target.parse().unwrap();
     wait_for(&d, WAIT, "the container", |d| {
         !d.candidates(&t, 80).is_empty()
@@ -354,16 +332,10 @@ async fn two_containers_of_one_service_both_receive_connections() {
     let mut scratch = Containers::default();
     let svc = unique("svc");
     let (c1, c2) = (unique("rr"), unique("rr"));
-    scratch
-        .start(&c1, &[(COMPOSE_SERVICE_LABEL, svc.clone())], &[])
-        .await;
-    scratch
-        .start(&c2, &[(COMPOSE_SERVICE_LABEL, svc.clone())], &[])
-        .await;
-    let task = engine_discovery();
-    let d = task.discovery();
+    start_labelled(&mut scratch, &c1, COMPOSE_SERVICE_LABEL, svc.clone()).await;
+    start_labelled(&mut scratch, &c2, COMPOSE_SERVICE_LABEL, svc.clone()).await;
     let target = format!("docker:{svc}:8080");
-    let _fwd = forwarder(listen(5), vec![rule(80, &target)], &d).await;
+    let (_task, d, _fwd) = forwarding(listen(5), vec![rule(80, &target)]).await;
     let t = target.parse().unwrap();
     wait_for(&d, WAIT, "both containers", |d| {
         d.candidates(&t, 80).len() == 2
@@ -385,8 +357,6 @@ async fn two_containers_of_one_service_both_receive_connections() {
 async fn undeclared_port_is_refused_and_proxy_header_passes_unchanged() {
     let mut scratch = Containers::default();
     let (svc, c) = service_container(&mut scratch, "pp").await;
-    let task = engine_discovery();
-    let d = task.discovery();
     let ports = vec![
         rule(80, &format!("docker:{svc}:8080")),
         PortRule {
@@ -394,7 +364,7 @@ async fn undeclared_port_is_refused_and_proxy_header_passes_unchanged() {
             ..rule(7000, &format!("docker:{svc}:9000"))
         },
     ];
-    let fwd = forwarder(listen(6), ports, &d).await;
+    let (_task, d, fwd) = forwarding(listen(6), ports).await;
     assert_eq!(fwd.ports(), [80, 7000]);
     let policies = fwd.port_policies().await;
     assert_eq!(
@@ -469,9 +439,7 @@ async fn engine_unreachable_keeps_forwarding_and_recovers() {
     let mut proxy = SocketRelay::new(&socket);
     let (p1, p2) = (unique_port(), unique_port());
     let (c1, c2) = (unique("eng"), unique("eng"));
-    scratch
-        .start(&c1, &[(PORT_LABEL, format!("{p1}:8080"))], &[])
-        .await;
+    start_labelled(&mut scratch, &c1, PORT_LABEL, format!("{p1}:8080")).await;
     let task = discovery_on(socket.clone());
     let d = task.discovery();
     let ports = vec![rule(p1, "docker-label"), rule(p2, "docker-label")];
@@ -496,9 +464,7 @@ async fn engine_unreachable_keeps_forwarding_and_recovers() {
     );
     // The known container still serves; one started meanwhile is not known yet.
     assert_eq!(served_through(SocketAddr::new(listen(7), p1)).await, c1);
-    scratch
-        .start(&c2, &[(PORT_LABEL, format!("{p2}:8080"))], &[])
-        .await;
+    start_labelled(&mut scratch, &c2, PORT_LABEL, format!("{p2}:8080")).await;
     expect_reset(SocketAddr::new(listen(7), p2)).await;
     assert_eq!(
         fwd.port_states().await[1],

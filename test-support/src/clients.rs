@@ -151,6 +151,43 @@ impl HttpsClient<'_> {
     }
 }
 
+/// curl's arguments for one admin API request, `method` on `url` with the bearer `token` if any; curl writes the
+/// status after the body, and [`admin_answer`] reads both back.
+pub fn admin_args(method: &str, url: &str, token: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-sS",
+        "--max-time",
+        "5",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]
+    .map(String::from)
+    .into();
+    if let Some(token) = token {
+        args.extend(["-H".to_owned(), format!("Authorization: Bearer {token}")]);
+    }
+    args.push(url.to_owned());
+    args
+}
+
+/// The status and body of an admin API request curl made with [`admin_args`].
+pub fn admin_answer(out: &std::process::Output) -> Result<(u16, String)> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').with_context(|| {
+        format!(
+            "no status in curl's output: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let code = code
+        .trim()
+        .parse()
+        .with_context(|| format!("curl wrote status {code:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
 /// The distinct error messages of the failed transfers, with their counts.
 pub fn failures(transfers: &[Transfer]) -> std::collections::BTreeMap<String, usize> {
     let mut errors = std::collections::BTreeMap::new();

@@ -34,6 +34,7 @@ pub mod pki;
 pub mod process;
 pub mod scratch;
 pub mod testserver;
+pub mod tls;
 pub mod tunnel;
 pub mod wait;
 

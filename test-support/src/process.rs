@@ -145,3 +145,18 @@ pub fn run(cmd: &mut Command) -> Finished {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Runs `cmd` to completion without blocking the runtime; panics, showing its standard error, unless it exits
+/// with status 0. Returns its standard output.
+pub async fn stdout_of(cmd: &mut tokio::process::Command) -> String {
+    let out = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
