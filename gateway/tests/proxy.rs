@@ -12,18 +12,16 @@
 mod support;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::proxy::directory::StaticDirectory;
 use support::*;
+use test_support::process::stdout_of;
+use test_support::tls::alert;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_termination_gets_the_backend_answer() {
-    let pki = Pki::new();
-    let backend = Backend::start(I1, BackendKind::Http).await;
-    let gw = Running::start(test_config(&pki), one_instance(backend.addr, false)).await;
+    let (pki, backend, gw) = one_backend(BackendKind::Http).await;
     let port = backend.addr.port();
     // By app id and by instance id, name in mixed case.
     for id in [APP, I1, "AAAAAAAA11111111"] {
@@ -53,9 +51,7 @@ async fn curl_through_termination_gets_the_backend_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_sessions_resume() {
-    let pki = Pki::new();
-    let backend = Backend::start(I1, BackendKind::Http).await;
-    let gw = Running::start(test_config(&pki), one_instance(backend.addr, false)).await;
+    let (pki, backend, gw) = one_backend(BackendKind::Http).await;
     let name = format!("{APP}-{}.{BASE}", backend.addr.port());
     let sess = pki.dir.path("session.pem");
     let run = |extra: Vec<String>| {
@@ -84,9 +80,7 @@ async fn tls_sessions_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_hello_one_byte_per_segment_and_padded_over_records_are_routed() {
-    let pki = Pki::new();
-    let backend = Backend::start(I1, BackendKind::Record).await;
-    let gw = Running::start(test_config(&pki), one_instance(backend.addr, false)).await;
+    let (_pki, backend, gw) = one_backend(BackendKind::Record).await;
     let name = format!("{APP}-{}s.{BASE}", backend.addr.port());
 
     // One byte per TCP segment (TCP_NODELAY, a pause between writes: the pauses are what is tested).
@@ -137,35 +131,19 @@ async fn bad_input_gets_an_alert_or_close_within_its_deadline_and_is_counted() {
     let hello_deadline = Duration::from_millis(config.client_hello_timeout_ms);
     let gw = Running::start(config, one_instance(backend.addr, false)).await;
     let port = backend.addr.port();
-    let cases: Vec<(Option<String>, &str, Option<u8>)> = vec![
-        (None, "no_sni", Some(112)),
+    // Each refused with an unrecognized_name alert.
+    let cases: [(Option<String>, &str); 6] = [
+        (None, "no_sni"),
         (
             Some(format!("bbbbbbbb22222222-{port}.{BASE}")),
             "unknown_id",
-            Some(112),
         ),
-        (
-            Some(format!("{APP}-1.{BASE}")),
-            "port_not_exposed",
-            Some(112),
-        ),
-        (
-            Some(format!("{APP}-{port}gs.{BASE}")),
-            "grpc_passthrough",
-            Some(112),
-        ),
-        (
-            Some(format!("{APP}.other.test")),
-            "unknown_base_domain",
-            Some(112),
-        ),
-        (
-            Some(format!("xyz-{port}.{BASE}")),
-            "bad_host_name",
-            Some(112),
-        ),
+        (Some(format!("{APP}-1.{BASE}")), "port_not_exposed"),
+        (Some(format!("{APP}-{port}gs.{BASE}")), "grpc_passthrough"),
+        (Some(format!("{APP}.other.test")), "unknown_base_domain"),
+        (Some(format!("xyz-{port}.{BASE}")), "bad_host_name"),
     ];
-    for (sni, reason, alert_desc) in cases {
+    for (sni, reason) in cases {
         let before = gw.refusals(reason);
         let mut s = connect(gw.addr).await;
         s.write_all(&records(&client_hello_message(sni.as_deref(), 0), 16384))
@@ -174,7 +152,7 @@ async fn bad_input_gets_an_alert_or_close_within_its_deadline_and_is_counted() {
         let (answer, took, closed) = read_answer(&mut s, Duration::from_secs(3)).await;
         assert!(closed, "{reason}: connection left open");
         assert!(took < Duration::from_secs(1), "{reason}: took {took:?}");
-        assert_eq!(answer, alert(alert_desc.unwrap()), "{reason}");
+        assert_eq!(answer, alert(112), "{reason}");
         assert_eq!(gw.refusals(reason), before + 1, "{reason}");
     }
 
@@ -249,37 +227,31 @@ async fn curl_many(pki: &Pki, gw: std::net::SocketAddr, name: &str, n: usize) ->
     }
     std::fs::write(&cfg, text).unwrap();
     let resolve = format!("{name}:{}:{}", gw.port(), gw.ip());
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--parallel",
-            "--parallel-max",
-            "8",
-            "--max-time",
-            "20",
-            "-H",
-            "Connection: close",
-            "--cacert",
-        ])
-        .arg(&pki.ca_pem)
-        .args([
-            "--resolve",
-            &resolve,
-            "-w",
-            "%{http_code} %{time_total}\n",
-            "-K",
-        ])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let out = stdout_of(
+        tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--parallel",
+                "--parallel-max",
+                "8",
+                "--max-time",
+                "20",
+                "-H",
+                "Connection: close",
+                "--cacert",
+            ])
+            .arg(&pki.ca_pem)
+            .args([
+                "--resolve",
+                &resolve,
+                "-w",
+                "%{http_code} %{time_total}\n",
+                "-K",
+            ])
+            .arg(&cfg),
+    )
+    .await;
+    out.lines()
         .map(|line| {
             let (code, t) = line.split_once(' ').unwrap();
             (code.parse().unwrap(), t.parse().unwrap())
@@ -293,16 +265,8 @@ async fn curl_many(pki: &Pki, gw: std::net::SocketAddr, name: &str, n: usize) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_instances_cost_no_failed_requests() {
     let pki = Pki::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.9:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let live = Backend::start_on(&format!("127.0.0.9:{port}"), I1, BackendKind::Http).await;
-    let gone = Backend::start_on(&format!("127.0.0.10:{port}"), I2, BackendKind::Http).await;
+    let (port, live, gone, d) = two_backends("127.0.0.9", "127.0.0.10").await;
     gone.stop();
-    let d = Arc::new(StaticDirectory::new());
-    d.upsert(APP, I1, "127.0.0.9".parse().unwrap(), [(port, false)]);
-    d.upsert(APP, I2, "127.0.0.10".parse().unwrap(), [(port, false)]);
     let gw = Running::start(test_config(&pki), d).await;
     let results = curl_many(&pki, gw.addr, &format!("{APP}-{port}.{BASE}"), 100).await;
     assert_eq!(results.len(), 100);
@@ -315,15 +279,7 @@ async fn refused_instances_cost_no_failed_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_without_a_recent_handshake_get_no_connections() {
     let pki = Pki::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.7:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let fresh = Backend::start_on(&format!("127.0.0.7:{port}"), I1, BackendKind::Http).await;
-    let stale = Backend::start_on(&format!("127.0.0.8:{port}"), I2, BackendKind::Http).await;
-    let d = Arc::new(StaticDirectory::new());
-    d.upsert(APP, I1, "127.0.0.7".parse().unwrap(), [(port, false)]);
-    d.upsert(APP, I2, "127.0.0.8".parse().unwrap(), [(port, false)]);
+    let (port, fresh, stale, d) = two_backends("127.0.0.7", "127.0.0.8").await;
     d.set_since_handshake(I2, Some(301)); // the window is 300 s
     let gw = Running::start(test_config(&pki), d.clone()).await;
     let name = format!("{APP}-{port}.{BASE}");

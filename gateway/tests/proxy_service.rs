@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
+use test_support::clients::{admin_answer, admin_args};
 use test_support::wait_until;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_open_connections_finish_then_closes_the_rest() {
-    let pki = Pki::new();
-    let backend = Backend::start(I1, BackendKind::Record).await;
-    let gw = Running::start(test_config(&pki), one_instance(backend.addr, false)).await;
+    let (_pki, backend, gw) = one_backend(BackendKind::Record).await;
     let addr = gw.addr;
     let name = format!("{APP}-{}s.{BASE}", backend.addr.port());
     let mut open = connect(addr).await;
@@ -68,27 +67,12 @@ async fn admin_curl(
     method: &str,
     path: &str,
 ) -> (u16, String) {
-    let mut cmd = tokio::process::Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "5",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    let out = cmd
-        .arg(format!("http://{admin}{path}"))
+    let out = tokio::process::Command::new("curl")
+        .args(admin_args(method, &format!("http://{admin}{path}"), token))
         .output()
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
+    admin_answer(&out).unwrap()
 }
 
 /// The subject CN of the certificate the proxy presents for `name`.
@@ -143,6 +127,10 @@ async fn admin_api_needs_its_token_lists_drains_reloads_and_serves_metrics() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = l.local_addr().unwrap();
     let server = tokio::spawn(admin::serve(gw.proxy.clone(), l, Some(token.into()), rx));
+    // A request with the token.
+    let authorized = |method: &'static str, path: String| async move {
+        admin_curl(admin_addr, Some(token), method, &path).await
+    };
 
     for path in ["/v1/apps", "/metrics"] {
         let (code, body) = admin_curl(admin_addr, None, "GET", path).await;
@@ -160,7 +148,7 @@ async fn admin_api_needs_its_token_lists_drains_reloads_and_serves_metrics() {
     // A request through the proxy, then the listing shows the app, instance and health.
     let out = curl(&pki, gw.addr, &name, &[]).await;
     assert!(out.status.success());
-    let (code, body) = admin_curl(admin_addr, Some(token), "GET", "/v1/apps").await;
+    let (code, body) = authorized("GET", "/v1/apps".into()).await;
     assert_eq!(code, 200);
     let apps: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(apps[0]["app_id"], APP);
@@ -169,40 +157,22 @@ async fn admin_api_needs_its_token_lists_drains_reloads_and_serves_metrics() {
     assert_eq!(apps[0]["instances"][0]["drained"], false);
 
     // Drain: the only instance is drained, so the route is refused; undrain restores it.
-    let (code, _) = admin_curl(
-        admin_addr,
-        Some(token),
-        "POST",
-        &format!("/v1/instances/{I1}/drain"),
-    )
-    .await;
+    let (code, _) = authorized("POST", format!("/v1/instances/{I1}/drain")).await;
     assert_eq!(code, 200);
-    let (code, body) = admin_curl(
-        admin_addr,
-        Some(token),
-        "POST",
-        "/v1/instances/ffffffffffffffff/drain",
-    )
-    .await;
+    let (code, body) = authorized("POST", "/v1/instances/ffffffffffffffff/drain".into()).await;
     assert_eq!(code, 404, "{body}");
     let before = backend.accepted.load(Ordering::SeqCst);
     let out = curl(&pki, gw.addr, &name, &[]).await;
     assert!(!out.status.success());
     assert_eq!(backend.accepted.load(Ordering::SeqCst), before);
-    let (_, body) = admin_curl(admin_addr, Some(token), "GET", "/v1/instances").await;
+    let (_, body) = authorized("GET", "/v1/instances".into()).await;
     assert!(body.contains("\"drained\":true"), "{body}");
-    let (code, _) = admin_curl(
-        admin_addr,
-        Some(token),
-        "POST",
-        &format!("/v1/instances/{I1}/undrain"),
-    )
-    .await;
+    let (code, _) = authorized("POST", format!("/v1/instances/{I1}/undrain")).await;
     assert_eq!(code, 200);
     assert!(curl(&pki, gw.addr, &name, &[]).await.status.success());
 
     // Metrics: connections, refusals, histograms, health.
-    let (code, text) = admin_curl(admin_addr, Some(token), "GET", "/metrics").await;
+    let (code, text) = authorized("GET", "/metrics".into()).await;
     assert_eq!(code, 200);
     assert!(
         text.contains(&format!(
@@ -229,14 +199,14 @@ async fn admin_api_needs_its_token_lists_drains_reloads_and_serves_metrics() {
     assert_eq!(presented_cn(&pki, gw.addr, &name), "apps.test");
     let good_cert = std::fs::read(&cert_files.cert).unwrap();
     std::fs::write(&cert_files.cert, b"not a certificate").unwrap();
-    let (code, body) = admin_curl(admin_addr, Some(token), "POST", "/v1/certificates/reload").await;
+    let (code, body) = authorized("POST", "/v1/certificates/reload".into()).await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(presented_cn(&pki, gw.addr, &name), "apps.test");
     std::fs::write(&cert_files.cert, good_cert).unwrap();
     let renewed = pki.issue("renewed", "renewed.apps.test", &["*.apps.test"]);
     std::fs::copy(&renewed.cert, &cert_files.cert).unwrap();
     std::fs::copy(&renewed.key, &cert_files.key).unwrap();
-    let (code, body) = admin_curl(admin_addr, Some(token), "POST", "/v1/certificates/reload").await;
+    let (code, body) = authorized("POST", "/v1/certificates/reload".into()).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(presented_cn(&pki, gw.addr, &name), "renewed.apps.test");
 
@@ -353,6 +323,10 @@ async fn gateway_name_serves_attestation_bound_to_the_tls_key() {
     assert!(Verifier::new(TrustAnchors::production())
         .verify(&evidence, bound.as_bytes(), std::time::SystemTime::now())
         .is_err());
+    // The served evidence is not an RA-TLS binding of that key: the operator, who holds it, cannot wrap the
+    // evidence in an RA-TLS certificate (attestation_cli.rs performs that forgery).
+    let as_ra_tls = attestation::ratls::report_data_for_spki(&spki);
+    assert_ne!(&claims.report_data, as_ra_tls.as_bytes());
     assert_eq!(
         backend.accepted.load(Ordering::SeqCst),
         0,

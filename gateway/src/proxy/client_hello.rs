@@ -154,57 +154,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::tls::{client_hello_message, records};
     use tokio::io::AsyncWriteExt;
-
-    /// A minimal TLS 1.3 ClientHello handshake message with SNI and, optionally, a padding extension.
-    pub(crate) fn client_hello_message(sni: &str, padding: usize) -> Vec<u8> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&[0x03, 0x03]); // legacy_version
-        body.extend_from_slice(&[7u8; 32]); // random
-        body.push(0); // session id
-        body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
-        body.extend_from_slice(&[0x01, 0x00]); // compression: null
-        let mut exts = Vec::new();
-        let name = sni.as_bytes();
-        let mut sni_ext = Vec::new();
-        sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-        sni_ext.push(0);
-        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        sni_ext.extend_from_slice(name);
-        push_ext(&mut exts, 0x0000, &sni_ext);
-        push_ext(&mut exts, 0x002b, &[0x02, 0x03, 0x04]); // supported_versions: TLS 1.3
-        push_ext(&mut exts, 0x000d, &[0x00, 0x02, 0x08, 0x04]); // signature_algorithms: rsa_pss_rsae_sha256
-        push_ext(&mut exts, 0x000a, &[0x00, 0x02, 0x00, 0x1d]); // supported_groups: x25519
-        let mut ks = vec![0x00, 0x24, 0x00, 0x1d, 0x00, 0x20];
-        ks.extend_from_slice(&[9u8; 32]);
-        push_ext(&mut exts, 0x0033, &ks); // key_share
-        if padding > 0 {
-            push_ext(&mut exts, 0x0015, &vec![0u8; padding]);
-        }
-        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-        body.extend_from_slice(&exts);
-        let mut msg = vec![0x01];
-        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        msg.extend_from_slice(&body);
-        msg
-    }
-
-    fn push_ext(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
-        out.extend_from_slice(&ty.to_be_bytes());
-        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        out.extend_from_slice(data);
-    }
-
-    /// Wraps a handshake message into TLS records of at most `record_len` bytes of payload each.
-    pub(crate) fn records(msg: &[u8], record_len: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        for part in msg.chunks(record_len) {
-            out.extend_from_slice(&[0x16, 0x03, 0x01]);
-            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-        out
-    }
 
     async fn feed(bytes: Vec<u8>, segment: usize) -> Result<ReadClientHello, ClientHelloError> {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
@@ -232,13 +183,16 @@ mod tests {
 
     #[tokio::test]
     async fn reads_a_hello_one_byte_at_a_time() {
-        let wire = records(&client_hello_message("deadbeef11.example.org", 0), 16384);
+        let wire = records(
+            &client_hello_message(Some("deadbeef11.example.org"), 0),
+            16384,
+        );
         assert_reads(wire, 1, "deadbeef11.example.org").await;
     }
 
     #[tokio::test]
     async fn reads_a_hello_split_over_records_with_10k_padding() {
-        let msg = client_hello_message("deadbeef11s.example.org", 10 * 1024);
+        let msg = client_hello_message(Some("deadbeef11s.example.org"), 10 * 1024);
         let wire = records(&msg, 1000);
         assert!(wire.len() > 10 * 1024 && wire.iter().filter(|&&b| b == 0x16).count() >= 11);
         assert_reads(wire, 777, "deadbeef11s.example.org").await;
@@ -246,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_a_60k_hello() {
-        let msg = client_hello_message("deadbeef11.example.org", 60_000);
+        let msg = client_hello_message(Some("deadbeef11.example.org"), 60_000);
         let wire = records(&msg, 16384);
         let hello = feed(wire.clone(), 5000).await.unwrap();
         assert_eq!(hello.raw.len(), wire.len());
@@ -255,7 +209,7 @@ mod tests {
     #[tokio::test]
     async fn refuses_a_hello_over_the_cap() {
         let wire = records(
-            &client_hello_message("deadbeef11.example.org", 60_000),
+            &client_hello_message(Some("deadbeef11.example.org"), 60_000),
             16384,
         );
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
@@ -287,7 +241,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ClientHelloError::Malformed(_)), "{err}");
-        let wire = records(&client_hello_message("deadbeef11.example.org", 0), 16384);
+        let wire = records(
+            &client_hello_message(Some("deadbeef11.example.org"), 0),
+            16384,
+        );
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
         client.write_all(&wire[..wire.len() / 2]).await.unwrap();
         drop(client);

@@ -17,6 +17,7 @@ use gateway::proxy::directory::StaticDirectory;
 use gateway::proxy::server::Proxy;
 use gateway::proxy::tls::CertificateFiles;
 use test_support::pki::WebPki;
+pub(crate) use test_support::tls::{client_hello_message, records};
 use test_support::Scratch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -239,6 +240,32 @@ impl Drop for Running {
     }
 }
 
+/// A test PKI, a backend of `kind` for instance [`I1`], and a proxy with [`test_config`] routing [`APP`] to it.
+pub(crate) async fn one_backend(kind: BackendKind) -> (Pki, Backend, Running) {
+    let pki = Pki::new();
+    let backend = Backend::start(I1, kind).await;
+    let gw = Running::start(test_config(&pki), one_instance(backend.addr, false)).await;
+    (pki, backend, gw)
+}
+
+/// HTTP backends for [`I1`] at `ip1` and [`I2`] at `ip2`, on one port (free at `ip1`), and a directory with both
+/// as instances of [`APP`]; returns the port, the two backends and the directory.
+pub(crate) async fn two_backends(
+    ip1: &str,
+    ip2: &str,
+) -> (u16, Backend, Backend, Arc<StaticDirectory>) {
+    let port = {
+        let l = std::net::TcpListener::bind((ip1, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let b1 = Backend::start_on(&format!("{ip1}:{port}"), I1, BackendKind::Http).await;
+    let b2 = Backend::start_on(&format!("{ip2}:{port}"), I2, BackendKind::Http).await;
+    let d = Arc::new(StaticDirectory::new());
+    d.upsert(APP, I1, ip1.parse().unwrap(), [(port, false)]);
+    d.upsert(APP, I2, ip2.parse().unwrap(), [(port, false)]);
+    (port, b1, b2, d)
+}
+
 /// A proxy configuration for tests with short timeouts.
 pub(crate) fn test_config(pki: &Pki) -> ProxyConfig {
     let wildcard = pki.issue("wildcard", "apps.test", &["*.apps.test"]);
@@ -280,57 +307,6 @@ pub(crate) async fn connect(proxy: SocketAddr) -> TcpStream {
     s
 }
 
-/// A crafted TLS 1.3 ClientHello handshake message with SNI and optional padding extension.
-pub(crate) fn client_hello_message(sni: Option<&str>, padding: usize) -> Vec<u8> {
-    fn push_ext(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
-        out.extend_from_slice(&ty.to_be_bytes());
-        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        out.extend_from_slice(data);
-    }
-    let mut body = Vec::new();
-    body.extend_from_slice(&[0x03, 0x03]);
-    body.extend_from_slice(&[7u8; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]);
-    body.extend_from_slice(&[0x01, 0x00]);
-    let mut exts = Vec::new();
-    if let Some(sni) = sni {
-        let name = sni.as_bytes();
-        let mut e = Vec::new();
-        e.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-        e.push(0);
-        e.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        e.extend_from_slice(name);
-        push_ext(&mut exts, 0x0000, &e);
-    }
-    push_ext(&mut exts, 0x002b, &[0x02, 0x03, 0x04]);
-    push_ext(&mut exts, 0x000d, &[0x00, 0x02, 0x08, 0x04]);
-    push_ext(&mut exts, 0x000a, &[0x00, 0x02, 0x00, 0x1d]);
-    let mut ks = vec![0x00, 0x24, 0x00, 0x1d, 0x00, 0x20];
-    ks.extend_from_slice(&[9u8; 32]);
-    push_ext(&mut exts, 0x0033, &ks);
-    if padding > 0 {
-        push_ext(&mut exts, 0x0015, &vec![0u8; padding]);
-    }
-    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-    body.extend_from_slice(&exts);
-    let mut msg = vec![0x01];
-    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    msg.extend_from_slice(&body);
-    msg
-}
-
-/// Wraps a handshake message into TLS records of at most `record_len` payload bytes.
-pub(crate) fn records(msg: &[u8], record_len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in msg.chunks(record_len) {
-        out.extend_from_slice(&[0x16, 0x03, 0x01]);
-        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
-        out.extend_from_slice(part);
-    }
-    out
-}
-
 /// Reads what the proxy answers until it closes (or `limit` passes); returns the bytes and the time taken.
 pub(crate) async fn read_answer(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration, bool) {
     let started = std::time::Instant::now();
@@ -347,9 +323,4 @@ pub(crate) async fn read_answer(s: &mut TcpStream, limit: Duration) -> (Vec<u8>,
     .await
     .is_ok();
     (out, started.elapsed(), closed)
-}
-
-/// The bytes of a fatal alert record with `description`.
-pub(crate) fn alert(description: u8) -> Vec<u8> {
-    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }
