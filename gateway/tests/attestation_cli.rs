@@ -202,3 +202,84 @@ fn verify_ra_tls_certificates() {
     assert_eq!(code, 1);
     assert!(err.contains("certificate-validity"), "{err}");
 }
+
+/// The operator's forgery of the gateway's RA-TLS identity, end to end: the gateway attests its operator-supplied
+/// TLS key in the public document of `gateway.<base>/v1/attestation`; the operator, who holds that key, wraps the
+/// document's evidence in a self-signed certificate for the key with the CMW extension, as an RA-TLS certificate
+/// would carry it. `gateway attestation verify --format ra-tls-cert` with the agents' gateway policy must refuse
+/// it and name the purpose the evidence was made for, while it accepts the gateway's real RA-TLS certificate.
+#[test]
+fn forged_ra_tls_certificate_from_the_public_attestation_document_is_refused() {
+    use attestation::ratls::{encode_cmw, CMW_OID};
+    use attestation::{Evidence, KeyOrigin};
+    use base64::Engine;
+    use gateway::proxy::self_attestation::{AttestationDocument, SelfAttestation};
+
+    let d = dir();
+    let pki = test_support::pki::sim_snp();
+    let ark = d.path("ark.pem");
+    std::fs::write(&ark, pki.ark_pem()).unwrap();
+    let policy = cli::profile_policy(&d, "sim-snp", "42");
+    let attester = std::sync::Arc::new(SimSnpAttester::new(pki, [0x42; 48], [0; 32]));
+    let verify = |cert: &std::path::Path| {
+        gateway(&[
+            "verify",
+            "--evidence",
+            p(cert),
+            "--format",
+            "ra-tls-cert",
+            "--policy",
+            p(&policy),
+            "--trust-sim-root",
+            p(&ark),
+        ])
+    };
+
+    // The gateway's RA-TLS certificate passes the policy: the refusal below is about the evidence's purpose.
+    let genuine = RaTlsCertificate::generate(attester.as_ref(), &CertOptions::default()).unwrap();
+    let genuine_path = d.path("genuine.pem");
+    std::fs::write(&genuine_path, genuine.cert_pem()).unwrap();
+    let (code, out, err) = verify(&genuine_path);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The operator's TLS key and the public document the gateway serves for it.
+    let operator_key = rcgen::KeyPair::generate().unwrap();
+    let served = rcgen::CertificateParams::new(vec!["gateway.apps.test".to_string()])
+        .unwrap()
+        .self_signed(&operator_key)
+        .unwrap();
+    let json = SelfAttestation::new(attester)
+        .document(served.der(), KeyOrigin::OperatorSupplied)
+        .unwrap();
+    let doc: AttestationDocument = serde_json::from_slice(&json).unwrap();
+    assert_eq!(doc.key_origin, KeyOrigin::OperatorSupplied);
+    let evidence = base64::engine::general_purpose::STANDARD
+        .decode(&doc.evidence)
+        .unwrap();
+    Evidence::decode(&doc.media_type, &evidence).unwrap();
+
+    // The forgery: that evidence in a self-signed certificate for the same key.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut ext = rcgen::CustomExtension::from_oid_content(
+        CMW_OID,
+        encode_cmw(&doc.media_type, &evidence).unwrap(),
+    );
+    ext.set_criticality(false);
+    params.custom_extensions.push(ext);
+    let forged = params.self_signed(&operator_key).unwrap();
+    let forged_path = d.path("forged.pem");
+    std::fs::write(&forged_path, forged.pem()).unwrap();
+
+    let (code, out, err) = verify(&forged_path);
+    assert_eq!(
+        code, 1,
+        "the forged certificate must be refused: {out}{err}"
+    );
+    assert!(out.is_empty(), "no claims printed: {out}");
+    assert!(
+        err.contains("refused (binding)")
+            && err.contains("public-tls-key/operator-supplied")
+            && err.contains("ra-tls-key"),
+        "{err}"
+    );
+}

@@ -19,6 +19,8 @@ mod cert;
 mod cmw;
 mod config;
 mod identity;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 pub use cert::{parse_certificate, CertOptions, ParsedCertificate, RaTlsCertificate};

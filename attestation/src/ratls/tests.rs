@@ -1,0 +1,163 @@
+//! The operator's forgery of the gateway's RA-TLS identity, performed end to end and refused.
+//!
+//! The gateway attests its client-facing TLS key, which the operator supplies, in a public document. The operator
+//! takes that evidence, wraps it in a self-signed certificate carrying the same key and the CMW extension (exactly
+//! as [`RaTlsCertificate`] does), and presents it to an agent as "the gateway". Because the public document's
+//! report data is made for [`Purpose::PublicTlsKey`], not [`Purpose::RaTlsKey`], the RA-TLS verifier refuses the
+//! certificate and names the purpose the evidence was made for; the agent's TLS handshake fails. If both purposes
+//! shared one label again, these tests would fail.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
+
+use super::{
+    client_config, CertOptions, RaTlsCertificate, RaTlsError, RaTlsIdentity, RaTlsVerifier,
+};
+use crate::binding::{KeyOrigin, Purpose, ReportData};
+use crate::policy::GatewayPolicy;
+use crate::{Attester, SimSnpAttester, TrustAnchors, Verifier};
+
+/// The gateway's measurement, which the agents' gateway policy allows.
+const GATEWAY: [u8; 48] = [0x61; 48];
+
+fn gateway_attester() -> SimSnpAttester {
+    SimSnpAttester::new(crate::test_support::pki(), GATEWAY, [0; 32])
+}
+
+/// The verifier an agent uses for gateways: the simulated root and a policy allowing [`GATEWAY`].
+fn agent_verifier() -> Arc<RaTlsVerifier> {
+    let anchors = TrustAnchors::production()
+        .with_sim_snp_ark(crate::test_support::pki().ark_der())
+        .expect("simulated ARK");
+    let policy = GatewayPolicy::from_toml(&format!(
+        "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
+        hex::encode(GATEWAY)
+    ))
+    .expect("gateway policy");
+    Arc::new(RaTlsVerifier::new(
+        Arc::new(Verifier::new(anchors)),
+        Arc::new(policy),
+    ))
+}
+
+/// What the operator builds: the evidence of the gateway's public document (report data for its operator-supplied
+/// TLS key) inside a self-signed certificate for that key.
+fn forged_certificate() -> RaTlsCertificate {
+    let operator_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("operator key");
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&operator_key);
+    // What the gateway attests for `gateway.<base>/v1/attestation`.
+    let public_document =
+        ReportData::new(Purpose::PublicTlsKey(KeyOrigin::OperatorSupplied), &spki);
+    let evidence = gateway_attester()
+        .attest(&public_document)
+        .expect("public document evidence");
+    RaTlsCertificate::build(operator_key, evidence, &CertOptions::default())
+        .expect("forged certificate")
+}
+
+#[test]
+fn forged_certificate_from_the_public_tls_key_evidence_is_refused_naming_its_purpose() {
+    let verifier = agent_verifier();
+    // The gateway's own RA-TLS certificate passes, so the refusal below is about the purpose alone.
+    let genuine = RaTlsCertificate::generate(&gateway_attester(), &CertOptions::default())
+        .expect("genuine certificate");
+    let claims = verifier
+        .verify_certificate(genuine.cert_der(), SystemTime::now())
+        .expect("the gateway's RA-TLS certificate is accepted");
+    assert_eq!(claims.snp().map(|s| s.measurement), Some(GATEWAY));
+
+    let forged = forged_certificate();
+    let err = verifier
+        .verify_certificate(forged.cert_der(), SystemTime::now())
+        .expect_err("a certificate carrying the public document's evidence must be refused");
+    assert!(
+        matches!(
+            err,
+            RaTlsError::WrongPurpose {
+                expected: Purpose::RaTlsKey,
+                found: Purpose::PublicTlsKey(KeyOrigin::OperatorSupplied),
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.check(), "binding");
+    let text = err.to_string();
+    assert!(
+        text.contains("public-tls-key/operator-supplied") && text.contains("ra-tls-key"),
+        "{text}"
+    );
+}
+
+#[test]
+fn agent_handshake_with_the_operators_forged_gateway_fails() {
+    let forged = forged_certificate();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .and_then(|b| {
+        b.with_no_client_auth()
+            .with_single_cert(vec![forged.cert_der().clone()], forged.key_der())
+    })
+    .expect("the operator's server");
+    let agent = RaTlsIdentity::new(
+        Arc::new(SimSnpAttester::new(
+            crate::test_support::pki(),
+            [0x71; 48],
+            [0; 32],
+        )),
+        CertOptions::default(),
+    )
+    .expect("agent identity");
+    let client = client_config(Arc::new(agent), agent_verifier()).expect("agent client config");
+
+    let name = rustls::pki_types::ServerName::try_from("gateway.example").expect("server name");
+    let mut c = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+    let mut s = rustls::ServerConnection::new(Arc::new(server)).expect("server");
+    let err = handshake(&mut c, &mut s).expect_err("the agent must refuse the forged gateway");
+    // The refusal is the RA-TLS verifier's, for the purpose of the evidence.
+    let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = &err else {
+        panic!("not a certificate refusal: {err:?}")
+    };
+    assert!(
+        matches!(
+            other.0.downcast_ref::<RaTlsError>(),
+            Some(RaTlsError::WrongPurpose { .. })
+        ),
+        "{other:?}"
+    );
+    assert!(c.is_handshaking(), "no session with the operator's gateway");
+}
+
+/// Runs a handshake in memory; the client's error, if any.
+fn handshake(
+    c: &mut rustls::ClientConnection,
+    s: &mut rustls::ServerConnection,
+) -> Result<(), rustls::Error> {
+    for _ in 0..10 {
+        transfer(|b| c.write_tls(b), |r| s.read_tls(r));
+        // The server's view does not matter here; the agent's refusal does.
+        let _ = s.process_new_packets();
+        transfer(|b| s.write_tls(b), |r| c.read_tls(r));
+        c.process_new_packets()?;
+        if !c.is_handshaking() && !s.is_handshaking() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Moves every pending TLS byte from one side to the other.
+fn transfer(
+    mut write: impl FnMut(&mut Vec<u8>) -> std::io::Result<usize>,
+    mut read: impl FnMut(&mut &[u8]) -> std::io::Result<usize>,
+) {
+    let mut buf = Vec::new();
+    while write(&mut buf).expect("write_tls") > 0 {}
+    let mut rest = buf.as_slice();
+    while !rest.is_empty() {
+        read(&mut rest).expect("read_tls");
+    }
+}
