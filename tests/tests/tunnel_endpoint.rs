@@ -6,20 +6,15 @@
     reason = "test code: a failed step fails the test"
 )]
 
-use std::path::Path;
+mod tunnel;
+
 use std::time::Duration;
 
 use test_support::tunnel::{
     counter, gateway_peer_arg, peer_arg, ping, tcp_transfer, EndpointProc, KeyPair, Pair,
 };
 use test_support::{wait_for, Host, Lab, Scratch};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
-
-/// Our endpoint in `host` with tunnel address `address` on `tg0`.
-fn endpoint(lab: &Lab, host: Host, key: &KeyPair, address: &str, more: &[String]) -> EndpointProc {
-    EndpointProc::start_on(lab, host, Path::new(BIN), key, ("tg0", address), more).unwrap()
-}
+use tunnel::{endpoint, gateway_endpoint, keys, lab_pair};
 
 /// The current Unix time in milliseconds, as the endpoint reports times.
 fn now_ms() -> u64 {
@@ -32,14 +27,16 @@ fn now_ms() -> u64 {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn ours_to_ours_ping_and_100_mb_transfer() {
-    let lab = Lab::up().unwrap();
-    let dir = Scratch::new("tunnel");
-    let Pair {
-        mut gw,
-        mut cvm,
-        gw_key,
-        cvm_key,
-    } = Pair::start(&lab, Path::new(BIN), &dir, "tg0", &[]).unwrap();
+    let (
+        lab,
+        _dir,
+        Pair {
+            mut gw,
+            mut cvm,
+            gw_key,
+            cvm_key,
+        },
+    ) = lab_pair("tunnel", "tg0", &[]);
 
     // Before any traffic there is no handshake and the peer is not healthy.
     let before = gw.peer(&cvm_key.public).unwrap();
@@ -105,15 +102,10 @@ fn cvm_endpoint(
 fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
     let lab = Lab::up().unwrap();
     let dir = Scratch::new("readd");
-    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
-    let old_key = KeyPair::generate(&dir, "old").unwrap();
-    let new_key = KeyPair::generate(&dir, "new").unwrap();
-    let other_key = KeyPair::generate(&dir, "other").unwrap();
-    let mut gw = endpoint(
+    let [gw_key, old_key, new_key, other_key] = keys(&dir, ["gateway", "old", "new", "other"]);
+    let mut gw = gateway_endpoint(
         &lab,
-        Host::Gateway,
         &gw_key,
-        "10.0.0.1/24",
         &[
             peer_arg(&old_key.public, "10.0.0.2", &[]),
             peer_arg(&other_key.public, "10.0.0.3", &[]),
@@ -219,14 +211,10 @@ fn keep_alive_holds_an_idle_tunnel_healthy_and_its_absence_does_not() {
     // after 1.5 s (defaults: 300 s window, 25 s keep-alive, 120 s renewal). cvm2 has no keep-alive.
     let lab = Lab::up().unwrap();
     let dir = Scratch::new("health");
-    let gw_key = KeyPair::generate(&dir, "gateway").unwrap();
-    let ka_key = KeyPair::generate(&dir, "keepalive").unwrap();
-    let idle_key = KeyPair::generate(&dir, "idle").unwrap();
-    let mut gw = endpoint(
+    let [gw_key, ka_key, idle_key] = keys(&dir, ["gateway", "keepalive", "idle"]);
+    let mut gw = gateway_endpoint(
         &lab,
-        Host::Gateway,
         &gw_key,
-        "10.0.0.1/24",
         &[
             "--health-window-ms=3000".into(),
             peer_arg(&ka_key.public, "10.0.0.2", &[]),
