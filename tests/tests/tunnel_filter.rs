@@ -7,15 +7,15 @@
     reason = "test code: a failed step fails the test"
 )]
 
-use std::path::Path;
+mod tunnel;
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use test_support::clients::connect_outcome;
 use test_support::tunnel::{counter, ping, Pair};
-use test_support::{wait_for, Host, Lab, Scratch};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
+use test_support::{wait_for, Host, Lab};
+use tunnel::lab_pair;
 
 /// Connects from `host` to `addr:port`; returns the outcome (`connected`, `ConnectionRefusedError`,
 /// `TimeoutError`, ...) and the seconds the attempt took.
@@ -26,21 +26,13 @@ fn connect(lab: &Lab, host: Host, addr: &str, port: u16) -> (String, f64) {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn inbound_filter_resets_undeclared_ports_drops_the_rest_and_counts() {
-    let lab = Lab::up().unwrap();
-    let dir = Scratch::new("filter");
+    let (lab, _dir, pair) = lab_pair("filter", "tgf0", &["--inbound-tcp-ports=5001".into()]);
     let Pair {
         gw: _gw,
         mut cvm,
         gw_key,
         ..
-    } = Pair::start(
-        &lab,
-        Path::new(BIN),
-        &dir,
-        "tgf0",
-        &["--inbound-tcp-ports=5001".into()],
-    )
-    .unwrap();
+    } = pair;
 
     // Services of cvm1 listening on every address, 5001 declared, 5002 not.
     let script = "import socket,select\nss=[]\nfor p in (5001,5002):\n  s=socket.socket()\n  \

@@ -11,19 +11,11 @@
     reason = "test code: a failed step fails the test"
 )]
 
-use std::path::Path;
+mod tunnel;
 
-use test_support::tunnel::{
-    counter, gateway_peer_arg, peer_arg, ping, EndpointProc, KeyPair, Pair, WireguardGo,
-};
+use test_support::tunnel::{counter, gateway_peer_arg, peer_arg, ping, KeyPair, Pair, WireguardGo};
 use test_support::{wait_for, Host, Lab, Scratch};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tunnel-endpoint");
-
-/// Our endpoint in `host` with tunnel address `address` on `tg0`.
-fn endpoint(lab: &Lab, host: Host, key: &KeyPair, address: &str, more: &[String]) -> EndpointProc {
-    EndpointProc::start_on(lab, host, Path::new(BIN), key, ("tg0", address), more).unwrap()
-}
+use tunnel::{endpoint, gateway_endpoint, lab_pair};
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices, wireguard-go"]
@@ -46,11 +38,9 @@ fn peers_reach_the_gateway_but_not_each_other_and_spoofed_sources_are_dropped() 
     let keys: Vec<KeyPair> = (1..=3)
         .map(|i| KeyPair::generate(&dir, &format!("cvm{i}")).unwrap())
         .collect();
-    let mut gw = endpoint(
+    let mut gw = gateway_endpoint(
         &lab,
-        Host::Gateway,
         &gw_key,
-        "10.0.0.1/24",
         &[
             peer_arg(&keys[0].public, "10.0.0.2", &[]),
             peer_arg(&keys[1].public, "10.0.0.3", &[]),
@@ -180,14 +170,16 @@ fn handshake_floods_get_cookies_replays_move_no_endpoint_and_peers_keep_working(
     use std::net::UdpSocket;
     use std::time::{Duration, Instant};
 
-    let lab = Lab::up().unwrap();
-    let dir = Scratch::new("flood");
-    let Pair {
-        mut gw,
-        mut cvm,
-        gw_key,
-        ..
-    } = Pair::start(&lab, Path::new(BIN), &dir, "tg0", &[]).unwrap();
+    let (
+        lab,
+        dir,
+        Pair {
+            mut gw,
+            mut cvm,
+            gw_key,
+            ..
+        },
+    ) = lab_pair("flood", "tg0", &[]);
     assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 2));
 
     // From the root namespace's leg on the lab bridge: 400 genuine handshake initiations from a key the
