@@ -2,10 +2,19 @@
 
 use std::sync::Arc;
 
+use rustls::{ConfigBuilder, ConfigSide, WantsVerifier, WantsVersions};
+
 use super::{RaTlsClientCertVerifier, RaTlsIdentity, RaTlsServerCertVerifier, RaTlsVerifier};
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The start both sides share: the `ring` provider and TLS 1.3 only. `builder_with_provider` is
+/// `rustls::ServerConfig::builder_with_provider` or `rustls::ClientConfig::builder_with_provider`.
+fn tls13<S: ConfigSide>(
+    builder_with_provider: fn(
+        Arc<rustls::crypto::CryptoProvider>,
+    ) -> ConfigBuilder<S, WantsVersions>,
+) -> Result<ConfigBuilder<S, WantsVerifier>, rustls::Error> {
+    builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
 }
 
 /// A server configuration presenting `identity` and requiring a client RA-TLS certificate that `peers` accepts.
@@ -16,8 +25,7 @@ pub fn server_config(
     identity: Arc<RaTlsIdentity>,
     peers: Arc<RaTlsVerifier>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+    let mut config = tls13(rustls::ServerConfig::builder_with_provider)?
         .with_client_cert_verifier(Arc::new(RaTlsClientCertVerifier::new(peers)))
         .with_cert_resolver(identity);
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -32,8 +40,7 @@ pub fn client_config(
     identity: Arc<RaTlsIdentity>,
     peers: Arc<RaTlsVerifier>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+    let mut config = tls13(rustls::ClientConfig::builder_with_provider)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(RaTlsServerCertVerifier::new(peers)))
         .with_client_cert_resolver(identity);
