@@ -2,10 +2,17 @@
 //!
 //! Each tick it renews the RA-TLS certificate when due, reloads a changed gateway policy, feeds the supervisor
 //! what the tunnel and the ports did, then carries out what the supervisor asks for (register with the gateways
-//! in order, restart the WireGuard session, build or update the tunnel) until it says to sleep. While asleep it
-//! also watches the tunnel endpoint and the port forwarder: if either stops on its own the driver ends with an
+//! in order, restart the WireGuard session, build, update or stop the tunnel) until it says to sleep. While asleep
+//! it also watches the tunnel endpoint and the port forwarder: if either stops on its own the driver ends with an
 //! error, so the agent exits instead of running on without them. On cancellation it stops the forwarder and the
 //! tunnel and returns.
+//!
+//! Revocation: the driver keeps the verified claims of the gateway that accepted the registration the tunnel
+//! follows (from that registration's RA-TLS handshake). When the gateway policy file reloads, those claims are
+//! checked against the new policy; if it refuses them, the driver logs a warning naming the gateway and the failed
+//! check and feeds [`Event::GatewayRevoked`], and the supervisor has the tunnel and the port forwarder stopped at
+//! once ([`Action::StopTunnel`]) before registering again, which fails at the handshake until some gateway passes
+//! the policy. A reload that still accepts the gateway changes nothing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use std::time::{Instant, SystemTime};
 
 use attestation::policy::{GatewayPolicy, PolicyFile, Reload};
 use attestation::ratls::{RaTlsIdentity, RaTlsVerifier};
+use attestation::Claims;
 use protocol::control::{PortPolicy, RegisterRequest, RegisterResponse};
 use protocol::tunnel::PrivateKey;
 use tokio_util::sync::CancellationToken;
@@ -47,11 +55,11 @@ pub(crate) struct Registrar {
 }
 
 impl Registrar {
-    /// One pass over the gateways in order; the first answer wins.
+    /// One pass over the gateways in order; the first answer wins, with the claims its handshake verified.
     async fn register(
         &self,
         ports: Vec<PortPolicy>,
-    ) -> Result<(GatewayUrl, RegisterResponse), Vec<AttemptError>> {
+    ) -> Result<(RegisteredWith, RegisterResponse), Vec<AttemptError>> {
         let request = RegisterRequest {
             ports,
             ..self.request.clone()
@@ -60,14 +68,26 @@ impl Registrar {
         for gateway in &self.gateways {
             tracing::info!(%gateway, "registering: connecting and verifying the gateway's evidence");
             let verifier = self.verifier.clone();
+            let mut claims = None;
             let result = register_once(gateway, self.tls.clone(), &request, self.timeout, |verified| {
-                let claims = verifier.claims_for(&verified.certificate);
+                // Remembered by the verifier that just accepted it; verified again should it be forgotten.
+                claims = verifier.claims_for(&verified.certificate).or_else(|| {
+                    verifier
+                        .verify_certificate(&verified.certificate, SystemTime::now())
+                        .ok()
+                });
                 tracing::info!(%gateway, claims = ?claims.as_deref().map(|c| c.summary().to_string()),
                     "gateway evidence verified against the gateway policy; sending the registration");
             })
             .await;
             match result {
-                Ok(answer) => return Ok((gateway.clone(), answer)),
+                Ok(answer) => {
+                    let with = RegisteredWith {
+                        gateway: gateway.clone(),
+                        claims,
+                    };
+                    return Ok((with, answer));
+                }
                 Err(e) => {
                     if e.is_permanent() {
                         tracing::error!(error = %e, "registration refused; the gateway's operator or this \
@@ -80,6 +100,26 @@ impl Registrar {
             }
         }
         Err(errors)
+    }
+}
+
+/// The gateway that accepted a registration, as its RA-TLS handshake verified it.
+#[derive(Debug, Clone)]
+struct RegisteredWith {
+    gateway: GatewayUrl,
+    /// Its verified claims; `None` only if the verifier could not say (then no policy can vouch for it).
+    claims: Option<Arc<Claims>>,
+}
+
+impl RegisteredWith {
+    /// What a reloaded `policy` means for a tunnel to this gateway (see [`Event::recheck`]).
+    fn recheck(&self, policy: &GatewayPolicy) -> Option<Event> {
+        match &self.claims {
+            Some(claims) => Event::recheck(policy, claims),
+            None => Some(Event::GatewayRevoked {
+                why: "its verified claims are unknown, so no policy can accept it".into(),
+            }),
+        }
     }
 }
 
@@ -159,6 +199,7 @@ impl Forwarding {
     }
 
     async fn shutdown(&mut self) {
+        self.changes = None;
         if let Some((f, _)) = self.running.take() {
             f.shutdown().await;
         }
@@ -181,6 +222,9 @@ struct State {
     tunnel: Option<GatewayTunnel>,
     /// The answer of the latest registration, until the tunnel follows it.
     answer: Option<RegisterResponse>,
+    /// The gateway of the latest registration (the one the tunnel follows once built), re-checked when the
+    /// policy reloads.
+    gateway: Option<RegisteredWith>,
 }
 
 impl Driver {
@@ -196,6 +240,7 @@ impl Driver {
             ),
             tunnel: None,
             answer: None,
+            gateway: None,
         };
         tracing::info!("boot 4/5: registering with the gateway");
         let result = loop {
@@ -214,7 +259,9 @@ impl Driver {
     /// One tick: observe, act until the supervisor says to sleep, sleep.
     async fn tick(&mut self, state: &mut State) -> Result<(), DriverError> {
         renew_certificate(&self.identity).await;
-        reload_policy(&self.policy);
+        if reload_policy(&self.policy) {
+            self.recheck_gateway(state);
+        }
         if let Some(t) = &state.tunnel {
             state
                 .supervisor
@@ -260,6 +307,10 @@ impl Driver {
                     }
                     continue;
                 }
+                Action::StopTunnel => {
+                    self.stop_tunnel(state).await;
+                    continue;
+                }
                 Action::Register(_) => self.register(state).await,
                 action @ (Action::StartTunnel(_) | Action::UpdateTunnel(_)) => {
                     let update = matches!(action, Action::UpdateTunnel(_));
@@ -290,14 +341,46 @@ impl Driver {
             .policies(&self.registrar.request.ports)
             .await;
         match self.registrar.register(ports.clone()).await {
-            Ok((gateway, answer)) => {
-                tracing::info!(%gateway, address = %answer.tunnel_address,
+            Ok((with, answer)) => {
+                tracing::info!(gateway = %with.gateway, address = %answer.tunnel_address,
                     reregister_secs = answer.reregister_secs, "registered");
                 let assignment = Assignment::of(&answer);
                 state.answer = Some(answer);
+                state.gateway = Some(with);
                 Event::Registered { ports, assignment }
             }
             Err(_) => Event::RegistrationFailed,
+        }
+    }
+
+    /// Checks the gateway of the tunnel against the just reloaded policy; tells the supervisor if it is refused.
+    fn recheck_gateway(&self, state: &mut State) {
+        if state.tunnel.is_none() {
+            return;
+        }
+        let Some(with) = &state.gateway else {
+            return;
+        };
+        if let Some(event) = with.recheck(&self.policy.current()) {
+            if let Event::GatewayRevoked { why } = &event {
+                tracing::warn!(gateway = %with.gateway,
+                    claims = ?with.claims.as_deref().map(|c| c.summary().to_string()), reason = %why,
+                    "gateway revoked: the reloaded gateway policy refuses the gateway of the tunnel; tearing the \
+                    tunnel down");
+            }
+            state.supervisor.handle(Instant::now(), event);
+        }
+    }
+
+    /// Stops the tunnel (its WireGuard peer goes with the endpoint) and the port forwarder on its address.
+    async fn stop_tunnel(&mut self, state: &mut State) {
+        state.answer = None;
+        state.gateway = None;
+        self.forwarding.shutdown().await;
+        if let Some(t) = state.tunnel.take() {
+            let address = t.answer().tunnel_address;
+            t.shutdown().await;
+            tracing::warn!(%address, "tunnel and port forwarder stopped");
         }
     }
 
@@ -346,14 +429,17 @@ async fn renew_certificate(identity: &Arc<RaTlsIdentity>) {
 }
 
 /// Reloads the gateway policy when its file changed; a file that does not load leaves the previous policy in force.
-fn reload_policy(policy: &PolicyFile<GatewayPolicy>) {
+/// Returns whether a new policy is in force.
+fn reload_policy(policy: &PolicyFile<GatewayPolicy>) -> bool {
     match policy.reload_if_changed() {
-        Reload::Unchanged => {}
+        Reload::Unchanged => false,
         Reload::Reloaded => {
-            tracing::info!(path = %policy.path().display(), "gateway policy reloaded")
+            tracing::info!(path = %policy.path().display(), "gateway policy reloaded");
+            true
         }
         Reload::Failed(e) => {
-            tracing::error!(error = %e, "gateway policy reload failed; keeping the previous policy")
+            tracing::error!(error = %e, "gateway policy reload failed; keeping the previous policy");
+            false
         }
     }
 }

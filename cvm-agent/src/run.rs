@@ -24,7 +24,9 @@
 //! that clock. Each registration reports every port's target state (up or down). Failures are retried with
 //! exponential backoff and jitter (the loop wakes for each retry on time); the tunnel and everything behind it
 //! keep running meanwhile. The RA-TLS certificate is renewed when a quarter of its validity remains, and the
-//! gateway policy is reloaded when its file changes. These decisions are the [`crate::supervisor`]'s; the
+//! gateway policy is reloaded when its file changes: a new policy that refuses the gateway the tunnel was set up
+//! with (its claims as verified at that registration) tears the tunnel and the port forwarder down at once, and
+//! the agent registers again only with a gateway the new policy accepts. These decisions are the [`crate::supervisor`]'s; the
 //! [`crate::registration`] driver does the I/O.
 //!
 //! [`Agent::serve`] returns `Ok` when the shutdown future completes (after stopping everything in order). If a

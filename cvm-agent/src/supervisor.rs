@@ -12,6 +12,11 @@
 //!   than the session's silence limit and at most once per sixth of that timeout.
 //! - A failed registration or tunnel set-up is retried after the next [`Backoff`] delay; a success resets it. The
 //!   tunnel keeps running meanwhile.
+//! - When a reloaded gateway policy refuses the gateway the tunnel was set up with ([`Event::GatewayRevoked`]),
+//!   the tunnel is stopped at once ([`Action::StopTunnel`]: the WireGuard peer and the forwarder on the tunnel
+//!   address go away) and the agent registers again (at once unless a backoff is running), backing off while
+//!   every gateway is refused: the revoked gateway's handshake fails under the new policy, so only a gateway it
+//!   accepts brings the tunnel back. A reload that still accepts the gateway sends no event and changes nothing.
 //! - When nothing authenticated came from the gateway for three keep-alive intervals and 5 s, the WireGuard
 //!   session is restarted; this does not reset the liveness clock, so a path that stays broken still leads to a
 //!   registration.
@@ -21,6 +26,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
+use attestation::policy::GatewayPolicy;
+use attestation::Claims;
 use protocol::control::{PortPolicy, RegisterResponse};
 
 use crate::backoff::Backoff;
@@ -95,12 +102,32 @@ pub enum Event {
     ForwarderStarted,
     /// The ports' current states (after the forwarder signalled a possible change).
     PortStates(Vec<PortPolicy>),
+    /// The gateway policy was reloaded and refuses the gateway the tunnel was set up with.
+    GatewayRevoked {
+        /// Why the policy refuses it (the failed check).
+        why: String,
+    },
+}
+
+impl Event {
+    /// What a reloaded gateway `policy` means for the tunnel to the gateway verified with `claims` (at the
+    /// registration the tunnel follows): [`Event::GatewayRevoked`] if the policy refuses it, nothing if it still
+    /// accepts it.
+    pub fn recheck(policy: &GatewayPolicy, claims: &Claims) -> Option<Event> {
+        policy
+            .check(claims)
+            .err()
+            .map(|refused| Event::GatewayRevoked {
+                why: refused.to_string(),
+            })
+    }
 }
 
 /// Why a registration is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
-    /// No tunnel yet (first registration, or the last set-up failed) or a retry after a failure.
+    /// No tunnel yet (first registration, the last set-up failed, or the gateway was revoked) or a retry after a
+    /// failure.
     NoTunnel,
     /// A port's state changed since the last report, or the forwarder started.
     ReportPorts,
@@ -132,6 +159,8 @@ pub enum Action {
     /// Update the running tunnel's gateway peer in place (same address); answer as for
     /// [`Action::StartTunnel`].
     UpdateTunnel(Assignment),
+    /// Stop the tunnel and the port forwarder on its address now (the gateway was revoked); nothing to answer.
+    StopTunnel,
     /// Nothing to do before `until` (the next tick, or the end of a backoff).
     Sleep {
         /// When to poll again.
@@ -290,6 +319,7 @@ impl Supervisor {
                 }
             }
             Event::ForwarderStarted => self.report_now = true,
+            Event::GatewayRevoked { why } => self.revoke(&why),
             Event::PortStates(ports) => {
                 // Discovery signals every event and resync: only a state that actually flipped is reported.
                 if self.reported.as_ref() != Some(&ports) {
@@ -301,6 +331,22 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Stops the tunnel to a gateway the policy no longer accepts, and registers again at once (with whichever
+    /// gateway the policy accepts; failures back off as usual).
+    fn revoke(&mut self, why: &str) {
+        if matches!(self.tunnel, Tunnel::Down) {
+            tracing::info!(%why, "the reloaded gateway policy refuses the last gateway; no tunnel to stop");
+            return;
+        }
+        tracing::info!(%why, "gateway revoked; stopping the tunnel, then registering again");
+        self.tunnel = Tunnel::Down;
+        self.pending = Some(Action::StopTunnel);
+        // A set-up asked for before the revocation is moot: its answer finds no tunnel being built.
+        self.waiting = false;
+        self.reported = None;
+        self.last_registration = None;
     }
 
     /// The next thing to do at `now`; [`Action::Sleep`] when there is nothing.

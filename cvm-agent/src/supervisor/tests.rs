@@ -341,22 +341,34 @@ fn a_new_address_rebuilds_and_a_failed_set_up_is_retried() {
 }
 
 #[test]
-fn a_gateway_refused_by_a_reloaded_policy_keeps_the_tunnel_and_retries() {
-    // The policy file changed and the gateway no longer satisfies it: its handshake fails, which is a
-    // failed registration like any other. The tunnel keeps running (no set-up is asked for), the retries back
-    // off, and once a gateway is accepted again the backoff starts over.
+fn a_gateway_refused_by_a_reloaded_policy_stops_the_tunnel_and_retries() {
+    // The policy file changed and the gateway of the tunnel no longer satisfies it: the tunnel stops at once,
+    // a registration follows at once, and its handshake fails under the new policy, a failed registration
+    // like any other. The tunnel stays down (no set-up is asked for), the retries back off, and once a gateway
+    // is accepted again the tunnel is built afresh and the backoff starts over.
     let mut w = World::new(180);
-    w.register_then_reach_the_interval();
+    w.register([10, 0, 0, 2], ports(true));
+    for _ in 0..4 {
+        w.heard();
+        assert_eq!(w.step(), None);
+    }
+    w.handle(Event::GatewayRevoked {
+        why: "gateway: measurement not allowed".into(),
+    });
+    assert!(!w.sup.tunnel_up(), "the tunnel is down at once");
+    assert_eq!(w.poll(), Action::StopTunnel);
+    assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
     let mut gaps = Vec::new();
     for _ in 0..4 {
         let at = w.now;
         w.handle(Event::RegistrationFailed);
-        assert!(w.sup.tunnel_up(), "the tunnel stays up");
+        assert!(!w.sup.tunnel_up(), "the tunnel stays down");
         loop {
+            // Whatever the peer table still says, a stopped tunnel is not supervised.
             w.heard();
             match w.step() {
                 None => continue,
-                Some(Action::Register(Why::Interval)) => break,
+                Some(Action::Register(Why::NoTunnel)) => break,
                 Some(other) => panic!("unexpected {other:?}"),
             }
         }
@@ -370,8 +382,108 @@ fn a_gateway_refused_by_a_reloaded_policy_keeps_the_tunnel_and_retries() {
         ports: ports(true),
         assignment: assignment([10, 0, 0, 2]),
     });
-    assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+    assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 2])));
     w.handle(Event::TunnelReady);
+    assert!(w.sup.tunnel_up());
     w.heard();
     assert_eq!(w.step(), None);
+    // The backoff started over.
+    w.handle(Event::GatewayRevoked {
+        why: "gateway: measurement not allowed".into(),
+    });
+    assert_eq!(w.poll(), Action::StopTunnel);
+    assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
+    let at = w.now;
+    w.handle(Event::RegistrationFailed);
+    w.run_until_action(Duration::from_secs(10));
+    assert!(w.now - at <= Duration::from_millis(250), "{:?}", w.now - at);
+}
+
+#[test]
+fn a_revocation_waits_for_a_running_backoff_and_without_a_tunnel_changes_nothing() {
+    // Registrations were already failing (the tunnel kept running): the revocation stops the tunnel at once,
+    // but the next attempt still waits for the backoff.
+    let mut w = World::new(180);
+    w.register_then_reach_the_interval();
+    w.handle(Event::RegistrationFailed);
+    w.handle(Event::RegistrationFailed);
+    let failed_at = w.now;
+    w.handle(Event::GatewayRevoked {
+        why: "gateway: measurement not allowed".into(),
+    });
+    assert_eq!(w.poll(), Action::StopTunnel);
+    assert!(matches!(w.poll(), Action::Sleep { .. }));
+    let next = w.run_until_action(Duration::from_secs(10));
+    assert_eq!(next, Some(Action::Register(Why::NoTunnel)));
+    assert!(
+        w.now - failed_at >= Duration::from_millis(250),
+        "{:?}",
+        w.now - failed_at
+    );
+    // No tunnel: a revocation has nothing to stop.
+    w.handle(Event::RegistrationFailed);
+    w.handle(Event::GatewayRevoked {
+        why: "gateway: measurement not allowed".into(),
+    });
+    assert!(matches!(w.poll(), Action::Sleep { .. }));
+}
+
+#[test]
+fn a_revocation_during_a_set_up_drops_it() {
+    let mut w = World::new(180);
+    assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
+    w.handle(Event::Registered {
+        ports: ports(true),
+        assignment: assignment([10, 0, 0, 2]),
+    });
+    assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 2])));
+    w.handle(Event::GatewayRevoked {
+        why: "gateway: measurement not allowed".into(),
+    });
+    assert_eq!(w.poll(), Action::StopTunnel);
+    // The set-up's late answer finds nothing being built.
+    w.handle(Event::TunnelReady);
+    assert!(!w.sup.tunnel_up());
+    assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
+}
+
+/// A gateway policy accepting simulated SNP gateways with `measurement` in every byte.
+fn policy_allowing(measurement: u8) -> GatewayPolicy {
+    GatewayPolicy::from_toml(&test_support::configs::gateway_policy(&format!(
+        "{measurement:02x}"
+    )))
+    .expect("a valid policy")
+}
+
+#[test]
+fn a_reload_that_still_accepts_the_gateway_changes_nothing_and_one_that_refuses_it_revokes() {
+    let gateway = test_support::claims::sim_snp(0xaa);
+    let mut w = World::new(180);
+    w.register([10, 0, 0, 2], ports(true));
+    let registered = w.now;
+    // Reloaded, still accepting (the same policy, or another that also allows the gateway): no event, the
+    // tunnel runs on and nothing registers before the interval.
+    let mut also = policy_allowing(0xbb);
+    also.profile.extend(policy_allowing(0xaa).profile);
+    for policy in [policy_allowing(0xaa), also] {
+        assert_eq!(Event::recheck(&policy, &gateway), None);
+    }
+    while w.now - registered < Duration::from_secs(599) {
+        w.heard();
+        assert_eq!(w.step(), None, "at {:.1} s", w.secs());
+        assert!(w.sup.tunnel_up());
+    }
+    // Reloaded, refusing: the event names the failed check, and the tunnel stops at once.
+    let revoked = Event::recheck(&policy_allowing(0xbb), &gateway).expect("refused");
+    let Event::GatewayRevoked { why } = &revoked else {
+        panic!("{revoked:?}")
+    };
+    assert!(
+        why.contains("measurement") && why.contains(&"aa".repeat(48)),
+        "{why}"
+    );
+    w.handle(revoked);
+    assert_eq!(w.poll(), Action::StopTunnel);
+    assert!(!w.sup.tunnel_up());
+    assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
 }
