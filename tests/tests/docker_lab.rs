@@ -458,21 +458,24 @@ fn docker_agent_and_process_agent_through_the_real_gateway() {
 
     // --- docker stop: a request to that instance fails fast, the agent reports the port down, and the app is
     // served by cvm1 alone.
+    // A request to the stopped container, which must fail: how long it took, and curl's output.
+    let failing_request = |path: &str| {
+        let r = clients.curl(&docker_name, path, &[]);
+        assert!(
+            !r.ok,
+            "a request to the stopped container succeeded: {}",
+            r.body
+        );
+        (r.took, r.body)
+    };
     docker(&["stop", "-t", "1", &c1]);
     let stopped = Instant::now();
     // At once: the agent may not have heard of the stop yet and accept the connection, then reset it as soon
     // as it does.
-    let r = clients.curl(&docker_name, "/stopping", &[]);
-    assert!(
-        !r.ok,
-        "a request to the stopped container succeeded: {}",
-        r.body
-    );
-    let failed_at_once = r.took;
+    let (failed_at_once, body) = failing_request("/stopping");
     assert!(
         failed_at_once < FAIL_FAST,
-        "the request right after docker stop took {failed_at_once:?} to fail: {}",
-        r.body
+        "the request right after docker stop took {failed_at_once:?} to fail: {body}"
     );
     // The agent learns of it from the engine's events (within milliseconds) and closes the port: the tunnel
     // refuses connections.
@@ -486,17 +489,10 @@ fn docker_agent_and_process_agent_through_the_real_gateway() {
     )
     .unwrap();
     let closed = stopped.elapsed();
-    let r = clients.curl(&docker_name, "/stopped", &[]);
-    assert!(
-        !r.ok,
-        "a request to the stopped container succeeded: {}",
-        r.body
-    );
-    let failed_in = r.took;
+    let (failed_in, body) = failing_request("/stopped");
     assert!(
         failed_in < FAIL_FAST && failed_in < CONNECT_TIMEOUT / 4,
-        "the request took {failed_in:?} to fail: {}",
-        r.body
+        "the request took {failed_in:?} to fail: {body}"
     );
     wait_state(
         &world,

@@ -101,20 +101,13 @@ fn data_plane_through_real_processes_in_the_lab() {
     let ws_name = format!("{}-8080.{BASE}", ids["cvm2"]);
     let idle = (3 * IDLE_TIMEOUT_SECS).to_string();
     let short = (IDLE_TIMEOUT_SECS * 3 / 2).to_string();
-    let ws_pings = spawn_python(
-        &lab,
-        Host::Client,
-        "tests/tools/ws_idle.py",
-        &[&ws_url, &ws_name, &ca, &idle, "5"],
-    )
-    .unwrap();
-    let ws_quiet = spawn_python(
-        &lab,
-        Host::Client,
-        "tests/tools/ws_idle.py",
-        &[&ws_url, &ws_name, &ca, &short, "0"],
-    )
-    .unwrap();
+    // ws_idle.py: a WebSocket session quiet for `idle` seconds, the client pinging every `ping` seconds (0: never).
+    let ws_idle = |idle: &str, ping: &str| {
+        let args = [ws_url.as_str(), &ws_name, &ca, idle, ping];
+        spawn_python(&lab, Host::Client, "tests/tools/ws_idle.py", &args).unwrap()
+    };
+    let ws_pings = ws_idle(&idle, "5");
+    let ws_quiet = ws_idle(&short, "0");
 
     // curl through termination: the backend's answer, over HTTP/1.1 (ALPN), the backend seeing plain HTTP.
     let (body, version) = client
@@ -161,39 +154,27 @@ fn data_plane_through_real_processes_in_the_lab() {
     // grpcio through `g`: unary and server-streaming calls reach an h2c backend.
     let grpc = format!("{APP}-8080g.{BASE}");
     let target = gateway.to_string();
-    let grpc_args = |method: &'static str, arg: &'static str| {
-        vec![
-            target.clone(),
-            method.to_owned(),
-            arg.to_owned(),
-            "--tls".into(),
-            "--ca".into(),
-            ca.clone(),
-            "--authority".into(),
-            grpc.clone(),
-        ]
+    // grpc_echo.py METHOD ARG over TLS to the gateway, with `authority` as the name.
+    let grpc_echo = |method: &str, arg: &str, authority: &str| {
+        let args = [
+            target.as_str(),
+            method,
+            arg,
+            "--tls",
+            "--ca",
+            &ca,
+            "--authority",
+            authority,
+        ];
+        python(&lab, Host::Client, "scripts/clients/grpc_echo.py", &args)
     };
-    let args = grpc_args("unary", "hello-grpc");
-    let out = python(
-        &lab,
-        Host::Client,
-        "scripts/clients/grpc_echo.py",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let out = grpc_echo("unary", "hello-grpc", &grpc).unwrap();
     let line = out.trim();
     assert!(
         line.starts_with("cvm") && line.ends_with(" hello-grpc"),
         "{out}"
     );
-    let args = grpc_args("stream", "5");
-    let out = python(
-        &lab,
-        Host::Client,
-        "scripts/clients/grpc_echo.py",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let out = grpc_echo("stream", "5", &grpc).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
     for (i, l) in lines.iter().enumerate() {
@@ -203,15 +184,7 @@ fn data_plane_through_real_processes_in_the_lab() {
         );
     }
     // Without `g` the route offers only http/1.1, which a gRPC client refuses.
-    let mut plain = grpc_args("unary", "x");
-    *plain.last_mut().unwrap() = term.clone();
-    assert!(python(
-        &lab,
-        Host::Client,
-        "scripts/clients/grpc_echo.py",
-        &plain.iter().map(String::as_str).collect::<Vec<_>>()
-    )
-    .is_err());
+    assert!(grpc_echo("unary", "x", &term).is_err());
 
     // WebSocket messages both ways (text and binary echoed).
     let out = python(

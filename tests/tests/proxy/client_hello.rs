@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use test_support::clients::python;
+use test_support::tls::alert;
 use test_support::{testserver, Host, Lab};
 
 use super::{counter, metrics, APP, BASE, CLIENT_HELLO_TIMEOUT_MS, CLIENT_PORT};
@@ -21,11 +22,6 @@ struct HelloCase {
     answer: Vec<u8>,
     elapsed: Duration,
     closed: bool,
-}
-
-/// A TLS alert record as the gateway sends it.
-fn alert(description: u8) -> Vec<u8> {
-    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }
 
 /// ClientHellos from a real TLS library (OpenSSL through Python), sent from the client host: one byte per TCP

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
-use test_support::clients::{failures, metric, tally, HttpsClient, Transfer};
+use test_support::clients::{
+    admin_answer, admin_args, failures, metric, tally, HttpsClient, Transfer,
+};
 use test_support::configs::{AgentConfig, GatewayConfig, Port};
 use test_support::pki::WebPki;
 use test_support::{testserver, Host, Lab, Process};
@@ -167,29 +169,13 @@ pub(crate) fn refused_from_gateway(lab: &Lab, addr: SocketAddr) -> Result<bool> 
 
 /// One admin API request from inside the gateway host; returns status and body.
 pub(crate) fn admin(lab: &Lab, method: &str, path: &str) -> Result<(u16, String)> {
+    let url = format!("http://{ADMIN}{path}");
     let out = lab
         .command(Host::Gateway, "curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "5",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-        .arg(format!("http://{ADMIN}{path}"))
+        .args(admin_args(method, &url, Some(ADMIN_TOKEN)))
         .stdin(Stdio::null())
         .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').with_context(|| {
-        format!(
-            "admin {method} {path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+    admin_answer(&out).with_context(|| format!("admin {method} {path}"))
 }
 
 /// The gateway's metrics, from the admin API.
