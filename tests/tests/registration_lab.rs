@@ -17,23 +17,13 @@ fn agents_register_reach_and_recover() {
     // The servers listen on 127.0.0.1:7000 only: the tunnel address reaches them through the agents' forwarders.
     let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
     let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-cvm2").unwrap();
-    let mut gw = world
-        .start_gateway(&lab, &GatewayConfig::default())
-        .unwrap();
-    let _a1 = world
-        .start_agent(&lab, Host::Cvm1, "a1", &AgentConfig::default())
-        .unwrap();
-    let mut a2 = world
-        .start_agent(&lab, Host::Cvm2, "a2", &AgentConfig::default())
-        .unwrap();
+    let mut gw = world.default_gateway(&lab);
+    let _a1 = world.default_agent(&lab, Host::Cvm1, "a1");
+    let mut a2 = world.default_agent(&lab, Host::Cvm2, "a2");
 
     let _logs = world.logs_on_failure(&["gateway", "a1", "a2"]);
-    let addr1 = lab
-        .interface_address(Host::Cvm1, "tga-a1", Duration::from_secs(30))
-        .unwrap();
-    let addr2 = lab
-        .interface_address(Host::Cvm2, "tga-a2", Duration::from_secs(30))
-        .unwrap();
+    let addr1 = tunnel_address(&lab, Host::Cvm1, "a1").unwrap();
+    let addr2 = tunnel_address(&lab, Host::Cvm2, "a2").unwrap();
     assert_ne!(addr1, addr2);
     for a in [&addr1, &addr2] {
         assert!(a.starts_with("10.") && a != "10.0.0.1", "{a}");
@@ -89,9 +79,7 @@ fn agents_register_reach_and_recover() {
         "no tunnel while the gateway is down"
     );
     let restarted = Instant::now();
-    let _gw = world
-        .start_gateway(&lab, &GatewayConfig::default())
-        .unwrap();
+    let _gw = world.default_gateway(&lab);
     wait_reachable(&lab, &addr1, "hello-from-cvm1", 60).unwrap();
     wait_reachable(&lab, &addr2, "hello-from-cvm2", 60).unwrap();
     eprintln!(
@@ -113,12 +101,8 @@ fn agents_register_reach_and_recover() {
         || Ok((!lab.has_interface(Host::Cvm2, "tga-a2")).then_some(())),
     )
     .unwrap();
-    let _a2 = world
-        .start_agent(&lab, Host::Cvm2, "a2", &AgentConfig::default())
-        .unwrap();
-    let again = lab
-        .interface_address(Host::Cvm2, "tga-a2", Duration::from_secs(30))
-        .unwrap();
+    let _a2 = world.default_agent(&lab, Host::Cvm2, "a2");
+    let again = tunnel_address(&lab, Host::Cvm2, "a2").unwrap();
     assert_eq!(again, addr2, "same address after an agent restart");
     assert_eq!(
         std::fs::read_to_string(world.scratch.path("state-a2/instance-id")).unwrap(),
@@ -134,20 +118,10 @@ fn refused_agents_and_refused_gateways_get_nothing() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-refuse");
     world.write_gateway_policy_to("strict-gateway-policy.toml", BAD);
-    let _gw = world
-        .start_gateway(&lab, &GatewayConfig::default())
-        .unwrap();
+    let _gw = world.default_gateway(&lab);
     // cvm1: an agent whose measurement the app policy does not allow.
     let _bad_agent = world
-        .start_agent(
-            &lab,
-            Host::Cvm1,
-            "bad",
-            &AgentConfig {
-                measurement: BAD.into(),
-                ..AgentConfig::default()
-            },
-        )
+        .start_agent(&lab, Host::Cvm1, "bad", &agent_config("sim-snp", BAD))
         .unwrap();
     // cvm2: a good agent whose policy does not accept this gateway's measurement.
     let _picky = world
@@ -163,27 +137,16 @@ fn refused_agents_and_refused_gateways_get_nothing() {
         .unwrap();
 
     let bad_measurement = measurement(BAD);
-    wait_for(
-        Duration::from_secs(30),
+    world.wait_log_with(
+        "bad",
         "the refusal in the agent's log",
-        || {
-            let log = world.read_log("bad");
-            Ok((log.contains("policy_refused")
-                && log.contains(APP)
-                && log.contains(&bad_measurement))
-            .then_some(()))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", world.read_log("bad")));
-    wait_for(
-        Duration::from_secs(30),
+        &["policy_refused", APP, &bad_measurement],
+    );
+    world.wait_log_with(
+        "picky",
         "the refused gateway in the agent's log",
-        || {
-            let log = world.read_log("picky");
-            Ok((log.contains("TLS handshake failed") && log.contains("measurement")).then_some(()))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", world.read_log("picky")));
+        &["TLS handshake failed", "measurement"],
+    );
     // Both keep retrying, and nothing reaches the registry or the tunnel.
     wait_for(
         Duration::from_secs(30),
@@ -218,29 +181,17 @@ fn refused_agents_and_refused_gateways_get_nothing() {
 fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-tdx");
-    let _gw = world
-        .start_gateway(&lab, &GatewayConfig::default())
-        .unwrap();
+    let _gw = world.default_gateway(&lab);
     let _agent = world
-        .start_agent(
-            &lab,
-            Host::Cvm3,
-            "tdx",
-            &AgentConfig {
-                backend: "sim-tdx".into(),
-                ..AgentConfig::default()
-            },
-        )
+        .start_agent(&lab, Host::Cvm3, "tdx", &agent_config("sim-tdx", GOOD))
         .unwrap();
-    let addr = lab
-        .interface_address(Host::Cvm3, "tga-tdx", Duration::from_secs(30))
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e:#}\n{}\n{}",
-                world.read_log("gateway"),
-                world.read_log("tdx")
-            )
-        });
+    let addr = tunnel_address(&lab, Host::Cvm3, "tdx").unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}\n{}",
+            world.read_log("gateway"),
+            world.read_log("tdx")
+        )
+    });
     // Nothing listens on the target yet: the agent reports port 7000 down, and a connection through the
     // forwarder is closed rather than answered.
     wait_for(Duration::from_secs(10), "port 7000 reported down", || {
@@ -282,42 +233,19 @@ fn tdx_and_snp_peers_register_across_platforms() {
             },
         )
         .unwrap();
-    let _snp = world
-        .start_agent(&lab, Host::Cvm1, "snp", &AgentConfig::default())
-        .unwrap();
+    let _snp = world.default_agent(&lab, Host::Cvm1, "snp");
     let _tdx = world
-        .start_agent(
-            &lab,
-            Host::Cvm2,
-            "tdx",
-            &AgentConfig {
-                backend: "sim-tdx".into(),
-                ..AgentConfig::default()
-            },
-        )
+        .start_agent(&lab, Host::Cvm2, "tdx", &agent_config("sim-tdx", GOOD))
         .unwrap();
     let _bad = world
-        .start_agent(
-            &lab,
-            Host::Cvm3,
-            "badtdx",
-            &AgentConfig {
-                measurement: BAD.into(),
-                backend: "sim-tdx".into(),
-                ..AgentConfig::default()
-            },
-        )
+        .start_agent(&lab, Host::Cvm3, "badtdx", &agent_config("sim-tdx", BAD))
         .unwrap();
     let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-snp").unwrap();
     let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-tdx").unwrap();
     let _logs = world.logs_on_failure(&["gateway", "snp", "tdx", "badtdx"]);
 
-    let snp_addr = lab
-        .interface_address(Host::Cvm1, "tga-snp", Duration::from_secs(30))
-        .unwrap();
-    let tdx_addr = lab
-        .interface_address(Host::Cvm2, "tga-tdx", Duration::from_secs(30))
-        .unwrap();
+    let snp_addr = tunnel_address(&lab, Host::Cvm1, "snp").unwrap();
+    let tdx_addr = tunnel_address(&lab, Host::Cvm2, "tdx").unwrap();
     assert_ne!(snp_addr, tdx_addr);
     for (addr, reply) in [(&snp_addr, "hello-from-snp"), (&tdx_addr, "hello-from-tdx")] {
         wait_reachable(&lab, addr, reply, 20).unwrap();
@@ -360,18 +288,11 @@ fn tdx_and_snp_peers_register_across_platforms() {
 
     // The agent with a disallowed MRTD is refused with the field and its value, and gets no tunnel.
     let bad_mrtd = measurement(BAD);
-    wait_for(
-        Duration::from_secs(30),
+    world.wait_log_with(
+        "badtdx",
         "the MRTD refusal in the agent's log",
-        || {
-            let log = world.read_log("badtdx");
-            Ok(
-                (log.contains("policy_refused") && log.contains("MRTD") && log.contains(&bad_mrtd))
-                    .then_some(()),
-            )
-        },
-    )
-    .unwrap();
+        &["policy_refused", "MRTD", &bad_mrtd],
+    );
     assert!(
         !lab.has_interface(Host::Cvm3, "tga-badtdx"),
         "no tunnel for the refused agent"

@@ -64,9 +64,7 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
     let mut agent = world
         .start_agent(&lab, Host::Cvm1, "a1", &agent_options)
         .unwrap();
-    let addr = lab
-        .interface_address(Host::Cvm1, "tga-a1", Duration::from_secs(30))
-        .unwrap();
+    let addr = tunnel_address(&lab, Host::Cvm1, "a1").unwrap();
     wait_reachable(&lab, &addr, "hello-from-cvm1", 20).unwrap();
 
     // Healthy and idle for longer than the timeout: keep-alives keep the tunnel alive, nothing re-registers. The
@@ -250,12 +248,8 @@ fn expiry_policy_reload_and_certificate_renewal() {
     let mut doomed = world
         .start_agent(&lab, Host::Cvm2, "doomed", &agent_options)
         .unwrap();
-    let live_addr = lab
-        .interface_address(Host::Cvm1, "tga-live", Duration::from_secs(30))
-        .unwrap();
-    let doomed_addr = lab
-        .interface_address(Host::Cvm2, "tga-doomed", Duration::from_secs(30))
-        .unwrap();
+    let live_addr = tunnel_address(&lab, Host::Cvm1, "live").unwrap();
+    let doomed_addr = tunnel_address(&lab, Host::Cvm2, "doomed").unwrap();
     wait_reachable(&lab, &live_addr, "hello-from-live", 20).unwrap();
     let first_cert = wait_for(Duration::from_secs(10), "the control certificate", || {
         control_certificate(&lab).map(Some)

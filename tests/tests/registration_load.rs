@@ -68,9 +68,7 @@ fn typed(body: &str) -> ErrorBody {
 fn two_thousand_registrations_and_every_bad_request() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-load");
-    let gw = world
-        .start_gateway(&lab, &GatewayConfig::default())
-        .unwrap();
+    let gw = world.default_gateway(&lab);
     let pid = gw.id();
     let tls = client_tls(&world);
     let url = control_url();

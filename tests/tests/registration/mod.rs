@@ -161,6 +161,26 @@ impl World {
         self.start(lab, host, name, "cvm-agent", &path)
     }
 
+    /// Starts the gateway with [`GatewayConfig::default`] (see [`World::start_gateway`]).
+    pub(crate) fn default_gateway(&self, lab: &Lab) -> Process {
+        self.start_gateway(lab, &GatewayConfig::default()).unwrap()
+    }
+
+    /// Starts agent `name` in `host` with [`AgentConfig::default`] (see [`World::start_agent`]).
+    pub(crate) fn default_agent(&self, lab: &Lab, host: Host, name: &str) -> Process {
+        self.start_agent(lab, host, name, &AgentConfig::default())
+            .unwrap()
+    }
+
+    /// Waits up to 30 s for `name`'s log to contain each of `needles`; panics with the log when it does not.
+    pub(crate) fn wait_log_with(&self, name: &str, what: &str, needles: &[&str]) {
+        wait_for(Duration::from_secs(30), what, || {
+            let log = self.read_log(name);
+            Ok(needles.iter().all(|n| log.contains(n)).then_some(()))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{name} log:\n{}", self.read_log(name)));
+    }
+
     /// The registry as the gateway stored it.
     pub(crate) fn registry(&self) -> Vec<gateway::registry::InstanceRecord> {
         use gateway::registry::RegistryStore;
@@ -212,6 +232,20 @@ impl World {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// The tunnel address of agent `name` in `host`: its interface `tga-NAME`, waited for up to 30 s.
+pub(crate) fn tunnel_address(lab: &Lab, host: Host, name: &str) -> Result<String> {
+    lab.interface_address(host, &format!("tga-{name}"), Duration::from_secs(30))
+}
+
+/// The default agent configuration with attestation `backend` and simulated `measurement`.
+pub(crate) fn agent_config(backend: &str, measurement: &str) -> AgentConfig {
+    AgentConfig {
+        backend: backend.into(),
+        measurement: measurement.into(),
+        ..AgentConfig::default()
+    }
 }
 
 /// Starts a one-line TCP server in `host` on 127.0.0.1:7000 (the agents' `[[ports]]` target) that answers each
