@@ -1,7 +1,8 @@
 //! The gateway's periodic upkeep: RA-TLS certificate renewal, app policy reload when its file changes, the
 //! revocation of instances the reloaded policy no longer admits or whose evidence ended without renewal, and the
-//! expiry of instances not seen for the configured time. A changed policy takes instances out of rotation within
-//! one tick (2 s); ended evidence is looked for on every expiry sweep. Renewal (which attests a fresh key),
+//! expiry of instances not seen for the configured time. Every tick (2 s) re-checks each instance against the policy
+//! in force and the end of its evidence, so a changed policy or ended evidence takes it out of rotation within
+//! one tick (a check is a few comparisons of stored claims; the registry lock is held for the scan). Renewal (which attests a fresh key),
 //! revocation and expiry (which write to the registry) run on the blocking pool, never on the async workers.
 
 use std::sync::Arc;
@@ -52,13 +53,10 @@ impl Maintenance {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => return,
             }
-            let reloaded = self.reload_policy();
+            self.reload_policy();
             self.renew_certificate().await;
-            let sweep = last_expiry.elapsed() >= self.sweep;
-            if reloaded || sweep {
-                self.revoke().await;
-            }
-            if sweep {
+            self.revoke().await;
+            if last_expiry.elapsed() >= self.sweep {
                 last_expiry = Instant::now();
                 let service = self.service.clone();
                 let expired = tokio::task::spawn_blocking(move || {
@@ -71,17 +69,15 @@ impl Maintenance {
         }
     }
 
-    /// Reloads the app policy if its file changed; true when a new policy is in force.
-    fn reload_policy(&self) -> bool {
+    /// Reloads the app policy if its file changed.
+    fn reload_policy(&self) {
         match self.policy.reload_if_changed() {
-            Reload::Unchanged => false,
+            Reload::Unchanged => {}
             Reload::Reloaded => {
-                tracing::info!(path = %self.policy.path().display(), "app policy reloaded");
-                true
+                tracing::info!(path = %self.policy.path().display(), "app policy reloaded")
             }
             Reload::Failed(e) => {
-                tracing::error!(error = %e, "app policy reload failed; keeping the previous policy");
-                false
+                tracing::error!(error = %e, "app policy reload failed; keeping the previous policy")
             }
         }
     }
