@@ -262,7 +262,12 @@ impl Driver {
         if reload_policy(&self.policy) {
             self.recheck_gateway(state);
         }
-        if let Some(t) = &state.tunnel {
+        // A revoked tunnel is about to be stopped: nothing to observe or forward there.
+        let tunnel = state
+            .tunnel
+            .as_ref()
+            .filter(|_| state.supervisor.tunnel_up());
+        if let Some(t) = tunnel {
             state
                 .supervisor
                 .handle(Instant::now(), Event::PeerSeen(t.activity()));
