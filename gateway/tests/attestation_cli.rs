@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
-use cli::{dir, gateway, gateway_with, p, profile_policy, verified_claims, write_sim_pki};
+use cli::{check_sim_evidence, dir, gateway, gateway_with, p, verified_claims, write_sim_pki};
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
 
@@ -124,25 +124,8 @@ fn sim_pki_round_trip_through_the_command() {
         p(&chain),
     ];
 
-    let claims = verified_claims(&[&base[..], &["--trust-sim-root", p(&ark)]].concat());
-    assert_eq!(claims["platform"], "sim-snp");
-    assert_eq!(claims["measurement"], "42".repeat(48));
-    assert_eq!(claims["report_data"], "03".repeat(64));
-
-    let (code, _, err) = gateway(&base);
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("simulated") && err.contains("root-of-trust"),
-        "{err}"
-    );
-
-    let policy = profile_policy(&d, "sim-snp", "43");
-    let (code, _, err) = gateway_with(
-        &base,
-        &["--trust-sim-root", p(&ark), "--policy", p(&policy)],
-    );
-    assert_eq!(code, 1);
-    assert!(err.contains("measurement not allowed"), "{err}");
+    let platform = ("sim-snp", "measurement");
+    check_sim_evidence(&d, &base, &ark, platform, "measurement not allowed");
 
     // A flipped bit in the report.
     let mut bad = report.clone();

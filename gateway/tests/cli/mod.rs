@@ -50,6 +50,36 @@ pub(crate) fn gateway_with(base: &[&str], extra: &[&str]) -> (i32, String, Strin
     gateway(&[base, extra].concat())
 }
 
+/// Checks simulated evidence of `platform` (`sim-snp` or `sim-tdx`) made with measurement `42..` (the field
+/// `measurement_field` of the claims) and report data `03..`: `gateway attestation BASE` verifies it when the
+/// simulated `root` is trusted, refuses it for want of a root of trust when it is not, and refuses it with
+/// `policy_refusal` under a policy (written in `d`) allowing only measurement `43..`.
+pub(crate) fn check_sim_evidence(
+    d: &Scratch,
+    base: &[&str],
+    root: &Path,
+    (platform, measurement_field): (&str, &str),
+    policy_refusal: &str,
+) {
+    let trust = ["--trust-sim-root", p(root)];
+    let claims = verified_claims(&[base, &trust].concat());
+    assert_eq!(claims["platform"], platform);
+    assert_eq!(claims[measurement_field], "42".repeat(48));
+    assert_eq!(claims["report_data"], "03".repeat(64));
+
+    let (code, _, err) = gateway(base);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("simulated") && err.contains("root-of-trust"),
+        "{err}"
+    );
+
+    let policy = profile_policy(d, platform, "43");
+    let (code, _, err) = gateway_with(base, &[&trust[..], &["--policy", p(&policy)]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(policy_refusal), "{err}");
+}
+
 /// Writes `d/policy.toml`: one profile for `platform` (`sim-snp` or `sim-tdx`) allowing the measurement (MRTD for
 /// TDX) of 48 bytes, each `byte` (two hex digits).
 pub(crate) fn profile_policy(d: &Scratch, platform: &str, byte: &str) -> std::path::PathBuf {
