@@ -34,8 +34,7 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(ConfigArg { config }) => {
             let config = cvm_agent::config::AgentConfig::load(&config)?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(cvm_agent::run::run(config, edge::signal::shutdown()))?;
+            edge::signal::run_until_signal(|stop| cvm_agent::run::run(config, stop))??;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(ConfigArg { config }) => Ok(check_config(&config)),

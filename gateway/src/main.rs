@@ -37,8 +37,7 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(ConfigArg { config }) => {
             let config = gateway::config::GatewayConfig::load(&config)?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(gateway::run::run(config, edge::signal::shutdown()))?;
+            edge::signal::run_until_signal(|stop| gateway::run::run(config, stop))??;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(ConfigArg { config }) => Ok(gateway::config::check_config(&config)),
