@@ -85,14 +85,15 @@ pub enum PlatformClaims {
     Tdx(TdxClaims),
 }
 
-/// Claims for unit tests across the crate.
-#[cfg(test)]
-pub(crate) mod fixtures {
+/// Claims for tests, in this crate and (with the `fixtures` feature) in others: values that verification would
+/// produce, without producing and verifying evidence.
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
     use super::*;
     use crate::evidence::SigningKeyKind;
 
     /// Milan SNP claims of a VCEK-signed report with `measurement` in every byte and default TCBs.
-    pub(crate) fn snp_claims(measurement: u8) -> SnpClaims {
+    pub fn snp_claims(measurement: u8) -> SnpClaims {
         SnpClaims {
             product: SnpProduct::Milan,
             report_version: 3,
@@ -110,6 +111,16 @@ pub(crate) mod fixtures {
             launch_tcb: SnpTcb::default(),
             chip_id: [3; 64],
             signing_key: SigningKeyKind::Vcek,
+        }
+    }
+
+    /// Simulated SEV-SNP [`Claims`] (not debug, no report data) around [`snp_claims`]`(measurement)`.
+    pub fn sim_snp(measurement: u8) -> Claims {
+        Claims {
+            platform: Platform::SimSnp,
+            report_data: [0; 64],
+            debug: false,
+            details: PlatformClaims::Snp(snp_claims(measurement)),
         }
     }
 }
