@@ -1,6 +1,10 @@
 //! Revocation in the running gateway, performed as an operator or app owner would: an instance whose measurement
 //! the app policy stops allowing leaves the tunnel within seconds (not at its next registration, minutes or hours
 //! later), and an instance whose evidence ends without renewal is removed although it is not yet expired.
+#![allow(
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod registration;
 
