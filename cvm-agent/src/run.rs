@@ -40,7 +40,7 @@ use std::sync::Arc;
 use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn, PolicyLoadError};
 use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
 use attestation::settings::SettingsError;
-use protocol::control::{InstanceId, PortPolicy, RegisterRequest, WireGuardKey, PROTOCOL_VERSION};
+use protocol::control::{InstanceId, PortPolicy, PublicKey, RegisterRequest, PROTOCOL_VERSION};
 use protocol::tunnel::PrivateKey;
 
 use crate::config::AgentConfig;
@@ -199,7 +199,7 @@ impl Agent {
     }
 }
 
-fn request(config: &AgentConfig, instance_id: &InstanceId, key: WireGuardKey) -> RegisterRequest {
+fn request(config: &AgentConfig, instance_id: &InstanceId, key: PublicKey) -> RegisterRequest {
     RegisterRequest {
         version: PROTOCOL_VERSION,
         app_id: config.app_id.clone(),

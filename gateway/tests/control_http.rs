@@ -20,7 +20,7 @@ use gateway::control::rate::RateLimiter;
 use gateway::control::tunnel::MemoryPeers;
 use gateway::control::{ControlPeer, ControlService, PeerAttestation, ResponseSettings};
 use gateway::registry::{Admission, MemoryStore, Registry};
-use protocol::control::{AppId, ErrorBody, ErrorCode, RegisterResponse, WireGuardKey};
+use protocol::control::{AppId, ErrorBody, ErrorCode, PublicKey, RegisterResponse};
 
 #[path = "support/control_service.rs"]
 mod control_service;
@@ -121,7 +121,7 @@ fn body(instance: &str, key: u8, version: u32) -> serde_json::Value {
         "version": version,
         "app_id": APP,
         "instance_id": instance,
-        "wireguard_public_key": WireGuardKey::from_bytes([key; 32]).unwrap().to_string(),
+        "wireguard_public_key": PublicKey::from_bytes([key; 32]).unwrap().to_string(),
         "ports": [{"port": 8080, "proxy_protocol": true}],
     })
 }

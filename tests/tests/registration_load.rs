@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cvm_agent::client::{register_once, AttemptError};
-use protocol::control::{ErrorBody, ErrorCode, InstanceId, RegisterRequest, WireGuardKey};
+use protocol::control::{ErrorBody, ErrorCode, InstanceId, PublicKey, RegisterRequest};
 use registration::*;
 use test_support::{wait_for, Host, Lab};
 
@@ -29,7 +29,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn request(instance: &InstanceId, key: WireGuardKey) -> RegisterRequest {
+fn request(instance: &InstanceId, key: PublicKey) -> RegisterRequest {
     register_request(instance, key)
 }
 
@@ -85,7 +85,7 @@ fn two_thousand_registrations_and_every_bad_request() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", world.read_log("gateway")));
 
     const INSTANCES: usize = 1000;
-    let instances: Vec<(InstanceId, WireGuardKey)> = (0..INSTANCES)
+    let instances: Vec<(InstanceId, PublicKey)> = (0..INSTANCES)
         .map(|_| (InstanceId::random(), random_key()))
         .collect();
     let register_all = |round: &str| -> HashMap<InstanceId, Ipv4Addr> {

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use protocol::control::WireGuardKey;
+use protocol::control::PublicKey;
 use protocol::tunnel::TunnelError;
 
 /// Why a peer could not be put into the peer table.
@@ -17,26 +17,26 @@ pub enum PeerError {
 /// The gateway's WireGuard peer table as the control plane uses it.
 pub trait PeerTable: Send + Sync {
     /// Adds the peer, or updates it if the key is already present, allowing exactly `address` from it.
-    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), PeerError>;
+    fn upsert_peer(&self, key: &PublicKey, address: Ipv4Addr) -> Result<(), PeerError>;
     /// Removes a peer; removing an absent peer is not an error.
-    fn remove_peer(&self, key: &WireGuardKey);
+    fn remove_peer(&self, key: &PublicKey);
 }
 
 /// A peer table that remembers peers in memory (tests, and gateways run without a tunnel).
 #[derive(Debug, Default)]
 pub struct MemoryPeers {
-    peers: std::sync::Mutex<std::collections::BTreeMap<WireGuardKey, Ipv4Addr>>,
+    peers: std::sync::Mutex<std::collections::BTreeMap<PublicKey, Ipv4Addr>>,
 }
 
 impl MemoryPeers {
     /// The current peers.
-    pub fn snapshot(&self) -> std::collections::BTreeMap<WireGuardKey, Ipv4Addr> {
+    pub fn snapshot(&self) -> std::collections::BTreeMap<PublicKey, Ipv4Addr> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 impl PeerTable for MemoryPeers {
-    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), PeerError> {
+    fn upsert_peer(&self, key: &PublicKey, address: Ipv4Addr) -> Result<(), PeerError> {
         self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -44,7 +44,7 @@ impl PeerTable for MemoryPeers {
         Ok(())
     }
 
-    fn remove_peer(&self, key: &WireGuardKey) {
+    fn remove_peer(&self, key: &PublicKey) {
         self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use protocol::control::{InstanceId, TargetState, WireGuardKey};
+use protocol::control::{InstanceId, PublicKey, TargetState};
 
 use super::record::InstanceRecord;
 use super::Registry;
@@ -21,7 +21,7 @@ use crate::proxy::limits::{DrainStore, DrainStoreError};
 /// How long ago each tunnel peer completed a handshake.
 pub trait HandshakeAges: Send + Sync + 'static {
     /// Time since the peer's last handshake; `None` if it never completed one.
-    fn since_handshake(&self, key: &WireGuardKey) -> Option<Duration>;
+    fn since_handshake(&self, key: &PublicKey) -> Option<Duration>;
 }
 
 /// An immutable view of every instance, grouped for lookups.

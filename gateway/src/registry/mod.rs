@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, RegisterRequest, WireGuardKey};
+use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, PublicKey, RegisterRequest};
 
 pub use allocator::AddressAllocator;
 pub use directory::{HandshakeAges, RegistryDirectory, RegistryDrains, Snapshot, SnapshotCell};
@@ -35,7 +35,7 @@ pub enum RegisterError {
     #[error("WireGuard key {key} is already registered by instance {holder}; generate a fresh key pair per instance")]
     KeyInUse {
         /// The key.
-        key: WireGuardKey,
+        key: PublicKey,
         /// The instance holding it.
         holder: InstanceId,
     },
@@ -90,7 +90,7 @@ pub enum Change {
     /// A known instance registered with a different WireGuard key; the old key's peer must go.
     KeyChanged {
         /// The key it had.
-        old_key: WireGuardKey,
+        old_key: PublicKey,
     },
     /// A known instance with the same key (ports or attestation may have changed).
     Refreshed,
@@ -109,7 +109,7 @@ pub struct RegisterOutcome {
 pub struct Registry {
     store: Box<dyn RegistryStore>,
     instances: HashMap<InstanceId, InstanceRecord>,
-    by_key: HashMap<WireGuardKey, InstanceId>,
+    by_key: HashMap<PublicKey, InstanceId>,
     allocator: AddressAllocator,
     network: TunnelNetwork,
     expire_after: Duration,
@@ -347,7 +347,7 @@ impl Registry {
     }
 
     /// The instance holding a WireGuard key.
-    pub fn by_key(&self, key: &WireGuardKey) -> Option<&InstanceRecord> {
+    pub fn by_key(&self, key: &PublicKey) -> Option<&InstanceRecord> {
         self.by_key.get(key).and_then(|id| self.instances.get(id))
     }
 

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use attestation::Claims;
-use protocol::control::{AppId, InstanceId, PortPolicy, WireGuardKey};
+use protocol::control::{AppId, InstanceId, PortPolicy, PublicKey};
 
 /// One registered instance, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub struct InstanceRecord {
     /// The app it belongs to (fixed at first registration).
     pub app_id: AppId,
     /// Its current WireGuard public key.
-    pub public_key: WireGuardKey,
+    pub public_key: PublicKey,
     /// Its stable tunnel address.
     pub tunnel_address: Ipv4Addr,
     /// The ports it exposes.

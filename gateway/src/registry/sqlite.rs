@@ -170,7 +170,7 @@ impl SqliteStore {
                 .app_id
                 .parse()
                 .map_err(|e| corrupt(format!("app id: {e}")))?,
-            public_key: protocol::control::WireGuardKey::from_slice(&row.public_key)
+            public_key: protocol::control::PublicKey::from_slice(&row.public_key)
                 .map_err(|e| corrupt(e.to_string()))?,
             tunnel_address: Ipv4Addr::from(
                 u32::try_from(row.tunnel_address)

@@ -39,8 +39,8 @@ fn open_expiring(path: &std::path::Path, expire_after: Duration) -> Registry {
     .unwrap()
 }
 
-fn key(b: u8) -> WireGuardKey {
-    WireGuardKey::from_bytes([b; 32]).unwrap()
+fn key(b: u8) -> PublicKey {
+    PublicKey::from_bytes([b; 32]).unwrap()
 }
 
 fn request(app: &str, instance: &str, k: u8) -> RegisterRequest {
@@ -322,7 +322,7 @@ fn a_failed_write_changes_nothing_in_memory() {
 struct Ages;
 
 impl HandshakeAges for Ages {
-    fn since_handshake(&self, key: &WireGuardKey) -> Option<Duration> {
+    fn since_handshake(&self, key: &PublicKey) -> Option<Duration> {
         (key == &self::key(1)).then(|| Duration::from_secs(7))
     }
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use protocol::control::WireGuardKey;
+use protocol::control::PublicKey;
 use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey};
 
 use super::RunError;
@@ -42,7 +42,7 @@ pub(crate) fn wireguard_key(store: &mut SqliteStore) -> Result<PrivateKey, RunEr
 pub(crate) async fn start_endpoint(
     config: &TunnelConfig,
     key: PrivateKey,
-) -> Result<(Endpoint, WireGuardKey), RunError> {
+) -> Result<(Endpoint, PublicKey), RunError> {
     let public = key.public_key();
     let mut endpoint_config = EndpointConfig::new(
         key,
@@ -72,7 +72,7 @@ pub struct TunnelPeers {
 }
 
 impl PeerTable for TunnelPeers {
-    fn upsert_peer(&self, key: &WireGuardKey, address: Ipv4Addr) -> Result<(), PeerError> {
+    fn upsert_peer(&self, key: &PublicKey, address: Ipv4Addr) -> Result<(), PeerError> {
         let config = PeerConfig::new(*key, address).with_keepalive(self.keepalive);
         let result = if self.endpoint.peer(&config.public_key).is_some() {
             self.endpoint.update_peer(config)
@@ -82,7 +82,7 @@ impl PeerTable for TunnelPeers {
         Ok(result?)
     }
 
-    fn remove_peer(&self, key: &WireGuardKey) {
+    fn remove_peer(&self, key: &PublicKey) {
         if let Err(e) = self.endpoint.remove_peer(key) {
             tracing::debug!(error = %e, "removing a peer that is not in the tunnel");
         }
@@ -90,7 +90,7 @@ impl PeerTable for TunnelPeers {
 }
 
 impl HandshakeAges for TunnelPeers {
-    fn since_handshake(&self, key: &WireGuardKey) -> Option<Duration> {
+    fn since_handshake(&self, key: &PublicKey) -> Option<Duration> {
         let at = self.endpoint.peer(key)?.last_handshake?;
         Some(
             SystemTime::now()

@@ -4,8 +4,8 @@
 //! includes it.
 
 use super::{
-    Arc, ControlService, Duration, Ipv4Addr, MemoryPeers, MemoryStore, Mutex, Registry,
-    ResponseSettings, WireGuardKey,
+    Arc, ControlService, Duration, Ipv4Addr, MemoryPeers, MemoryStore, Mutex, PublicKey, Registry,
+    ResponseSettings,
 };
 
 /// A service whose registry, in memory, gives leases of `lease` in 10.0.0.0/8 (the gateway at 10.0.0.1, its
@@ -20,7 +20,7 @@ pub(crate) fn memory_service(lease: Duration) -> (ControlService, Arc<MemoryPeer
     .unwrap();
     let peers = Arc::new(MemoryPeers::default());
     let settings = ResponseSettings {
-        gateway_key: WireGuardKey::from_bytes([0xee; 32]).unwrap(),
+        gateway_key: PublicKey::from_bytes([0xee; 32]).unwrap(),
         gateway_endpoint: "198.18.0.2:51820".into(),
         gateway_address: Ipv4Addr::new(10, 0, 0, 1),
         prefix_len: 8,

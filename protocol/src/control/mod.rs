@@ -18,9 +18,6 @@ pub mod messages;
 pub use crate::key::{KeyError, PublicKey};
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{AppId, IdError, InstanceId};
-
-/// The name control messages and their users have for [`PublicKey`]; the same type.
-pub type WireGuardKey = PublicKey;
 pub use messages::{
     decode_register_request, GatewayTunnel, PortPolicy, RegisterRequest, RegisterResponse,
     TargetState, MAX_PORTS,

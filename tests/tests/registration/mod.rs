@@ -287,7 +287,7 @@ pub(crate) fn connect_outcome(lab: &Lab, host: Host, addr: &str, port: u16) -> R
 /// A registration request of `instance` of [`APP`] with WireGuard key `key`, declaring port 7000.
 pub(crate) fn register_request(
     instance: &protocol::control::InstanceId,
-    key: protocol::control::WireGuardKey,
+    key: protocol::control::PublicKey,
 ) -> protocol::control::RegisterRequest {
     protocol::control::RegisterRequest {
         version: protocol::control::PROTOCOL_VERSION,
@@ -299,8 +299,8 @@ pub(crate) fn register_request(
 }
 
 /// A random WireGuard public key.
-pub(crate) fn random_key() -> protocol::control::WireGuardKey {
-    protocol::control::WireGuardKey::from_bytes(rand::random()).unwrap()
+pub(crate) fn random_key() -> protocol::control::PublicKey {
+    protocol::control::PublicKey::from_bytes(rand::random()).unwrap()
 }
 
 /// The gateway's control URL in the lab.

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use protocol::control::{
-    decode_register_request, ErrorBody, ErrorCode, GatewayTunnel, RegisterResponse, WireGuardKey,
+    decode_register_request, ErrorBody, ErrorCode, GatewayTunnel, PublicKey, RegisterResponse,
     PROTOCOL_VERSION,
 };
 
@@ -26,7 +26,7 @@ use crate::registry::{Change, InstanceRecord, Registry, Revocation, RevocationCo
 #[derive(Debug, Clone)]
 pub struct ResponseSettings {
     /// The gateway's WireGuard public key.
-    pub gateway_key: WireGuardKey,
+    pub gateway_key: PublicKey,
     /// The gateway's WireGuard endpoint, `host:port`.
     pub gateway_endpoint: String,
     /// The gateway's tunnel address.

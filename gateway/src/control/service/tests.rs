@@ -45,7 +45,7 @@ fn body(app: &str, instance: &str, key: u8) -> Vec<u8> {
         "version": 1,
         "app_id": app,
         "instance_id": instance,
-        "wireguard_public_key": WireGuardKey::from_bytes([key; 32]).unwrap().to_string(),
+        "wireguard_public_key": PublicKey::from_bytes([key; 32]).unwrap().to_string(),
         "ports": [{"port": 80}],
     }))
     .unwrap()
@@ -65,7 +65,7 @@ fn registration_answers_and_adds_the_peer() {
         (25, 300, 8)
     );
     assert_eq!(r.base_domains, vec!["apps.example.com".to_string()]);
-    let key = WireGuardKey::from_bytes([1; 32]).unwrap();
+    let key = PublicKey::from_bytes([1; 32]).unwrap();
     assert_eq!(peers.snapshot().get(&key), Some(&r.tunnel_address));
 
     // A new key for the same instance replaces the peer, same address.
@@ -76,7 +76,7 @@ fn registration_answers_and_adds_the_peer() {
     let snap = peers.snapshot();
     assert_eq!(snap.len(), 1);
     assert_eq!(
-        snap.get(&WireGuardKey::from_bytes([2; 32]).unwrap()),
+        snap.get(&PublicKey::from_bytes([2; 32]).unwrap()),
         Some(&r.tunnel_address)
     );
 }
@@ -161,14 +161,14 @@ fn restore_and_expire_drive_the_peer_table() {
         .unwrap();
     svc.register(&body(APP, "22222222", 2), Some(&FakePeer), 1090)
         .unwrap();
-    peers.remove_peer(&WireGuardKey::from_bytes([1; 32]).unwrap());
-    peers.remove_peer(&WireGuardKey::from_bytes([2; 32]).unwrap());
+    peers.remove_peer(&PublicKey::from_bytes([1; 32]).unwrap());
+    peers.remove_peer(&PublicKey::from_bytes([2; 32]).unwrap());
     assert_eq!(svc.restore_peers(), 2);
     assert_eq!(peers.snapshot().len(), 2);
     assert_eq!(svc.expire(1150), 1);
     let snap = peers.snapshot();
     assert_eq!(snap.len(), 1);
-    assert!(snap.contains_key(&WireGuardKey::from_bytes([2; 32]).unwrap()));
+    assert!(snap.contains_key(&PublicKey::from_bytes([2; 32]).unwrap()));
 }
 
 /// A peer admitted for [`APP`] with measurement `measurement` until `valid_until`, or refused by a policy that
@@ -229,7 +229,7 @@ fn a_changed_policy_removes_the_instances_it_no_longer_admits_from_registry_and_
     drop(registry);
     let snap = peers.snapshot();
     assert_eq!(snap.len(), 1);
-    assert!(snap.contains_key(&WireGuardKey::from_bytes([1; 32]).unwrap()));
+    assert!(snap.contains_key(&PublicKey::from_bytes([1; 32]).unwrap()));
     assert_eq!(svc.revocations().by_reason()[0], ("policy", 1));
     // A policy that admits what is left removes nothing more.
     assert_eq!(svc.revoke(21, only(1)), 0);
