@@ -4,67 +4,57 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-/// A DNS name apps are served under: 1 to 253 bytes of dot-separated labels of letters, digits and inner hyphens,
-/// each 1 to 63 bytes, no leading or trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub struct DomainName(String);
+/// A string newtype that holds only values `check` accepts: built with `new` or, when deserializing, from a string
+/// (the error quotes the value and says what is wrong with it).
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(String);
 
-impl DomainName {
-    /// Checks `name`.
-    pub fn new(name: &str) -> Result<Self, &'static str> {
-        check_domain(name).map(|()| Self(name.to_owned()))
-    }
+        impl $name {
+            /// Checks `value`.
+            pub fn new(value: &str) -> Result<Self, &'static str> {
+                $check(value).map(|()| Self(value.to_owned()))
+            }
 
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The value as written.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                $check(&value)
+                    .map_err(|why| format!("{value:?} {why}"))
+                    .map(|()| Self(value))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for DomainName {
-    type Error = String;
+checked_string!(
+    /// A DNS name apps are served under: 1 to 253 bytes of dot-separated labels of letters, digits and inner
+    /// hyphens, each 1 to 63 bytes, no leading or trailing dot.
+    DomainName,
+    check_domain
+);
 
-    fn try_from(name: String) -> Result<Self, Self::Error> {
-        check_domain(&name)
-            .map_err(|why| format!("{name:?} {why}"))
-            .map(|()| Self(name))
-    }
-}
-
-impl fmt::Display for DomainName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Where agents send WireGuard packets: `IP:PORT` or `HOST:PORT` with a valid DNS host and a non-zero port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub struct PublicEndpoint(String);
-
-impl PublicEndpoint {
-    /// The endpoint as written.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for PublicEndpoint {
-    type Error = String;
-
-    fn try_from(endpoint: String) -> Result<Self, Self::Error> {
-        check_endpoint(&endpoint)
-            .map_err(|why| format!("{endpoint:?} {why}"))
-            .map(|()| Self(endpoint))
-    }
-}
-
-impl fmt::Display for PublicEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+checked_string!(
+    /// Where agents send WireGuard packets: `IP:PORT` or `HOST:PORT` with a valid DNS host and a non-zero port.
+    PublicEndpoint,
+    check_endpoint
+);
 
 fn check_domain(domain: &str) -> Result<(), &'static str> {
     if domain.is_empty() || domain.len() > 253 {
