@@ -333,8 +333,10 @@ fn expiry_policy_reload_and_certificate_renewal() {
         other => panic!("a sixth instance in a /29: {other:?}"),
     }
 
-    // App policy reload: disallow the agents' measurement. A new registration is refused with the typed error
-    // naming app and measurement, and so is the live agent's next one; allowed again, it is accepted.
+    // App policy reload: disallow the agents' measurement. The live instance is removed at once (revocation), a new
+    // registration is refused with the typed error naming app and measurement, and so is the live agent's next
+    // one; allowed again, it is accepted, with the address the registry then hands out.
+    let live_id = world.instance_at(&live_addr).unwrap().instance_id;
     let changed = unix_now();
     world.write_app_policy(&[BAD]);
     world
@@ -345,6 +347,15 @@ fn expiry_policy_reload_and_certificate_renewal() {
             Duration::from_secs(10),
         )
         .unwrap();
+    // Every instance of the app goes, the live agent's among them.
+    let revoked = wait_for(Duration::from_secs(5), "the live instance's removal", || {
+        Ok(world
+            .lines_with("gateway", "instance removed")
+            .into_iter()
+            .find(|(t, l)| *t >= changed && l.contains(live_id.as_str())))
+    })
+    .unwrap();
+    assert!(revoked.1.contains("reason=\"policy\""), "{}", revoked.1);
     match register(&fresh_request()) {
         Err(AttemptError::Refused {
             status: 403, body, ..
@@ -374,6 +385,12 @@ fn expiry_policy_reload_and_certificate_renewal() {
     world
         .wait_line_after("live", ": registered", allowed, Duration::from_secs(15))
         .unwrap();
+    let live_addr = world
+        .instance(live_id.as_str())
+        .expect("registered again")
+        .tunnel_address
+        .to_string();
+    wait_reachable(&lab, &live_addr, "hello-from-live", 10).unwrap();
 
     // Gateway policy reload in the agent: a policy this gateway does not satisfy makes the next registration stop
     // at the TLS handshake; the previous policy restored, registrations succeed again.
