@@ -348,12 +348,16 @@ fn expiry_policy_reload_and_certificate_renewal() {
         )
         .unwrap();
     // Every instance of the app goes, the live agent's among them.
-    let revoked = wait_for(Duration::from_secs(5), "the live instance's removal", || {
-        Ok(world
-            .lines_with("gateway", "instance removed")
-            .into_iter()
-            .find(|(t, l)| *t >= changed && l.contains(live_id.as_str())))
-    })
+    let revoked = wait_for(
+        Duration::from_secs(5),
+        "the live instance's removal",
+        || {
+            Ok(world
+                .lines_with("gateway", "instance removed")
+                .into_iter()
+                .find(|(t, l)| *t >= changed && l.contains(live_id.as_str())))
+        },
+    )
     .unwrap();
     assert!(revoked.1.contains("reason=\"policy\""), "{}", revoked.1);
     match register(&fresh_request()) {
