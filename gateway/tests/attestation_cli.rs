@@ -2,11 +2,15 @@
 
 mod cli;
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
-use cli::{check_sim_evidence, dir, gateway, gateway_with, p, verified_claims, write_sim_pki};
+use cli::{
+    check_sim_evidence, dir, gateway, gateway_with, p, sim_snp_root, verified_claims, verify_cert,
+    write_sim_pki,
+};
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
 
@@ -147,20 +151,12 @@ fn sim_pki_round_trip_through_the_command() {
 #[test]
 fn verify_ra_tls_certificates() {
     let d = dir();
-    let pki = test_support::pki::sim_snp();
-    let ark = d.path("ark.pem");
-    std::fs::write(&ark, pki.ark_pem()).unwrap();
+    let (pki, ark) = sim_snp_root(&d);
     let attester = SimSnpAttester::new(pki, [0x42; 48], [0; 32]);
     let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
     let cert_path = d.path("cert.pem");
     std::fs::write(&cert_path, cert.cert_pem()).unwrap();
-    let (code, out, err) = gateway(&[
-        "verify",
-        "--evidence",
-        p(&cert_path),
-        "--trust-sim-root",
-        p(&ark),
-    ]);
+    let (code, out, err) = verify_cert(&cert_path, &[], &ark);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"sim-snp\""), "{out}");
 
@@ -173,15 +169,7 @@ fn verify_ra_tls_certificates() {
     )
     .unwrap();
     std::fs::write(&cert_path, old.cert_der().as_ref()).unwrap();
-    let (code, _, err) = gateway(&[
-        "verify",
-        "--evidence",
-        p(&cert_path),
-        "--format",
-        "ra-tls-cert",
-        "--trust-sim-root",
-        p(&ark),
-    ]);
+    let (code, _, err) = verify_cert(&cert_path, &["--format", "ra-tls-cert"], &ark);
     assert_eq!(code, 1);
     assert!(err.contains("certificate-validity"), "{err}");
 }
@@ -199,23 +187,12 @@ fn forged_ra_tls_certificate_from_the_public_attestation_document_is_refused() {
     use gateway::proxy::self_attestation::{AttestationDocument, SelfAttestation};
 
     let d = dir();
-    let pki = test_support::pki::sim_snp();
-    let ark = d.path("ark.pem");
-    std::fs::write(&ark, pki.ark_pem()).unwrap();
+    let (pki, ark) = sim_snp_root(&d);
     let policy = cli::profile_policy(&d, "sim-snp", "42");
     let attester = std::sync::Arc::new(SimSnpAttester::new(pki, [0x42; 48], [0; 32]));
-    let verify = |cert: &std::path::Path| {
-        gateway(&[
-            "verify",
-            "--evidence",
-            p(cert),
-            "--format",
-            "ra-tls-cert",
-            "--policy",
-            p(&policy),
-            "--trust-sim-root",
-            p(&ark),
-        ])
+    let verify = |cert: &Path| {
+        let options = ["--format", "ra-tls-cert", "--policy", p(&policy)];
+        verify_cert(cert, &options, &ark)
     };
 
     // The gateway's RA-TLS certificate passes the policy: the refusal below is about the evidence's purpose.

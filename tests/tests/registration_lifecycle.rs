@@ -45,11 +45,7 @@ fn fresh_request() -> RegisterRequest {
 fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
     let lab = Lab::up().unwrap();
     let world = World::new("reg-outage");
-    let gateway_options = GatewayConfig {
-        // Long enough that every registration in this test has another cause.
-        reregister_secs: 600,
-        ..GatewayConfig::default()
-    };
+    let gateway_options = rare_reregistration();
     let agent_options = AgentConfig {
         handshake_timeout_secs: Some(10),
         retry_initial_ms: 250,
@@ -58,14 +54,8 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
     };
     // The gateway's keep-alive is 2 s, so the agent's effective timeout is max(10, 3 * 2 + 5) = 11 s.
     const TIMEOUT: f64 = 11.0;
-    let _logs = world.logs_on_failure(&["gateway", "a1"]);
-    let _server = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
-    let mut gw = world.start_gateway(&lab, &gateway_options).unwrap();
-    let mut agent = world
-        .start_agent(&lab, Host::Cvm1, "a1", &agent_options)
-        .unwrap();
-    let addr = tunnel_address(&lab, Host::Cvm1, "a1").unwrap();
-    wait_reachable(&lab, &addr, "hello-from-cvm1", 20).unwrap();
+    let mut stack = world.start_stack(&lab, &gateway_options, &agent_options, Host::Cvm1, "a1");
+    let addr = stack.addr.clone();
 
     // Healthy and idle for longer than the timeout: keep-alives keep the tunnel alive, nothing re-registers. The
     // quiet spell is what is tested, so the test sleeps through it.
@@ -89,27 +79,18 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
     let last_seen_before = world.registry()[0].last_seen;
     let blocked_at = unix_now();
     let block = NftDrop::udp_port(Host::Cvm1, WG_PORT).unwrap();
-    let (stale_at, _) = world
-        .wait_line_after(
-            "a1",
-            "no tunnel handshake within the timeout",
-            blocked_at,
-            Duration::from_secs(40),
-        )
-        .unwrap();
+    let (stale_at, _) = world.wait_line(
+        "a1",
+        "no tunnel handshake within the timeout",
+        blocked_at,
+        40,
+    );
     let detected = stale_at - blocked_at;
     assert!(
         (TIMEOUT - 3.0..=TIMEOUT + 5.0).contains(&detected),
         "the dead tunnel was noticed {detected:.1} s after the block; the timeout is {TIMEOUT} s"
     );
-    let (registered_at, line) = world
-        .wait_line_after(
-            "a1",
-            ": registered",
-            stale_at - 0.001,
-            Duration::from_secs(15),
-        )
-        .unwrap();
+    let (registered_at, line) = world.wait_line("a1", ": registered", stale_at - 0.001, 15);
     assert_eq!(field(&line, "address"), Some(addr.as_str()), "{line}");
     let record = world.registry().remove(0);
     assert!(
@@ -129,13 +110,13 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
         .iter()
         .all(|(t, _)| *t < blocked_at));
     drop(block);
-    let took = wait_reachable(&lab, &addr, "hello-from-cvm1", 30).unwrap();
+    let took = wait_reachable(&lab, &addr, "hello-from-a1", 30).unwrap();
     eprintln!("tunnel reachable again {took:?} after the block was lifted");
 
     // The gateway goes away (kill -9): after the timeout the agent tries to register, and each failure waits
     // longer: nominal 250 ms, 500 ms, 1 s, 2 s, 4 s, 4 s, each a random value between half and all of it.
     let killed_at = unix_now();
-    gw.kill();
+    stack.gateway.kill();
     const FAILURES: usize = 6;
     let failures = wait_for(
         Duration::from_secs(60),
@@ -184,18 +165,18 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
     );
     eprintln!("attempt spacing while the gateway is down (nominal, drawn, observed): {delays:?}");
     // The agent keeps running and keeps serving on its tunnel address (locally: the tunnel is down).
-    assert!(agent.is_running(), "the agent exited");
+    assert!(stack.agent.is_running(), "the agent exited");
     assert_eq!(
         fetch(&lab, Host::Cvm1, &addr).unwrap(),
-        "hello-from-cvm1",
+        "hello-from-a1",
         "the forwarder keeps answering while the gateway is down"
     );
 
     // The gateway returns with its registry: the tunnel works again with the same address, through the peer the
     // gateway restored (and a registration if the next retry comes first), and the retries stop.
     let restarted_at = unix_now();
-    let _gw = world.start_gateway(&lab, &gateway_options).unwrap();
-    let took = wait_reachable(&lab, &addr, "hello-from-cvm1", 30).unwrap();
+    stack.gateway = world.start_gateway(&lab, &gateway_options).unwrap();
+    let took = wait_reachable(&lab, &addr, "hello-from-a1", 30).unwrap();
     let back = unix_now();
     // Five quiet seconds with the tunnel back: that no retry comes is what is checked, so the test sleeps.
     std::thread::sleep(Duration::from_secs(5));
@@ -238,19 +219,14 @@ fn expiry_policy_reload_and_certificate_renewal() {
         certificate_validity_secs: Some(60),
         ..AgentConfig::default()
     };
-    let _logs = world.logs_on_failure(&["gateway", "live", "doomed"]);
-    let _server = start_tcp_server(&lab, Host::Cvm1, "hello-from-live").unwrap();
     let started = unix_now();
-    let mut gw = world.start_gateway(&lab, &gateway_options).unwrap();
-    let _live = world
-        .start_agent(&lab, Host::Cvm1, "live", &agent_options)
-        .unwrap();
+    let mut stack = world.start_stack(&lab, &gateway_options, &agent_options, Host::Cvm1, "live");
+    let live_addr = stack.addr.clone();
+    let _logs = world.logs_on_failure(&["doomed"]);
     let mut doomed = world
         .start_agent(&lab, Host::Cvm2, "doomed", &agent_options)
         .unwrap();
-    let live_addr = tunnel_address(&lab, Host::Cvm1, "live").unwrap();
     let doomed_addr = tunnel_address(&lab, Host::Cvm2, "doomed").unwrap();
-    wait_reachable(&lab, &live_addr, "hello-from-live", 20).unwrap();
     let first_cert = wait_for(Duration::from_secs(10), "the control certificate", || {
         control_certificate(&lab).map(Some)
     })
@@ -339,14 +315,7 @@ fn expiry_policy_reload_and_certificate_renewal() {
     let live_id = world.instance_at(&live_addr).unwrap().instance_id;
     let changed = unix_now();
     world.write_app_policy(&[BAD]);
-    world
-        .wait_line_after(
-            "gateway",
-            "app policy reloaded",
-            changed,
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    world.wait_line("gateway", "app policy reloaded", changed, 10);
     // Every instance of the app goes, the live agent's among them.
     let revoked = wait_for(
         Duration::from_secs(5),
@@ -373,22 +342,11 @@ fn expiry_policy_reload_and_certificate_renewal() {
         }
         other => panic!("registration under the stricter policy: {other:?}"),
     }
-    world
-        .wait_line_after("live", "policy_refused", changed, Duration::from_secs(25))
-        .unwrap();
+    world.wait_line("live", "policy_refused", changed, 25);
     let allowed = unix_now();
     world.write_app_policy(&[GOOD]);
-    world
-        .wait_line_after(
-            "gateway",
-            "app policy reloaded",
-            allowed,
-            Duration::from_secs(10),
-        )
-        .unwrap();
-    world
-        .wait_line_after("live", ": registered", allowed, Duration::from_secs(15))
-        .unwrap();
+    world.wait_line("gateway", "app policy reloaded", allowed, 10);
+    world.wait_line("live", ": registered", allowed, 15);
     let live_addr = world
         .instance(live_id.as_str())
         .expect("registered again")
@@ -400,22 +358,8 @@ fn expiry_policy_reload_and_certificate_renewal() {
     // at the TLS handshake; the previous policy restored, registrations succeed again.
     let changed = unix_now();
     world.write_gateway_policy(BAD);
-    let (reloaded, _) = world
-        .wait_line_after(
-            "live",
-            "gateway policy reloaded",
-            changed,
-            Duration::from_secs(5),
-        )
-        .unwrap();
-    world
-        .wait_line_after(
-            "live",
-            "TLS handshake failed",
-            reloaded,
-            Duration::from_secs(25),
-        )
-        .unwrap();
+    let (reloaded, _) = world.wait_line("live", "gateway policy reloaded", changed, 5);
+    world.wait_line("live", "TLS handshake failed", reloaded, 25);
     assert!(
         !world
             .lines_with("live", "measurement")
@@ -433,20 +377,11 @@ fn expiry_policy_reload_and_certificate_renewal() {
     );
     let restored = unix_now();
     world.write_gateway_policy(GOOD);
-    world
-        .wait_line_after("live", ": registered", restored, Duration::from_secs(15))
-        .unwrap();
+    world.wait_line("live", ": registered", restored, 15);
 
     // Certificate renewal: the gateway renews when a quarter of its 60 s remains, without a restart, and serves
     // the new certificate.
-    world
-        .wait_line_after(
-            "gateway",
-            "RA-TLS certificate renewed",
-            started,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    world.wait_line("gateway", "RA-TLS certificate renewed", started, 60);
     let second_cert = control_certificate(&lab).unwrap();
     let line_of = |cert: &str, key: &str| {
         cert.lines()
@@ -464,21 +399,14 @@ fn expiry_policy_reload_and_certificate_renewal() {
         line_of(&second_cert, "notAfter="),
         "{first_cert}\n{second_cert}"
     );
-    assert!(gw.is_running(), "the gateway was not restarted");
+    assert!(stack.gateway.is_running(), "the gateway was not restarted");
     assert_eq!(
         world.lines_with("gateway", "step 1/7").len(),
         1,
         "the gateway started once"
     );
     // The agent renews its own too.
-    world
-        .wait_line_after(
-            "live",
-            "RA-TLS certificate renewed",
-            started,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    world.wait_line("live", "RA-TLS certificate renewed", started, 60);
     // Once both first certificates have expired (60 s after they were issued), registering still works: each
     // side presents and accepts the renewed ones.
     let issued = |name: &str, step: &str| world.lines_with(name, step).first().map(|(t, _)| *t);
@@ -490,14 +418,7 @@ fn expiry_policy_reload_and_certificate_renewal() {
     std::thread::sleep(Duration::from_secs_f64(
         (both_expired - unix_now()).max(0.0),
     ));
-    world
-        .wait_line_after(
-            "live",
-            ": registered",
-            both_expired,
-            Duration::from_secs(20),
-        )
-        .unwrap();
+    world.wait_line("live", ": registered", both_expired, 20);
     wait_reachable(&lab, &live_addr, "hello-from-live", 10).unwrap();
     eprintln!(
         "lifecycle test done {:.0} s after the gateway started",

@@ -8,8 +8,6 @@
 
 mod registration;
 
-use std::time::Duration;
-
 use registration::*;
 use test_support::{Host, Lab};
 
@@ -22,31 +20,20 @@ use test_support::{Host, Lab};
 fn a_policy_that_stops_allowing_the_measurement_takes_the_instance_out_within_seconds() {
     let lab = Lab::up().unwrap();
     let world = World::new("revoke-policy");
-    let gateway_options = GatewayConfig {
-        reregister_secs: 600,
-        ..GatewayConfig::default()
-    };
-    let _logs = world.logs_on_failure(&["gateway", "a1"]);
-    let _server = start_tcp_server(&lab, Host::Cvm1, "hello-from-a1").unwrap();
-    let _gateway = world.start_gateway(&lab, &gateway_options).unwrap();
-    let _agent = world
-        .start_agent(&lab, Host::Cvm1, "a1", &AgentConfig::default())
-        .unwrap();
-    let addr = tunnel_address(&lab, Host::Cvm1, "a1").unwrap();
-    wait_reachable(&lab, &addr, "hello-from-a1", 20).unwrap();
-    let record = world.instance_at(&addr).expect("the agent is registered");
+    let stack = world.start_stack(
+        &lab,
+        &rare_reregistration(),
+        &AgentConfig::default(),
+        Host::Cvm1,
+        "a1",
+    );
+    let addr = &stack.addr;
+    let record = world.instance_at(addr).expect("the agent is registered");
     assert!(record.claims.is_some(), "the verified claims are stored");
 
     let changed = unix_now();
     world.write_app_policy(&[BAD]);
-    let (removed_at, line) = world
-        .wait_line_after(
-            "gateway",
-            "instance removed",
-            changed,
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    let (removed_at, line) = world.wait_line("gateway", "instance removed", changed, 10);
     assert!(
         line.contains(record.instance_id.as_str()) && line.contains("reason=\"policy\""),
         "{line}"
@@ -64,7 +51,7 @@ fn a_policy_that_stops_allowing_the_measurement_takes_the_instance_out_within_se
             .any(|(t, l)| *t >= changed && l.contains(&record.public_key.to_string())),
         "the instance's WireGuard peer leaves the tunnel: {peer_removed:?}"
     );
-    let outcome = connect_outcome(&lab, Host::Gateway, &addr, FORWARDED).unwrap();
+    let outcome = connect_outcome(&lab, Host::Gateway, addr, FORWARDED).unwrap();
     assert_ne!(outcome, "connected", "{addr}:{FORWARDED} still reachable");
 }
 
@@ -77,36 +64,28 @@ fn evidence_that_ends_without_renewal_removes_the_instance_before_its_expiry() {
     let lab = Lab::up().unwrap();
     let world = World::new("revoke-evidence");
     let gateway_options = GatewayConfig {
-        reregister_secs: 600,
         expire_after_secs: Some(3600),
-        ..GatewayConfig::default()
+        ..rare_reregistration()
     };
     let agent_options = AgentConfig {
         certificate_validity_secs: Some(60),
         ..AgentConfig::default()
     };
-    let _logs = world.logs_on_failure(&["gateway", "a1"]);
-    let _server = start_tcp_server(&lab, Host::Cvm1, "hello-from-a1").unwrap();
-    let _gateway = world.start_gateway(&lab, &gateway_options).unwrap();
-    let agent = world
-        .start_agent(&lab, Host::Cvm1, "a1", &agent_options)
-        .unwrap();
-    let addr = tunnel_address(&lab, Host::Cvm1, "a1").unwrap();
-    wait_reachable(&lab, &addr, "hello-from-a1", 20).unwrap();
-    let record = world.instance_at(&addr).expect("the agent is registered");
+    let stack = world.start_stack(&lab, &gateway_options, &agent_options, Host::Cvm1, "a1");
+    let record = world
+        .instance_at(&stack.addr)
+        .expect("the agent is registered");
     let now = unix_now();
     assert!(
         (record.valid_until as f64) > now && (record.valid_until as f64) <= now + 61.0,
         "the stored end is the agent's certificate's: {} (now {now:.0})",
         record.valid_until
     );
-    let pid = nix_pid(agent.id());
+    let pid = nix_pid(stack.agent.id());
     signal(pid, libc::SIGSTOP);
     let _resume = Resume(pid);
 
-    let (removed_at, line) = world
-        .wait_line_after("gateway", "instance removed", now, Duration::from_secs(100))
-        .unwrap();
+    let (removed_at, line) = world.wait_line("gateway", "instance removed", now, 100);
     assert!(
         line.contains(record.instance_id.as_str()) && line.contains("reason=\"evidence_expired\""),
         "{line}"

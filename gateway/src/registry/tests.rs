@@ -65,6 +65,17 @@ fn admitted() -> Admission {
     super::record::fixtures::admission(0xaa, u64::MAX)
 }
 
+/// Registers instance `instance` of `app` with key `k` (the ports of [`request`]) at `now`, [`admitted`].
+fn admit(
+    r: &mut Registry,
+    app: &str,
+    instance: &str,
+    k: u8,
+    now: u64,
+) -> Result<RegisterOutcome, RegisterError> {
+    r.register(&request(app, instance, k), &admitted(), now)
+}
+
 const APP: &str = "aaaaaaaaaaaaaaaa";
 const OTHER_APP: &str = "bbbbbbbbbbbbbbbb";
 
@@ -73,18 +84,12 @@ fn addresses_are_distinct_stable_and_survive_reopening() {
     let dir = TempDir::new();
     let (a1, a2) = {
         let mut r = open(&dir.db());
-        let one = r
-            .register(&request(APP, "11111111", 1), &admitted(), 100)
-            .unwrap();
-        let two = r
-            .register(&request(APP, "22222222", 2), &admitted(), 100)
-            .unwrap();
+        let one = admit(&mut r, APP, "11111111", 1, 100).unwrap();
+        let two = admit(&mut r, APP, "22222222", 2, 100).unwrap();
         assert_eq!(one.change, Change::New);
         assert_ne!(one.record.tunnel_address, two.record.tunnel_address);
         assert_ne!(one.record.tunnel_address, GW);
-        let again = r
-            .register(&request(APP, "11111111", 1), &admitted(), 150)
-            .unwrap();
+        let again = admit(&mut r, APP, "11111111", 1, 150).unwrap();
         assert_eq!(again.change, Change::Refreshed);
         assert_eq!(again.record.tunnel_address, one.record.tunnel_address);
         assert_eq!(again.record.registered_at, 100);
@@ -97,9 +102,7 @@ fn addresses_are_distinct_stable_and_survive_reopening() {
     assert_eq!(one.last_seen, 150);
     assert_eq!(one.ports, request(APP, "11111111", 1).ports);
     assert_eq!(r.by_key(&key(2)).unwrap().tunnel_address, a2);
-    let three = r
-        .register(&request(APP, "33333333", 3), &admitted(), 200)
-        .unwrap();
+    let three = admit(&mut r, APP, "33333333", 3, 200).unwrap();
     assert!(three.record.tunnel_address != a1 && three.record.tunnel_address != a2);
 }
 
@@ -107,18 +110,13 @@ fn addresses_are_distinct_stable_and_survive_reopening() {
 fn key_change_keeps_the_address_and_frees_the_old_key() {
     let dir = TempDir::new();
     let mut r = open(&dir.db());
-    let first = r
-        .register(&request(APP, "11111111", 1), &admitted(), 1)
-        .unwrap();
-    let changed = r
-        .register(&request(APP, "11111111", 9), &admitted(), 2)
-        .unwrap();
+    let first = admit(&mut r, APP, "11111111", 1, 1).unwrap();
+    let changed = admit(&mut r, APP, "11111111", 9, 2).unwrap();
     assert_eq!(changed.change, Change::KeyChanged { old_key: key(1) });
     assert_eq!(changed.record.tunnel_address, first.record.tunnel_address);
     assert!(r.by_key(&key(1)).is_none());
     // The old key is free for another instance now.
-    r.register(&request(APP, "22222222", 1), &admitted(), 3)
-        .unwrap();
+    admit(&mut r, APP, "22222222", 1, 3).unwrap();
     drop(r);
     let r = open(&dir.db());
     assert_eq!(r.by_key(&key(9)).unwrap().instance_id.as_str(), "11111111");
@@ -128,20 +126,15 @@ fn key_change_keeps_the_address_and_frees_the_old_key() {
 fn duplicate_key_and_app_switch_are_refused_and_change_nothing() {
     let dir = TempDir::new();
     let mut r = open(&dir.db());
-    r.register(&request(APP, "11111111", 1), &admitted(), 1)
-        .unwrap();
+    admit(&mut r, APP, "11111111", 1, 1).unwrap();
     let before: Vec<_> = SqliteStore::open(&dir.db()).unwrap().load_all().unwrap();
 
-    let e = r
-        .register(&request(APP, "22222222", 1), &admitted(), 2)
-        .unwrap_err();
+    let e = admit(&mut r, APP, "22222222", 1, 2).unwrap_err();
     assert!(matches!(&e, RegisterError::KeyInUse { holder, .. } if holder.as_str() == "11111111"));
     assert_eq!(e.to_body().error, ErrorCode::KeyInUse);
     assert_eq!(e.to_body().http_status(), 409);
 
-    let e = r
-        .register(&request(OTHER_APP, "11111111", 1), &admitted(), 2)
-        .unwrap_err();
+    let e = admit(&mut r, OTHER_APP, "11111111", 1, 2).unwrap_err();
     assert!(matches!(e, RegisterError::InstanceBoundToOtherApp { .. }));
     assert!(e.to_body().message.contains(APP), "{}", e.to_body().message);
 
@@ -154,12 +147,8 @@ fn duplicate_key_and_app_switch_are_refused_and_change_nothing() {
 fn expiry_frees_addresses_and_rows() {
     let dir = TempDir::new();
     let mut r = open_expiring(&dir.db(), Duration::from_secs(100));
-    let old = r
-        .register(&request(APP, "11111111", 1), &admitted(), 1000)
-        .unwrap()
-        .record;
-    r.register(&request(APP, "22222222", 2), &admitted(), 1050)
-        .unwrap();
+    let old = admit(&mut r, APP, "11111111", 1, 1000).unwrap().record;
+    admit(&mut r, APP, "22222222", 2, 1050).unwrap();
     assert!(
         r.expire(1100).unwrap().is_empty(),
         "nothing is older than 100 s yet"
@@ -187,11 +176,8 @@ fn pool_exhaustion_is_an_error_not_a_collision() {
         DAY,
     )
     .unwrap();
-    r.register(&request(APP, "11111111", 1), &admitted(), 1)
-        .unwrap();
-    let e = r
-        .register(&request(APP, "22222222", 2), &admitted(), 1)
-        .unwrap_err();
+    admit(&mut r, APP, "11111111", 1, 1).unwrap();
+    let e = admit(&mut r, APP, "22222222", 2, 1).unwrap_err();
     assert!(matches!(e, RegisterError::PoolExhausted { .. }));
     assert_eq!(e.to_body().error, ErrorCode::AddressPoolExhausted);
 }
@@ -200,8 +186,7 @@ fn pool_exhaustion_is_an_error_not_a_collision() {
 fn addresses_outside_a_changed_network_are_reassigned() {
     let dir = TempDir::new();
     let mut r = open(&dir.db());
-    r.register(&request(APP, "11111111", 1), &admitted(), 1)
-        .unwrap();
+    admit(&mut r, APP, "11111111", 1, 1).unwrap();
     drop(r);
     let r = Registry::open(
         Box::new(SqliteStore::open(&dir.db()).unwrap()),
@@ -311,9 +296,7 @@ impl RegistryStore for FailingStore {
 #[test]
 fn a_failed_write_changes_nothing_in_memory() {
     let mut r = Registry::open(Box::new(FailingStore), net(), GW, DAY).unwrap();
-    let e = r
-        .register(&request(APP, "11111111", 1), &admitted(), 1)
-        .unwrap_err();
+    let e = admit(&mut r, APP, "11111111", 1, 1).unwrap_err();
     assert_eq!(e.to_body().error, ErrorCode::Internal);
     assert!(r.is_empty());
     assert!(r.by_key(&key(1)).is_none());
@@ -342,12 +325,8 @@ fn directory_resolves_apps_then_instances_and_follows_changes() {
         dir.resolve(APP, 80),
         Err(LookupError::UnknownId(_))
     ));
-    let one = r
-        .register(&request(APP, "11111111", 1), &admitted(), 1000)
-        .unwrap()
-        .record;
-    r.register(&request(APP, "22222222", 2), &admitted(), 1000)
-        .unwrap();
+    let one = admit(&mut r, APP, "11111111", 1, 1000).unwrap().record;
+    admit(&mut r, APP, "22222222", 2, 1000).unwrap();
 
     let res = dir.resolve(&APP.to_uppercase(), 80).unwrap();
     assert_eq!(res.app_id, APP);
@@ -405,10 +384,8 @@ fn drain_state_survives_reopening_re_registration_and_goes_with_expiry() {
         ("11111111".parse().unwrap(), "22222222".parse().unwrap());
     {
         let mut r = open(&dir.db());
-        r.register(&request(APP, "11111111", 1), &admitted(), 1000)
-            .unwrap();
-        r.register(&request(APP, "22222222", 2), &admitted(), 1000)
-            .unwrap();
+        admit(&mut r, APP, "11111111", 1, 1000).unwrap();
+        admit(&mut r, APP, "22222222", 2, 1000).unwrap();
         assert!(r.drained().unwrap().is_empty());
         assert!(r.set_drained(&one, true).unwrap());
         assert!(r.set_drained(&two, true).unwrap());
@@ -421,10 +398,8 @@ fn drain_state_survives_reopening_re_registration_and_goes_with_expiry() {
     // A restarted gateway finds the drain; registering again (new ports, new key) keeps it.
     let mut r = open_expiring(&dir.db(), Duration::from_secs(100));
     assert_eq!(r.drained().unwrap(), vec![one.clone()]);
-    r.register(&request(APP, "11111111", 9), &admitted(), 1050)
-        .unwrap();
-    r.register(&request(APP, "22222222", 2), &admitted(), 1090)
-        .unwrap();
+    admit(&mut r, APP, "11111111", 9, 1050).unwrap();
+    admit(&mut r, APP, "22222222", 2, 1090).unwrap();
     assert_eq!(r.drained().unwrap(), vec![one.clone()]);
 
     // Through the proxy's storage seam, on the same registry.
@@ -445,8 +420,7 @@ fn drain_state_survives_reopening_re_registration_and_goes_with_expiry() {
     let mut r = shared.lock().unwrap();
     assert_eq!(r.expire(1151).unwrap().len(), 1);
     assert_eq!(r.drained().unwrap(), vec![two.clone()]);
-    r.register(&request(APP, "11111111", 1), &admitted(), 1160)
-        .unwrap();
+    admit(&mut r, APP, "11111111", 1, 1160).unwrap();
     assert_eq!(r.drained().unwrap(), vec![two]);
 }
 
@@ -455,8 +429,7 @@ fn a_version_3_database_gains_the_drain_column_undrained() {
     let dir = TempDir::new();
     {
         let mut r = open(&dir.db());
-        r.register(&request(APP, "11111111", 1), &admitted(), 1000)
-            .unwrap();
+        admit(&mut r, APP, "11111111", 1, 1000).unwrap();
     }
     {
         // Back to version 3: what a gateway before the drain column left behind.

@@ -6,7 +6,10 @@
 )]
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use attestation::SimSnpPki;
 
 use test_support::process::{run, Finished};
 use test_support::Scratch;
@@ -96,4 +99,22 @@ pub(crate) fn profile_policy(d: &Scratch, platform: &str, byte: &str) -> std::pa
     )
     .unwrap();
     path
+}
+
+/// The simulated SEV-SNP PKI, its root written to `ark.pem` in `d`.
+pub(crate) fn sim_snp_root(d: &Scratch) -> (Arc<SimSnpPki>, PathBuf) {
+    let pki = test_support::pki::sim_snp();
+    let ark = d.path("ark.pem");
+    std::fs::write(&ark, pki.ark_pem()).unwrap();
+    (pki, ark)
+}
+
+/// Runs `gateway attestation verify --evidence CERT MORE... --trust-sim-root ARK`.
+pub(crate) fn verify_cert(cert: &Path, more: &[&str], ark: &Path) -> (i32, String, String) {
+    let args = [
+        &["verify", "--evidence", p(cert)],
+        more,
+        &["--trust-sim-root", p(ark)],
+    ];
+    gateway(&args.concat())
 }

@@ -228,10 +228,75 @@ impl World {
     ) -> Result<(f64, String)> {
         logs::wait_line_after(&self.log(name), needle, after, timeout)
     }
+
+    /// [`World::wait_line_after`] with a timeout of `secs` seconds; panics when no such line comes.
+    pub(crate) fn wait_line(
+        &self,
+        name: &str,
+        needle: &str,
+        after: f64,
+        secs: u64,
+    ) -> (f64, String) {
+        self.wait_line_after(name, needle, after, Duration::from_secs(secs))
+            .unwrap()
+    }
 }
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// A gateway configuration under which every registration in a test has another cause than the schedule:
+/// re-registration every 10 minutes.
+pub(crate) fn rare_reregistration() -> GatewayConfig {
+    GatewayConfig {
+        reregister_secs: 600,
+        ..GatewayConfig::default()
+    }
+}
+
+/// The usual stack of a lab test: the gateway, one agent and the TCP server it forwards to, the agent's tunnel
+/// reachable. Dropping it stops the agent, the gateway and the server (in that order), and prints the ends of
+/// the gateway's and the agent's logs should the test fail.
+pub(crate) struct Stack {
+    /// The agent.
+    pub agent: Process,
+    /// The gateway.
+    pub gateway: Process,
+    /// The one-line TCP server behind the agent's forwarded port.
+    pub server: Process,
+    /// The agent's tunnel address.
+    pub addr: String,
+    _logs: logs::OnFailure,
+}
+
+impl World {
+    /// Starts the usual [`Stack`]: a TCP server in `host` answering `hello-from-NAME`, the gateway with
+    /// `gateway`, agent `name` in `host` with `agent`; waits up to 20 s for the agent's forwarded port to answer
+    /// that through its tunnel from the gateway's host.
+    pub(crate) fn start_stack(
+        &self,
+        lab: &Lab,
+        gateway: &GatewayConfig,
+        agent: &AgentConfig,
+        host: Host,
+        name: &str,
+    ) -> Stack {
+        let reply = &format!("hello-from-{name}");
+        let _logs = self.logs_on_failure(&["gateway", name]);
+        let server = start_tcp_server(lab, host, reply).unwrap();
+        let gateway = self.start_gateway(lab, gateway).unwrap();
+        let agent = self.start_agent(lab, host, name, agent).unwrap();
+        let addr = tunnel_address(lab, host, name).unwrap();
+        wait_reachable(lab, &addr, reply, 20).unwrap();
+        Stack {
+            agent,
+            gateway,
+            server,
+            addr,
+            _logs,
+        }
+    }
 }
 
 /// The tunnel address of agent `name` in `host`: its interface `tga-NAME`, waited for up to 30 s.

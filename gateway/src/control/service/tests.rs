@@ -206,6 +206,20 @@ fn admitted(measurement: u8, valid_until: u64) -> Peer {
     }
 }
 
+/// Registers `instance` of [`APP`] with key `key` at `now`, its evidence showing `measurement` and valid until
+/// `valid_until`; panics when it is refused.
+fn register_admitted(
+    svc: &ControlService,
+    instance: &str,
+    key: u8,
+    (measurement, valid_until): (u8, u64),
+    now: u64,
+) {
+    let peer = admitted(measurement, valid_until);
+    svc.register(&body(APP, instance, key), Some(&peer), now)
+        .unwrap();
+}
+
 /// A policy that allows only measurement `allowed`.
 fn only(allowed: u8) -> impl Fn(&InstanceRecord) -> Result<(), String> {
     move |r| match r.claims.as_ref().and_then(|c| c.snp()) {
@@ -217,10 +231,8 @@ fn only(allowed: u8) -> impl Fn(&InstanceRecord) -> Result<(), String> {
 #[test]
 fn a_changed_policy_removes_the_instances_it_no_longer_admits_from_registry_and_tunnel() {
     let (svc, peers) = service();
-    svc.register(&body(APP, "11111111", 1), Some(&admitted(1, 1000)), 10)
-        .unwrap();
-    svc.register(&body(APP, "22222222", 2), Some(&admitted(2, 1000)), 10)
-        .unwrap();
+    register_admitted(&svc, "11111111", 1, (1, 1000), 10);
+    register_admitted(&svc, "22222222", 2, (2, 1000), 10);
     assert_eq!(peers.snapshot().len(), 2);
     assert_eq!(svc.revoke(20, only(1)), 1);
     let registry = svc.registry().lock().unwrap();
@@ -238,16 +250,13 @@ fn a_changed_policy_removes_the_instances_it_no_longer_admits_from_registry_and_
 #[test]
 fn evidence_that_ended_without_renewal_removes_the_instance() {
     let (svc, peers) = service();
-    svc.register(&body(APP, "11111111", 1), Some(&admitted(1, 100)), 10)
-        .unwrap();
-    svc.register(&body(APP, "22222222", 2), Some(&admitted(1, 500)), 10)
-        .unwrap();
+    register_admitted(&svc, "11111111", 1, (1, 100), 10);
+    register_admitted(&svc, "22222222", 2, (1, 500), 10);
     assert_eq!(svc.revoke(100, only(1)), 0, "valid up to its last second");
     assert_eq!(svc.revoke(101, only(1)), 1);
     assert_eq!(peers.snapshot().len(), 1);
     // Registering again with fresh evidence moves the end.
-    svc.register(&body(APP, "22222222", 2), Some(&admitted(1, 900)), 400)
-        .unwrap();
+    register_admitted(&svc, "22222222", 2, (1, 900), 400);
     assert_eq!(svc.revoke(600, only(1)), 0);
     assert_eq!(svc.revocations().by_reason()[1], ("evidence_expired", 1));
     let mut metrics = String::new();
@@ -261,8 +270,7 @@ fn evidence_that_ended_without_renewal_removes_the_instance() {
 #[test]
 fn a_refused_registration_removes_its_own_instance_but_not_one_it_only_names() {
     let (svc, peers) = service();
-    svc.register(&body(APP, "11111111", 1), Some(&admitted(1, 1000)), 10)
-        .unwrap();
+    register_admitted(&svc, "11111111", 1, (1, 1000), 10);
     let refused = Peer {
         measurement: 1,
         valid_until: 1000,
