@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+mod every_error;
+
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,7 +38,8 @@ pub enum ConfigError {
 }
 
 /// Reads `path`, parses it as the schema `F`, and converts it with `check`, which returns the checked
-/// configuration or every problem it found.
+/// configuration or every problem it found. A file with several schema errors reports all of them
+/// ([`ConfigError::Invalid`], one problem each); a file with one reports it as [`ConfigError::Parse`].
 pub fn load_toml<F, C>(
     path: &Path,
     check: impl FnOnce(F) -> Result<C, Vec<String>>,
@@ -48,9 +51,22 @@ where
         path: path.to_path_buf(),
         source,
     })?;
-    let file: F = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.to_path_buf(),
-        source: Box::new(source),
+    let file: F = every_error::parse(&text).map_err(|mut errors| {
+        if errors.len() == 1 {
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                source: Box::new(errors.remove(0)),
+            }
+        } else {
+            // Several mistakes: each one a problem of its own, its location lines indented under it.
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: errors
+                    .iter()
+                    .map(|e| e.to_string().trim_end().replace('\n', "\n    "))
+                    .collect(),
+            }
+        }
     })?;
     check(file).map_err(|problems| ConfigError::Invalid {
         path: path.to_path_buf(),
