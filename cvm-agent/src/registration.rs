@@ -258,7 +258,13 @@ impl Driver {
 
     /// One tick: observe, act until the supervisor says to sleep, sleep.
     async fn tick(&mut self, state: &mut State) -> Result<(), DriverError> {
-        renew_certificate(&self.identity).await;
+        if renew_certificate(&self.identity).await {
+            // The gateway holds the old certificate's evidence and removes the instance when it ends: register
+            // with the new one now.
+            state
+                .supervisor
+                .handle(Instant::now(), Event::CertificateRenewed);
+        }
         if reload_policy(&self.policy) {
             self.recheck_gateway(state);
         }
@@ -411,10 +417,10 @@ impl Driver {
 }
 
 /// Renews the RA-TLS certificate when a quarter of its validity remains; failures are logged and retried at the
-/// next tick.
-async fn renew_certificate(identity: &Arc<RaTlsIdentity>) {
+/// next tick. Returns whether a new certificate is in use.
+async fn renew_certificate(identity: &Arc<RaTlsIdentity>) -> bool {
     if SystemTime::now() < identity.renew_at() {
-        return;
+        return false;
     }
     // Attesting can take a while (a quote from the platform): off the async worker threads.
     let id = identity.clone();
@@ -422,13 +428,16 @@ async fn renew_certificate(identity: &Arc<RaTlsIdentity>) {
         Ok(Ok(true)) => {
             let not_after = identity.certificate().not_after();
             tracing::info!(not_after = %unix_secs(not_after), "RA-TLS certificate renewed");
+            true
         }
-        Ok(Ok(false)) => {}
+        Ok(Ok(false)) => false,
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry")
+            tracing::error!(error = %e, "RA-TLS certificate renewal failed; will retry");
+            false
         }
         Err(e) => {
-            tracing::error!(error = %e, "RA-TLS certificate renewal task failed; will retry")
+            tracing::error!(error = %e, "RA-TLS certificate renewal task failed; will retry");
+            false
         }
     }
 }

@@ -10,6 +10,9 @@
 //!   address, so the states were unknown at the registration that assigned it), and when the tunnel showed no life
 //!   (no handshake completed, no authenticated packet from the gateway) for the handshake timeout, never shorter
 //!   than the session's silence limit and at most once per sixth of that timeout.
+//! - A renewed RA-TLS certificate ([`Event::CertificateRenewed`]) is presented at once by a registration while
+//!   the tunnel is up: the gateway removes an instance whose evidence ended, and the evidence it holds is the old
+//!   certificate's, which can end before the next interval.
 //! - A failed registration or tunnel set-up is retried after the next [`Backoff`] delay; a success resets it. The
 //!   tunnel keeps running meanwhile.
 //! - When a reloaded gateway policy refuses the gateway the tunnel was set up with ([`Event::GatewayRevoked`]),
@@ -102,6 +105,8 @@ pub enum Event {
     ForwarderStarted,
     /// The ports' current states (after the forwarder signalled a possible change).
     PortStates(Vec<PortPolicy>),
+    /// The agent's RA-TLS certificate was renewed: the gateway holds evidence that ends sooner than the new one.
+    CertificateRenewed,
     /// The gateway policy was reloaded and refuses the gateway the tunnel was set up with.
     GatewayRevoked {
         /// Why the policy refuses it (the failed check).
@@ -140,6 +145,9 @@ pub enum Why {
     },
     /// The re-registration interval passed.
     Interval,
+    /// The agent's certificate was renewed: registering with it moves the end of the evidence the gateway holds
+    /// (the gateway removes an instance whose evidence ended).
+    Renewed,
 }
 
 /// What the driver must do now.
@@ -240,6 +248,8 @@ pub struct Supervisor {
     last_registration: Option<Instant>,
     /// The ports' states must be reported at the next registration.
     report_now: bool,
+    /// The certificate was renewed since the last successful registration.
+    renewed: bool,
     /// The port policies of the last successful registration.
     reported: Option<Vec<PortPolicy>>,
     tunnel: Tunnel,
@@ -259,6 +269,7 @@ impl Supervisor {
             next_attempt: now,
             last_registration: None,
             report_now: false,
+            renewed: false,
             reported: None,
             tunnel: Tunnel::Down,
             pending: None,
@@ -278,6 +289,7 @@ impl Supervisor {
                 self.waiting = false;
                 self.backoff.reset();
                 self.report_now = false;
+                self.renewed = false;
                 self.reported = Some(ports);
                 self.last_registration = Some(now);
                 let tunnel = std::mem::replace(&mut self.tunnel, Tunnel::Down);
@@ -319,6 +331,7 @@ impl Supervisor {
                 }
             }
             Event::ForwarderStarted => self.report_now = true,
+            Event::CertificateRenewed => self.renewed = true,
             Event::GatewayRevoked { why } => self.revoke(&why),
             Event::PortStates(ports) => {
                 // Discovery signals every event and resync: only a state that actually flipped is reported.
@@ -393,6 +406,9 @@ impl Supervisor {
         let (Tunnel::Up(live), Some(at)) = (&self.tunnel, self.last_registration) else {
             return Some(Why::NoTunnel);
         };
+        if self.renewed {
+            return Some(Why::Renewed);
+        }
         // Never shorter than the silence that restarts the session, so keep-alives of a healthy idle tunnel always
         // arrive in time; at most once per sixth of the timeout.
         let timeout = self.handshake_timeout.max(live.assignment.silence_limit());

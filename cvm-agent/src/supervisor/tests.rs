@@ -487,3 +487,40 @@ fn a_reload_that_still_accepts_the_gateway_changes_nothing_and_one_that_refuses_
     assert!(!w.sup.tunnel_up());
     assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
 }
+
+#[test]
+fn a_renewed_certificate_is_presented_at_once_and_only_once() {
+    let mut w = World::new(180);
+    w.register([10, 0, 0, 2], ports(true));
+    w.now += Duration::from_secs(30);
+    w.heard();
+    assert_eq!(w.step(), None, "nothing due before the renewal");
+    w.handle(Event::CertificateRenewed);
+    assert_eq!(w.poll(), Action::Register(Why::Renewed));
+    w.handle(Event::Registered {
+        ports: ports(true),
+        assignment: assignment([10, 0, 0, 2]),
+    });
+    assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
+    w.handle(Event::TunnelReady);
+    // Presented: the next registration is the interval's.
+    let registered = w.now;
+    let next = loop {
+        w.heard();
+        if let Some(action) = w.step() {
+            break action;
+        }
+    };
+    assert_eq!(next, Action::Register(Why::Interval));
+    assert_eq!(w.now - registered, Duration::from_secs(600));
+
+    // A failed registration after a renewal retries after the backoff, still to present the new certificate.
+    w.handle(Event::RegistrationFailed);
+    w.handle(Event::CertificateRenewed);
+    let failed_at = w.now;
+    w.heard();
+    assert!(matches!(w.poll(), Action::Sleep { .. }), "the backoff runs");
+    let next = w.run_until_action(Duration::from_secs(10));
+    assert_eq!(next, Some(Action::Register(Why::Renewed)));
+    assert!(w.now - failed_at <= Duration::from_millis(250));
+}
