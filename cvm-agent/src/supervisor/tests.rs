@@ -84,6 +84,41 @@ impl World {
         None
     }
 
+    /// A registration fails now: the next action (within 10 s) and how long after the failure it came.
+    fn fail_then_retry(&mut self) -> (Option<Action>, Duration) {
+        let failed_at = self.now;
+        self.handle(Event::RegistrationFailed);
+        let next = self.run_until_action(Duration::from_secs(10));
+        (next, self.now - failed_at)
+    }
+
+    /// The registration asked for succeeds at 10.0.0.2 with its port up; the supervisor asks for `tunnel`
+    /// (`Action::StartTunnel` or `Action::UpdateTunnel`) of that assignment, which is then ready.
+    fn registered(&mut self, tunnel: fn(Assignment) -> Action) {
+        self.handle(Event::Registered {
+            ports: ports(true),
+            assignment: assignment([10, 0, 0, 2]),
+        });
+        assert_eq!(self.poll(), tunnel(assignment([10, 0, 0, 2])));
+        self.handle(Event::TunnelReady);
+    }
+
+    /// `failure` is handled now: the next action, at least half the first backoff step (125 ms) later, is a
+    /// registration because of `why`.
+    fn retried_after_backoff(&mut self, failure: Event, why: Why) {
+        let failed_at = self.now;
+        self.handle(failure);
+        let next = self.run_until_action(Duration::from_secs(5));
+        assert_eq!(next, Some(Action::Register(why)));
+        assert!(self.now - failed_at >= Duration::from_millis(125));
+    }
+
+    /// A registration fails now and the retry comes within the first backoff step (250 ms).
+    fn backoff_started_over(&mut self) {
+        let (_, delay) = self.fail_then_retry();
+        assert!(delay <= Duration::from_millis(250), "{delay:?}");
+    }
+
     /// Registers with `assignment` and brings the tunnel up.
     fn register(&mut self, address: [u8; 4], ports: Vec<PortPolicy>) {
         assert!(matches!(self.poll(), Action::Register(_)));
@@ -124,12 +159,7 @@ fn registers_at_once_then_builds_the_tunnel_then_idles() {
     assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
     // Waiting for the answer: nothing else is asked for.
     assert!(matches!(w.poll(), Action::Sleep { .. }));
-    w.handle(Event::Registered {
-        ports: ports(true),
-        assignment: assignment([10, 0, 0, 2]),
-    });
-    assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 2])));
-    w.handle(Event::TunnelReady);
+    w.registered(Action::StartTunnel);
     assert!(w.sup.tunnel_up());
     assert_eq!(
         w.poll(),
@@ -145,11 +175,9 @@ fn failures_back_off_with_jitter_and_retries_start_on_time() {
     assert_eq!(w.step(), Some(Action::Register(Why::NoTunnel)));
     let mut delays = Vec::new();
     for i in 0..6 {
-        let failed_at = w.now;
-        w.handle(Event::RegistrationFailed);
-        let next = w.run_until_action(Duration::from_secs(10));
+        let (next, delay) = w.fail_then_retry();
         assert_eq!(next, Some(Action::Register(Why::NoTunnel)), "attempt {i}");
-        delays.push(w.now - failed_at);
+        delays.push(delay);
     }
     let nominal = [250u64, 500, 1000, 2000, 4000, 4000];
     for (d, n) in delays.iter().zip(nominal) {
@@ -166,13 +194,7 @@ fn failures_back_off_with_jitter_and_retries_start_on_time() {
     // The same seed gives the same spacing.
     let mut again = World::new(180);
     again.step();
-    let mut second = Vec::new();
-    for _ in 0..6 {
-        let at = again.now;
-        again.handle(Event::RegistrationFailed);
-        again.run_until_action(Duration::from_secs(10));
-        second.push(again.now - at);
-    }
+    let second: Vec<Duration> = (0..6).map(|_| again.fail_then_retry().1).collect();
     assert_eq!(delays, second);
     // A success resets the backoff.
     w.handle(Event::Registered {
@@ -185,9 +207,7 @@ fn failures_back_off_with_jitter_and_retries_start_on_time() {
     w.now = at;
     w.heard();
     assert_eq!(w.poll(), Action::Register(Why::Interval));
-    w.handle(Event::RegistrationFailed);
-    w.run_until_action(Duration::from_secs(10));
-    assert!(w.now - at <= Duration::from_millis(250), "{:?}", w.now - at);
+    w.backoff_started_over();
 }
 
 #[test]
@@ -238,12 +258,7 @@ fn a_dead_tunnel_restarts_the_session_then_registers_after_the_timeout() {
     assert_eq!(w.now - silent_from, Duration::from_secs(11));
     // Registered again with the same address: the peer is updated in place and the liveness clock keeps
     // running, so while the path stays broken the next registration comes a sixth of the timeout later.
-    w.handle(Event::Registered {
-        ports: ports(true),
-        assignment: assignment([10, 0, 0, 2]),
-    });
-    assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
-    w.handle(Event::TunnelReady);
+    w.registered(Action::UpdateTunnel);
     let registered = w.now;
     let next = loop {
         match w.run_until_action(Duration::from_secs(60)) {
@@ -315,12 +330,8 @@ fn a_report_waits_for_the_backoff() {
     w.register([10, 0, 0, 2], ports(true));
     w.handle(Event::PortStates(ports(false)));
     assert_eq!(w.poll(), Action::Register(Why::ReportPorts));
-    let failed_at = w.now;
-    w.handle(Event::RegistrationFailed);
     w.heard();
-    let next = w.run_until_action(Duration::from_secs(5));
-    assert_eq!(next, Some(Action::Register(Why::ReportPorts)));
-    assert!(w.now - failed_at >= Duration::from_millis(125));
+    w.retried_after_backoff(Event::RegistrationFailed, Why::ReportPorts);
 }
 
 #[test]
@@ -332,12 +343,7 @@ fn a_new_address_rebuilds_and_a_failed_set_up_is_retried() {
         assignment: assignment([10, 0, 0, 3]),
     });
     assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 3])));
-    let failed_at = w.now;
-    w.handle(Event::TunnelFailed);
-    assert!(!w.sup.tunnel_up());
-    let next = w.run_until_action(Duration::from_secs(5));
-    assert_eq!(next, Some(Action::Register(Why::NoTunnel)));
-    assert!(w.now - failed_at >= Duration::from_millis(125));
+    w.retried_after_backoff(Event::TunnelFailed, Why::NoTunnel);
 }
 
 #[test]
@@ -378,12 +384,7 @@ fn a_gateway_refused_by_a_reloaded_policy_stops_the_tunnel_and_retries() {
         assert!(pair[1] * 4 >= pair[0], "backing off: {gaps:?}");
     }
     assert!(gaps[3] > Duration::from_millis(250), "{gaps:?}");
-    w.handle(Event::Registered {
-        ports: ports(true),
-        assignment: assignment([10, 0, 0, 2]),
-    });
-    assert_eq!(w.poll(), Action::StartTunnel(assignment([10, 0, 0, 2])));
-    w.handle(Event::TunnelReady);
+    w.registered(Action::StartTunnel);
     assert!(w.sup.tunnel_up());
     w.heard();
     assert_eq!(w.step(), None);
@@ -393,10 +394,7 @@ fn a_gateway_refused_by_a_reloaded_policy_stops_the_tunnel_and_retries() {
     });
     assert_eq!(w.poll(), Action::StopTunnel);
     assert_eq!(w.poll(), Action::Register(Why::NoTunnel));
-    let at = w.now;
-    w.handle(Event::RegistrationFailed);
-    w.run_until_action(Duration::from_secs(10));
-    assert!(w.now - at <= Duration::from_millis(250), "{:?}", w.now - at);
+    w.backoff_started_over();
 }
 
 #[test]
@@ -497,12 +495,7 @@ fn a_renewed_certificate_is_presented_at_once_and_only_once() {
     assert_eq!(w.step(), None, "nothing due before the renewal");
     w.handle(Event::CertificateRenewed);
     assert_eq!(w.poll(), Action::Register(Why::Renewed));
-    w.handle(Event::Registered {
-        ports: ports(true),
-        assignment: assignment([10, 0, 0, 2]),
-    });
-    assert_eq!(w.poll(), Action::UpdateTunnel(assignment([10, 0, 0, 2])));
-    w.handle(Event::TunnelReady);
+    w.registered(Action::UpdateTunnel);
     // Presented: the next registration is the interval's.
     let registered = w.now;
     let next = loop {
