@@ -23,8 +23,7 @@ fn pings(lab: &Lab, addr: &str) -> bool {
 #[test]
 #[ignore = "needs root and the network-namespace lab"]
 fn a_gateway_policy_that_stops_accepting_the_gateway_tears_the_tunnel_down_within_seconds() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("agent-revoke");
+    let (lab, world) = World::in_lab("agent-revoke");
     let agent_options = AgentConfig {
         retry_initial_ms: 250,
         retry_max_ms: 2000,

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use protocol::control::TargetState;
 use registration::*;
-use test_support::{wait_for, Host, Lab};
+use test_support::{wait_for, Host};
 
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn agents_register_reach_and_recover() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("reg-recover");
+    let (lab, world) = World::in_lab("reg-recover");
     // The servers listen on 127.0.0.1:7000 only: the tunnel address reaches them through the agents' forwarders.
     let _s1 = start_tcp_server(&lab, Host::Cvm1, "hello-from-cvm1").unwrap();
     let _s2 = start_tcp_server(&lab, Host::Cvm2, "hello-from-cvm2").unwrap();
@@ -115,8 +114,7 @@ fn agents_register_reach_and_recover() {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn refused_agents_and_refused_gateways_get_nothing() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("reg-refuse");
+    let (lab, world) = World::in_lab("reg-refuse");
     world.write_gateway_policy_to("strict-gateway-policy.toml", BAD);
     let _gw = world.default_gateway(&lab);
     // cvm1: an agent whose measurement the app policy does not allow.
@@ -179,8 +177,7 @@ fn refused_agents_and_refused_gateways_get_nothing() {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("reg-tdx");
+    let (lab, world) = World::in_lab("reg-tdx");
     let _gw = world.default_gateway(&lab);
     let _agent = world
         .start_agent(&lab, Host::Cvm3, "tdx", &agent_config("sim-tdx", GOOD))
@@ -222,8 +219,7 @@ fn a_sim_tdx_agent_registers_with_a_sim_snp_gateway() {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn tdx_and_snp_peers_register_across_platforms() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("reg-xplat");
+    let (lab, world) = World::in_lab("reg-xplat");
     let _gw = world
         .start_gateway(
             &lab,

@@ -13,7 +13,7 @@ use cvm_agent::client::{register_once, AttemptError};
 use protocol::control::{ErrorCode, InstanceId, RegisterRequest};
 use registration::*;
 use test_support::firewall::NftDrop;
-use test_support::{wait_for, Host, Lab};
+use test_support::{wait_for, Host};
 
 /// A `Debug`-formatted duration as tracing logs it (`812.5ms`, `1.25s`, `4s`, `900µs`), in seconds.
 fn debug_secs(text: &str) -> Option<f64> {
@@ -43,8 +43,7 @@ fn fresh_request() -> RegisterRequest {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("reg-outage");
+    let (lab, world) = World::in_lab("reg-outage");
     let gateway_options = rare_reregistration();
     let agent_options = AgentConfig {
         handshake_timeout_secs: Some(10),
@@ -206,8 +205,7 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn expiry_policy_reload_and_certificate_renewal() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("reg-lifecycle");
+    let (lab, world) = World::in_lab("reg-lifecycle");
     let gateway_options = GatewayConfig {
         network: Some("10.0.0.0/29".into()),
         reregister_secs: 10,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use cvm_agent::client::{register_once, AttemptError};
 use protocol::control::{ErrorBody, ErrorCode, InstanceId, PublicKey, RegisterRequest};
 use registration::*;
-use test_support::{wait_for, Host, Lab};
+use test_support::{wait_for, Host};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -66,8 +66,7 @@ fn typed(body: &str) -> ErrorBody {
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn two_thousand_registrations_and_every_bad_request() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("reg-load");
+    let (lab, world) = World::in_lab("reg-load");
     let gw = world.default_gateway(&lab);
     let pid = gw.id();
     let tls = client_tls(&world);

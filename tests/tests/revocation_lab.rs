@@ -9,7 +9,7 @@
 mod registration;
 
 use registration::*;
-use test_support::{Host, Lab};
+use test_support::Host;
 
 /// With re-registration every 10 minutes and expiry after an hour, the only way out of rotation within the test is
 /// revocation: the app policy stops allowing the agent's measurement, and within seconds the gateway removes the
@@ -18,8 +18,7 @@ use test_support::{Host, Lab};
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn a_policy_that_stops_allowing_the_measurement_takes_the_instance_out_within_seconds() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("revoke-policy");
+    let (lab, world) = World::in_lab("revoke-policy");
     let stack = world.start_stack(
         &lab,
         &rare_reregistration(),
@@ -61,8 +60,7 @@ fn a_policy_that_stops_allowing_the_measurement_takes_the_instance_out_within_se
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn evidence_that_ends_without_renewal_removes_the_instance_before_its_expiry() {
-    let lab = Lab::up().unwrap();
-    let world = World::new("revoke-evidence");
+    let (lab, world) = World::in_lab("revoke-evidence");
     let gateway_options = GatewayConfig {
         expire_after_secs: Some(3600),
         ..rare_reregistration()

@@ -50,6 +50,11 @@ impl World {
         Self::for_app(name, APP)
     }
 
+    /// The lab, brought up, and [`World::new`] named `name`: the start of every lab test.
+    pub(crate) fn in_lab(name: &str) -> (Lab, Self) {
+        (Lab::up().unwrap(), Self::new(name))
+    }
+
     /// A fresh world named `name`: the simulated PKI, an app policy allowing `app` with [`GOOD`], and a gateway
     /// policy accepting gateways with [`GOOD`]; the programs log at `info`.
     pub(crate) fn for_app(name: &str, app: &str) -> Self {
