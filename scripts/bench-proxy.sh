@@ -84,14 +84,20 @@ issue() { # name cn san
 issue wildcard "*.$BASE" "DNS:*.$BASE"
 issue backend backend.internal "DNS:backend.internal,DNS:*.$BASE"
 
-# --- Backend: nginx, one worker, static 13-byte answer, plain and TLS.
-mkdir -p "$WORK/nginx-backend"
-cat > "$WORK/nginx-backend.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx-backend.pid;
-error_log $WORK/nginx-backend.err;
+# The top of an nginx configuration: instance NAME ($1) with WORKERS ($2) processes, its files under $WORK.
+nginx_top() {
+  mkdir -p "$WORK/$1"
+  cat <<CONF
+worker_processes $2;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err;
 worker_rlimit_nofile 20000;
 events { worker_connections 20000; }
+CONF
+}
+
+# --- Backend: nginx, one worker, static 13-byte answer, plain and TLS.
+{ nginx_top nginx-backend 1; cat <<CONF
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -100,6 +106,7 @@ http {
            ssl_protocols TLSv1.3; location / { return 200 "hello, bench\n"; } }
 }
 CONF
+} > "$WORK/nginx-backend.conf"
 "${IN_BACKEND[@]}" nginx -c "$WORK/nginx-backend.conf" -p "$WORK/nginx-backend" -g 'daemon off;' & PIDS+=($!)
 
 # --- The gateway.
@@ -137,14 +144,7 @@ CONF
 PIDS+=($HA)
 
 # --- nginx (stream module): the same two jobs, two workers like the others' two threads.
-mkdir -p "$WORK/nginx-proxy"
-cat > "$WORK/nginx-proxy.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 2;
-pid $WORK/nginx-proxy.pid;
-error_log $WORK/nginx-proxy.err;
-worker_rlimit_nofile 20000;
-events { worker_connections 20000; }
+{ echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"; nginx_top nginx-proxy 2; cat <<CONF
 stream {
   server { listen $IP:48443 ssl backlog=4096; ssl_certificate $WORK/wildcard.crt; ssl_certificate_key $WORK/wildcard.key;
            ssl_protocols TLSv1.3; proxy_pass $BACKEND_IP:18080; }
@@ -152,6 +152,7 @@ stream {
   server { listen $IP:48444 backlog=4096; ssl_preread on; proxy_pass \$up; }
 }
 CONF
+} > "$WORK/nginx-proxy.conf"
 "${IN_PROXY[@]}" nginx -c "$WORK/nginx-proxy.conf" -p "$WORK/nginx-proxy" -g 'daemon off;' & NG=$!
 PIDS+=($NG)
 
