@@ -241,8 +241,8 @@ mod tests {
     }
 
     #[test]
-    fn docker_service_errors() {
-        let cases: [Refusal; 8] = [
+    fn docker_service_and_address_errors() {
+        let cases: [Refusal; 15] = [
             ("docker:", TargetParseError::DockerShape),
             ("docker:web", TargetParseError::DockerShape),
             ("docker::80", TargetParseError::ServiceName),
@@ -251,8 +251,16 @@ mod tests {
             ("docker:web:0", TargetParseError::Port),
             ("docker:web:65536", TargetParseError::Port),
             ("docker:web:+80", TargetParseError::Port),
+            ("localhost", TargetParseError::AddressShape),
+            ("::1:80", TargetParseError::AddressShape),
+            ("[::1]80", TargetParseError::AddressShape),
+            ("[nope]:80", TargetParseError::HostName),
+            ("300.1.1.1:80", TargetParseError::HostName),
+            ("a b:80", TargetParseError::HostName),
+            ("host:http", TargetParseError::Port),
         ];
         refused(&cases);
+        assert_eq!("".parse::<Target>(), Err(TargetParseError::Empty));
     }
 
     #[test]
@@ -279,21 +287,6 @@ mod tests {
                 port: 80
             }
         );
-    }
-
-    #[test]
-    fn address_errors() {
-        let cases: [Refusal; 7] = [
-            ("localhost", TargetParseError::AddressShape),
-            ("::1:80", TargetParseError::AddressShape),
-            ("[::1]80", TargetParseError::AddressShape),
-            ("[nope]:80", TargetParseError::HostName),
-            ("300.1.1.1:80", TargetParseError::HostName),
-            ("a b:80", TargetParseError::HostName),
-            ("host:http", TargetParseError::Port),
-        ];
-        refused(&cases);
-        assert_eq!("".parse::<Target>(), Err(TargetParseError::Empty));
     }
 
     #[test]
