@@ -9,6 +9,14 @@ use super::*;
 use crate::target::{Target, COMPOSE_SERVICE_LABEL, PORT_LABEL, SERVICE_LABEL};
 use bollard::models::{ContainerSummaryNetworkSettings, EventActor, EventMessageTypeEnum};
 
+/// Owned key-value pairs, as Docker's API types hold labels and attributes.
+fn string_map<M: FromIterator<(String, String)>>(pairs: &[(&str, &str)]) -> M {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn summary(
     id: &str,
     state: &str,
@@ -19,12 +27,7 @@ fn summary(
         id: Some(id.into()),
         names: Some(vec![format!("/{id}-name")]),
         state: Some(state.into()),
-        labels: Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
+        labels: Some(string_map(labels)),
         network_settings: Some(ContainerSummaryNetworkSettings {
             networks: Some(
                 nets.iter()
@@ -119,12 +122,7 @@ fn events_that_matter() {
         action: Some(action.into()),
         actor: Some(EventActor {
             id: Some(id.into()),
-            attributes: Some(
-                attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            attributes: Some(string_map(attrs)),
         }),
         ..Default::default()
     };
