@@ -2,7 +2,8 @@
 //!
 //! This crate owns everything about TEE evidence: its types ([`Platform`], [`Evidence`], [`Claims`]), the
 //! attesters that produce it ([`attester`]: configfs-tsm, `/dev/sev-guest`, simulated), the [`Verifier`] that
-//! checks it (SEV-SNP through `sev`; TDX through `dcap-qvl`), the [`policy`] engine, and RA-TLS certificates
+//! checks it (SEV-SNP through `sev`; TDX through `dcap-qvl`), the [`policy`] engine, the app owners' signed policies
+//! ([`owner`]), and RA-TLS certificates
 //! together with the `rustls` verifiers that check them ([`ratls`]).
 //!
 //! Real vendor roots are built in; simulated roots are trusted only when configured in [`TrustAnchors`].
@@ -15,6 +16,7 @@ pub mod claims;
 pub mod error;
 pub mod evidence;
 mod hex_serde;
+pub mod owner;
 pub mod platform;
 pub mod policy;
 pub mod ratls;
