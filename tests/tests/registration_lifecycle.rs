@@ -65,10 +65,7 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
         "restarting the WireGuard session",
     ] {
         assert!(
-            world
-                .lines_with("a1", quiet)
-                .iter()
-                .all(|(t, _)| *t < healthy_from),
+            !world.logged_since("a1", quiet, healthy_from),
             "a healthy tunnel logged {quiet:?}"
         );
     }
@@ -104,10 +101,7 @@ fn a_dead_tunnel_and_a_gateway_outage_are_recovered_from() {
     );
     // The session was restarted too (silence of three keep-alive intervals), and the tunnel comes back once the
     // path does.
-    assert!(!world
-        .lines_with("a1", "restarting the WireGuard session")
-        .iter()
-        .all(|(t, _)| *t < blocked_at));
+    assert!(world.logged_since("a1", "restarting the WireGuard session", blocked_at));
     drop(block);
     let took = wait_reachable(&lab, &addr, "hello-from-a1", 30).unwrap();
     eprintln!("tunnel reachable again {took:?} after the block was lifted");
@@ -359,18 +353,12 @@ fn expiry_policy_reload_and_certificate_renewal() {
     let (reloaded, _) = world.wait_line("live", "gateway policy reloaded", changed, 5);
     world.wait_line("live", "TLS handshake failed", reloaded, 25);
     assert!(
-        !world
-            .lines_with("live", "measurement")
-            .iter()
-            .all(|(t, _)| *t < reloaded),
+        world.logged_since("live", "measurement", reloaded),
         "the refusal names the failed check\n{}",
         world.read_log("live")
     );
     assert!(
-        world
-            .lines_with("live", ": registered")
-            .iter()
-            .all(|(t, _)| *t < reloaded),
+        !world.logged_since("live", ": registered", reloaded),
         "no registration while the gateway is refused"
     );
     let restored = unix_now();

@@ -223,6 +223,13 @@ impl World {
         logs::lines_with(&self.log(name), needle)
     }
 
+    /// Whether `name`'s log has a line containing `needle` logged at or after `since` (Unix seconds).
+    pub(crate) fn logged_since(&self, name: &str, needle: &str, since: f64) -> bool {
+        self.lines_with(name, needle)
+            .iter()
+            .any(|(t, _)| *t >= since)
+    }
+
     /// Waits until `name`'s log has a line containing `needle` logged after `after` (Unix seconds); its time.
     pub(crate) fn wait_line_after(
         &self,
