@@ -322,6 +322,7 @@ mod tests {
                         host_data: [5; 32],
                         guest_svn: 0,
                         debug: false,
+                        ..SimReportRequest::default()
                     })
                     .unwrap()
                 };
@@ -330,14 +331,24 @@ mod tests {
         })
     }
 
+    /// Opens configfs-tsm at a fresh root `name` whose fake kernel is `provider` (`sev_guest` or `tdx_guest`) in
+    /// `mode`, checks the provider and platform it reports, and attests report data `[9; 64]`: the root (to
+    /// remove) and the evidence.
+    fn attest_through(name: &str, provider: &'static str, mode: Kernel) -> (PathBuf, Evidence) {
+        let root = root(name);
+        let tsm = ConfigfsTsm::open_with_hook(&root, fake_kernel(provider, mode)).unwrap();
+        let expected = match provider {
+            "sev_guest" => (TsmProvider::SevGuest, Platform::SevSnp),
+            _ => (TsmProvider::TdxGuest, Platform::Tdx),
+        };
+        assert_eq!((tsm.provider(), tsm.platform()), expected);
+        let ev = tsm.attest(&crate::ReportData::test_bytes([9; 64])).unwrap();
+        (root, ev)
+    }
+
     #[test]
     fn snp_report_through_configfs_verifies() {
-        let root = root("ok");
-        let tsm =
-            ConfigfsTsm::open_with_hook(&root, fake_kernel("sev_guest", Kernel::Honest)).unwrap();
-        assert_eq!(tsm.provider(), TsmProvider::SevGuest);
-        assert_eq!(tsm.platform(), Platform::SevSnp);
-        let ev = tsm.attest(&crate::ReportData::test_bytes([9; 64])).unwrap();
+        let (root, ev) = attest_through("ok", "sev_guest", Kernel::Honest);
         let v = Verifier::new(
             TrustAnchors::production()
                 .with_sim_snp_ark(crate::test_support::pki().ark_der())
@@ -357,12 +368,7 @@ mod tests {
     #[test]
     fn tdx_quote_through_configfs_verifies_with_a_collateral_directory() {
         use crate::tdx::{CollateralConfig, CollateralKey, CollateralSource};
-        let root = root("tdx");
-        let tsm =
-            ConfigfsTsm::open_with_hook(&root, fake_kernel("tdx_guest", Kernel::NoCerts)).unwrap();
-        assert_eq!(tsm.provider(), TsmProvider::TdxGuest);
-        assert_eq!(tsm.platform(), Platform::Tdx);
-        let ev = tsm.attest(&crate::ReportData::test_bytes([9; 64])).unwrap();
+        let (root, ev) = attest_through("tdx", "tdx_guest", Kernel::NoCerts);
         let Evidence::Tdx(tdx) = &ev else {
             panic!("not TDX evidence")
         };
@@ -412,20 +418,16 @@ mod tests {
     }
 
     #[test]
-    fn a_generation_jump_is_refused() {
-        let err = snp_attest_error("race", Kernel::Racing);
+    fn a_generation_jump_and_missing_certificates_are_refused() {
+        let race = snp_attest_error("race", Kernel::Racing);
+        let no_certs = snp_attest_error("nocerts", Kernel::NoCerts);
         assert!(
-            matches!(&err, AttestError::Protocol(m) if m.contains("from 0 to 2")),
-            "{err}"
+            matches!(&race, AttestError::Protocol(m) if m.contains("from 0 to 2")),
+            "{race}"
         );
-    }
-
-    #[test]
-    fn missing_certificates_are_reported() {
-        let err = snp_attest_error("nocerts", Kernel::NoCerts);
         assert!(
-            matches!(&err, AttestError::Unavailable(m) if m.contains("no VCEK certificate")),
-            "{err}"
+            matches!(&no_certs, AttestError::Unavailable(m) if m.contains("no VCEK certificate")),
+            "{no_certs}"
         );
     }
 
