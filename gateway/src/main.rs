@@ -22,6 +22,9 @@ enum Command {
     /// Verify attestation evidence, or make a simulated PKI.
     #[command(subcommand)]
     Attestation(gateway::cli::attestation::AttestationCommand),
+    /// An app owner's tools: make the owner key (and app id), sign the app's policy.
+    #[command(subcommand)]
+    App(gateway::cli::app::AppCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig(ConfigArg { config }) => Ok(gateway::config::check_config(&config)),
         Command::Attestation(cmd) => Ok(gateway::cli::attestation::run(cmd)),
+        Command::App(cmd) => Ok(gateway::cli::app::run(cmd)),
     }
 }

@@ -1,3 +1,4 @@
 //! Command-line subcommands implemented in the library so that they can be tested and reused.
 
+pub mod app;
 pub mod attestation;
