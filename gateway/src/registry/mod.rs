@@ -6,6 +6,7 @@
 //! for the configured time is expired and its address freed ([`Registry::expire`]).
 
 mod allocator;
+mod app_policies;
 mod directory;
 mod record;
 mod sqlite;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, PublicKey, RegisterRequest};
 
 pub use allocator::AddressAllocator;
+pub use app_policies::{PolicyOffer, PolicyOfferError, StoredPolicy};
 pub use directory::{HandshakeAges, RegistryDirectory, RegistryDrains, Snapshot, SnapshotCell};
 #[cfg(test)]
 pub(crate) use record::fixtures;
@@ -115,6 +117,7 @@ pub struct Registry {
     expire_after: Duration,
     published: SnapshotCell,
     revocations: Arc<RevocationCounts>,
+    owner_policies: HashMap<String, Arc<attestation::owner::VerifiedPolicy>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -137,6 +140,7 @@ impl Registry {
         expire_after: Duration,
     ) -> Result<Self, RegisterError> {
         let records = store.load_all()?;
+        let owner_policies = app_policies::load(store.as_mut())?;
         let mut registry = Self {
             store,
             instances: HashMap::with_capacity(records.len()),
@@ -146,6 +150,7 @@ impl Registry {
             expire_after,
             published: SnapshotCell::default(),
             revocations: Arc::default(),
+            owner_policies,
         };
         let mut misplaced = Vec::new();
         for record in records {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use protocol::control::{InstanceId, PortPolicy, TargetState};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::app_policies::StoredPolicy;
 use super::record::InstanceRecord;
 use super::store::{RegistryStore, StoreError};
 
@@ -59,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN valid_until INTEGER NOT NULL DEFAULT 0;
     UPDATE instances SET valid_until = last_seen + 3600;
     "#,
+    // 6: the app owners' signed policies, the highest version seen per app.
+    super::app_policies::MIGRATION,
 ];
 
 /// The schema version this build writes.
@@ -377,6 +380,43 @@ impl RegistryStore for SqliteStore {
         self.execute(
             "UPDATE instances SET drained = ?2 WHERE instance_id = ?1",
             params![instance_id.as_str(), i64::from(drained)],
+        )
+    }
+
+    fn app_policies(&mut self) -> Result<Vec<StoredPolicy>, StoreError> {
+        let rows = self.query_all(
+            "SELECT app_id, version, document, stored_at FROM app_policies",
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(app_id, version, document, stored_at)| StoredPolicy {
+                app_id,
+                version: u64::try_from(version).unwrap_or(0),
+                document,
+                stored_at: u64::try_from(stored_at).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    fn put_app_policy(&mut self, policy: &StoredPolicy) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO app_policies (app_id, version, document, stored_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (app_id) DO UPDATE SET version = excluded.version, document = excluded.document,
+             stored_at = excluded.stored_at",
+            params![
+                policy.app_id,
+                i64::try_from(policy.version).unwrap_or(i64::MAX),
+                policy.document,
+                i64::try_from(policy.stored_at).unwrap_or(i64::MAX)
+            ],
         )
     }
 

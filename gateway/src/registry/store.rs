@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use protocol::control::InstanceId;
 
+use super::app_policies::StoredPolicy;
 use super::record::InstanceRecord;
 
 /// Why the store failed.
@@ -67,6 +68,10 @@ pub trait RegistryStore: Send {
     fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores a named secret durably.
     fn put_secret(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Every stored owner-signed app policy.
+    fn app_policies(&mut self) -> Result<Vec<StoredPolicy>, StoreError>;
+    /// Stores an app's policy durably, replacing the app's previous one.
+    fn put_app_policy(&mut self, policy: &StoredPolicy) -> Result<(), StoreError>;
 }
 
 /// A store that keeps records in memory only (tests, and throwaway gateways).
@@ -75,6 +80,7 @@ pub struct MemoryStore {
     records: BTreeMap<InstanceId, InstanceRecord>,
     drained: BTreeSet<InstanceId>,
     secrets: BTreeMap<String, Vec<u8>>,
+    app_policies: BTreeMap<String, StoredPolicy>,
 }
 
 impl MemoryStore {
@@ -129,6 +135,16 @@ impl RegistryStore for MemoryStore {
 
     fn put_secret(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         self.secrets.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn app_policies(&mut self) -> Result<Vec<StoredPolicy>, StoreError> {
+        Ok(self.app_policies.values().cloned().collect())
+    }
+
+    fn put_app_policy(&mut self, policy: &StoredPolicy) -> Result<(), StoreError> {
+        self.app_policies
+            .insert(policy.app_id.clone(), policy.clone());
         Ok(())
     }
 }

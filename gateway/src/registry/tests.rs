@@ -291,6 +291,15 @@ impl RegistryStore for FailingStore {
     fn put_secret(&mut self, _: &str, _: &[u8]) -> Result<(), StoreError> {
         Ok(())
     }
+    fn app_policies(&mut self) -> Result<Vec<crate::registry::StoredPolicy>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn put_app_policy(&mut self, _: &crate::registry::StoredPolicy) -> Result<(), StoreError> {
+        Err(StoreError::Sqlite {
+            path: "test".into(),
+            source: rusqlite::Error::InvalidQuery,
+        })
+    }
 }
 
 #[test]
@@ -436,7 +445,7 @@ fn a_version_3_database_gains_the_drain_column_undrained() {
         let conn = rusqlite::Connection::open(dir.db()).unwrap();
         conn.execute_batch(
             "ALTER TABLE instances DROP COLUMN claims; ALTER TABLE instances DROP COLUMN valid_until;
-             ALTER TABLE instances DROP COLUMN drained; PRAGMA user_version = 3;",
+             ALTER TABLE instances DROP COLUMN drained; DROP TABLE app_policies; PRAGMA user_version = 3;",
         )
         .unwrap();
     }
@@ -472,7 +481,7 @@ fn claims_and_their_end_survive_reopening_and_older_rows_get_an_hour() {
         let conn = rusqlite::Connection::open(dir.db()).unwrap();
         conn.execute_batch(
             "ALTER TABLE instances DROP COLUMN claims; ALTER TABLE instances DROP COLUMN valid_until;
-             PRAGMA user_version = 4;",
+             DROP TABLE app_policies; PRAGMA user_version = 4;",
         )
         .unwrap();
     }
