@@ -21,6 +21,7 @@ pub mod platform;
 pub mod policy;
 pub mod ratls;
 pub mod reload;
+pub mod sealing;
 pub mod settings;
 pub mod snp;
 pub mod tdx;

@@ -11,11 +11,14 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use zeroize::Zeroizing;
+
 use super::Attester;
 use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
+use crate::sealing::SealingRootError;
 
 /// Where the kernel mounts the report interface.
 pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
@@ -211,6 +214,14 @@ impl Attester for ConfigfsTsm {
         match self.provider {
             TsmProvider::SevGuest => Platform::SevSnp,
             TsmProvider::TdxGuest => Platform::Tdx,
+        }
+    }
+
+    /// configfs-tsm has no key request: on SEV-SNP the derived key comes from `/dev/sev-guest`; TDX has none.
+    fn sealing_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>, SealingRootError> {
+        match self.provider {
+            TsmProvider::SevGuest => crate::snp::device::open_and_derive_key().map(Some),
+            TsmProvider::TdxGuest => Ok(None),
         }
     }
 

@@ -19,10 +19,13 @@ pub use crate::tdx::device::TdxGuestDevice;
 pub use configfs_tsm::{ConfigfsTsm, TsmProvider, DEFAULT_TSM_ROOT};
 pub use select::{Backend, SelectError};
 
+use zeroize::Zeroizing;
+
 use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
+use crate::sealing::SealingRootError;
 
 /// Something that can produce evidence.
 pub trait Attester: Send + Sync {
@@ -32,6 +35,12 @@ pub trait Attester: Send + Sync {
     /// Produce evidence whose report data is `report_data` (SHA-512 of a purpose's label and a payload; raw bytes
     /// are never attested).
     fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError>;
+
+    /// The platform's sealing key for this TEE (see [`crate::sealing`]), or `None` where the platform has none
+    /// (TDX without a key service), so that a sealer falls back to memory-only by design, not by accident.
+    fn sealing_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>, SealingRootError> {
+        Ok(None)
+    }
 }
 
 /// Find the attestation interface of this machine: configfs-tsm first, then `/dev/tdx_guest`, then

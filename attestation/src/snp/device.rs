@@ -3,12 +3,15 @@
 
 use std::sync::Mutex;
 
+use zeroize::Zeroizing;
+
 use super::{cert_table, evidence};
 use crate::attester::Attester;
 use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
+use crate::sealing::SealingRootError;
 
 /// Attester over `/dev/sev-guest` (extended report: report plus the host's certificate table).
 pub struct SevGuestDevice {
@@ -30,9 +33,42 @@ impl SevGuestDevice {
     }
 }
 
+/// The SEV-SNP derived key of this guest: rooted in the chip's VCEK, mixing in the launch measurement and the guest
+/// policy (so another image, or a debuggable launch, derives another key), at VMPL 0.
+pub(crate) fn derived_key(
+    fw: &mut sev::firmware::guest::Firmware,
+) -> Result<Zeroizing<[u8; 32]>, SealingRootError> {
+    use sev::firmware::guest::{DerivedKey, GuestFieldSelect};
+    let mut fields = GuestFieldSelect::default();
+    fields.set_guest_policy(true);
+    fields.set_measurement(true);
+    let request = DerivedKey::new(false, fields, 0, 0, 0, None);
+    let key = fw
+        .get_derived_key(Some(1), request)
+        .map_err(|e| SealingRootError::Refused(e.to_string()))?;
+    Ok(Zeroizing::new(key))
+}
+
+/// Opens `/dev/sev-guest` and asks for [`derived_key`].
+pub(crate) fn open_and_derive_key() -> Result<Zeroizing<[u8; 32]>, SealingRootError> {
+    let mut fw = sev::firmware::guest::Firmware::open().map_err(|e| SealingRootError::Device {
+        device: "/dev/sev-guest",
+        reason: e.to_string(),
+    })?;
+    derived_key(&mut fw)
+}
+
 impl Attester for SevGuestDevice {
     fn platform(&self) -> Platform {
         Platform::SevSnp
+    }
+
+    fn sealing_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>, SealingRootError> {
+        let mut fw = self.fw.lock().map_err(|_| SealingRootError::Device {
+            device: "/dev/sev-guest",
+            reason: "device lock poisoned".into(),
+        })?;
+        derived_key(&mut fw).map(Some)
     }
 
     fn attest(&self, report_data: &ReportData) -> Result<Evidence, AttestError> {

@@ -1,11 +1,16 @@
 //! [`SimSnpAttester`]: an [`Attester`] signing reports for a fixed simulated guest.
 
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
 use super::{SimReportRequest, SimSnpPki};
 use crate::attester::Attester;
 use crate::binding::ReportData;
 use crate::error::AttestError;
 use crate::evidence::Evidence;
 use crate::platform::Platform;
+use crate::sealing::SealingRootError;
 
 /// An [`Attester`] producing `sim-snp` evidence for a fixed guest.
 #[derive(Debug, Clone)]
@@ -44,5 +49,17 @@ impl Attester for SimSnpAttester {
             guest_svn: 0,
             debug: self.debug,
         })?))
+    }
+
+    /// As the firmware's derived key: rooted in the simulated chip's secret (its VCEK key), mixing in the
+    /// measurement and the guest-policy bits, so another image or a debuggable guest derives another key.
+    fn sealing_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>, SealingRootError> {
+        let chip_secret = Zeroizing::new(self.pki.vcek_key.to_bytes());
+        let hk = Hkdf::<Sha256>::new(Some(b"tee-gateway/sim-snp/derived-key:"), &chip_secret);
+        let policy = [u8::from(self.debug)];
+        let mut key = Zeroizing::new([0u8; 32]);
+        hk.expand_multi_info(&[&self.measurement, &policy], key.as_mut())
+            .map_err(|e| SealingRootError::Refused(e.to_string()))?;
+        Ok(Some(key))
     }
 }
