@@ -40,8 +40,10 @@ impl Sim {
 
     fn gateway_policy(&self) -> anyhow::Result<Arc<dyn ClaimsPolicy>> {
         let text = format!(
-            "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\n",
-            hex::encode([0x7d; 48])
+            "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\nrtmr0 = [\"{z}\"]\nrtmr1 = [\"{z}\"]\n\
+             rtmr2 = [\"{z}\"]\n",
+            hex::encode([0x7d; 48]),
+            z = hex::encode([0u8; 48])
         );
         Ok(Arc::new(GatewayPolicy::from_toml(&text)?))
     }

@@ -92,7 +92,8 @@ pub mod fixtures {
     use super::*;
     use crate::evidence::SigningKeyKind;
 
-    /// Milan SNP claims of a VCEK-signed report with `measurement` in every byte and default TCBs.
+    /// Milan SNP claims of a VCEK-signed report with `measurement` in every byte, at the simulated chip's TCB
+    /// ([`crate::snp::sim::SIM_TCB`]).
     pub fn snp_claims(measurement: u8) -> SnpClaims {
         SnpClaims {
             product: SnpProduct::Milan,
@@ -105,10 +106,10 @@ pub mod fixtures {
             family_id: [0; 16],
             image_id: [0; 16],
             id_key_digest: [0; 48],
-            reported_tcb: SnpTcb::default(),
-            current_tcb: SnpTcb::default(),
-            committed_tcb: SnpTcb::default(),
-            launch_tcb: SnpTcb::default(),
+            reported_tcb: crate::snp::sim::SIM_TCB,
+            current_tcb: crate::snp::sim::SIM_TCB,
+            committed_tcb: crate::snp::sim::SIM_TCB,
+            launch_tcb: crate::snp::sim::SIM_TCB,
             chip_id: [3; 64],
             signing_key: SigningKeyKind::Vcek,
         }

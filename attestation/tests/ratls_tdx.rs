@@ -64,12 +64,13 @@ fn app_policy() -> Arc<dyn ClaimsPolicy> {
     common::snp_app_policy(APP, AGENT_MEASUREMENT)
 }
 
-/// The agent's policy for gateways: a `sim-tdx` profile on MRTD and RTMR3.
+/// The agent's policy for gateways: a `sim-tdx` profile on MRTD and RTMR0-3.
 fn gateway_policy(mr_td: [u8; 48]) -> Arc<dyn ClaimsPolicy> {
+    let [r0, r1, r2, r3] = [1u8, 2, 3, 4].map(|b| hex::encode([b; 48]));
     let text = format!(
-        "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\nrtmr3 = [\"{}\"]\n",
+        "[[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{}\"]\nrtmr0 = [\"{r0}\"]\nrtmr1 = [\"{r1}\"]\n\
+         rtmr2 = [\"{r2}\"]\nrtmr3 = [\"{r3}\"]\n",
         hex::encode(mr_td),
-        hex::encode([4u8; 48])
     );
     Arc::new(GatewayPolicy::from_toml(&text).unwrap())
 }

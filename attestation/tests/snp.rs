@@ -225,7 +225,98 @@ fn request(report_data: [u8; 64]) -> SimReportRequest {
         host_data: [0x22; 32],
         guest_svn: 1,
         debug: false,
+        ..SimReportRequest::default()
     }
+}
+
+/// Simulated guests whose report breaks one rule of a default profile: each verifies, is refused by the profile
+/// naming the rule and its values, and is accepted by a profile that allows it.
+#[test]
+fn sim_guest_policy_and_vmpl_are_checked_by_profiles() {
+    let m = hex::encode([0x11; 48]);
+    let profile =
+        format!("[[apps.deadbeef.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{m}\"\n");
+    let default = AppPolicy::from_toml(&profile).unwrap();
+    let claims_of = |req: SimReportRequest| {
+        let ev = Evidence::Snp(pki().evidence(&req).unwrap());
+        sim_verifier().verify_unbound(&ev, now()).unwrap()
+    };
+    let good = claims_of(request([0; 64]));
+    default.check("deadbeef", &good).unwrap();
+
+    let cases: [(SimReportRequest, Violation, &str, &str); 4] = [
+        (
+            SimReportRequest {
+                migrate_ma: true,
+                ..request([0; 64])
+            },
+            Violation::MigrationAgent {
+                guest_policy: 0x7_0000,
+            },
+            "allow_migration_agent = true",
+            "MIGRATE_MA",
+        ),
+        (
+            SimReportRequest {
+                vmpl: 1,
+                ..request([0; 64])
+            },
+            Violation::Vmpl {
+                maximum: 0,
+                actual: 1,
+            },
+            "max_vmpl = 1",
+            "VMPL 1 is above the maximum 0",
+        ),
+        (
+            SimReportRequest {
+                debug: true,
+                ..request([0; 64])
+            },
+            Violation::Debug,
+            "allow_debug = true",
+            "debug mode",
+        ),
+        (
+            request([0; 64]),
+            Violation::Smt {
+                guest_policy: 0x3_0000,
+            },
+            "",
+            "SMT",
+        ),
+    ];
+    for (req, violation, allowing, named) in cases {
+        let claims = claims_of(req);
+        // The SMT case needs a profile asking for SMT to be off; the others break the default profile.
+        let policy = if violation
+            == (Violation::Smt {
+                guest_policy: 0x3_0000,
+            }) {
+            AppPolicy::from_toml(&format!("{profile}allow_smt = false\n")).unwrap()
+        } else {
+            default.clone()
+        };
+        let err = policy.check("deadbeef", &claims).unwrap_err();
+        assert!(
+            matches!(&err, PolicyViolation::Refused { violations, .. } if violations == std::slice::from_ref(&violation)),
+            "{err}"
+        );
+        assert!(err.to_string().contains(named), "{err}");
+        if !allowing.is_empty() {
+            let allowed = AppPolicy::from_toml(&format!("{profile}{allowing}\n")).unwrap();
+            allowed.check("deadbeef", &claims).unwrap();
+        }
+    }
+    let no_smt = claims_of(SimReportRequest {
+        smt: false,
+        ..request([0; 64])
+    });
+    assert_eq!(no_smt.snp().unwrap().guest_policy, 0x2_0000);
+    AppPolicy::from_toml(&format!("{profile}allow_smt = false\n"))
+        .unwrap()
+        .check("deadbeef", &no_smt)
+        .unwrap();
 }
 
 #[test]

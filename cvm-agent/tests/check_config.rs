@@ -271,3 +271,39 @@ fn an_mtu_the_tunnel_cannot_use_is_refused_by_check_config() {
     // The upper bound is the tunnel endpoint's own.
     assert_eq!(*protocol::tunnel::MTU_RANGE.end(), 2000);
 }
+
+/// `check-config` parses the gateway policy as `run` would: a TDX profile pinning only MRTD (any kernel on that
+/// firmware would pass as the gateway) is refused, naming the file, the missing registers and what to write.
+#[test]
+fn a_gateway_policy_pinning_only_mr_td_is_refused() {
+    let d = dir();
+    let policy = d.path("gateway-policy.toml");
+    let good = good(&d);
+    let only_mr_td = format!(
+        "[[profile]]\nplatform = \"tdx\"\nmr_td = [\"{}\"]\n",
+        "11".repeat(48)
+    );
+    std::fs::write(&policy, &only_mr_td).unwrap();
+    expect_refused(
+        &d,
+        "TDX profile on MRTD only",
+        &good,
+        &[
+            "attestation.gateway_policy",
+            "gateway-policy.toml",
+            "must pin the boot chain",
+            "missing rtmr0 (firmware configuration), rtmr1 (boot loader and kernel), rtmr2 (kernel command line and initrd)",
+            "rtmr0 = \"any\"",
+        ],
+    );
+    let z = "00".repeat(48);
+    std::fs::write(
+        &policy,
+        format!("{only_mr_td}rtmr0 = [\"{z}\"]\nrtmr1 = \"any\"\nrtmr2 = [\"{z}\"]\n"),
+    )
+    .unwrap();
+    let path = d.path("agent.toml");
+    std::fs::write(&path, &good).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+}

@@ -31,8 +31,9 @@ fn verify_real_snp_samples() {
     assert_eq!(claims["reported_tcb"]["snp"], 8);
     assert_eq!(claims["reported_tcb"]["microcode"], 115);
 
-    // The debug sample verifies, and a policy naming its measurement still refuses it for debug.
-    let claims = verified_claims(&[
+    // The debug sample verifies, but is refused without --allow-debug; a policy naming its measurement refuses it
+    // for debug as well.
+    let debug_sample = [
         "verify",
         "--evidence",
         &format!("{SNP}/debug_attestation.bin"),
@@ -40,7 +41,16 @@ fn verify_real_snp_samples() {
         &format!("{SNP}/debug_vcek.der"),
         "--now",
         "2025-06-01T00:00:00Z",
-    ]);
+    ];
+    let (code, out, err) = gateway(&debug_sample);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "no claims printed: {out}");
+    assert!(
+        err.contains("refused (policy): debug mode is not allowed")
+            && err.contains("--allow-debug"),
+        "{err}"
+    );
+    let claims = verified_claims(&[&debug_sample[..], &["--allow-debug"]].concat());
     assert_eq!(claims["debug"], true);
     let d = dir();
     let policy = d.path("policy.toml");
@@ -95,6 +105,84 @@ fn verify_real_snp_samples() {
     assert!(err.contains("reading"), "{err}");
 }
 
+/// Debug evidence without `--policy`: a simulated SEV-SNP report and RA-TLS certificate of a debuggable guest are
+/// refused (exit 1, the reason on stderr, no claims) unless `--allow-debug`; the same guest without DEBUG passes.
+#[test]
+fn verify_without_a_policy_refuses_debug_guests_unless_allowed() {
+    let d = dir();
+    let (pki, ark) = sim_snp_root(&d);
+    let request = SimReportRequest {
+        measurement: [0x42; 48],
+        debug: true,
+        ..SimReportRequest::default()
+    };
+    let evidence = pki.evidence(&request).unwrap();
+    let report = d.path("debug-report.bin");
+    std::fs::write(&report, &evidence.report).unwrap();
+    let vcek = d.path("vcek.der");
+    std::fs::write(&vcek, &evidence.vek).unwrap();
+    let mut attester = SimSnpAttester::new(pki.clone(), [0x42; 48], [0; 32]);
+    attester.debug = true;
+    let cert = RaTlsCertificate::generate(&attester, &CertOptions::default()).unwrap();
+    let cert_path = d.path("debug-cert.pem");
+    std::fs::write(&cert_path, cert.cert_pem()).unwrap();
+    let chain = d.path("chain.pem");
+    let ask = pem::encode(&pem::Pem::new("CERTIFICATE", pki.ask_der()));
+    std::fs::write(&chain, ask + &pki.ark_pem()).unwrap();
+    let report_args = [
+        "verify",
+        "--evidence",
+        p(&report),
+        "--vcek",
+        p(&vcek),
+        "--chain",
+        p(&chain),
+    ];
+    let cert_args = ["verify", "--evidence", p(&cert_path)];
+    let trust = ["--trust-sim-root", p(&ark)];
+
+    for base in [&report_args[..], &cert_args[..]] {
+        let (code, out, err) = gateway_with(base, &trust);
+        assert_eq!(code, 1, "debug evidence must be refused: {out}{err}");
+        assert!(out.is_empty(), "no claims printed: {out}");
+        assert!(
+            err.contains("refused (policy): debug mode is not allowed")
+                && err.contains("debuggable")
+                && err.contains("--allow-debug"),
+            "{err}"
+        );
+        let (code, out, err) = gateway_with(base, &[&trust[..], &["--allow-debug"]].concat());
+        assert_eq!(code, 0, "{err}");
+        let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(claims["debug"], true);
+        assert_eq!(claims["measurement"], "42".repeat(48));
+    }
+
+    // With --policy the profiles decide, so --allow-debug is a usage error there.
+    let policy = cli::profile_policy(&d, "sim-snp", "42");
+    let (code, _, err) = gateway_with(
+        &report_args,
+        &[&trust[..], &["--policy", p(&policy), "--allow-debug"]].concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--allow-debug") && err.contains("--policy"),
+        "{err}"
+    );
+
+    // A guest that is not debuggable needs no flag.
+    let plain = pki
+        .evidence(&SimReportRequest {
+            debug: false,
+            ..request
+        })
+        .unwrap();
+    std::fs::write(&report, &plain.report).unwrap();
+    let (code, out, err) = gateway_with(&report_args, &trust);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"debug\": false"), "{out}");
+}
+
 #[test]
 fn sim_pki_round_trip_through_the_command() {
     let d = dir();
@@ -109,6 +197,7 @@ fn sim_pki_round_trip_through_the_command() {
             host_data: [0; 32],
             guest_svn: 0,
             debug: false,
+            ..SimReportRequest::default()
         })
         .unwrap();
     let report_path = d.path("report.bin");

@@ -52,3 +52,42 @@ fn check_config_accepts_good_and_explains_bad_files() {
     assert!(!ok);
     assert!(text.contains("cannot read"), "{text}");
 }
+
+/// `check-config` parses the app policy as `run` would: a TDX profile pinning only MRTD (which would accept any
+/// kernel, initrd and command line on that firmware) is refused, naming the file, the missing registers and what
+/// to write; the same profile with RTMR0-2 stated passes.
+#[test]
+fn check_config_refuses_a_tdx_profile_pinning_only_mr_td() {
+    let d = dir();
+    let policy = d.path("apps.toml");
+    let only_mr_td = format!(
+        "[[apps.deadbeef111111111111111111111111.profile]]\nplatform = \"tdx\"\nmr_td = [\"{}\"]\n",
+        "11".repeat(48)
+    );
+    std::fs::write(&policy, &only_mr_td).unwrap();
+    let config = format!(
+        "base_domains = [\"apps.example.com\"]\n[tunnel]\npublic_endpoint = \"198.18.0.2:51820\"\n[attestation]\napp_policy = \"{}\"\n",
+        policy.display()
+    );
+    let path = d.path("gateway.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (ok, text) = run(&path);
+    assert!(!ok, "accepted: {text}");
+    for needed in [
+        "attestation.app_policy",
+        "apps.toml",
+        "must pin the boot chain",
+        "rtmr0 (firmware configuration), rtmr1 (boot loader and kernel), rtmr2 (kernel command line and initrd)",
+        "rtmr0 = \"any\"",
+    ] {
+        assert!(text.contains(needed), "{needed:?} not in: {text}");
+    }
+
+    let pinned = format!(
+        "{only_mr_td}rtmr0 = [\"{z}\"]\nrtmr1 = [\"{z}\"]\nrtmr2 = \"any\"\n",
+        z = "00".repeat(48)
+    );
+    std::fs::write(&policy, pinned).unwrap();
+    let (ok, text) = run(&path);
+    assert!(ok, "{text}");
+}

@@ -21,6 +21,15 @@ pub fn measurement(byte: &str) -> String {
     byte.repeat(48)
 }
 
+/// The lines after `platform` of a simulated TDX profile allowing MRTD `mr_td` (96 hex digits) and the RTMR0-2
+/// of a simulated TD (zeros): the whole boot chain pinned, as a real profile must.
+fn sim_tdx_pins(mr_td: &str) -> String {
+    let zero = measurement("00");
+    format!(
+        "mr_td = [\"{mr_td}\"]\nrtmr0 = [\"{zero}\"]\nrtmr1 = [\"{zero}\"]\nrtmr2 = [\"{zero}\"]\n"
+    )
+}
+
 /// An app policy letting `app` run with any of the `allowed` measurements, on simulated SNP or TDX.
 pub fn app_policy(app: &str, allowed: &[&str]) -> String {
     let mut text = String::new();
@@ -29,7 +38,8 @@ pub fn app_policy(app: &str, allowed: &[&str]) -> String {
         let _ = write!(
             text,
             "[[apps.{app}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{m}\"\n\n\
-             [[apps.{app}.profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{m}\"]\n\n"
+             [[apps.{app}.profile]]\nplatform = \"sim-tdx\"\n{}\n",
+            sim_tdx_pins(&m)
         );
     }
     text
@@ -37,10 +47,11 @@ pub fn app_policy(app: &str, allowed: &[&str]) -> String {
 
 /// An agents' gateway policy accepting gateways with measurement `allowed` (simulated SNP or TDX).
 pub fn gateway_policy(allowed: &str) -> String {
+    let m = measurement(allowed);
     format!(
         "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{m}\"\n\n\
-         [[profile]]\nplatform = \"sim-tdx\"\nmr_td = [\"{m}\"]\n",
-        m = measurement(allowed)
+         [[profile]]\nplatform = \"sim-tdx\"\n{}",
+        sim_tdx_pins(&m)
     )
 }
 

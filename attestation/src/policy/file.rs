@@ -56,7 +56,7 @@ impl<P: DeserializeOwned> PolicyFile<P> {
         let path = path.as_ref().to_path_buf();
         // The time is read before the contents, so that a change while reading is seen by the next check.
         let seen = reload::modified(&path);
-        let policy = read(&path)?;
+        let policy = read_policy(&path)?;
         Ok(PolicyFile {
             path,
             current: RwLock::new(Arc::new(policy)),
@@ -66,7 +66,7 @@ impl<P: DeserializeOwned> PolicyFile<P> {
 
     /// Re-read the file; on error the previous policy stays in force and the error is returned.
     pub fn reload(&self) -> Result<(), PolicyLoadError> {
-        let policy = Arc::new(read(&self.path)?);
+        let policy = Arc::new(read_policy(&self.path)?);
         match self.current.write() {
             Ok(mut g) => *g = policy,
             Err(poisoned) => *poisoned.into_inner() = policy,
@@ -106,7 +106,8 @@ impl<P: DeserializeOwned> PolicyFile<P> {
     }
 }
 
-fn read<P: DeserializeOwned>(path: &Path) -> Result<P, PolicyLoadError> {
+/// Read and parse a policy file once (what `check-config` does to refuse a policy that `run` would refuse).
+pub fn read_policy<P: DeserializeOwned>(path: &Path) -> Result<P, PolicyLoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
         path: path.to_path_buf(),
         source,

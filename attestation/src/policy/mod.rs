@@ -9,13 +9,10 @@
 //! [[apps.deadbeef11111111.profile]]
 //! platform = "sev-snp"
 //! measurement = "<96 hex digits>"
-//! host_data = "<64 hex digits>"          # optional: any host data when absent
-//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # optional
-//! signing_keys = ["vcek"]                # optional: default both "vcek" and "vlek"
-//! allow_debug = false                    # optional: default false
 //! ```
 //!
-//! TDX profiles (`platform = "tdx"` or `"sim-tdx"`) are described in [`TdxProfile`].
+//! SEV-SNP profiles (`platform = "sev-snp"` or `"sim-snp"`) are described in [`SnpProfile`], TDX profiles
+//! (`platform = "tdx"` or `"sim-tdx"`, which must pin RTMR0-2 or say `"any"` for each) in [`TdxProfile`].
 
 mod file;
 mod snp;
@@ -29,9 +26,12 @@ use serde::{Deserialize, Serialize};
 use crate::claims::Claims;
 use crate::platform::Platform;
 
-pub use file::{PolicyFile, PolicyLoadError, Reload};
-pub use snp::{MinTcb, SnpProfile};
-pub use tdx::TdxProfile;
+pub use file::{read_policy, PolicyFile, PolicyLoadError, Reload};
+pub use snp::{
+    MinTcb, SnpProfile, GUEST_POLICY_DEBUG, GUEST_POLICY_MIGRATE_MA, GUEST_POLICY_SMT,
+    MILAN_MIN_TCB,
+};
+pub use tdx::{Pin, TdxProfile};
 
 /// One acceptable configuration of a TEE, tagged by platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,10 +104,33 @@ pub enum Violation {
     TcbTooLow {
         /// The component ("bootloader", "snp", ...).
         component: &'static str,
-        /// The profile's minimum.
+        /// The profile's minimum (its `min_tcb`, or the default floor when it has none).
         minimum: u8,
         /// The claims' value.
         actual: u8,
+    },
+    /// The SEV-SNP report comes from a less privileged VM level than the profile allows.
+    #[error("VMPL {actual} is above the maximum {maximum} (max_vmpl)")]
+    Vmpl {
+        /// The profile's `max_vmpl`.
+        maximum: u32,
+        /// The report's VMPL.
+        actual: u32,
+    },
+    /// The SEV-SNP guest policy allows a migration agent and the profile does not.
+    #[error(
+        "guest policy {guest_policy:#x} allows a migration agent (MIGRATE_MA, bit 18), which the profile refuses \
+         (allow_migration_agent = false)"
+    )]
+    MigrationAgent {
+        /// The report's guest policy.
+        guest_policy: u64,
+    },
+    /// The SEV-SNP guest policy allows SMT and the profile requires it disallowed.
+    #[error("guest policy {guest_policy:#x} allows SMT (bit 16), which the profile refuses (allow_smt = false)")]
+    Smt {
+        /// The report's guest policy.
+        guest_policy: u64,
     },
     /// The TDX platform's TCB status is not among the allowed ones.
     #[error("TCB status {actual} is not allowed (allowed: {allowed}; advisories: {advisories})")]

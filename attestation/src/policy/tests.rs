@@ -216,3 +216,172 @@ fn policy_file_reload_keeps_the_old_policy_on_error() {
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `claims(SimSnp, 1, false)` with its SNP part changed.
+fn snp_with(change: impl FnOnce(&mut SnpClaims)) -> Claims {
+    let mut c = claims(Platform::SimSnp, 1, false);
+    let PlatformClaims::Snp(snp) = &mut c.details else {
+        unreachable!()
+    };
+    change(snp);
+    c
+}
+
+#[test]
+fn without_min_tcb_the_default_floor_applies() {
+    let p = SnpProfile::with_measurement([1; 48]);
+    assert_eq!(p.min_tcb, None);
+    // The floor itself is accepted, one below in any component is refused, naming it.
+    let at_floor = SnpTcb {
+        bootloader: MILAN_MIN_TCB.bootloader,
+        tee: MILAN_MIN_TCB.tee,
+        snp: MILAN_MIN_TCB.snp,
+        microcode: MILAN_MIN_TCB.microcode,
+        fmc: None,
+    };
+    p.check(&snp_with(|s| s.reported_tcb = at_floor)).unwrap();
+    let below = [
+        (
+            "bootloader",
+            SnpTcb {
+                bootloader: 1,
+                ..at_floor
+            },
+        ),
+        ("snp", SnpTcb { snp: 4, ..at_floor }),
+        (
+            "microcode",
+            SnpTcb {
+                microcode: 67,
+                ..at_floor
+            },
+        ),
+    ];
+    for (component, tcb) in below {
+        let err = p.check(&snp_with(|s| s.reported_tcb = tcb)).unwrap_err();
+        assert!(
+            matches!(err, Violation::TcbTooLow { component: c, .. } if c == component),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with(&format!("TCB {component} ")),
+            "{err}"
+        );
+    }
+    let zero = snp_with(|s| s.reported_tcb = SnpTcb::default());
+    assert_eq!(
+        p.check(&zero),
+        Err(Violation::TcbTooLow {
+            component: "bootloader",
+            minimum: 2,
+            actual: 0
+        })
+    );
+    // An explicit min_tcb replaces the floor: `min_tcb = {}` lowers it to nothing.
+    let text = format!(
+        "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\nmin_tcb = {{}}\n",
+        m(1)
+    );
+    let lowered = GatewayPolicy::from_toml(&text).unwrap();
+    lowered.check(&zero).unwrap();
+    // Genoa and Turin number their SPLs otherwise and have no built-in floor.
+    let genoa = snp_with(|s| {
+        s.product = crate::claims::SnpProduct::Genoa;
+        s.reported_tcb = SnpTcb::default();
+    });
+    p.check(&genoa).unwrap();
+}
+
+#[test]
+fn vmpl_above_the_maximum_is_refused() {
+    let p = SnpProfile::with_measurement([1; 48]);
+    assert_eq!(p.max_vmpl, 0);
+    p.check(&snp_with(|s| s.vmpl = 0)).unwrap();
+    let vmpl2 = snp_with(|s| s.vmpl = 2);
+    let err = p.check(&vmpl2).unwrap_err();
+    assert_eq!(
+        err,
+        Violation::Vmpl {
+            maximum: 0,
+            actual: 2
+        }
+    );
+    assert_eq!(err.to_string(), "VMPL 2 is above the maximum 0 (max_vmpl)");
+    SnpProfile {
+        max_vmpl: 2,
+        ..p.clone()
+    }
+    .check(&vmpl2)
+    .unwrap();
+    assert!(SnpProfile { max_vmpl: 1, ..p }.check(&vmpl2).is_err());
+    let text = |level: u32| {
+        format!(
+            "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\nmax_vmpl = {level}\n",
+            m(1)
+        )
+    };
+    let parsed = GatewayPolicy::from_toml(&text(3)).unwrap();
+    assert!(matches!(&parsed.profile[0], Profile::SimSnp(p) if p.max_vmpl == 3));
+    let err = GatewayPolicy::from_toml(&text(4)).unwrap_err().to_string();
+    assert!(
+        err.contains("max_vmpl 4 is not a VM privilege level (0 to 3)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_migration_agent_is_refused_unless_allowed() {
+    let p = SnpProfile::with_measurement([1; 48]);
+    let ma = snp_with(|s| s.guest_policy |= GUEST_POLICY_MIGRATE_MA);
+    let err = p.check(&ma).unwrap_err();
+    assert_eq!(
+        err,
+        Violation::MigrationAgent {
+            guest_policy: 0x70000
+        }
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("0x70000")
+            && text.contains("MIGRATE_MA")
+            && text.contains("allow_migration_agent"),
+        "{text}"
+    );
+    SnpProfile {
+        allow_migration_agent: true,
+        ..p
+    }
+    .check(&ma)
+    .unwrap();
+}
+
+#[test]
+fn smt_is_refused_only_where_the_profile_asks() {
+    let smt = claims(Platform::SimSnp, 1, false);
+    assert_ne!(smt.snp().unwrap().guest_policy & GUEST_POLICY_SMT, 0);
+    let no_smt = snp_with(|s| s.guest_policy &= !GUEST_POLICY_SMT);
+    let default = SnpProfile::with_measurement([1; 48]);
+    assert!(default.allow_smt);
+    default.check(&smt).unwrap();
+    default.check(&no_smt).unwrap();
+    let strict = SnpProfile {
+        allow_smt: false,
+        ..default
+    };
+    let err = strict.check(&smt).unwrap_err();
+    assert_eq!(
+        err,
+        Violation::Smt {
+            guest_policy: 0x30000
+        }
+    );
+    assert!(err.to_string().contains("allow_smt = false"), "{err}");
+    strict.check(&no_smt).unwrap();
+    let text = format!(
+        "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\nallow_smt = false\n",
+        m(1)
+    );
+    let parsed = GatewayPolicy::from_toml(&text).unwrap();
+    assert!(parsed.check(&smt).is_err());
+    parsed.check(&no_smt).unwrap();
+}

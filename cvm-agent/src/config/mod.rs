@@ -223,6 +223,13 @@ fn attestation_config(a: &AgentAttestation, p: &mut Problems) -> Option<Attestat
             a.gateway_policy.display()
         )
     });
+    if a.gateway_policy.is_file() {
+        if let Err(e) = attestation::policy::read_policy::<attestation::policy::GatewayPolicy>(
+            &a.gateway_policy,
+        ) {
+            p.push(format!("attestation.gateway_policy: {e}"));
+        }
+    }
     let sim_measurement = match a.sim_measurement.as_deref().map(str::parse::<Measurement>) {
         None => Some(None),
         Some(parsed) => p.ok(parsed, |e| format!("attestation.{e}")).map(Some),

@@ -1,7 +1,9 @@
 //! `gateway attestation ...`: verify evidence and make simulated PKIs.
 //!
 //! `verify` prints the verified claims as JSON on stdout and exits 0, or prints the refusal on stderr and exits 1;
-//! input that cannot be read or understood exits 2.
+//! input that cannot be read or understood exits 2. With `--policy` the policy's profiles decide; without one,
+//! evidence of a debuggable TEE (SEV-SNP guest policy DEBUG, TDX attribute DEBUG), whose memory the host can read,
+//! is still refused unless `--allow-debug` says otherwise.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy, PolicyFn};
+use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy, PolicyFn, Violation};
 use attestation::ratls::{RaTlsError, RaTlsVerifier};
 use attestation::tdx::{Collateral, SimTdxPki, TdxEvidence};
 use attestation::{Claims, Evidence, SimSnpPki, SnpEvidence, TrustAnchors, Verifier, VerifyError};
@@ -66,6 +68,10 @@ pub struct VerifyArgs {
     /// The app id whose profiles apply.
     #[arg(long, requires = "policy")]
     pub app: Option<String>,
+    /// Without --policy, accept evidence of a debuggable TEE (refused by default; with --policy, a profile's
+    /// `allow_debug` decides).
+    #[arg(long, conflicts_with = "policy")]
+    pub allow_debug: bool,
     /// Trust this simulated root (a `sim-pki` ARK or Intel root CA, PEM or DER); may be repeated.
     #[arg(long)]
     pub trust_sim_root: Vec<PathBuf>,
@@ -218,6 +224,26 @@ fn policy(args: &VerifyArgs) -> anyhow::Result<Option<Arc<dyn ClaimsPolicy>>> {
 
 /// Verify as the arguments say: `Ok(Ok(claims))`, `Ok(Err(refusal))`, or `Err` for unusable input.
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<Result<Claims, Refusal>> {
+    let verified = verify_evidence(args)?;
+    // Without a policy nothing else looks at the debug flag; a policy's profiles checked it already.
+    Ok(verified.and_then(|claims| {
+        if claims.debug && args.policy.is_none() && !args.allow_debug {
+            Err((
+                "policy",
+                format!(
+                    "{}: the TEE is debuggable, so its host can read and change its memory; pass --allow-debug to \
+                     accept it anyway",
+                    Violation::Debug
+                ),
+            ))
+        } else {
+            Ok(claims)
+        }
+    }))
+}
+
+/// Verify the evidence, and apply `--policy` when given.
+fn verify_evidence(args: &VerifyArgs) -> anyhow::Result<Result<Claims, Refusal>> {
     let bytes = read(&args.evidence)?;
     let format = match args.format {
         Some(f) => f,

@@ -305,6 +305,10 @@ impl GatewayConfig {
                 "attestation.app_policy: {} is not a readable file",
                 a.app_policy.display()
             ));
+        } else if let Err(e) =
+            attestation::policy::read_policy::<attestation::policy::AppPolicy>(&a.app_policy)
+        {
+            problems.push(format!("attestation.app_policy: {e}"));
         }
         problems.extend(a.settings.problems().iter().map(ToString::to_string));
         if let Err(e) = self.proxy.validate() {

@@ -88,7 +88,9 @@ pub(crate) fn check_sim_evidence(
 pub(crate) fn profile_policy(d: &Scratch, platform: &str, byte: &str) -> std::path::PathBuf {
     let m = byte.repeat(48);
     let allowed = if platform.ends_with("tdx") {
-        format!("mr_td = [\"{m}\"]")
+        // The simulated TD's RTMRs are zero.
+        let zero = "00".repeat(48);
+        format!("mr_td = [\"{m}\"]\nrtmr0 = [\"{zero}\"]\nrtmr1 = [\"{zero}\"]\nrtmr2 = \"any\"")
     } else {
         format!("measurement = \"{m}\"")
     };

@@ -1,15 +1,18 @@
 //! Tests of [`TdxProfile`] and app policies with TDX profiles, on claims of simulated quotes.
 
 use crate::claims::PlatformClaims;
-use crate::policy::{AppPolicy, Profile, TdxProfile, Violation};
+use crate::policy::{AppPolicy, Pin, Profile, TdxProfile, Violation};
 use crate::tdx::sim::{
     SIM_ADVISORY, SIM_TEE_TCB_SVN_OUT_OF_DATE, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE,
 };
 use crate::tdx::test_support::*;
 use crate::tdx::*;
 
+/// The RTMR0-2 of [`td`].
+const RTMRS: [[u8; 48]; 3] = [[0x20; 48], [0x21; 48], [0x22; 48]];
+
 fn profile() -> TdxProfile {
-    TdxProfile::with_mr_td([0x11; 48])
+    TdxProfile::pinned([0x11; 48], RTMRS)
 }
 
 #[test]
@@ -31,7 +34,7 @@ fn default_profile_refuses_debug_tds() {
 #[test]
 fn mismatches_name_the_field_with_expected_and_actual_hex() {
     let claims = claims_of(td());
-    let err = TdxProfile::with_mr_td([0xaa; 48])
+    let err = TdxProfile::pinned([0xaa; 48], RTMRS)
         .check(&claims)
         .unwrap_err();
     assert_eq!(
@@ -43,7 +46,7 @@ fn mismatches_name_the_field_with_expected_and_actual_hex() {
         }
     );
     let p = TdxProfile {
-        rtmr2: Some(vec![[1; 48], [2; 48]]),
+        rtmr2: Pin::OneOf(vec![[1; 48], [2; 48]]),
         ..profile()
     };
     let text = p.check(&claims).unwrap_err().to_string();
@@ -67,9 +70,6 @@ fn mismatches_name_the_field_with_expected_and_actual_hex() {
         })
     ));
     let p = TdxProfile {
-        rtmr0: Some(vec![[0x20; 48]]),
-        rtmr1: Some(vec![[0x21; 48]]),
-        rtmr2: Some(vec![[0x22; 48]]),
         rtmr3: Some(vec![[0x23; 48]]),
         mr_config_id: Some(vec![[0x33; 48]]),
         ..profile()
@@ -100,6 +100,9 @@ fn app_policy_toml_with_tdx_profiles() {
         [[apps.deadbeef11111111.profile]]
         platform = "sim-tdx"
         mr_td = ["{}"]
+        rtmr0 = "any"
+        rtmr1 = "any"
+        rtmr2 = "any"
         rtmr3 = ["{}"]
         tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
         "#,
@@ -130,4 +133,98 @@ fn app_policy_toml_with_tdx_profiles() {
     assert!(AppPolicy::from_toml(&format!("{toml_text}\nrtmr4 = []")).is_err());
     assert!(AppPolicy::from_toml(&toml_text.replace("SWHardeningNeeded", "Fine")).is_err());
     let _ = PlatformClaims::Tdx(claims.tdx().unwrap().clone());
+}
+
+/// The kernel of a TD is measured into RTMR1 and RTMR2: a profile that pins them refuses a TD booted with
+/// another kernel or command line on the same firmware (same MRTD and RTMR0), naming the register.
+#[test]
+fn pinned_rtmrs_refuse_another_kernel_on_the_same_firmware() {
+    let p = profile();
+    assert_eq!(p.check(&claims_of(td())), Ok(()));
+    for (i, field) in [(0, "RTMR0"), (1, "RTMR1"), (2, "RTMR2")] {
+        let mut rtmr = td().rtmr;
+        rtmr[i] = [0x66; 48];
+        let other = claims_of(SimTdReport { rtmr, ..td() });
+        assert_eq!(
+            p.check(&other),
+            Err(Violation::Mismatch {
+                field,
+                expected: hex::encode(RTMRS[i]),
+                actual: hex::encode([0x66; 48]),
+            })
+        );
+        // "any" for that register, explicitly, accepts it.
+        let mut any = p.clone();
+        *[&mut any.rtmr0, &mut any.rtmr1, &mut any.rtmr2][i] = Pin::Any;
+        assert_eq!(any.check(&other), Ok(()));
+    }
+}
+
+/// A profile that names MRTD only does not parse: the error names each missing register and what to write.
+#[test]
+fn a_profile_pinning_only_mr_td_is_refused_with_what_to_write() {
+    let mr_td = hex::encode([0x11; 48]);
+    let only_mr_td =
+        format!("[[apps.deadbeef11111111.profile]]\nplatform = \"tdx\"\nmr_td = [\"{mr_td}\"]\n");
+    let err = AppPolicy::from_toml(&only_mr_td).unwrap_err().to_string();
+    for needed in [
+        "must pin the boot chain",
+        "rtmr0 (firmware configuration)",
+        "rtmr1 (boot loader and kernel)",
+        "rtmr2 (kernel command line and initrd)",
+        "rtmr0 = [\"<96 hex digits>\"]",
+        "rtmr0 = \"any\"",
+    ] {
+        assert!(err.contains(needed), "{needed:?} not in: {err}");
+    }
+    // One register missing: only it is named.
+    let two = format!("{only_mr_td}rtmr0 = \"any\"\nrtmr2 = [\"{mr_td}\"]\n");
+    let err = AppPolicy::from_toml(&two).unwrap_err().to_string();
+    assert!(
+        err.contains("missing rtmr1 (boot loader and kernel)."),
+        "{err}"
+    );
+    assert!(
+        !err.contains("rtmr0 (") && !err.contains("rtmr2 ("),
+        "{err}"
+    );
+    // All three stated: it parses, with "any" and a list.
+    let complete = format!("{two}rtmr1 = \"any\"\n");
+    let policy = AppPolicy::from_toml(&complete).unwrap();
+    let Profile::Tdx(p) = &policy.apps["deadbeef11111111"].profile[0] else {
+        panic!("not a TDX profile")
+    };
+    assert_eq!((&p.rtmr0, &p.rtmr1), (&Pin::Any, &Pin::Any));
+    assert_eq!(p.rtmr2, Pin::exactly([0x11; 48]));
+    // Any other string, an empty list and a short value are refused with a reason.
+    for (value, reason) in [
+        ("\"all\"", "got the string \"all\""),
+        ("[]", "an empty list allows no value"),
+        ("[\"abcd\"]", "expected 48 bytes of hex, got 2"),
+        ("3", "a list of 96-hex-digit values, or the string \"any\""),
+    ] {
+        let text = complete.replace("rtmr1 = \"any\"", &format!("rtmr1 = {value}"));
+        let err = AppPolicy::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains(reason), "{value}: {err}");
+    }
+}
+
+#[test]
+fn profiles_serialize_to_what_parses_back() {
+    let p = TdxProfile {
+        rtmr1: Pin::Any,
+        ..profile()
+    };
+    let policy = AppPolicy {
+        apps: [(
+            "deadbeef11111111".to_string(),
+            crate::policy::AppEntry {
+                profile: vec![Profile::Tdx(p)],
+            },
+        )]
+        .into(),
+    };
+    let text = toml::to_string(&policy).unwrap();
+    assert!(text.contains("rtmr1 = \"any\""), "{text}");
+    assert_eq!(AppPolicy::from_toml(&text).unwrap(), policy);
 }

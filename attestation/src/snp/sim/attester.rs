@@ -22,6 +22,12 @@ pub struct SimSnpAttester {
     pub host_data: [u8; 32],
     /// Whether the simulated guest is debuggable.
     pub debug: bool,
+    /// Whether its guest policy allows a migration agent (MIGRATE_MA).
+    pub migrate_ma: bool,
+    /// Whether its guest policy allows SMT (default: yes).
+    pub smt: bool,
+    /// The VM privilege level its reports come from (default 0).
+    pub vmpl: u32,
 }
 
 impl SimSnpAttester {
@@ -32,6 +38,9 @@ impl SimSnpAttester {
             measurement,
             host_data,
             debug: false,
+            migrate_ma: false,
+            smt: true,
+            vmpl: 0,
         }
     }
 }
@@ -48,6 +57,9 @@ impl Attester for SimSnpAttester {
             host_data: self.host_data,
             guest_svn: 0,
             debug: self.debug,
+            migrate_ma: self.migrate_ma,
+            smt: self.smt,
+            vmpl: self.vmpl,
         })?))
     }
 

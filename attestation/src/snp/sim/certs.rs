@@ -391,6 +391,7 @@ mod tests {
             host_data: [2; 32],
             guest_svn: 0,
             debug: false,
+            ..SimReportRequest::default()
         };
         v.verify_unbound(
             &Evidence::Snp(p.evidence(&req).unwrap()),

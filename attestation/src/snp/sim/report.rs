@@ -23,8 +23,30 @@ pub struct SimReportRequest {
     pub host_data: [u8; 32],
     /// Guest SVN.
     pub guest_svn: u32,
-    /// Whether the guest policy allows debugging.
+    /// Whether the guest policy allows debugging (DEBUG, bit 19).
     pub debug: bool,
+    /// Whether the guest policy allows a migration agent (MIGRATE_MA, bit 18).
+    pub migrate_ma: bool,
+    /// Whether the guest policy allows SMT (bit 16; real guests usually set it).
+    pub smt: bool,
+    /// The VM privilege level the report is requested from (0 to 3).
+    pub vmpl: u32,
+}
+
+impl Default for SimReportRequest {
+    /// Zero report data, measurement and host data; a guest at VMPL 0 whose policy allows SMT and nothing else.
+    fn default() -> Self {
+        SimReportRequest {
+            report_data: [0; 64],
+            measurement: [0; 48],
+            host_data: [0; 32],
+            guest_svn: 0,
+            debug: false,
+            migrate_ma: false,
+            smt: true,
+            vmpl: 0,
+        }
+    }
 }
 
 impl SimSnpPki {
@@ -45,9 +67,15 @@ impl SimSnpPki {
             self.tcb.snp,
             self.tcb.microcode,
         );
-        let mut policy: u64 = 0x3_0000; // SMT allowed, reserved bit 17
-        if request.debug {
-            policy |= 1 << 19;
+        let mut policy: u64 = 1 << 17; // reserved, must be one
+        for (set, bit) in [
+            (request.smt, 16),
+            (request.migrate_ma, 18),
+            (request.debug, 19),
+        ] {
+            if set {
+                policy |= 1 << bit;
+            }
         }
         let mut report_id = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut report_id);
@@ -55,7 +83,7 @@ impl SimSnpPki {
             version: 3,
             guest_svn: request.guest_svn,
             policy: GuestPolicy::from(policy),
-            vmpl: 0,
+            vmpl: request.vmpl,
             sig_algo: 1,
             current_tcb: tcb,
             reported_tcb: tcb,
