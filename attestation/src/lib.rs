@@ -38,7 +38,7 @@ pub use platform::{Platform, PlatformFamily};
 pub use settings::{AttestationSettings, VerifierSetup};
 pub use snp::{SimReportRequest, SimSnpAttester, SimSnpPki};
 pub use tdx::{SimTdReport, SimTdxAttester, SimTdxPki};
-pub use verifier::{TrustAnchors, Verifier};
+pub use verifier::{EvidenceWindow, TrustAnchors, VerifiedEvidence, Verifier};
 
 #[cfg(test)]
 pub(crate) mod test_support {

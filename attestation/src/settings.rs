@@ -34,6 +34,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::attester::select::{self, Backend, SelectError};
 use crate::attester::Attester;
+use crate::policy::ClaimsPolicy;
+use crate::ratls::{CertOptions, RaTlsVerifier};
 use crate::tdx::{CollateralConfig, CollateralSource, TdxError};
 use crate::verifier::{TrustAnchors, Verifier};
 
@@ -57,9 +59,17 @@ pub struct AttestationSettings {
     #[serde(default)]
     pub sim_measurement: Option<Measurement>,
     /// A directory of Intel TDX collateral files (`tdx-<FMSPC>-<ca>.json`) used to verify peers' TDX evidence that
-    /// carries no collateral of its own.
+    /// carries no collateral of its own, and preferred over collateral the evidence carries.
     #[serde(default)]
     pub tdx_collateral_dir: Option<PathBuf>,
+    /// The longest lifetime (notAfter - notBefore) of a peer's RA-TLS certificate that is accepted (key
+    /// `max_certificate_lifetime_secs`, at least 60; default 24 hours).
+    #[serde(default, rename = "max_certificate_lifetime_secs")]
+    pub max_certificate_lifetime: MaxCertificateLifetime,
+    /// The lowest `tcbEvaluationDataNumber` of TDX collateral (TCB info and QE identity) that is accepted, the
+    /// verifier's own or carried in evidence; none by default.
+    #[serde(default)]
+    pub tdx_min_tcb_evaluation_data_number: Option<u32>,
 }
 
 /// A 48-byte launch measurement (SNP MEASUREMENT, TDX MRTD), written as 96 hex characters.
@@ -129,6 +139,47 @@ impl<'de> Deserialize<'de> for CertificateValidity {
     }
 }
 
+/// The longest accepted lifetime of a peer's RA-TLS certificate: at least [`CertificateValidity::MIN`], written in
+/// seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MaxCertificateLifetime(Duration);
+
+/// Why a maximum certificate lifetime is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("max_certificate_lifetime_secs = {0} is below {min}", min = CertificateValidity::MIN.as_secs())]
+pub struct LifetimeTooShort(pub u64);
+
+impl MaxCertificateLifetime {
+    /// The maximum when none is configured.
+    pub const DEFAULT: Duration = crate::ratls::DEFAULT_MAX_LIFETIME;
+
+    /// A maximum of `secs` seconds, refused below [`CertificateValidity::MIN`].
+    pub fn from_secs(secs: u64) -> Result<Self, LifetimeTooShort> {
+        if secs < CertificateValidity::MIN.as_secs() {
+            return Err(LifetimeTooShort(secs));
+        }
+        Ok(MaxCertificateLifetime(Duration::from_secs(secs)))
+    }
+
+    /// The maximum.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl Default for MaxCertificateLifetime {
+    fn default() -> Self {
+        MaxCertificateLifetime(Self::DEFAULT)
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxCertificateLifetime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let secs = u64::deserialize(deserializer)?;
+        MaxCertificateLifetime::from_secs(secs).map_err(D::Error::custom)
+    }
+}
+
 /// Something in the settings that the file system or another key contradicts (see
 /// [`AttestationSettings::problems`]). It displays as a line of `check-config` output, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +210,19 @@ pub enum SettingsProblem {
         snp: PathBuf,
         /// The TDX root file looked for.
         tdx: PathBuf,
+    },
+    /// One's own certificates would live longer than peers with the same settings accept.
+    #[error(
+        "attestation.certificate_validity_secs = {validity} plus {backdate} s of backdating exceeds \
+         attestation.max_certificate_lifetime_secs = {max}: peers with that limit refuse this certificate"
+    )]
+    ValidityAboveMaxLifetime {
+        /// `certificate_validity_secs`.
+        validity: u64,
+        /// How far certificates are backdated, in seconds.
+        backdate: u64,
+        /// `max_certificate_lifetime_secs`.
+        max: u64,
     },
     /// `tdx_collateral_dir` is not a directory.
     #[error("attestation.tdx_collateral_dir: {} is not a directory", .0.display())]
@@ -202,6 +266,8 @@ impl AttestationSettings {
             certificate_validity: CertificateValidity::default(),
             sim_measurement: None,
             tdx_collateral_dir: None,
+            max_certificate_lifetime: MaxCertificateLifetime::default(),
+            tdx_min_tcb_evaluation_data_number: None,
         }
     }
 
@@ -245,7 +311,28 @@ impl AttestationSettings {
                 problems.push(SettingsProblem::CollateralDirAbsent(dir.clone()));
             }
         }
+        let backdate = CertOptions::default().backdate;
+        if self.certificate_validity.duration() + backdate
+            > self.max_certificate_lifetime.duration()
+        {
+            problems.push(SettingsProblem::ValidityAboveMaxLifetime {
+                validity: self.certificate_validity.duration().as_secs(),
+                backdate: backdate.as_secs(),
+                max: self.max_certificate_lifetime.duration().as_secs(),
+            });
+        }
         problems
+    }
+
+    /// The RA-TLS verifier of peers' certificates: evidence checked by `verifier`, claims by `policy`, certificate
+    /// lifetimes bounded by `max_certificate_lifetime_secs`.
+    pub fn ratls_verifier(
+        &self,
+        verifier: Arc<Verifier>,
+        policy: Arc<dyn ClaimsPolicy>,
+    ) -> RaTlsVerifier {
+        RaTlsVerifier::new(verifier, policy)
+            .with_max_lifetime(self.max_certificate_lifetime.duration())
     }
 
     /// The attester of one's own evidence: a real one found on this machine, or a simulated one signing with the
@@ -284,7 +371,8 @@ impl AttestationSettings {
 
     /// `config` with the collateral directory of these settings; no source when it names nowhere to look.
     fn verifier_with(&self, mut config: CollateralConfig) -> Result<VerifierSetup, SettingsError> {
-        let verifier = Verifier::new(self.trust_anchors()?);
+        let verifier = Verifier::new(self.trust_anchors()?)
+            .with_tdx_min_evaluation(self.tdx_min_tcb_evaluation_data_number);
         config.cache_dir = self.tdx_collateral_dir.clone();
         if config.cache_dir.is_none() && !config.fetches() {
             return Ok(VerifierSetup {

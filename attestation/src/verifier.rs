@@ -49,12 +49,39 @@ impl TrustAnchors {
     }
 }
 
+/// Verified evidence: its claims and the window in which the verdict holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedEvidence {
+    /// What the evidence says.
+    pub claims: Claims,
+    /// When every certificate and piece of collateral it was checked against is valid.
+    pub valid: EvidenceWindow,
+}
+
+/// The span within which the certificates and collateral behind a verdict are all valid, in seconds since the
+/// Unix epoch: from the latest start to the earliest end. Outside it the evidence must be verified again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceWindow {
+    /// The latest start of validity.
+    pub not_before: u64,
+    /// The earliest end of validity (the verdict holds strictly before it).
+    pub not_after: u64,
+    /// What ends first, e.g. `TCB info` or `VCEK certificate`.
+    pub ends_with: String,
+}
+
+impl EvidenceWindow {
+    /// Whether `now` (seconds since the epoch) lies within the window.
+    pub fn contains(&self, now: u64) -> bool {
+        self.not_before <= now && now < self.not_after
+    }
+}
+
 /// Verifies evidence of any supported platform. Share one per process: it caches verified certificate chains.
 #[derive(Debug)]
 pub struct Verifier {
     snp: SnpVerifier,
     tdx: TdxEvidenceVerifier,
-    sim_tdx_roots: Vec<Vec<u8>>,
 }
 
 impl Verifier {
@@ -63,14 +90,21 @@ impl Verifier {
         Verifier {
             snp: SnpVerifier::new(anchors.sim_snp),
             tdx: TdxEvidenceVerifier::new(&anchors.sim_tdx, None),
-            sim_tdx_roots: anchors.sim_tdx,
         }
     }
 
-    /// Use `source` for TDX evidence that carries no collateral (its memory cache and collateral directory; a
-    /// PCCS is consulted only by whoever refreshes the source, never during a TLS handshake).
+    /// Use `source` for TDX evidence (its memory cache and collateral directory; a PCCS is consulted only by
+    /// whoever refreshes the source, never during a TLS handshake). Its collateral is preferred over collateral
+    /// the evidence carries, and carried collateral older than it is refused.
     pub fn with_tdx_collateral(mut self, source: Arc<CollateralSource>) -> Self {
-        self.tdx = TdxEvidenceVerifier::new(&self.sim_tdx_roots, Some(source));
+        self.tdx.set_collateral(source);
+        self
+    }
+
+    /// Refuse TDX collateral (the verifier's own or carried) whose TCB info or QE identity has a
+    /// `tcbEvaluationDataNumber` below `minimum`; `None` sets no floor.
+    pub fn with_tdx_min_evaluation(mut self, minimum: Option<u32>) -> Self {
+        self.tdx.set_min_evaluation(minimum);
         self
     }
 
@@ -98,8 +132,19 @@ impl Verifier {
         evidence: &Evidence,
         now: SystemTime,
     ) -> Result<Claims, VerifyError> {
+        self.verify_dated(evidence, now).map(|v| v.claims)
+    }
+
+    /// As [`Self::verify_unbound`], also saying until when the verdict holds: the window in which every
+    /// certificate and piece of collateral the evidence was checked against is valid. Whoever remembers the
+    /// verdict must verify again once `now` leaves [`VerifiedEvidence::valid`].
+    pub fn verify_dated(
+        &self,
+        evidence: &Evidence,
+        now: SystemTime,
+    ) -> Result<VerifiedEvidence, VerifyError> {
         match evidence {
-            Evidence::Snp(e) => self.snp.verify(e, now),
+            Evidence::Snp(e) => self.snp.verify_dated(e, now),
             Evidence::Tdx(e) => self.tdx.verify(e, now),
         }
     }

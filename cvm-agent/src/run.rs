@@ -38,7 +38,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn, PolicyLoadError};
-use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
+use attestation::ratls::{self, CertOptions, RaTlsIdentity};
 use attestation::settings::SettingsError;
 use protocol::control::{InstanceId, PortPolicy, PublicKey, RegisterRequest, PROTOCOL_VERSION};
 use protocol::tunnel::PrivateKey;
@@ -108,7 +108,7 @@ pub async fn build(config: AgentConfig) -> Result<Agent, RunError> {
     let verifier = a.verifier().map_err(RunError::Verifier)?.verifier;
     let verifier = Arc::new(verifier);
     let check_policy = policy.clone();
-    let gateways_verifier = Arc::new(RaTlsVerifier::new(
+    let gateways_verifier = Arc::new(a.ratls_verifier(
         verifier,
         Arc::new(PolicyFn(move |claims: &attestation::Claims| {
             check_policy.current().check(claims).map(|_| ())

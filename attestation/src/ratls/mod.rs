@@ -27,7 +27,9 @@ pub use cert::{parse_certificate, CertOptions, ParsedCertificate, RaTlsCertifica
 pub use cmw::{decode_cmw, encode_cmw};
 pub use config::{client_config, server_config};
 pub use identity::RaTlsIdentity;
-pub use verify::{RaTlsClientCertVerifier, RaTlsServerCertVerifier, RaTlsVerifier};
+pub use verify::{
+    RaTlsClientCertVerifier, RaTlsServerCertVerifier, RaTlsVerifier, DEFAULT_MAX_LIFETIME,
+};
 
 use crate::binding::{Purpose, ReportData};
 use crate::error::{AttestError, VerifyError};
@@ -66,6 +68,17 @@ pub enum RaTlsError {
         /// Verification time (RFC 3339).
         now: String,
     },
+    /// The certificate's lifetime (notAfter - notBefore) exceeds the verifier's maximum.
+    #[error(
+        "RA-TLS certificate lifetime too long: valid for {lifetime_secs} s (notAfter - notBefore), the maximum is \
+         {max_secs} s"
+    )]
+    LifetimeTooLong {
+        /// notAfter - notBefore, in seconds.
+        lifetime_secs: i64,
+        /// The maximum accepted, in seconds.
+        max_secs: u64,
+    },
     /// The evidence binds the certificate's key, but for another use than RA-TLS (for instance the gateway's public
     /// TLS key, which the operator may hold).
     #[error(
@@ -96,6 +109,7 @@ impl RaTlsError {
                 "certificate-format"
             }
             RaTlsError::Validity { .. } => "certificate-validity",
+            RaTlsError::LifetimeTooLong { .. } => "certificate-lifetime",
             RaTlsError::WrongPurpose { .. } => "binding",
             RaTlsError::Verify(v) => v.check(),
             RaTlsError::Attest(_) => "attestation",

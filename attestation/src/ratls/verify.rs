@@ -20,38 +20,77 @@ use crate::claims::Claims;
 use crate::error::VerifyError;
 use crate::policy::ClaimsPolicy;
 use crate::snp::cert::unix_seconds;
-use crate::verifier::Verifier;
+use crate::verifier::{EvidenceWindow, Verifier};
 
 /// How many verified certificates are remembered before the memory is emptied.
 const CACHE_CAPACITY: usize = 4096;
 
+/// The longest certificate lifetime (notAfter - notBefore) accepted when none is configured: 24 hours.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug)]
 struct Verified {
     claims: Arc<Claims>,
+    /// The certificate's validity (seconds since the epoch, both ends included).
     not_before: i64,
     not_after: i64,
+    /// When the chain and collateral the evidence was verified against are valid.
+    evidence: EvidenceWindow,
 }
 
-/// Checks RA-TLS certificates: validity, evidence, binding, policy.
+impl Verified {
+    /// Whether the remembered verdict still holds at `now`: the certificate and everything its evidence was
+    /// verified against are within their validity.
+    fn holds_at(&self, now: i64) -> bool {
+        self.not_before <= now
+            && now <= self.not_after
+            && u64::try_from(now).is_ok_and(|n| self.evidence.contains(n))
+    }
+
+    /// When the verdict stops holding, seconds since the epoch.
+    fn ends(&self) -> i64 {
+        let evidence_end = i64::try_from(self.evidence.not_after).unwrap_or(i64::MAX);
+        self.not_after.min(evidence_end.saturating_sub(1))
+    }
+}
+
+/// Checks RA-TLS certificates: validity and lifetime, evidence, binding, policy.
 ///
-/// Verified certificates (keyed by the SHA-256 of their DER) are remembered until they expire: a repeated
-/// handshake with the same certificate re-checks only the time and the policy (which may have been reloaded), and
+/// Verified certificates (keyed by the SHA-256 of their DER) are remembered while the verdict holds: a repeated
+/// handshake with the same certificate re-checks the certificate's validity, the validity of the chain and
+/// collateral its evidence was verified against, and the policy (which may have been reloaded). Once either
+/// validity has ended, the certificate is verified again from scratch, which refuses it and names what ended.
 /// [`RaTlsVerifier::peer_claims`] reads the claims of a connection's peer.
 #[derive(Debug)]
 pub struct RaTlsVerifier {
     verifier: Arc<Verifier>,
     policy: Arc<dyn ClaimsPolicy>,
+    max_lifetime: Duration,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 impl RaTlsVerifier {
-    /// Verify evidence with `verifier` and accept claims that `policy` accepts.
+    /// Verify evidence with `verifier` and accept claims that `policy` accepts, from certificates whose lifetime
+    /// is at most [`DEFAULT_MAX_LIFETIME`].
     pub fn new(verifier: Arc<Verifier>, policy: Arc<dyn ClaimsPolicy>) -> Self {
         RaTlsVerifier {
             verifier,
             policy,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
             verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Refuse certificates whose lifetime (notAfter - notBefore) exceeds `max`: a leaked RA-TLS key is then
+    /// useful for at most that long.
+    pub fn with_max_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = max;
+        self
+    }
+
+    /// The longest certificate lifetime accepted.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
     }
 
     /// Verify a certificate at `now`; on success return the peer's claims.
@@ -60,43 +99,76 @@ impl RaTlsVerifier {
         der: &[u8],
         now: SystemTime,
     ) -> Result<Arc<Claims>, RaTlsError> {
+        self.verify_dated(der, now).map(|(claims, _)| claims)
+    }
+
+    /// As [`Self::verify_certificate`], also returning when the verdict stops holding (seconds since the epoch):
+    /// the earlier of the certificate's notAfter and the end of the chain and collateral behind its evidence.
+    pub fn verify_dated(
+        &self,
+        der: &[u8],
+        now: SystemTime,
+    ) -> Result<(Arc<Claims>, i64), RaTlsError> {
         let key: [u8; 32] = Sha256::digest(der).into();
         let n = unix_seconds(now);
-        let cached = self.verified.lock().ok().and_then(|m| {
-            m.get(&key)
-                .map(|v| (v.claims.clone(), v.not_before, v.not_after))
-        });
-        let claims = match cached {
-            Some((claims, nb, na)) if nb <= n && n <= na => claims,
-            _ => {
-                let parsed = parse_certificate(der)?;
-                parsed.check_validity(now)?;
-                let claims = self.verifier.verify_unbound(&parsed.evidence, now)?;
-                check_binding(&claims.report_data, &parsed.spki_der)?;
-                let claims = Arc::new(claims);
-                if let Ok(mut m) = self.verified.lock() {
-                    if m.len() >= CACHE_CAPACITY {
-                        m.retain(|_, v| v.not_after >= n);
-                        if m.len() >= CACHE_CAPACITY {
-                            m.clear();
-                        }
-                    }
-                    m.insert(
-                        key,
-                        Verified {
-                            claims: claims.clone(),
-                            not_before: parsed.not_before,
-                            not_after: parsed.not_after,
-                        },
-                    );
+        let cached = self.verified.lock().ok().and_then(|mut m| {
+            match m.get(&key) {
+                Some(v) if v.holds_at(n) => Some((v.claims.clone(), v.ends())),
+                Some(_) => {
+                    // Ended (or not yet begun): verify from scratch, which names what is out of date.
+                    m.remove(&key);
+                    None
                 }
-                claims
+                None => None,
             }
+        });
+        let (claims, ends) = match cached {
+            Some(hit) => hit,
+            None => self.verify_fresh(key, der, now)?,
         };
         self.policy
             .check_claims(&claims)
             .map_err(crate::error::VerifyError::from)?;
-        Ok(claims)
+        Ok((claims, ends))
+    }
+
+    /// Parse and verify a certificate without the memory, then remember the verdict.
+    fn verify_fresh(
+        &self,
+        key: [u8; 32],
+        der: &[u8],
+        now: SystemTime,
+    ) -> Result<(Arc<Claims>, i64), RaTlsError> {
+        let n = unix_seconds(now);
+        let parsed = parse_certificate(der)?;
+        parsed.check_validity(now)?;
+        let lifetime = parsed.not_after.saturating_sub(parsed.not_before);
+        let max = i64::try_from(self.max_lifetime.as_secs()).unwrap_or(i64::MAX);
+        if lifetime > max {
+            return Err(RaTlsError::LifetimeTooLong {
+                lifetime_secs: lifetime,
+                max_secs: self.max_lifetime.as_secs(),
+            });
+        }
+        let verified = self.verifier.verify_dated(&parsed.evidence, now)?;
+        check_binding(&verified.claims.report_data, &parsed.spki_der)?;
+        let entry = Verified {
+            claims: Arc::new(verified.claims),
+            not_before: parsed.not_before,
+            not_after: parsed.not_after,
+            evidence: verified.valid,
+        };
+        let result = (entry.claims.clone(), entry.ends());
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= CACHE_CAPACITY {
+                m.retain(|_, v| v.holds_at(n));
+                if m.len() >= CACHE_CAPACITY {
+                    m.clear();
+                }
+            }
+            m.insert(key, entry);
+        }
+        Ok(result)
     }
 
     /// The claims of a certificate this verifier has accepted and not yet forgotten.
@@ -260,3 +332,6 @@ impl ClientCertVerifier for RaTlsClientCertVerifier {
 
     handshake_signatures!();
 }
+
+#[cfg(test)]
+mod tests;

@@ -222,3 +222,44 @@ fn missing_inputs_are_reported_with_their_key() {
         .to_string()
         .contains("holds neither"));
 }
+
+#[test]
+fn freshness_keys_parse_and_reach_the_verifiers() {
+    let s = section("").unwrap();
+    assert_eq!(
+        s.max_certificate_lifetime.duration(),
+        MaxCertificateLifetime::DEFAULT
+    );
+    assert_eq!(s.tdx_min_tcb_evaluation_data_number, None);
+    let s =
+        section("max_certificate_lifetime_secs = 7200\ntdx_min_tcb_evaluation_data_number = 18")
+            .unwrap();
+    assert_eq!(s.max_certificate_lifetime.duration().as_secs(), 7200);
+    assert_eq!(s.tdx_min_tcb_evaluation_data_number, Some(18));
+    let v = s.ratls_verifier(
+        Arc::new(s.verifier().unwrap().verifier),
+        Arc::new(crate::policy::PolicyFn(|_: &crate::Claims| Ok(()))),
+    );
+    assert_eq!(v.max_lifetime().as_secs(), 7200);
+    let e = section("max_certificate_lifetime_secs = 30")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("max_certificate_lifetime_secs = 30 is below 60"),
+        "{e}"
+    );
+    // One's own certificates (validity plus the backdating) must fit the limit peers apply.
+    let s =
+        section("certificate_validity_secs = 7200\nmax_certificate_lifetime_secs = 7200").unwrap();
+    assert_eq!(
+        s.problems(),
+        vec![SettingsProblem::ValidityAboveMaxLifetime {
+            validity: 7200,
+            backdate: 300,
+            max: 7200
+        }]
+    );
+    assert!(s.problems()[0]
+        .to_string()
+        .contains("exceeds attestation.max_certificate_lifetime_secs = 7200"));
+}

@@ -26,6 +26,7 @@ use super::roots::{self, TrustedRoot};
 use crate::claims::{Claims, PlatformClaims};
 use crate::error::VerifyError;
 use crate::platform::{Platform, PlatformFamily};
+use crate::verifier::{EvidenceWindow, VerifiedEvidence};
 
 /// How many verified chains the cache holds before it is emptied.
 const CACHE_CAPACITY: usize = 1024;
@@ -65,8 +66,13 @@ impl SnpVerifier {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    /// Verify evidence at `now`, returning its claims (report data not yet compared, policy not applied).
-    pub(crate) fn verify(&self, ev: &SnpEvidence, now: SystemTime) -> Result<Claims, VerifyError> {
+    /// Verify evidence at `now`, returning its claims (report data not yet compared, policy not applied) and the
+    /// window in which every certificate of the chain (ARK, ASK/ASVK, VCEK/VLEK) is valid.
+    pub(crate) fn verify_dated(
+        &self,
+        ev: &SnpEvidence,
+        now: SystemTime,
+    ) -> Result<VerifiedEvidence, VerifyError> {
         // Parse the report first: it is cheap and a malformed one needs no chain work.
         let report = Report::parse(&ev.report)?;
         let chain = self.chain(ev)?;
@@ -82,11 +88,15 @@ impl SnpVerifier {
         }
         report.verify_signature(&chain.vek_key)?;
         check_endorsement(&chain, &report)?;
-        Ok(Claims {
+        let claims = Claims {
             platform: chain.platform,
             report_data: report.parsed.report_data,
             debug: report.debug(),
             details: PlatformClaims::Snp(report.claims(chain.product, kind)),
+        };
+        Ok(VerifiedEvidence {
+            claims,
+            valid: chain_window(&chain.validity),
         })
     }
 
@@ -226,6 +236,23 @@ fn verify_under(
             .map(|c| (c.role, c.not_before, c.not_after))
             .collect(),
     })
+}
+
+/// The window in which every certificate of a chain is valid. A certificate is valid through its notAfter second,
+/// so the window ends one second later.
+fn chain_window(validity: &[(&'static str, i64, i64)]) -> EvidenceWindow {
+    let secs = |t: i64| u64::try_from(t).unwrap_or(0);
+    let starts = validity
+        .iter()
+        .map(|(_, nb, _)| secs(*nb))
+        .max()
+        .unwrap_or(0);
+    let ends = validity.iter().min_by_key(|(_, _, na)| *na);
+    EvidenceWindow {
+        not_before: starts,
+        not_after: ends.map_or(0, |(_, _, na)| secs(*na).saturating_add(1)),
+        ends_with: ends.map_or_else(String::new, |(role, _, _)| format!("{role} certificate")),
+    }
 }
 
 /// Compare what the VCEK/VLEK certificate endorses with what the report says.

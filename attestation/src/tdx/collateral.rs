@@ -103,6 +103,63 @@ struct Dated {
     next_update: String,
     #[serde(default)]
     fmspc: Option<String>,
+    #[serde(default)]
+    tcb_evaluation_data_number: Option<u32>,
+}
+
+/// How recent one signed collateral item (TCB info or QE identity) is. Ordered by evaluation data number, then
+/// by issue date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ItemVersion {
+    /// `tcbEvaluationDataNumber`: Intel raises it with every TCB recovery.
+    pub evaluation_data_number: u32,
+    /// `issueDate`, seconds since the Unix epoch.
+    pub issue_date: u64,
+}
+
+/// How recent a set of collateral is: the versions of its TCB info and of its QE identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollateralVersion {
+    /// The TCB info's version.
+    pub tcb_info: ItemVersion,
+    /// The QE identity's version.
+    pub qe_identity: ItemVersion,
+}
+
+impl CollateralVersion {
+    /// The items by name, TCB info first.
+    pub fn items(&self) -> [(&'static str, ItemVersion); 2] {
+        [
+            ("TCB info", self.tcb_info),
+            ("QE identity", self.qe_identity),
+        ]
+    }
+
+    /// The first item of `self` older than the same item of `other`, with both versions; `None` when neither item
+    /// is older.
+    pub fn older_than(&self, other: &Self) -> Option<(&'static str, ItemVersion, ItemVersion)> {
+        self.items()
+            .into_iter()
+            .zip(other.items())
+            .find(|((_, mine), (_, theirs))| mine < theirs)
+            .map(|((item, mine), (_, theirs))| (item, mine, theirs))
+    }
+
+    /// Refuse the collateral when an item's evaluation data number is below `minimum`.
+    pub fn check_minimum(&self, minimum: u32) -> Result<(), TdxError> {
+        match self
+            .items()
+            .into_iter()
+            .find(|(_, v)| v.evaluation_data_number < minimum)
+        {
+            Some((item, v)) => Err(TdxError::EvaluationBelowMinimum {
+                item,
+                number: v.evaluation_data_number,
+                minimum,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Parse PEM certificates (a chain) into DER.
@@ -192,6 +249,25 @@ impl Collateral {
             .ok()
             .and_then(|d| d.fmspc)
             .map(|f| f.to_ascii_uppercase())
+    }
+
+    /// The evaluation data numbers and issue dates of the TCB info and the QE identity.
+    pub fn version(&self) -> Result<CollateralVersion, TdxError> {
+        let item = |name: &str, json: &str| -> Result<ItemVersion, TdxError> {
+            let dated: Dated = serde_json::from_str(json)
+                .map_err(|e| TdxError::MalformedCollateral(format!("{name}: {e}")))?;
+            let number = dated.tcb_evaluation_data_number.ok_or_else(|| {
+                TdxError::MalformedCollateral(format!("{name} has no tcbEvaluationDataNumber"))
+            })?;
+            Ok(ItemVersion {
+                evaluation_data_number: number,
+                issue_date: parse_rfc3339(name, &dated.issue_date)?,
+            })
+        };
+        Ok(CollateralVersion {
+            tcb_info: item("TCB info", &self.0.tcb_info)?,
+            qe_identity: item("QE identity", &self.0.qe_identity)?,
+        })
     }
 
     /// Every dated item: TCB info, QE identity, both CRLs and every certificate of the issuer chains.

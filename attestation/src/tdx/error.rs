@@ -64,6 +64,39 @@ pub enum TdxError {
         /// The verification time (RFC 3339).
         now: String,
     },
+    /// The collateral carried in the evidence is older than the collateral the verifier holds for the same
+    /// platform (a lower TCB evaluation data number, or the same number issued earlier): a rollback to collateral
+    /// from before a TCB recovery.
+    #[error(
+        "TDX collateral carried in the evidence is older than the verifier's: its {item} has \
+         tcbEvaluationDataNumber {carried} (issued {carried_issued}), the verifier's has {verifier} (issued \
+         {verifier_issued})"
+    )]
+    CollateralRollback {
+        /// `TCB info` or `QE identity`.
+        item: &'static str,
+        /// The carried collateral's evaluation data number.
+        carried: u32,
+        /// The carried collateral's issue date (RFC 3339).
+        carried_issued: String,
+        /// The verifier's evaluation data number.
+        verifier: u32,
+        /// The verifier's issue date (RFC 3339).
+        verifier_issued: String,
+    },
+    /// The collateral's TCB evaluation data number is below the configured minimum.
+    #[error(
+        "TDX collateral too old: its {item} has tcbEvaluationDataNumber {number}, below the minimum {minimum} \
+         this verifier accepts"
+    )]
+    EvaluationBelowMinimum {
+        /// `TCB info` or `QE identity`.
+        item: &'static str,
+        /// The collateral's number.
+        number: u32,
+        /// The configured minimum.
+        minimum: u32,
+    },
     /// A certificate chain does not lead to the trusted root, or one of its certificates is revoked.
     #[error(
         "TDX {chain} certificate chain does not verify against the trusted root ({root}): {detail}"

@@ -11,11 +11,14 @@ use crate::claims::{Claims, PlatformClaims};
 use crate::error::VerifyError;
 use crate::platform::{Platform, PlatformFamily};
 
-use super::collateral::{unix_secs, Collateral, CollateralKey, CollateralSource};
+use super::collateral::{
+    rfc3339, unix_secs, Collateral, CollateralKey, CollateralSource, ValidityWindow,
+};
 use super::error::{SignedPart, TdxError};
 use super::evidence::TdxEvidence;
 use super::sim::SIM_ORGANIZATION;
-use super::verify::{TdxVerifier, INTEL_SGX_ROOT_CA_DER};
+use super::verify::{quote_pck_chain, TdxVerifier, INTEL_SGX_ROOT_CA_DER};
+use crate::verifier::{EvidenceWindow, VerifiedEvidence};
 
 /// How many verified quotes the cache holds before it is emptied.
 const CACHE_CAPACITY: usize = 1024;
@@ -23,16 +26,22 @@ const CACHE_CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 struct CachedClaims {
     claims: Claims,
-    not_before: u64,
-    not_after: u64,
+    window: ValidityWindow,
 }
 
 /// Verifies TDX evidence against Intel's root and any trusted simulated roots.
+///
+/// Collateral: the verifier's own (from its [`CollateralSource`]) is preferred. Collateral carried in the evidence is
+/// used only when the verifier has none for the platform or when the carried collateral is newer; carried collateral
+/// older than the verifier's (a lower `tcbEvaluationDataNumber`, or the same number issued earlier) is refused, so
+/// that a peer cannot roll verification back to collateral from before a TCB recovery. Whatever collateral is used
+/// must reach the configured minimum evaluation data number.
 #[derive(Debug)]
 pub(crate) struct TdxEvidenceVerifier {
     intel: TdxVerifier,
     simulated: Vec<TdxVerifier>,
     collateral: Option<Arc<CollateralSource>>,
+    min_evaluation: Option<u32>,
     cache: Mutex<HashMap<[u8; 32], CachedClaims>>,
 }
 
@@ -98,8 +107,19 @@ impl TdxEvidenceVerifier {
                 })
                 .collect(),
             collateral,
+            min_evaluation: None,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Look up collateral for evidence without its own (and compare carried collateral with it) in `source`.
+    pub(crate) fn set_collateral(&mut self, source: Arc<CollateralSource>) {
+        self.collateral = Some(source);
+    }
+
+    /// Refuse collateral whose TCB info or QE identity has a `tcbEvaluationDataNumber` below `minimum`.
+    pub(crate) fn set_min_evaluation(&mut self, minimum: Option<u32>) {
+        self.min_evaluation = minimum;
     }
 
     /// How many verified quotes are cached.
@@ -149,18 +169,33 @@ impl TdxEvidenceVerifier {
         })
     }
 
-    /// Verify TDX evidence at `now`.
-    pub(crate) fn verify(&self, ev: &TdxEvidence, now: SystemTime) -> Result<Claims, VerifyError> {
+    /// Verify TDX evidence at `now`: its claims and the window in which its collateral and PCK chain are valid.
+    pub(crate) fn verify(
+        &self,
+        ev: &TdxEvidence,
+        now: SystemTime,
+    ) -> Result<VerifiedEvidence, VerifyError> {
         let (verifier, platform) = self.choose(&ev.quote)?;
-        let collateral = match &ev.collateral {
-            Some(c) => c.clone(),
-            None => self.lookup_collateral(&ev.quote, now)?,
-        };
+        let collateral = self.select_collateral(ev, now)?;
+        if let Some(minimum) = self.min_evaluation {
+            collateral
+                .version()
+                .and_then(|v| v.check_minimum(minimum))
+                .map_err(tdx_error)?;
+        }
+        let parsed =
+            dcap_qvl::quote::Quote::parse(&ev.quote).map_err(|e| VerifyError::Malformed {
+                part: "TDX quote",
+                reason: format!("{e:#}"),
+            })?;
+        let window = quote_pck_chain(&parsed, &collateral)
+            .and_then(|chain| collateral.window(&chain))
+            .map_err(tdx_error)?;
         let key = collateral_digest(&ev.quote, &collateral);
         let secs = unix_secs(now);
         if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            if hit.not_before <= secs && secs <= hit.not_after && hit.claims.platform == platform {
-                return Ok(hit.claims);
+            if hit.window.check(secs).is_ok() && hit.claims.platform == platform {
+                return Ok(dated(hit.claims, &hit.window));
             }
         }
         let verified = verifier
@@ -172,22 +207,58 @@ impl TdxEvidenceVerifier {
             debug: verified.claims.td.td_attributes.debug,
             details: PlatformClaims::Tdx(verified.claims),
         };
-        if let Ok(window) = collateral.window(&[]) {
-            if let Ok(mut cache) = self.cache.lock() {
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-                cache.insert(
-                    key,
-                    CachedClaims {
-                        claims: claims.clone(),
-                        not_before: window.starts.not_before,
-                        not_after: window.ends.not_after,
-                    },
-                );
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
             }
+            cache.insert(
+                key,
+                CachedClaims {
+                    claims: claims.clone(),
+                    window: window.clone(),
+                },
+            );
         }
-        Ok(claims)
+        Ok(dated(claims, &window))
+    }
+
+    /// The collateral to verify `ev` with: the verifier's own unless the evidence carries newer collateral; carried
+    /// collateral older than the verifier's is refused.
+    fn select_collateral(
+        &self,
+        ev: &TdxEvidence,
+        now: SystemTime,
+    ) -> Result<Collateral, VerifyError> {
+        let Some(carried) = &ev.collateral else {
+            return self.lookup_collateral(&ev.quote, now);
+        };
+        // The verifier's own collateral for the quote's platform, if it has any (a quote without an embedded PCK
+        // chain names no platform, and is checked with what it carries).
+        let own = match (&self.collateral, CollateralKey::for_quote(&ev.quote)) {
+            (Some(source), Ok(key)) => source.cached(&key, now),
+            _ => None,
+        };
+        let Some(own) = own else {
+            return Ok(carried.clone());
+        };
+        let (carried_version, own_version) = carried
+            .version()
+            .and_then(|c| own.version().map(|o| (c, o)))
+            .map_err(tdx_error)?;
+        if let Some((item, carried_item, own_item)) = carried_version.older_than(&own_version) {
+            return Err(tdx_error(TdxError::CollateralRollback {
+                item,
+                carried: carried_item.evaluation_data_number,
+                carried_issued: rfc3339(carried_item.issue_date),
+                verifier: own_item.evaluation_data_number,
+                verifier_issued: rfc3339(own_item.issue_date),
+            }));
+        }
+        if own_version.older_than(&carried_version).is_some() {
+            // Newer than the verifier's (which has not been refreshed yet): signed by the same root, so usable.
+            return Ok(carried.clone());
+        }
+        Ok(own)
     }
 
     fn lookup_collateral(&self, quote: &[u8], now: SystemTime) -> Result<Collateral, VerifyError> {
@@ -205,6 +276,18 @@ impl TdxEvidenceVerifier {
                 key.fmspc, key.ca
             ),
         })
+    }
+}
+
+/// `claims` with the collateral window as the window of the verdict.
+fn dated(claims: Claims, window: &ValidityWindow) -> VerifiedEvidence {
+    VerifiedEvidence {
+        claims,
+        valid: EvidenceWindow {
+            not_before: window.starts.not_before,
+            not_after: window.ends.not_after,
+            ends_with: window.ends.item.clone(),
+        },
     }
 }
 
@@ -259,6 +342,12 @@ pub(crate) fn tdx_error(e: TdxError) -> VerifyError {
             check: "td-attributes",
             reason: e.to_string(),
         },
+        e @ (TdxError::CollateralRollback { .. } | TdxError::EvaluationBelowMinimum { .. }) => {
+            VerifyError::Refused {
+                check: "collateral-version",
+                reason: e.to_string(),
+            }
+        }
         e @ TdxError::Rejected(_) => VerifyError::Refused {
             check: "tdx-quote",
             reason: e.to_string(),

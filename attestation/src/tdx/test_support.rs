@@ -32,6 +32,7 @@ pub(crate) fn revoked_pck_collateral(now: SystemTime) -> Collateral {
             issued: now - Duration::from_secs(60),
             validity: Duration::from_secs(3600),
             revoke_pck: true,
+            evaluation_data_number: sim::collateral::SIM_TCB_EVALUATION_DATA_NUMBER,
         })
         .unwrap()
 }

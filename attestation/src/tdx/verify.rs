@@ -23,6 +23,23 @@ pub fn intel_root_ca_der() -> &'static [u8] {
 
 type Backend = dcap_qvl::configs::RustCryptoConfig;
 
+/// The PCK certificates (DER) a quote is checked with beyond its collateral: none when the collateral carries the
+/// PCK chain (which is then used), else the chain the quote carries.
+pub(crate) fn quote_pck_chain(
+    parsed: &Quote,
+    collateral: &Collateral,
+) -> Result<Vec<Vec<u8>>, TdxError> {
+    if collateral.0.pck_certificate_chain.is_some() {
+        return Ok(Vec::new());
+    }
+    match parsed.raw_cert_chain() {
+        Ok(chain) => pem_certs("PCK certificate chain in the quote", chain),
+        Err(e) => Err(TdxError::UnsupportedQuote(format!(
+            "the quote does not carry its PCK certificate chain and the collateral has none: {e:#}"
+        ))),
+    }
+}
+
 /// A verified quote: its claims and the report data the TD put in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedQuote {
@@ -79,18 +96,7 @@ impl TdxVerifier {
         let TdReport { td, report_data } = TdReport::from_quote(&parsed)?;
         let now = unix_secs(now);
 
-        // The PCK chain is taken from the collateral if it has one, else from the quote.
-        let quote_chain = match &collateral.0.pck_certificate_chain {
-            Some(_) => Vec::new(),
-            None => match parsed.raw_cert_chain() {
-                Ok(chain) => pem_certs("PCK certificate chain in the quote", chain)?,
-                Err(e) => {
-                    return Err(TdxError::UnsupportedQuote(format!(
-                        "the quote does not carry its PCK certificate chain and the collateral has none: {e:#}"
-                    )))
-                }
-            },
-        };
+        let quote_chain = quote_pck_chain(&parsed, collateral)?;
         collateral.window(&quote_chain)?.check(now)?;
 
         let report = QuoteVerifier::<Backend>::new_with_config(self.root_der.clone())

@@ -105,6 +105,17 @@ pub struct AgentAttestation {
     /// peers' TDX evidence that carries no collateral of its own. Evidence carrying collateral does not need it.
     #[serde(default)]
     pub tdx_collateral_dir: Option<PathBuf>,
+    /// The longest lifetime of a gateway's RA-TLS certificate that is accepted, in seconds (at least 60; default
+    /// 24 hours).
+    #[serde(default = "default_max_cert_lifetime")]
+    pub max_certificate_lifetime_secs: u64,
+    /// The lowest `tcbEvaluationDataNumber` of TDX collateral that is accepted (none by default).
+    #[serde(default)]
+    pub tdx_min_tcb_evaluation_data_number: Option<u32>,
+}
+
+fn default_max_cert_lifetime() -> u64 {
+    24 * 3600
 }
 
 fn default_cert_validity() -> u64 {

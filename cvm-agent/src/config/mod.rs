@@ -36,7 +36,9 @@ mod file;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use attestation::settings::{CertificateValidity, Measurement, SettingsProblem};
+use attestation::settings::{
+    CertificateValidity, MaxCertificateLifetime, Measurement, SettingsProblem,
+};
 use attestation::AttestationSettings;
 use protocol::control::AppId;
 
@@ -223,6 +225,10 @@ fn attestation_config(a: &AgentAttestation, p: &mut Problems) -> Option<Attestat
             a.gateway_policy.display()
         )
     });
+    let sim_measurement = match a.sim_measurement.as_deref().map(str::parse::<Measurement>) {
+        None => Some(None),
+        Some(parsed) => p.ok(parsed, |e| format!("attestation.{e}")).map(Some),
+    };
     if a.gateway_policy.is_file() {
         if let Err(e) = attestation::policy::read_policy::<attestation::policy::GatewayPolicy>(
             &a.gateway_policy,
@@ -230,12 +236,12 @@ fn attestation_config(a: &AgentAttestation, p: &mut Problems) -> Option<Attestat
             p.push(format!("attestation.gateway_policy: {e}"));
         }
     }
-    let sim_measurement = match a.sim_measurement.as_deref().map(str::parse::<Measurement>) {
-        None => Some(None),
-        Some(parsed) => p.ok(parsed, |e| format!("attestation.{e}")).map(Some),
-    };
     let certificate_validity = p.ok(
         CertificateValidity::from_secs(a.certificate_validity_secs),
+        |e| format!("attestation.{e}"),
+    );
+    let max_certificate_lifetime = p.ok(
+        MaxCertificateLifetime::from_secs(a.max_certificate_lifetime_secs),
         |e| format!("attestation.{e}"),
     );
     let settings = AttestationSettings {
@@ -245,6 +251,8 @@ fn attestation_config(a: &AgentAttestation, p: &mut Problems) -> Option<Attestat
         certificate_validity: certificate_validity.unwrap_or_default(),
         sim_measurement: sim_measurement.flatten(),
         tdx_collateral_dir: a.tdx_collateral_dir.clone(),
+        max_certificate_lifetime: max_certificate_lifetime.unwrap_or_default(),
+        tdx_min_tcb_evaluation_data_number: a.tdx_min_tcb_evaluation_data_number,
     };
     // The simulated PKI directories are not required to exist when the file is checked (they may be provisioned
     // later); `run` reports them when it builds the attester and the verifier.
@@ -258,7 +266,11 @@ fn attestation_config(a: &AgentAttestation, p: &mut Problems) -> Option<Attestat
             p.push(problem.to_string());
         }
     }
-    let (Some(_), Some(_)) = (sim_measurement, certificate_validity) else {
+    let (Some(_), Some(_), Some(_)) = (
+        sim_measurement,
+        certificate_validity,
+        max_certificate_lifetime,
+    ) else {
         return None;
     };
     Some(AttestationConfig {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use attestation::policy::PolicyLoadError;
 use attestation::ratls::RaTlsError;
+use attestation::sealing::SealError;
 use attestation::settings::SettingsError;
 use protocol::tunnel::{StopReason, TunnelError};
 
@@ -49,6 +50,9 @@ pub enum RunError {
     /// The gateway's WireGuard key could not be read or stored.
     #[error("wireguard key")]
     KeyStore(#[source] StoreError),
+    /// The gateway's WireGuard key could not be sealed, or the platform's sealing key was unavailable.
+    #[error("sealing")]
+    Seal(#[source] SealError),
     /// The stored WireGuard key has the wrong length.
     #[error("wireguard key: the stored key is {len} bytes, not 32")]
     KeyLength {

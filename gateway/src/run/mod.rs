@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use attestation::policy::PolicyFn;
-use attestation::ratls::{CertOptions, RaTlsIdentity, RaTlsVerifier};
+use attestation::ratls::{CertOptions, RaTlsIdentity};
 use protocol::tunnel::Endpoint;
 use tokio_util::sync::CancellationToken;
 
@@ -100,7 +100,7 @@ impl Gateway {
         let collateral = setup.collateral.filter(|source| source.fetches());
         // The handshake checks evidence, binding and validity; the app policy applies per request, once the app
         // id is known, so a refusal can say which app and which check.
-        let agents = Arc::new(RaTlsVerifier::new(
+        let agents = Arc::new(settings.ratls_verifier(
             Arc::new(verifier),
             Arc::new(PolicyFn(|_: &attestation::Claims| Ok(()))),
         ));
@@ -125,7 +125,14 @@ impl Gateway {
             path: path.clone(),
             source,
         })?;
-        let wg_key = tunnel::wireguard_key(&mut store)?;
+        let sealer =
+            attestation::sealing::Sealer::for_attester(&*attester).map_err(RunError::Seal)?;
+        if sealer.is_durable() {
+            tracing::info!(sealer = %sealer.describe(), "secrets are stored sealed");
+        } else {
+            tracing::warn!("this platform has no sealing key: secrets are sealed in memory only and regenerated at each start");
+        }
+        let wg_key = tunnel::wireguard_key(&mut store, &sealer)?;
         let t = &config.tunnel;
         let registry = Registry::open(
             Box::new(store),

@@ -315,12 +315,13 @@ impl SimSnpPki {
             (files::ARK, cert(&self.ark_der)),
             (files::ASK, cert(&self.ask_der)),
             (files::VCEK, cert(&self.vcek_der)),
-            (files::VCEK_KEY, key.to_string()),
         ] {
             let path = dir.join(file);
             std::fs::write(&path, text).map_err(|source| SimError::Io { path, source })?;
         }
-        Ok(())
+        // The simulated chip's private key: readable by its owner only, from the moment it exists.
+        let path = dir.join(files::VCEK_KEY);
+        write_private(&path, key.as_bytes()).map_err(|source| SimError::Io { path, source })
     }
 
     /// Load a PKI written by [`SimSnpPki::write_pem`].
@@ -367,6 +368,21 @@ impl SimSnpPki {
             vlek: None,
         })
     }
+}
+
+/// Writes `bytes` to `path`, created (or truncated) with mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
 }
 
 #[cfg(test)]
@@ -431,6 +447,18 @@ mod tests {
     fn pem_files_round_trip() {
         let dir = std::env::temp_dir().join(format!("sim-snp-pem-{}", std::process::id()));
         pki().write_pem(&dir).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.join(files::VCEK_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the private key is readable by its owner only"
+            );
+        }
         let loaded = SimSnpPki::load_pem(&dir).unwrap();
         assert_eq!(loaded.ark_der(), pki().ark_der());
         assert_eq!(loaded.chip_id(), pki().chip_id());

@@ -158,3 +158,136 @@ fn outdated_real_evidence_is_refused_as_tcb() {
     let err = Verifier::default().verify_unbound(&ev, now).unwrap_err();
     assert_eq!(err.check(), "tcb", "{err}");
 }
+
+/// Simulated collateral with evaluation data number `number`, issued `age` before now and valid for 30 days.
+fn collateral_numbered(number: u32, age: Duration) -> Collateral {
+    pki()
+        .collateral_with(&sim::SimCollateralOptions {
+            issued: SystemTime::now() - age,
+            validity: Duration::from_secs(30 * 24 * 3600),
+            revoke_pck: false,
+            evaluation_data_number: number,
+        })
+        .unwrap()
+}
+
+/// Evidence over `rd` carrying `collateral`.
+fn evidence_carrying(rd: [u8; 64], collateral: Collateral) -> Evidence {
+    let Evidence::Tdx(mut ev) = attester(td())
+        .attest(&crate::ReportData::test_bytes(rd))
+        .unwrap()
+    else {
+        panic!("not TDX")
+    };
+    ev.collateral = Some(collateral);
+    Evidence::Tdx(ev)
+}
+
+/// A verifier trusting the simulated root whose own collateral for the simulated platform is `own`.
+fn holding(own: Collateral) -> Verifier {
+    let source = Arc::new(CollateralSource::new(CollateralConfig::default()).unwrap());
+    let quote = pki().quote(&td()).unwrap();
+    source
+        .insert(CollateralKey::for_quote(&quote).unwrap(), own)
+        .unwrap();
+    trusting().with_tdx_collateral(source)
+}
+
+#[test]
+fn carried_collateral_older_than_the_verifiers_is_refused_naming_both_numbers() {
+    let rd = [0x31u8; 64];
+    let hour = Duration::from_secs(3600);
+    let v = holding(collateral_numbered(18, hour));
+    // The attacker's evidence carries collateral from before the TCB recovery that raised the number to 18.
+    let err = v
+        .verify(
+            &evidence_carrying(rd, collateral_numbered(17, hour)),
+            &rd,
+            SystemTime::now(),
+        )
+        .unwrap_err();
+    assert_eq!(err.check(), "collateral-version", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("older than the verifier's")
+            && text.contains("TCB info has tcbEvaluationDataNumber 17")
+            && text.contains("the verifier's has 18"),
+        "{text}"
+    );
+    // The same number issued earlier than the verifier's is older too.
+    let err = v
+        .verify(
+            &evidence_carrying(rd, collateral_numbered(18, 2 * hour)),
+            &rd,
+            SystemTime::now(),
+        )
+        .unwrap_err();
+    assert_eq!(err.check(), "collateral-version", "{err}");
+    // As recent as the verifier's, or newer (the verifier not refreshed yet): accepted.
+    for carried in [collateral_numbered(18, hour), collateral_numbered(19, hour)] {
+        let claims = v
+            .verify(&evidence_carrying(rd, carried), &rd, SystemTime::now())
+            .unwrap();
+        assert_eq!(claims.report_data, rd);
+    }
+}
+
+#[test]
+fn collateral_below_the_configured_minimum_is_refused_outright() {
+    let rd = [0x32u8; 64];
+    let hour = Duration::from_secs(3600);
+    // No collateral of its own: the carried collateral is all there is, and it is below the floor.
+    let v = trusting().with_tdx_min_evaluation(Some(18));
+    let err = v
+        .verify(
+            &evidence_carrying(rd, collateral_numbered(17, hour)),
+            &rd,
+            SystemTime::now(),
+        )
+        .unwrap_err();
+    assert_eq!(err.check(), "collateral-version", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("tcbEvaluationDataNumber 17, below the minimum 18"),
+        "{text}"
+    );
+    v.verify(
+        &evidence_carrying(rd, collateral_numbered(18, hour)),
+        &rd,
+        SystemTime::now(),
+    )
+    .unwrap();
+    // The verifier's own collateral is held to the same floor.
+    let v = holding(collateral_numbered(16, hour)).with_tdx_min_evaluation(Some(18));
+    let Evidence::Tdx(mut bare) = evidence_carrying(rd, collateral_numbered(16, hour)) else {
+        unreachable!()
+    };
+    bare.collateral = None;
+    let err = v
+        .verify(&Evidence::Tdx(bare), &rd, SystemTime::now())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("16, below the minimum 18"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_verifiers_collateral_is_preferred_to_carried_collateral_of_the_same_version() {
+    let rd = [0x33u8; 64];
+    let hour = Duration::from_secs(3600);
+    // Carried collateral of the same version that revokes nothing; the verifier's own revokes the PCK.
+    let own = pki()
+        .collateral_with(&sim::SimCollateralOptions {
+            issued: SystemTime::now() - hour,
+            validity: Duration::from_secs(30 * 24 * 3600),
+            revoke_pck: true,
+            evaluation_data_number: sim::collateral::SIM_TCB_EVALUATION_DATA_NUMBER,
+        })
+        .unwrap();
+    let carried = collateral_numbered(sim::collateral::SIM_TCB_EVALUATION_DATA_NUMBER, hour);
+    let err = holding(own)
+        .verify(&evidence_carrying(rd, carried), &rd, SystemTime::now())
+        .unwrap_err();
+    assert_eq!(err.check(), "certificate-chain", "{err}");
+}

@@ -29,7 +29,13 @@ pub struct SimCollateralOptions {
     pub validity: Duration,
     /// List the PCK certificate as revoked in the PCK CRL.
     pub revoke_pck: bool,
+    /// `tcbEvaluationDataNumber` of the TCB info and the QE identity ([`SIM_TCB_EVALUATION_DATA_NUMBER`] by
+    /// default); a lower one makes collateral from before a TCB recovery.
+    pub evaluation_data_number: u32,
 }
+
+/// The `tcbEvaluationDataNumber` of simulated collateral unless options say otherwise.
+pub const SIM_TCB_EVALUATION_DATA_NUMBER: u32 = 17;
 
 impl SimTdxPki {
     /// Collateral issued at `issued`, valid for 30 days.
@@ -38,6 +44,7 @@ impl SimTdxPki {
             issued,
             validity: Duration::from_secs(30 * 24 * 3600),
             revoke_pck: false,
+            evaluation_data_number: SIM_TCB_EVALUATION_DATA_NUMBER,
         })
     }
 
@@ -71,7 +78,7 @@ impl SimTdxPki {
             "fmspc": hex::encode_upper(SIM_FMSPC),
             "pceId": "0000",
             "tcbType": 0,
-            "tcbEvaluationDataNumber": 17,
+            "tcbEvaluationDataNumber": options.evaluation_data_number,
             "tdxModule": {
                 "mrsigner": hex::encode_upper([0u8; 48]),
                 "attributes": "0000000000000000",
@@ -88,7 +95,7 @@ impl SimTdxPki {
             "version": 2,
             "issueDate": issue_date,
             "nextUpdate": next_update,
-            "tcbEvaluationDataNumber": 17,
+            "tcbEvaluationDataNumber": options.evaluation_data_number,
             "miscselect": "00000000",
             "miscselectMask": "FFFFFFFF",
             "attributes": hex::encode_upper(QE_ATTRIBUTES),

@@ -292,6 +292,7 @@ fn expired_sim_collateral_is_refused() {
             issued,
             validity: Duration::from_secs(3600),
             revoke_pck: false,
+            evaluation_data_number: sim::collateral::SIM_TCB_EVALUATION_DATA_NUMBER,
         })
         .unwrap();
     let err = sim_verifier()
