@@ -68,7 +68,11 @@ impl Attester for SimSnpAttester {
     fn sealing_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>, SealingRootError> {
         let chip_secret = Zeroizing::new(self.pki.vcek_key.to_bytes());
         let hk = Hkdf::<Sha256>::new(Some(b"tee-gateway/sim-snp/derived-key:"), &chip_secret);
-        let policy = [u8::from(self.debug)];
+        let policy = [
+            u8::from(self.debug),
+            u8::from(self.migrate_ma),
+            u8::from(self.smt),
+        ];
         let mut key = Zeroizing::new([0u8; 32]);
         hk.expand_multi_info(&[&self.measurement, &policy], key.as_mut())
             .map_err(|e| SealingRootError::Refused(e.to_string()))?;
