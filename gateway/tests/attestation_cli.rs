@@ -309,6 +309,10 @@ fn forged_ra_tls_certificate_from_the_public_attestation_document_is_refused() {
 
     // The forgery: that evidence in a self-signed certificate for the same key.
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    // As short-lived as a real RA-TLS certificate, so that only the binding can refuse it.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(1);
+    params.not_after = now + time::Duration::hours(1);
     let mut ext = rcgen::CustomExtension::from_oid_content(
         CMW_OID,
         encode_cmw(&doc.media_type, &evidence).unwrap(),
