@@ -1,7 +1,7 @@
 //! The gateway: client listeners, SNI routing, TLS termination and passthrough, upstream selection, the
 //! registration API, the instance registry and its store, the admin API and metrics.
 
-mod accept;
+pub mod accept;
 pub mod cli;
 pub mod config;
 pub mod control;

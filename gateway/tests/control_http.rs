@@ -1,6 +1,7 @@
 //! The control listener over real TLS and HTTP (reqwest): each refusal gets its typed JSON error and status, and
 //! refusals leave the registry and the peer table unchanged; the listener's handshake deadline and connection
-//! cap hold against raw TCP and TLS clients.
+//! cap hold against raw TCP and TLS clients; one source holding thousands of connections does not keep another
+//! source out, and a client that trickles its request head (slowloris) or sits idle is cut off.
 //!
 //! The RA-TLS verifiers are exercised elsewhere; here the peer's attestation comes from a stand-in identity so the
 //! HTTP layer (limits, statuses, bodies) is tested on its own.
@@ -14,11 +15,11 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway::control::http::{router, ControlState};
-use gateway::control::listener::TlsListener;
+use gateway::control::http::{router, serve, ControlState};
+use gateway::control::listener::{ListenerLimits, TlsListener};
 use gateway::control::rate::RateLimiter;
 use gateway::control::tunnel::MemoryPeers;
-use gateway::control::{ControlPeer, ControlService, PeerAttestation, ResponseSettings};
+use gateway::control::{ControlService, PeerAttestation, ResponseSettings};
 use gateway::registry::{Admission, MemoryStore, Registry};
 use protocol::control::{AppId, ErrorBody, ErrorCode, PublicKey, RegisterResponse};
 
@@ -63,11 +64,28 @@ struct Server {
 /// Handshake deadline of the test listener.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Header-read timeout of the test server.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn start(per_sec: u32, burst: u32) -> Server {
     start_limited(per_sec, burst, 16).await
 }
 
 async fn start_limited(per_sec: u32, burst: u32, max_connections: usize) -> Server {
+    start_with(
+        per_sec,
+        ListenerLimits {
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_connections,
+            max_connections_per_source: max_connections,
+            idle_timeout: Duration::from_secs(30),
+        },
+        burst,
+    )
+    .await
+}
+
+async fn start_with(per_sec: u32, limits: ListenerLimits, burst: u32) -> Server {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_der = cert.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
@@ -83,8 +101,7 @@ async fn start_limited(per_sec: u32, burst: u32, max_connections: usize) -> Serv
         Arc::new(
             |_: &rustls::ServerConnection| Some(Arc::new(Allowed) as Arc<dyn PeerAttestation>),
         ),
-        HANDSHAKE_TIMEOUT,
-        max_connections,
+        limits,
     )
     .unwrap();
     let port = listener.local_addr().port();
@@ -96,10 +113,12 @@ async fn start_limited(per_sec: u32, burst: u32, max_connections: usize) -> Serv
         request_timeout: Duration::from_secs(2),
         attestation: Arc::new(|| serde_json::json!({"platform": "test"})),
     };
-    let app = router(state).into_make_service_with_connect_info::<ControlPeer>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let task = tokio::spawn(serve(
+        listener,
+        router(state),
+        HEADER_READ_TIMEOUT,
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_der(cert_der.as_ref()).unwrap())
         .resolve("localhost", ([127, 0, 0, 1], port).into())
@@ -434,4 +453,214 @@ async fn handshake_deadline_and_connection_cap() {
     for c in &mut open {
         assert_eq!(get_on(c).await.unwrap(), 200);
     }
+}
+
+/// A TCP connection to the test server from the loopback address `source`.
+async fn connect_from(s: &Server, source: Ipv4Addr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    socket.connect(([127, 0, 0, 1], s.port).into()).await
+}
+
+/// A registration client whose connections come from the loopback address `source`.
+fn client_from(s: &Server, source: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(s.cert.as_ref()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], s.port).into())
+        .local_address(std::net::IpAddr::V4(source))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holding_thousands_of_connections_does_not_block_another() {
+    use gateway::accept::{closed_at_accept, ClosedReason, ListenerKind};
+    const HELD: usize = 3000;
+    const PER_SOURCE: usize = 64;
+    // The total is the default (1024): one source's connections could take all of it without a per-source
+    // limit. A long handshake deadline keeps the held connections open for the whole test.
+    let s = start_with(
+        1000,
+        ListenerLimits {
+            handshake_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_connections_per_source: PER_SOURCE,
+            idle_timeout: Duration::from_secs(30),
+        },
+        1000,
+    )
+    .await;
+    let attacker = Ipv4Addr::new(127, 0, 0, 2);
+    let closed_before = closed_at_accept().get(ListenerKind::Control, ClosedReason::PerSourceLimit);
+    let mut held = Vec::with_capacity(HELD);
+    for _ in 0..HELD {
+        held.push(connect_from(&s, attacker).await.unwrap());
+    }
+    // Every connection beyond the source's limit is closed by the listener, at once.
+    let closed = test_support::wait_until(
+        Duration::from_secs(10),
+        "the attacker's connections beyond its limit closed",
+        || async {
+            let n = closed_at_accept().get(ListenerKind::Control, ClosedReason::PerSourceLimit)
+                - closed_before;
+            Ok((n >= (HELD - PER_SOURCE) as u64).then_some(n))
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!("{closed} of {HELD} connections of one source closed at accept");
+
+    // Another source registers at once, several times, while the attacker still holds its connections.
+    let other = client_from(&s, Ipv4Addr::new(127, 0, 0, 3));
+    for i in 0..5u8 {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            other
+                .post(format!("{}/v1/register", s.url))
+                .json(&body(&format!("3333333{i}"), 30 + i, 1))
+                .send(),
+        )
+        .await
+        .expect("the other source is answered")
+        .expect("the other source's connection is served");
+        assert_eq!(answer.status().as_u16(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the other source waited {:?}",
+            started.elapsed()
+        );
+    }
+    // A fresh connection of the attacker is still closed before any TLS.
+    let mut extra = connect_from(&s, attacker).await.unwrap();
+    closed_within(&mut extra, Duration::from_secs(2)).await;
+    drop(held);
+}
+
+/// A TLS connection on which part of a request head (`head`) was sent; returns it and when it was sent.
+async fn partial_request(
+    s: &Server,
+    head: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = tls_connect(s).await.unwrap();
+    tls.write_all(head).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+/// Reads from `tls` until the server ends the connection; returns how long that took and what it sent. Fails
+/// if the connection is still open after `limit`.
+async fn ended_within(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    limit: Duration,
+    mut trickle: Option<&[u8]>,
+) -> (Duration, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let remaining = limit.saturating_sub(started.elapsed());
+        assert!(
+            !remaining.is_zero(),
+            "the connection was still open after {limit:?}"
+        );
+        // A slow client sends one more byte of its head every 300 ms, so the connection is never idle.
+        let wait = if trickle.is_some() {
+            remaining.min(Duration::from_millis(300))
+        } else {
+            remaining
+        };
+        match tokio::time::timeout(wait, tls.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => {
+                if let Some(rest) = trickle {
+                    if let Some((byte, tail)) = rest.split_first() {
+                        if tls.write_all(&[*byte]).await.is_err() {
+                            return (started.elapsed(), got);
+                        }
+                        let _ = tls.flush().await;
+                        trickle = Some(tail);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_and_idle_connections_are_cut_off() {
+    let s = start(1000, 1000).await;
+    let margin = Duration::from_millis(1500);
+    // Slowloris: a request line and part of the headers, then one more header byte every 300 ms (never idle,
+    // never done).
+    let mut slow = partial_request(&s, b"POST /v1/register HTTP/1.1\r\nhost: localhost\r\n").await;
+    let trickle =
+        b"x-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec();
+    // A head that stops halfway and a connection that sends nothing after its handshake.
+    let mut stalled = partial_request(&s, b"GET /v1/attestation HTTP/1.1\r\nhos").await;
+    let mut silent = tls_connect(&s).await.unwrap();
+    let registering = async {
+        // Meanwhile a normal registration is served at once.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        let (status, json) = post_raw(
+            &s,
+            "application/json",
+            serde_json::to_vec(&body("44444444", 44, 1)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+        started.elapsed()
+    };
+    let limit = HEADER_READ_TIMEOUT + margin;
+    let ((slow_after, _), (stalled_after, _), (silent_after, _), registered_in) = tokio::join!(
+        ended_within(&mut slow, limit, Some(&trickle)),
+        ended_within(&mut stalled, limit, None),
+        ended_within(&mut silent, limit, None),
+        registering,
+    );
+    for (what, after) in [
+        ("slowloris", slow_after),
+        ("half a head", stalled_after),
+        ("silent", silent_after),
+    ] {
+        eprintln!("{what}: closed after {after:?}");
+        assert!(
+            after + Duration::from_millis(200) >= HEADER_READ_TIMEOUT,
+            "{what}: closed after {after:?}, before the header-read timeout"
+        );
+    }
+    assert!(registered_in < Duration::from_secs(1), "{registered_in:?}");
+
+    // A kept-alive connection that served a request and then sits idle goes at the same timeout.
+    let mut kept = tls_connect(&s).await.unwrap();
+    assert_eq!(get_on(&mut kept).await.unwrap(), 200);
+    let (after, _) = ended_within(&mut kept, limit, None).await;
+    eprintln!("idle keep-alive: closed after {after:?}");
+}
+
+#[tokio::test]
+async fn a_connection_on_which_nothing_moves_is_closed_at_the_idle_timeout() {
+    // The header-read timeout is longer than the idle timeout here: the listener's idle rule ends the
+    // connection on its own.
+    let s = start_with(
+        1000,
+        ListenerLimits {
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_connections: 16,
+            max_connections_per_source: 16,
+            idle_timeout: Duration::from_secs(1),
+        },
+        1000,
+    )
+    .await;
+    let mut tls = partial_request(&s, b"GET /v1/attestation HTTP/1.1\r\n").await;
+    let (after, _) = ended_within(&mut tls, Duration::from_secs(3), None).await;
+    assert!(
+        after >= Duration::from_millis(800) && after < HEADER_READ_TIMEOUT,
+        "closed after {after:?}"
+    );
 }

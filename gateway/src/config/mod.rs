@@ -85,6 +85,13 @@ pub struct ControlConfig {
     pub request_timeout_secs: u64,
     /// Most control connections served at once.
     pub max_connections: usize,
+    /// Most control connections open at once from one source address (one IPv6 /64); more are closed at once.
+    pub max_connections_per_source: usize,
+    /// Time allowed to receive a request's head (request line and headers), and to wait for the next request
+    /// on a kept-alive connection, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// A connection on which no byte moved either way for this long is closed, in seconds.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ControlConfig {
@@ -97,6 +104,9 @@ impl Default for ControlConfig {
             handshake_timeout_secs: 10,
             request_timeout_secs: 10,
             max_connections: 1024,
+            max_connections_per_source: 64,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -179,6 +189,9 @@ pub struct RegistryConfig {
     pub path: PathBuf,
     /// An instance not seen for this long is expired and its address freed, in seconds.
     pub expire_after_secs: u64,
+    /// The most instances one app may have registered at once; a registration of a new instance beyond it is
+    /// refused (`instance_quota_exceeded`), a known instance's re-registration never is.
+    pub max_instances_per_app: usize,
 }
 
 impl Default for RegistryConfig {
@@ -186,6 +199,7 @@ impl Default for RegistryConfig {
         Self {
             path: PathBuf::from("/var/lib/tee-gateway/registry.sqlite"),
             expire_after_secs: 24 * 3600,
+            max_instances_per_app: crate::registry::DEFAULT_MAX_INSTANCES_PER_APP,
         }
     }
 }
@@ -262,6 +276,15 @@ impl GatewayConfig {
         if c.max_connections == 0 {
             problems.push("control.max_connections must be at least 1".to_string());
         }
+        if c.max_connections_per_source == 0 {
+            problems.push("control.max_connections_per_source must be at least 1".to_string());
+        }
+        if c.header_read_timeout_secs == 0 || c.idle_timeout_secs == 0 {
+            problems.push(
+                "control.header_read_timeout_secs and control.idle_timeout_secs must be at least 1"
+                    .into(),
+            );
+        }
         let t = &self.tunnel;
         if let Err(e) = t.network.check_host(t.gateway_address) {
             problems.push(format!("tunnel.gateway_address: {e}"));
@@ -295,6 +318,9 @@ impl GatewayConfig {
                 "registry.expire_after_secs = {} must exceed tunnel.reregister_secs = {}, or live instances expire",
                 self.registry.expire_after_secs, t.reregister_secs
             ));
+        }
+        if self.registry.max_instances_per_app == 0 {
+            problems.push("registry.max_instances_per_app must be at least 1".to_string());
         }
         if self.registry.path.as_os_str().is_empty() {
             problems.push("registry.path is empty".to_string());

@@ -1,5 +1,13 @@
-//! The control listener's HTTP routes: `POST /v1/register`, `GET /v1/attestation`, and typed errors for
-//! everything else (unknown path, wrong method, oversized or mistyped body, too many requests).
+//! The control listener's HTTP server and routes: `POST /v1/register`, `GET /v1/attestation`, and typed errors
+//! for everything else (unknown path, wrong method, oversized or mistyped body, too many requests).
+//!
+//! [`serve`] speaks HTTP/1.1 (agents need nothing else) on each connection of a [`TlsListener`], with a
+//! header-read timeout: a request's head must arrive whole within it, and so must the next request's on a
+//! kept-alive connection, so a client that trickles a request line or headers (slowloris) or sits on an idle
+//! connection is cut off. The body has `request_timeout` ([`ControlState`]), and a connection on which nothing
+//! moves at all ends at the listener's idle timeout. Each connection is served by a task the server owns; on
+//! shutdown it stops accepting, lets every connection finish the request it is serving, and returns when all
+//! have closed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,9 +20,57 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use protocol::control::{ErrorBody, ErrorCode, ATTESTATION_PATH, REGISTER_PATH};
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::listener::TlsListener;
 use super::peer::ControlPeer;
 use super::rate::RateLimiter;
 use super::service::ControlService;
+
+/// Serves `app` on every connection `listener` yields until `stop` is cancelled, then waits for the open
+/// connections to finish (see the module documentation). Each request carries its connection's
+/// [`ControlPeer`] as axum's `ConnectInfo`.
+pub async fn serve(
+    mut listener: TlsListener,
+    app: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let mut connections = JoinSet::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = stop.cancelled() => break,
+        };
+        let remote = peer.remote;
+        let service =
+            TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
+        let connection = http.serve_connection(TokioIo::new(io), service);
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%remote, error = %e, "control connection ended");
+            }
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
 
 /// Everything the routes need.
 #[derive(Clone)]

@@ -1,12 +1,16 @@
-//! The control listener's accept loop: TCP accept, TLS handshake with a deadline, a connection limit, and the
-//! peer's identity handed to axum with each connection.
+//! The control listener's accept loop: TCP accept, per-source and total connection limits, TLS handshake with
+//! a deadline, an idle timeout on every connection, and the peer's identity handed to the HTTP server with each
+//! connection.
 //!
 //! One task (owned by [`TlsListener`], aborted when it is dropped) accepts TCP connections; each handshake runs in
 //! its own task, bounded by the handshake timeout and owned by the accept task (aborted with it), and a finished
-//! connection is queued for axum. A semaphore permit travels with every connection (inside [`LimitedIo`]) and is
-//! released when the connection closes, so at most `max_connections` are open or handshaking at once. A
-//! connection arriving while all permits are taken is accepted and closed at once (the client sees the connection
-//! end before any TLS, and retries later) rather than left waiting in the kernel's backlog.
+//! connection is queued for the HTTP server. A semaphore permit and a per-source slot travel with every
+//! connection (inside [`LimitedIo`]) and are released when the connection closes, so at most `max_connections`
+//! are open or handshaking at once, and at most `max_connections_per_source` of them from one source. A
+//! connection over either limit is accepted and closed at once (the client sees the connection end before any
+//! TLS, and retries later) rather than left waiting in the kernel's backlog, and counted in
+//! [`crate::accept::closed_at_accept`]. A connection on which no byte moved either way for `idle_timeout` fails
+//! its next read or write with [`io::ErrorKind::TimedOut`], which ends it.
 //!
 //! Transient accept errors are waited out; an error that means the socket is gone (see [`crate::accept`]) or a
 //! panic ends the accept task, and [`TlsListener::failure`] reports why, so the listener's owner can stop instead
@@ -21,26 +25,83 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use std::future::Future as _;
+
 use futures::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::peer::{ControlPeer, PeerAttestation};
+use crate::accept::{closed_at_accept, ClosedReason, ListenerKind, SourceLimits, SourceSlot};
 
 /// Derives a peer's attestation from its finished TLS connection (for RA-TLS: from the verified client
 /// certificate).
 pub type Identify =
     Arc<dyn Fn(&rustls::ServerConnection) -> Option<Arc<dyn PeerAttestation>> + Send + Sync>;
 
-/// A TLS stream that holds a connection-limit permit until it is dropped.
+/// The limits of a [`TlsListener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Most connections open or handshaking at once.
+    pub max_connections: usize,
+    /// Most connections open or handshaking at once from one source (see [`SourceLimits`]).
+    pub max_connections_per_source: usize,
+    /// A connection on which no byte moved either way for this long is ended.
+    pub idle_timeout: Duration,
+}
+
+/// A TLS stream that holds its connection-limit permit and per-source slot until it is dropped, and fails once
+/// it has been idle for longer than its idle timeout.
 #[derive(Debug)]
 pub struct LimitedIo {
     inner: TlsStream<TcpStream>,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
+    _slot: SourceSlot,
+}
+
+impl LimitedIo {
+    /// Bytes moved: the idle deadline starts again.
+    fn active(&mut self) {
+        self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
+    }
+
+    /// Turns a pending read or write into a timeout once the idle deadline has passed.
+    fn pending_or_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.idle.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("control connection idle for {:?}", self.idle_timeout),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Applies the idle rule to the outcome of a write.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.pending_or_idle(cx),
+        }
+    }
 }
 
 impl AsyncRead for LimitedIo {
@@ -49,7 +110,17 @@ impl AsyncRead for LimitedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.pending_or_idle(cx),
+        }
     }
 }
 
@@ -59,20 +130,28 @@ impl AsyncWrite for LimitedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, polled)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.pending_or_idle(cx),
+            ready => ready,
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending => self.pending_or_idle(cx),
+            ready => ready,
+        }
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, polled)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -125,20 +204,21 @@ impl TlsListener {
         tcp: TcpListener,
         acceptor: TlsAcceptor,
         identify: Identify,
-        handshake_timeout: Duration,
-        max_connections: usize,
+        limits: ListenerLimits,
     ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let limit = Arc::new(Semaphore::new(max_connections.max(1)));
+        let limit = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let per_source = SourceLimits::new(limits.max_connections_per_source);
         let (report, failure) = watch::channel(None);
         let handshaker = Handshaker {
             acceptor,
             identify,
-            timeout: handshake_timeout,
+            timeout: limits.handshake_timeout,
+            idle_timeout: limits.idle_timeout,
             ready: tx,
         };
-        let accept = accept_loop(tcp, limit, handshaker);
+        let accept = accept_loop(tcp, limit, per_source, handshaker);
         let accept_task = tokio::spawn(async move {
             let error = match std::panic::AssertUnwindSafe(accept).catch_unwind().await {
                 Ok(source) => ListenerError::Accept {
@@ -193,12 +273,19 @@ struct Handshaker {
     acceptor: TlsAcceptor,
     identify: Identify,
     timeout: Duration,
+    idle_timeout: Duration,
     ready: mpsc::Sender<(LimitedIo, ControlPeer)>,
 }
 
 impl Handshaker {
     /// Runs one TLS handshake within the timeout and queues the finished connection for axum.
-    async fn run(self, stream: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit) {
+    async fn run(
+        self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        slot: SourceSlot,
+    ) {
         match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let attestation = (self.identify)(tls.get_ref().1);
@@ -208,7 +295,10 @@ impl Handshaker {
                 };
                 let io = LimitedIo {
                     inner: tls,
+                    idle_timeout: self.idle_timeout,
+                    idle: Box::pin(tokio::time::sleep(self.idle_timeout)),
                     _permit: permit,
+                    _slot: slot,
                 };
                 let _ = self.ready.send((io, peer)).await;
             }
@@ -221,7 +311,12 @@ impl Handshaker {
 }
 
 /// Accepts until the socket fails for good; returns that error. Handshakes run in tasks owned by this loop.
-async fn accept_loop(tcp: TcpListener, limit: Arc<Semaphore>, handshaker: Handshaker) -> io::Error {
+async fn accept_loop(
+    tcp: TcpListener,
+    limit: Arc<Semaphore>,
+    per_source: Arc<SourceLimits>,
+    handshaker: Handshaker,
+) -> io::Error {
     let mut at_limit = false;
     let mut handshakes = JoinSet::new();
     loop {
@@ -238,8 +333,15 @@ async fn accept_loop(tcp: TcpListener, limit: Arc<Semaphore>, handshaker: Handsh
                 continue;
             }
         };
+        let Some(slot) = per_source.try_acquire(remote.ip()) else {
+            tracing::debug!(%remote, max = per_source.max(), "control connections per source at the limit; closed");
+            closed_at_accept().count(ListenerKind::Control, ClosedReason::PerSourceLimit);
+            drop(stream);
+            continue;
+        };
         // The semaphore is never closed, so the only refusal is "no permit left".
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            closed_at_accept().count(ListenerKind::Control, ClosedReason::ListenerLimit);
             // Once per episode at the limit, not once per connection.
             if !at_limit {
                 tracing::warn!(%remote, "control connection limit reached; closing new connections");
@@ -250,7 +352,7 @@ async fn accept_loop(tcp: TcpListener, limit: Arc<Semaphore>, handshaker: Handsh
         };
         at_limit = false;
         let _ = stream.set_nodelay(true);
-        handshakes.spawn(handshaker.clone().run(stream, remote, permit));
+        handshakes.spawn(handshaker.clone().run(stream, remote, permit, slot));
     }
 }
 

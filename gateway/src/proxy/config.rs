@@ -10,6 +10,7 @@
 //! connect_parallel = 3
 //! connect_stagger_ms = 200
 //! max_connections_per_app = 10000
+//! max_connections_per_source = 256
 //!
 //! [proxy.admin]
 //! listen = "127.0.0.1:9443"
@@ -58,6 +59,9 @@ pub struct ProxyConfig {
     pub max_lifetime_secs: u64,
     /// Maximum concurrent client connections per app.
     pub max_connections_per_app: usize,
+    /// Maximum concurrent client connections from one source address (one IPv6 /64), over all client
+    /// listeners; more are closed at once.
+    pub max_connections_per_source: usize,
     /// On shutdown, wait this long for open connections to finish, in seconds.
     pub shutdown_grace_secs: u64,
     /// Size of the relay buffer while data flows, in bytes.
@@ -116,6 +120,7 @@ impl Default for ProxyConfig {
             idle_timeout_secs: 900,
             max_lifetime_secs: 24 * 3600,
             max_connections_per_app: 10_000,
+            max_connections_per_source: 256,
             shutdown_grace_secs: 30,
             relay_buffer_bytes: 16 * 1024,
             admin: AdminConfig::default(),
@@ -144,6 +149,9 @@ impl ProxyConfig {
         }
         if self.max_connections_per_app == 0 {
             return Err(invalid("max_connections_per_app", "must be at least 1"));
+        }
+        if self.max_connections_per_source == 0 {
+            return Err(invalid("max_connections_per_source", "must be at least 1"));
         }
         if self.relay_buffer_bytes < 1024 {
             return Err(invalid("relay_buffer_bytes", "must be at least 1024"));

@@ -21,11 +21,13 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::{closed_at_accept, ClosedReason, ListenerKind, SourceLimits};
+
 use super::client_hello::{fatal_alert, read_client_hello, AlertDescription, ClientHelloError};
 use super::config::ProxyConfig;
 use super::directory::{Candidate, InstanceDirectory, LookupError};
 use super::hostname::{HostGrammar, HostNameError, Mode, Route, Target};
-use super::limits::{ConnectionTable, DrainSet};
+use super::limits::{ConnectionPermit, ConnectionTable, DrainSet};
 use super::metrics::{InstanceHealth, Metrics};
 use super::proxy_protocol;
 use super::relay::{relay, relay_tcp, RelayOutcome};
@@ -85,6 +87,10 @@ pub enum Refusal {
     /// Writing to the instance failed before relaying.
     #[error("writing to the instance: {0}")]
     UpstreamWrite(std::io::Error),
+    /// A refusal after the client's TLS handshake with the gateway completed (terminated routes): the client
+    /// gets the session's orderly close, not an alert.
+    #[error("{0} (after the TLS handshake)")]
+    AfterHandshake(Box<Refusal>),
 }
 
 impl Refusal {
@@ -111,6 +117,7 @@ impl Refusal {
             Refusal::Handshake(_) => "tls_handshake_failed",
             Refusal::HandshakeTimeout(_) => "tls_handshake_timeout",
             Refusal::UpstreamWrite(_) => "upstream_write_failed",
+            Refusal::AfterHandshake(refusal) => refusal.reason(),
         }
     }
 
@@ -126,11 +133,23 @@ impl Refusal {
             | Refusal::AppConnectionLimit { .. }
             | Refusal::Upstream(_) => Some(AlertDescription::HandshakeFailure),
             // rustls has already sent its alert, or the handshake is over.
-            Refusal::Handshake(_) | Refusal::HandshakeTimeout(_) | Refusal::UpstreamWrite(_) => {
-                None
-            }
+            Refusal::Handshake(_)
+            | Refusal::HandshakeTimeout(_)
+            | Refusal::UpstreamWrite(_)
+            | Refusal::AfterHandshake(_) => None,
         }
     }
+}
+
+/// The HTTP/1.1 answer of a terminated route that cannot be served after its TLS handshake: 503, the refusal's
+/// reason as the body, and the connection closed.
+fn unavailable(reason: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         connection: close\r\nretry-after: 1\r\n\r\n{reason}\n",
+        reason.len() + 1
+    )
+    .into_bytes()
 }
 
 /// Why the proxy could not be built.
@@ -162,6 +181,7 @@ pub struct Proxy {
     connections: Arc<ConnectionTable>,
     drains: DrainSet,
     self_attestation: Option<Arc<SelfAttestation>>,
+    per_source: Arc<SourceLimits>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -201,6 +221,7 @@ impl Proxy {
             grammar: HostGrammar::new(base_domains),
             health_window,
             connections: ConnectionTable::new(config.max_connections_per_app),
+            per_source: SourceLimits::new(config.max_connections_per_source),
             config,
             directory,
             certs,
@@ -282,6 +303,7 @@ impl Proxy {
             .metrics
             .render(&self.connections.per_app(), &self.instance_health());
         self.directory.render_metrics(&mut out);
+        closed_at_accept().render(&mut out);
         out
     }
 
@@ -327,7 +349,17 @@ impl Proxy {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(self.clone().handle(stream, peer));
+                        // Over its source's limit, a connection is closed before any byte is read.
+                        let Some(slot) = self.per_source.try_acquire(peer.ip()) else {
+                            closed_at_accept().count(ListenerKind::Client, ClosedReason::PerSourceLimit);
+                            drop(stream);
+                            continue;
+                        };
+                        let proxy = self.clone();
+                        connections.spawn(async move {
+                            let _slot = slot;
+                            proxy.handle(stream, peer).await;
+                        });
                     }
                     Err(e) if crate::accept::is_fatal(&e) => break Some(e),
                     Err(e) => {
@@ -394,6 +426,35 @@ impl Proxy {
         Ok((resolution.app_id, healthy))
     }
 
+    /// Takes a slot under the app's connection limit, then connects to one of `candidates`.
+    async fn open_upstream(
+        &self,
+        app: &str,
+        candidates: Vec<Candidate>,
+    ) -> Result<(ConnectionPermit, TcpStream, Candidate), Refusal> {
+        let permit = self
+            .connections
+            .acquire(app)
+            .ok_or_else(|| Refusal::AppConnectionLimit {
+                app: app.to_owned(),
+                max: self.connections.max_per_app(),
+            })?;
+        let connected =
+            Box::pin(upstream::connect(candidates, self.config.connect_policy())).await?;
+        self.metrics.connect.observe(connected.elapsed);
+        Ok((permit, connected.stream, connected.candidate))
+    }
+
+    /// The PROXY v2 header the instance wants before the client's bytes, or nothing.
+    fn preamble(&self, candidate: &Candidate, client: &TcpStream, peer: SocketAddr) -> Vec<u8> {
+        if candidate.proxy_protocol {
+            let local = client.local_addr().unwrap_or(peer);
+            proxy_protocol::encode_v2(peer, local)
+        } else {
+            Vec::new()
+        }
+    }
+
     async fn serve_self_attestation(
         &self,
         client: &mut TcpStream,
@@ -454,43 +515,33 @@ impl Proxy {
             }
             Err(error) => return Err(Refusal::HostName { name, error }),
         };
+        // Refused before any TLS if nothing could serve it; the slot and the upstream connection wait until the
+        // client has shown it speaks TLS to the end: its ClientHello (passthrough, read above) or its whole
+        // handshake (terminated), so clients that stall cost neither a slot of the app nor an instance connection.
         let (app, candidates) = self.candidates(&target)?;
-        let mut permit =
-            self.connections
-                .acquire(&app)
-                .ok_or_else(|| Refusal::AppConnectionLimit {
-                    app: app.clone(),
-                    max: self.connections.max_per_app(),
-                })?;
-        let connected =
-            Box::pin(upstream::connect(candidates, self.config.connect_policy())).await?;
-        self.metrics.connect.observe(connected.elapsed);
-        permit.set_instance(&connected.candidate.instance_id);
-        let mut upstream = connected.stream;
-        let candidate = connected.candidate;
-        let mut preamble = Vec::new();
-        if candidate.proxy_protocol {
-            let local = client.local_addr().unwrap_or(peer);
-            preamble.extend_from_slice(&proxy_protocol::encode_v2(peer, local));
-        }
-        self.metrics.connection(&app, target.mode.as_str());
         let limits = self.config.relay_limits();
-        let outcome: RelayOutcome = match target.mode {
+        let (outcome, instance): (RelayOutcome, String) = match target.mode {
             Mode::Passthrough => {
+                let (mut permit, mut upstream, candidate) =
+                    self.open_upstream(&app, candidates).await?;
+                permit.set_instance(&candidate.instance_id);
+                let mut preamble = self.preamble(&candidate, client, peer);
+                self.metrics.connection(&app, target.mode.as_str());
                 preamble.extend_from_slice(&hello.raw);
                 upstream
                     .write_all(&preamble)
                     .await
                     .map_err(Refusal::UpstreamWrite)?;
                 drop(hello);
-                relay_tcp(
+                let outcome = relay_tcp(
                     client,
                     &upstream,
                     limits,
                     &self.metrics.bytes,
                     &self.metrics.spliced,
                 )
-                .await
+                .await;
+                (outcome, candidate.instance_id)
             }
             Mode::Terminate | Mode::Grpc => {
                 let config = match target.mode {
@@ -498,26 +549,50 @@ impl Proxy {
                     _ => self.tls.http1.clone(),
                 };
                 let started = Instant::now();
+                let local = client.local_addr().unwrap_or(peer);
                 let replay = Replay::new(hello.raw, client);
                 let deadline = self.config.handshake_timeout();
                 let accept = TlsAcceptor::from(config).accept(replay);
-                let tls = match Box::pin(tokio::time::timeout(deadline, accept)).await {
+                let mut tls = match Box::pin(tokio::time::timeout(deadline, accept)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => return Err(Refusal::Handshake(e)),
                     Err(_) => return Err(Refusal::HandshakeTimeout(deadline)),
                 };
                 self.metrics.handshake.observe(started.elapsed());
-                if !preamble.is_empty() {
+                let (mut permit, mut upstream, candidate) =
+                    match self.open_upstream(&app, candidates).await {
+                        Ok(opened) => opened,
+                        Err(refusal) => {
+                            // The session is up, so no alert: an HTTP/1.1 client (the only protocol a
+                            // terminated route without `g` speaks) gets a 503 naming the reason, then every
+                            // client the session's orderly close.
+                            if target.mode == Mode::Terminate {
+                                let answer = unavailable(refusal.reason());
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(1),
+                                    tls.write_all(&answer),
+                                )
+                                .await;
+                            }
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                            return Err(Refusal::AfterHandshake(Box::new(refusal)));
+                        }
+                    };
+                permit.set_instance(&candidate.instance_id);
+                self.metrics.connection(&app, target.mode.as_str());
+                if candidate.proxy_protocol {
                     upstream
-                        .write_all(&preamble)
+                        .write_all(&proxy_protocol::encode_v2(peer, local))
                         .await
                         .map_err(Refusal::UpstreamWrite)?;
                 }
-                relay(tls, upstream, limits, &self.metrics.bytes).await
+                let outcome = relay(tls, upstream, limits, &self.metrics.bytes).await;
+                (outcome, candidate.instance_id)
             }
         };
         tracing::debug!(
-            %peer, app = %app, instance = %candidate.instance_id, mode = %target.mode,
+            %peer, app = %app, %instance, mode = %target.mode,
             to_instance = outcome.to_upstream, to_client = outcome.to_client, end = outcome.end.as_str(),
             "connection finished"
         );

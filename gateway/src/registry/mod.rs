@@ -30,6 +30,10 @@ pub use store::{MemoryStore, RegistryStore, StoreError};
 
 use crate::config::TunnelNetwork;
 
+/// The most instances one app may have registered at once, unless `registry.max_instances_per_app` says
+/// otherwise.
+pub const DEFAULT_MAX_INSTANCES_PER_APP: usize = 64;
+
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -60,6 +64,17 @@ pub enum RegisterError {
         /// The tunnel network.
         network: TunnelNetwork,
     },
+    /// The app already has its quota of instances, and the request is for a new one.
+    #[error(
+        "app {app} already has {max} registered instances, the most the gateway admits per app \
+         (registry.max_instances_per_app); remove or let expire an instance first"
+    )]
+    QuotaExceeded {
+        /// The app.
+        app: AppId,
+        /// The quota.
+        max: usize,
+    },
     /// The store failed; nothing changed.
     #[error("registry storage failed: {0}")]
     Store(#[from] StoreError),
@@ -72,6 +87,7 @@ impl RegisterError {
             Self::KeyInUse { .. } => ErrorCode::KeyInUse,
             Self::InstanceBoundToOtherApp { .. } => ErrorCode::InstanceBoundToOtherApp,
             Self::PoolExhausted { .. } => ErrorCode::AddressPoolExhausted,
+            Self::QuotaExceeded { .. } => ErrorCode::InstanceQuotaExceeded,
             Self::Store(_) => ErrorCode::Internal,
         };
         let message = match self {
@@ -117,6 +133,7 @@ pub struct Registry {
     expire_after: Duration,
     published: SnapshotCell,
     revocations: Arc<RevocationCounts>,
+    max_instances_per_app: usize,
     owner_policies: HashMap<String, Arc<attestation::owner::VerifiedPolicy>>,
 }
 
@@ -150,6 +167,7 @@ impl Registry {
             expire_after,
             published: SnapshotCell::default(),
             revocations: Arc::default(),
+            max_instances_per_app: DEFAULT_MAX_INSTANCES_PER_APP,
             owner_policies,
         };
         let mut misplaced = Vec::new();
@@ -173,6 +191,17 @@ impl Registry {
         }
         registry.publish();
         Ok(registry)
+    }
+
+    /// Sets the most instances one app may have registered at once (at least 1). Instances already stored beyond
+    /// it stay; only new instances are refused until the app is below it again.
+    pub fn set_max_instances_per_app(&mut self, max: usize) {
+        self.max_instances_per_app = max.max(1);
+    }
+
+    /// The instances registered for `app`.
+    fn instances_of(&self, app: &AppId) -> usize {
+        self.instances.values().filter(|r| r.app_id == *app).count()
     }
 
     fn insert_memory(&mut self, record: InstanceRecord) {
@@ -233,6 +262,13 @@ impl Registry {
                 self.publish();
             }
             return Ok(RegisterOutcome { record, change });
+        }
+        // Only a new instance counts against the quota: a known one re-registering (above) never does.
+        if self.instances_of(&request.app_id) >= self.max_instances_per_app {
+            return Err(RegisterError::QuotaExceeded {
+                app: request.app_id.clone(),
+                max: self.max_instances_per_app,
+            });
         }
         let address = self
             .allocator

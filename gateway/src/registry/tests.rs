@@ -496,3 +496,51 @@ fn claims_and_their_end_survive_reopening_and_older_rows_get_an_hour() {
     drop(r);
     assert!(open(&dir.db()).is_empty());
 }
+
+#[test]
+fn the_instance_quota_refuses_only_new_instances_of_a_full_app() {
+    let dir = TempDir::new();
+    let mut r = open(&dir.db());
+    assert_eq!(r.max_instances_per_app, DEFAULT_MAX_INSTANCES_PER_APP);
+    r.set_max_instances_per_app(2);
+    admit(&mut r, APP, "11111111", 1, 1).unwrap();
+    admit(&mut r, APP, "22222222", 2, 1).unwrap();
+    let refused = admit(&mut r, APP, "33333333", 3, 2).unwrap_err();
+    assert!(
+        matches!(&refused, RegisterError::QuotaExceeded { max: 2, .. }),
+        "{refused}"
+    );
+    let body = refused.to_body();
+    assert_eq!(body.error, ErrorCode::InstanceQuotaExceeded);
+    assert_eq!(body.http_status(), 403);
+    assert!(body.message.contains(APP), "{}", body.message);
+    // Nothing changed: no record, no address, the key is free.
+    assert_eq!(r.len(), 2);
+    assert!(r.by_key(&key(3)).is_none());
+    // Known instances re-register at the quota: refreshed, with a new key, and again after a reopen.
+    assert_eq!(
+        admit(&mut r, APP, "11111111", 1, 3).unwrap().change,
+        Change::Refreshed
+    );
+    assert_eq!(
+        admit(&mut r, APP, "22222222", 9, 3).unwrap().change,
+        Change::KeyChanged { old_key: key(2) }
+    );
+    // Another app has its own quota.
+    admit(&mut r, OTHER_APP, "44444444", 4, 3).unwrap();
+    drop(r);
+    let mut r = open(&dir.db());
+    r.set_max_instances_per_app(2);
+    admit(&mut r, APP, "11111111", 1, 4).unwrap();
+    assert!(matches!(
+        admit(&mut r, APP, "33333333", 3, 4),
+        Err(RegisterError::QuotaExceeded { .. })
+    ));
+    // A lower quota than the instances stored keeps them and their re-registrations.
+    r.set_max_instances_per_app(1);
+    admit(&mut r, APP, "22222222", 9, 5).unwrap();
+    assert_eq!(r.len(), 3);
+    // Below the quota again (an instance expired), a new one is admitted.
+    r.set_max_instances_per_app(3);
+    admit(&mut r, APP, "33333333", 3, 6).unwrap();
+}

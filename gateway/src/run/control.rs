@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::attest::AgentClaims;
 use super::{PartError, RunError};
 use crate::config::ControlConfig;
-use crate::control::http::{router, ControlState};
-use crate::control::listener::TlsListener;
+use crate::control::http::{self, router, ControlState};
+use crate::control::listener::{ListenerLimits, TlsListener};
 use crate::control::rate::RateLimiter;
-use crate::control::{ControlPeer, ControlService, PeerAttestation};
+use crate::control::{ControlService, PeerAttestation};
 
 /// What the control listener is made of.
 pub(crate) struct ControlParts {
@@ -63,8 +63,12 @@ pub(crate) async fn start(
                 policy: policy.clone(),
             }) as Arc<dyn PeerAttestation>)
         }),
-        Duration::from_secs(config.handshake_timeout_secs),
-        config.max_connections,
+        ListenerLimits {
+            handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
+            max_connections: config.max_connections,
+            max_connections_per_source: config.max_connections_per_source,
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        },
     )
     .map_err(RunError::ControlListener)?;
     let addr = listener.local_addr();
@@ -78,20 +82,21 @@ pub(crate) async fn start(
         request_timeout: Duration::from_secs(config.request_timeout_secs),
         attestation: Arc::new(move || attestation_document(&identity)),
     };
-    Ok((addr, serve(listener, state, stop)))
+    let header_read_timeout = Duration::from_secs(config.header_read_timeout_secs);
+    Ok((addr, serve(listener, state, header_read_timeout, stop)))
 }
 
 /// Serves the control routes on `listener` until `stop` is cancelled, or until its accept task fails.
 async fn serve(
     listener: TlsListener,
     state: ControlState,
+    header_read_timeout: Duration,
     stop: CancellationToken,
 ) -> Result<(), PartError> {
     let failure = listener.failure();
-    let app = router(state).into_make_service_with_connect_info::<ControlPeer>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+    let served = http::serve(listener, router(state), header_read_timeout, stop);
     tokio::select! {
-        served = served => served.map_err(PartError::ControlServe),
+        () = served => Ok(()),
         failure = failure => Err(PartError::ControlListener(failure)),
     }
 }
@@ -130,8 +135,12 @@ mod tests {
             tcp,
             tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
             Arc::new(|_: &rustls::ServerConnection| -> Option<Arc<dyn PeerAttestation>> { None }),
-            Duration::from_secs(1),
-            4,
+            ListenerLimits {
+                handshake_timeout: Duration::from_secs(1),
+                max_connections: 4,
+                max_connections_per_source: 4,
+                idle_timeout: Duration::from_secs(10),
+            },
         )
         .unwrap();
         (listener, fd)
@@ -151,7 +160,7 @@ mod tests {
         };
         parts.spawn(
             crate::run::CONTROL_LISTENER,
-            serve(listener, state, parts.token()),
+            serve(listener, state, Duration::from_secs(1), parts.token()),
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Shutting a listening socket down makes every later accept fail with EINVAL, as a socket that broke.

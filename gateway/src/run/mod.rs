@@ -134,13 +134,14 @@ impl Gateway {
         }
         let wg_key = tunnel::wireguard_key(&mut store, &sealer)?;
         let t = &config.tunnel;
-        let registry = Registry::open(
+        let mut registry = Registry::open(
             Box::new(store),
             t.network,
             t.gateway_address,
             config.registry.expire_after(),
         )
         .map_err(RunError::Registry)?;
+        registry.set_max_instances_per_app(config.registry.max_instances_per_app);
         let snapshots = registry.snapshots();
         tracing::info!(instances = registry.len(), "registry loaded");
 

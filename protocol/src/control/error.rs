@@ -38,6 +38,9 @@ pub enum ErrorCode {
     InstanceIdIsAppId,
     /// No tunnel address is left.
     AddressPoolExhausted,
+    /// The app already has as many instances as the gateway admits per app; an instance already registered
+    /// is never refused for this.
+    InstanceQuotaExceeded,
     /// No such endpoint.
     NotFound,
     /// The endpoint exists but not with this method.
@@ -59,7 +62,7 @@ impl ErrorCode {
             | Self::InvalidKey
             | Self::InvalidPorts => 400,
             Self::AttestationRequired => 401,
-            Self::AppUnknown | Self::PolicyRefused => 403,
+            Self::AppUnknown | Self::PolicyRefused | Self::InstanceQuotaExceeded => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::KeyInUse | Self::InstanceBoundToOtherApp | Self::InstanceIdIsAppId => 409,
@@ -75,7 +78,11 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::Internal | Self::AddressPoolExhausted | Self::Unknown
+            Self::RateLimited
+                | Self::Internal
+                | Self::AddressPoolExhausted
+                | Self::InstanceQuotaExceeded
+                | Self::Unknown
         )
     }
 }
@@ -145,5 +152,12 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
         assert!(ErrorCode::RateLimited.is_transient());
         assert!(!ErrorCode::PolicyRefused.is_transient());
+        assert_eq!(ErrorCode::InstanceQuotaExceeded.http_status(), 403);
+        // Instances expire or are removed: a refused agent retries with backoff.
+        assert!(ErrorCode::InstanceQuotaExceeded.is_transient());
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::InstanceQuotaExceeded).unwrap(),
+            r#""instance_quota_exceeded""#
+        );
     }
 }

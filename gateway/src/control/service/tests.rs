@@ -292,3 +292,32 @@ fn a_refused_registration_removes_its_own_instance_but_not_one_it_only_names() {
         ("refused_registration", 1)
     );
 }
+
+#[test]
+fn a_full_app_refuses_new_instances_but_never_a_known_one() {
+    let (svc, peers) = service();
+    svc.registry().lock().unwrap().set_max_instances_per_app(2);
+    for (instance, key) in [("11111111", 1), ("22222222", 2)] {
+        svc.register(&body(APP, instance, key), Some(&FakePeer), 10)
+            .unwrap();
+    }
+    let before = peers.snapshot();
+    let e = svc
+        .register(&body(APP, "33333333", 3), Some(&FakePeer), 11)
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::InstanceQuotaExceeded, "{e}");
+    assert_eq!(e.http_status(), 403);
+    assert!(e.message.contains("max_instances_per_app"), "{}", e.message);
+    assert_eq!(peers.snapshot(), before, "no peer for the refused instance");
+    // Re-registration at the quota, also with a new key, is answered as before.
+    let again = svc
+        .register(&body(APP, "22222222", 7), Some(&FakePeer), 12)
+        .unwrap();
+    assert_eq!(
+        peers
+            .snapshot()
+            .get(&PublicKey::from_bytes([7; 32]).unwrap()),
+        Some(&again.tunnel_address)
+    );
+    assert_eq!(svc.registry().lock().unwrap().len(), 2);
+}
