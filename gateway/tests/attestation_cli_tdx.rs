@@ -161,4 +161,31 @@ fn sim_tdx_ra_tls_certificates_through_the_command() {
     let (code, _, err) = verify(&debug);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("debug"), "{err}");
+    // Without a policy the debug TD is refused as well, unless --allow-debug.
+    let no_policy = |cert: &Path, more: &[&str]| {
+        let args = [
+            &[
+                "verify",
+                "--evidence",
+                p(cert),
+                "--trust-sim-root",
+                p(&root),
+            ],
+            more,
+        ];
+        gateway(&args.concat())
+    };
+    let (code, out, err) = no_policy(&debug, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("refused (policy): debug mode is not allowed")
+            && err.contains("--allow-debug"),
+        "{err}"
+    );
+    let (code, out, err) = no_policy(&debug, &["--allow-debug"]);
+    assert_eq!(code, 0, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["debug"], true);
+    let (code, _, err) = no_policy(&good, &[]);
+    assert_eq!(code, 0, "{err}");
 }
