@@ -141,6 +141,14 @@ pub enum TdxError {
         /// What each source said.
         attempts: Vec<String>,
     },
+    /// A collateral service answered with a body larger than the client accepts.
+    #[error("fetching TDX collateral from {url}: the response exceeds the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The URL requested.
+        url: String,
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
     /// A collateral service answered with an error or an unusable response.
     #[error("fetching TDX collateral from {url}: {detail}")]
     Fetch {

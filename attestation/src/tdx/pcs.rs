@@ -16,8 +16,9 @@ pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
 pub const INTEL_ROOT_CA_CRL_URL: &str =
     "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
 
-/// Largest response accepted from a collateral service.
-const MAX_RESPONSE: usize = 4 << 20;
+/// Largest response body accepted from a collateral service (4 MiB; a PCK CRL, the largest item, is well under
+/// 100 KiB). A body is read in chunks and the request abandoned as soon as it grows past this.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 /// An HTTP client for one PCCS/PCS.
 #[derive(Debug, Clone)]
@@ -123,11 +124,20 @@ impl PcsClient {
     }
 
     async fn get(&self, url: String) -> Result<Response, TdxError> {
+        self.get_limited(url, MAX_RESPONSE_BYTES).await
+    }
+
+    /// GET `url`, refusing a body larger than `limit` bytes before reading more than that.
+    async fn get_limited(&self, url: String, limit: usize) -> Result<Response, TdxError> {
         let fail = |detail: String| TdxError::Fetch {
             url: url.clone(),
             detail,
         };
-        let response = self
+        let too_large = || TdxError::ResponseTooLarge {
+            url: url.clone(),
+            limit,
+        };
+        let mut response = self
             .http
             .get(&url)
             .send()
@@ -137,21 +147,21 @@ impl PcsClient {
         if !status.is_success() {
             return Err(fail(format!("HTTP {status}")));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_RESPONSE as u64)
-        {
-            return Err(fail("response too large".into()));
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
         }
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
-        if body.len() > MAX_RESPONSE {
-            return Err(fail("response too large".into()));
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         Ok(Response {
             url: url.clone(),
             headers,
-            body: body.to_vec(),
+            body,
         })
     }
 
@@ -241,6 +251,108 @@ mod tests {
         assert_eq!(sig, "abcd");
         assert!(signed_json(br#"{"tcbInfo":{}}"#, "tcbInfo").is_err());
         assert!(signed_json(br#"{"other":{},"signature":"00"}"#, "tcbInfo").is_err());
+    }
+
+    /// A service on loopback that answers every request with `200 OK` and `body_len` bytes, announced with a
+    /// content-length or (without one) sent chunked, as a misbehaving or hostile PCCS might.
+    /// Also returns how many body bytes the service got to send.
+    async fn serve_oversized(
+        body_len: usize,
+        announce: bool,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sent_total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent_total.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = if announce {
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\nconnection: close\r\n\r\n")
+                } else {
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                        .into()
+                };
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    continue;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0;
+                while sent < body_len {
+                    let part = &chunk[..chunk.len().min(body_len - sent)];
+                    let written = if announce {
+                        stream.write_all(part).await
+                    } else {
+                        let framed =
+                            [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+                        stream.write_all(&framed).await
+                    };
+                    if written.is_err() {
+                        break;
+                    }
+                    sent += part.len();
+                    counter.fetch_add(part.len(), std::sync::atomic::Ordering::SeqCst);
+                }
+                if !announce {
+                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                }
+            }
+        });
+        (url, sent_total)
+    }
+
+    #[tokio::test]
+    async fn a_response_larger_than_the_limit_is_refused_naming_it() {
+        for announce in [true, false] {
+            let (url, _) = serve_oversized(MAX_RESPONSE_BYTES + 1, announce).await;
+            let client = PcsClient::new(&url, Duration::from_secs(10)).unwrap();
+            let err = client.fetch("00906ED50000", "processor").await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TdxError::ResponseTooLarge {
+                        limit: MAX_RESPONSE_BYTES,
+                        ..
+                    }
+                ),
+                "announce {announce}: {err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("exceeds the limit of 4194304 bytes"),
+                "{err}"
+            );
+        }
+        // A body without a length is not read beyond the limit (and the socket buffers): the service cannot send
+        // 256 MiB.
+        let (url, sent) = serve_oversized(256 << 20, false).await;
+        let client = PcsClient::new(&url, Duration::from_secs(10)).unwrap();
+        let err = client.fetch("00906ED50000", "processor").await.unwrap_err();
+        assert!(matches!(err, TdxError::ResponseTooLarge { .. }), "{err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            sent < 8 * MAX_RESPONSE_BYTES,
+            "the client read {sent} bytes"
+        );
+        // Within the limit the body is read whole.
+        let (url, _) = serve_oversized(1000, false).await;
+        let client = PcsClient::new(&url, Duration::from_secs(10)).unwrap();
+        let body = client
+            .get_limited(format!("{url}/x"), 1000)
+            .await
+            .unwrap()
+            .body;
+        assert_eq!(body.len(), 1000);
+        let Err(err) = client.get_limited(format!("{url}/x"), 999).await else {
+            panic!("a body of 1000 bytes passed a limit of 999")
+        };
+        assert!(
+            matches!(err, TdxError::ResponseTooLarge { limit: 999, .. }),
+            "{err}"
+        );
     }
 
     #[test]
