@@ -124,6 +124,31 @@ fn real_report_checks_report_data_and_time() {
     );
 }
 
+/// The real Milan sample (TCB bl 3, tee 0, snp 8, ucode 115) meets the default TCB floor of a profile without
+/// `min_tcb`; a `min_tcb` above its TCB refuses it, naming the component.
+#[test]
+fn real_milan_report_meets_the_default_tcb_floor() {
+    let claims = Verifier::default()
+        .verify_unbound(&Evidence::Snp(milan_evidence(true)), now())
+        .unwrap();
+    let m = hex::encode(claims.snp().unwrap().measurement);
+    let profile =
+        format!("[[apps.deadbeef.profile]]\nplatform = \"sev-snp\"\nmeasurement = \"{m}\"\n");
+    AppPolicy::from_toml(&profile)
+        .unwrap()
+        .check("deadbeef", &claims)
+        .unwrap();
+    let err = AppPolicy::from_toml(&format!("{profile}min_tcb = {{ microcode = 116 }}\n"))
+        .unwrap()
+        .check("deadbeef", &claims)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("TCB microcode 115 is below the minimum 116"),
+        "{err}"
+    );
+}
+
 #[test]
 fn debug_sample_verifies_but_default_policy_refuses_it() {
     let v = Verifier::default();
