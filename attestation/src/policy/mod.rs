@@ -100,7 +100,10 @@ pub enum Violation {
     #[error("debug mode is not allowed")]
     Debug,
     /// A TCB component is below the minimum.
-    #[error("TCB {component} {actual} is below the minimum {minimum}")]
+    #[error(
+        "TCB {component} {actual} is below the minimum {minimum}{}",
+        if *.default_floor { " (the default floor of a profile without min_tcb)" } else { "" }
+    )]
     TcbTooLow {
         /// The component ("bootloader", "snp", ...).
         component: &'static str,
@@ -108,6 +111,8 @@ pub enum Violation {
         minimum: u8,
         /// The claims' value.
         actual: u8,
+        /// Whether the minimum is the default floor ([`MinTcb::default_for`]) rather than the profile's own.
+        default_floor: bool,
     },
     /// The SEV-SNP report comes from a less privileged VM level than the profile allows.
     #[error("VMPL {actual} is above the maximum {maximum} (max_vmpl)")]

@@ -202,14 +202,14 @@ impl SnpProfile {
                 allowed: join_names(&self.signing_keys),
             });
         }
-        let min = self
-            .min_tcb
-            .unwrap_or_else(|| MinTcb::default_for(snp.product));
-        check_tcb(&min, &snp.reported_tcb)
+        match &self.min_tcb {
+            Some(min) => check_tcb(min, &snp.reported_tcb, false),
+            None => check_tcb(&MinTcb::default_for(snp.product), &snp.reported_tcb, true),
+        }
     }
 }
 
-fn check_tcb(min: &MinTcb, tcb: &SnpTcb) -> Result<(), Violation> {
+fn check_tcb(min: &MinTcb, tcb: &SnpTcb, default_floor: bool) -> Result<(), Violation> {
     let parts = [
         ("bootloader", min.bootloader, tcb.bootloader),
         ("tee", min.tee, tcb.tee),
@@ -223,6 +223,7 @@ fn check_tcb(min: &MinTcb, tcb: &SnpTcb) -> Result<(), Violation> {
                 component,
                 minimum,
                 actual,
+                default_floor,
             });
         }
     }

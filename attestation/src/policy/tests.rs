@@ -93,7 +93,8 @@ fn tcb_host_data_key_kind_and_debug_are_enforced() {
         Err(Violation::TcbTooLow {
             component: "snp",
             minimum: 9,
-            actual: 8
+            actual: 8,
+            default_floor: false,
         })
     );
     assert!(matches!(
@@ -269,13 +270,19 @@ fn without_min_tcb_the_default_floor_applies() {
         );
     }
     let zero = snp_with(|s| s.reported_tcb = SnpTcb::default());
+    let err = p.check(&zero).unwrap_err();
     assert_eq!(
-        p.check(&zero),
-        Err(Violation::TcbTooLow {
+        err,
+        Violation::TcbTooLow {
             component: "bootloader",
             minimum: 2,
-            actual: 0
-        })
+            actual: 0,
+            default_floor: true,
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "TCB bootloader 0 is below the minimum 2 (the default floor of a profile without min_tcb)"
     );
     // An explicit min_tcb replaces the floor: `min_tcb = {}` lowers it to nothing.
     let text = format!(
