@@ -12,6 +12,11 @@
 //! [`crate::accept::closed_at_accept`]. A connection on which no byte moved either way for `idle_timeout` fails
 //! its next read or write with [`io::ErrorKind::TimedOut`], which ends it.
 //!
+//! The HTTP server keeps connections open across requests, but a peer's claims were verified only at its handshake:
+//! so a connection ends when the peer's certificate does. Once the client certificate's notAfter has passed, the
+//! next read fails with [`io::ErrorKind::ConnectionAborted`] (an idle connection wakes for it), and the peer must
+//! connect again, which verifies its certificate, evidence and collateral afresh at that time.
+//!
 //! Transient accept errors are waited out; an error that means the socket is gone (see [`crate::accept`]) or a
 //! panic ends the accept task, and [`TlsListener::failure`] reports why, so the listener's owner can stop instead
 //! of serving from a listener that accepts nothing.
@@ -57,18 +62,58 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
 }
 
-/// A TLS stream that holds its connection-limit permit and per-source slot until it is dropped, and fails once
-/// it has been idle for longer than its idle timeout.
+/// A TLS stream that holds its connection-limit permit and per-source slot until it is dropped, fails once it has
+/// been idle for longer than its idle timeout, and stops reading once the peer's certificate has ended.
 #[derive(Debug)]
 pub struct LimitedIo {
     inner: TlsStream<TcpStream>,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
+    certificate_end: Option<CertificateEnd>,
     _permit: OwnedSemaphorePermit,
     _slot: SourceSlot,
 }
 
+/// When the peer's certificate ends: the wake-up and the notAfter it stands for (seconds since the Unix epoch).
+#[derive(Debug)]
+struct CertificateEnd {
+    at: Pin<Box<Sleep>>,
+    not_after: i64,
+}
+
+impl CertificateEnd {
+    /// The end of the client certificate of `conn`, if it presented one that parses.
+    fn of(conn: &rustls::ServerConnection) -> Option<Self> {
+        let der = conn.peer_certificates()?.first()?;
+        let not_after = attestation::ratls::parse_certificate(der).ok()?.not_after;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        // Valid through its notAfter second, so it ends one second later.
+        let left = u64::try_from(not_after.saturating_sub(now).saturating_add(1)).unwrap_or(0);
+        Some(CertificateEnd {
+            at: Box::pin(tokio::time::sleep(Duration::from_secs(left))),
+            not_after,
+        })
+    }
+}
+
 impl LimitedIo {
+    /// The error a read gets once the peer's certificate has ended; `None` before (the wake-up is registered).
+    fn certificate_ended(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let end = self.certificate_end.as_mut()?;
+        end.at.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!(
+                    "the peer's certificate ended (notAfter {} s after the epoch); it must connect again",
+                    end.not_after
+                ),
+            )
+        })
+    }
+
     /// Bytes moved: the idle deadline starts again.
     fn active(&mut self) {
         self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
@@ -110,6 +155,9 @@ impl AsyncRead for LimitedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(ended) = self.certificate_ended(cx) {
+            return Poll::Ready(Err(ended));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -289,6 +337,7 @@ impl Handshaker {
         match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let attestation = (self.identify)(tls.get_ref().1);
+                let certificate_end = CertificateEnd::of(tls.get_ref().1);
                 let peer = ControlPeer {
                     remote,
                     attestation,
@@ -297,6 +346,7 @@ impl Handshaker {
                     inner: tls,
                     idle_timeout: self.idle_timeout,
                     idle: Box::pin(tokio::time::sleep(self.idle_timeout)),
+                    certificate_end,
                     _permit: permit,
                     _slot: slot,
                 };
@@ -379,5 +429,88 @@ impl Listener for TlsListener {
 impl Connected<IncomingStream<'_, TlsListener>> for ControlPeer {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
         stream.remote_addr().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use attestation::policy::PolicyFn;
+    use attestation::ratls::{self, CertOptions, RaTlsIdentity, RaTlsVerifier};
+    use attestation::{Claims, SimTdReport, SimTdxAttester, SimTdxPki, TrustAnchors, Verifier};
+    use axum::serve::Listener as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An RA-TLS identity under `pki` whose certificates live `validity`.
+    fn identity(pki: &Arc<SimTdxPki>, validity: Duration) -> Arc<RaTlsIdentity> {
+        let attester = Arc::new(SimTdxAttester::new(pki.clone(), SimTdReport::default()));
+        let options = CertOptions {
+            validity,
+            backdate: Duration::ZERO,
+            ..CertOptions::default()
+        };
+        Arc::new(RaTlsIdentity::new(attester, options).unwrap())
+    }
+
+    fn verifier(pki: &SimTdxPki) -> Arc<RaTlsVerifier> {
+        let anchors = TrustAnchors::production()
+            .with_sim_tdx_root(pki.root_der())
+            .unwrap();
+        Arc::new(RaTlsVerifier::new(
+            Arc::new(Verifier::new(anchors)),
+            Arc::new(PolicyFn(|_: &Claims| Ok(()))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_stops_reading_when_the_peers_certificate_ends() {
+        let pki = Arc::new(SimTdxPki::from_seed(b"control listener tests").unwrap());
+        let server =
+            ratls::server_config(identity(&pki, Duration::from_secs(3600)), verifier(&pki))
+                .unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = TlsListener::new(
+            tcp,
+            TlsAcceptor::from(Arc::new(server)),
+            Arc::new(|_: &rustls::ServerConnection| -> Option<Arc<dyn PeerAttestation>> { None }),
+            ListenerLimits {
+                handshake_timeout: Duration::from_secs(5),
+                max_connections: 4,
+                max_connections_per_source: 4,
+                idle_timeout: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        // The agent's certificate lives three seconds; the connection is kept open past it.
+        let agent = identity(&pki, Duration::from_secs(3));
+        let not_after = agent.certificate().not_after();
+        let client = ratls::client_config(agent, verifier(&pki)).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("gateway.test").unwrap();
+        let mut conn = connector.connect(name, tcp).await.unwrap();
+        let (mut io, _peer) = listener.accept().await;
+
+        let mut buf = [0u8; 16];
+        conn.write_all(b"first").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"first", "read while the certificate is valid");
+
+        // An idle connection is woken when the certificate ends, without waiting for the peer.
+        let waited = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf))
+            .await
+            .expect("woken at the certificate's end");
+        let err = waited.unwrap_err();
+        assert!(SystemTime::now() > not_after, "ended only after notAfter");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+        assert!(err.to_string().contains("certificate ended"), "{err}");
+        // What the peer sends afterwards is not read.
+        conn.write_all(b"after").await.unwrap();
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
     }
 }
