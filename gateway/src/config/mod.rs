@@ -226,6 +226,11 @@ pub struct AttestationConfig {
     /// never during a handshake: the first agent of a new platform is refused until its collateral arrived.
     #[serde(default)]
     pub tdx_pccs_url: Option<String>,
+    /// Trust simulated vendor roots although the gateway runs on a real TEE backend (`auto`, `tdx`, `sev-snp`):
+    /// anyone holding a simulated PKI could then pass for an attested CVM. Only for hosts whose guests attest with
+    /// simulated evidence through the production path (VM images under QEMU in CI); refused unless set.
+    #[serde(default)]
+    pub insecure_trust_sim_roots_on_real_tee: bool,
     /// The backend, simulated PKI and roots, certificate lifetime and TDX collateral directory.
     #[serde(flatten)]
     pub settings: AttestationSettings,
@@ -338,6 +343,20 @@ impl GatewayConfig {
         }
         problems.extend(a.settings.problems().iter().map(ToString::to_string));
         if let Err(e) = self.proxy.validate() {
+        if !a.settings.backend.is_simulated()
+            && !a.settings.trusted_sim_roots.is_empty()
+            && !a.insecure_trust_sim_roots_on_real_tee
+        {
+            problems.push(format!(
+                concat!(
+                    "attestation.trusted_sim_roots: the {} backend is a real TEE, and trusting simulated roots ",
+                    "there lets anyone with a simulated PKI pass for an attested CVM; remove them, or set ",
+                    "attestation.insecure_trust_sim_roots_on_real_tee = true where guests attest with simulated ",
+                    "evidence"
+                ),
+                a.settings.backend.as_str()
+            ));
+        }
             problems.push(e.to_string());
         }
         for c in &self.proxy.certificates {

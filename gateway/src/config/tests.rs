@@ -181,3 +181,25 @@ fn load_reports_missing_files_and_problems() {
     );
     assert!(e.to_string().contains("app_policy"), "{e}");
 }
+
+/// An operator who adds a simulated root to a gateway on real hardware would let anyone with that simulated PKI
+/// register as an attested CVM: refused, unless the insecure key says it is meant.
+#[test]
+fn simulated_roots_on_a_real_backend_need_the_insecure_key() {
+    let policy = policy_file();
+    let with = |extra: &str| {
+        let text = minimal(policy.path()).replace(
+            "[attestation]\n",
+            &format!("[attestation]\ntrusted_sim_roots = [\"/etc/tee-gateway/sim-pki\"]\n{extra}"),
+        );
+        GatewayConfig::parse(&text).unwrap().problems().join("\n")
+    };
+    let refused = with("");
+    assert!(
+        refused.contains("auto backend is a real TEE")
+            && refused.contains("insecure_trust_sim_roots_on_real_tee"),
+        "{refused}"
+    );
+    assert!(!with("insecure_trust_sim_roots_on_real_tee = true\n").contains("real TEE"));
+    assert!(!with("backend = \"sim-snp\"\nsim_pki = \"/nowhere\"\n").contains("real TEE"));
+}

@@ -92,6 +92,9 @@ impl Gateway {
             simulated_roots = settings.trusted_sim_roots.len(),
             "step 2/7: trust anchors"
         );
+        if a.insecure_trust_sim_roots_on_real_tee && !settings.trusted_sim_roots.is_empty() {
+            tracing::warn!(backend = settings.backend.as_str(), "INSECURE: simulated vendor roots are trusted on a real TEE backend (attestation.insecure_trust_sim_roots_on_real_tee): anyone with a simulated PKI passes for an attested CVM");
+        }
         let setup = settings
             .verifier_with_pccs(a.tdx_pccs_url.as_deref())
             .map_err(RunError::Verifier)?;
