@@ -342,7 +342,6 @@ impl GatewayConfig {
             problems.push(format!("attestation.app_policy: {e}"));
         }
         problems.extend(a.settings.problems().iter().map(ToString::to_string));
-        if let Err(e) = self.proxy.validate() {
         if !a.settings.backend.is_simulated()
             && !a.settings.trusted_sim_roots.is_empty()
             && !a.insecure_trust_sim_roots_on_real_tee
@@ -357,6 +356,7 @@ impl GatewayConfig {
                 a.settings.backend.as_str()
             ));
         }
+        if let Err(e) = self.proxy.validate() {
             problems.push(e.to_string());
         }
         for c in &self.proxy.certificates {
