@@ -40,7 +40,9 @@ use std::sync::Arc;
 use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn, PolicyLoadError};
 use attestation::ratls::{self, CertOptions, RaTlsIdentity};
 use attestation::settings::SettingsError;
-use protocol::control::{InstanceId, PortPolicy, PublicKey, RegisterRequest, PROTOCOL_VERSION};
+use protocol::control::{
+    AppId, InstanceId, PortPolicy, PublicKey, RegisterRequest, PROTOCOL_VERSION,
+};
 use protocol::tunnel::PrivateKey;
 
 use crate::config::AgentConfig;
@@ -77,6 +79,15 @@ pub enum RunError {
     /// A critical part of the running agent ended on its own.
     #[error("a critical part of the agent stopped")]
     Stopped(#[source] Ended),
+    /// The configured app policy is unreadable, not signed by the app's owner, or for another app.
+    #[error("app policy {path}")]
+    AppPolicy {
+        /// The configured file.
+        path: std::path::PathBuf,
+        /// Why it is refused.
+        #[source]
+        source: attestation::owner::OwnerError,
+    },
 }
 
 /// The agent after boot steps 1 to 3, ready to [`serve`](Agent::serve).
@@ -144,11 +155,19 @@ pub async fn build(config: AgentConfig) -> Result<Agent, RunError> {
                 ..DiscoveryConfig::default()
             })
         });
+    let app_policy = config
+        .app_policy
+        .as_deref()
+        .map(|path| read_app_policy(path, &config.app_id))
+        .transpose()?;
     let registrar = Registrar {
         gateways: config.gateways.clone(),
         tls,
         verifier: gateways_verifier,
-        request: request(&config, &instance_id, wg_public),
+        request: RegisterRequest {
+            app_policy,
+            ..request(&config, &instance_id, wg_public)
+        },
         timeout: config.registration.attempt_timeout(),
     };
     Ok(Agent {
@@ -199,6 +218,26 @@ impl Agent {
     }
 }
 
+/// Reads the app's signed policy and checks it as the gateway will (signed by the key `app_id` derives from), so a
+/// wrong file stops the agent at boot rather than every registration; returns the document's text.
+fn read_app_policy(path: &std::path::Path, app_id: &AppId) -> Result<String, RunError> {
+    let refused = |source| RunError::AppPolicy {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        refused(attestation::owner::OwnerError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    })?;
+    let verified = attestation::owner::SignedPolicy::from_json(&text)
+        .and_then(|d| d.verify_for(app_id.as_str()))
+        .map_err(refused)?;
+    tracing::info!(path = %path.display(), version = verified.version(), "app policy signed by the app's owner");
+    Ok(text)
+}
+
 fn request(config: &AgentConfig, instance_id: &InstanceId, key: PublicKey) -> RegisterRequest {
     RegisterRequest {
         version: PROTOCOL_VERSION,
@@ -215,5 +254,6 @@ fn request(config: &AgentConfig, instance_id: &InstanceId, key: PublicKey) -> Re
                 target_state: None,
             })
             .collect(),
+        app_policy: None,
     }
 }

@@ -53,11 +53,14 @@ fn check_config_accepts_good_and_explains_bad_files() {
     assert!(text.contains("cannot read"), "{text}");
 }
 
-/// `check-config` parses the app policy as `run` would: a TDX profile pinning only MRTD (which would accept any
-/// kernel, initrd and command line on that firmware) is refused, naming the file, the missing registers and what
-/// to write; the same profile with RTMR0-2 stated passes.
+/// `check-config` parses the operator's apps file as `run` would: profiles there (which no longer admit anything:
+/// the app's owner signs them) are refused, naming the file and how to move them into a signed policy; a file that
+/// only denies passes. A TDX profile pinning only MRTD (which would accept any kernel, initrd and command line on
+/// that firmware) is refused where profiles now live, by `gateway app sign-policy`, naming the missing registers
+/// and what to write; the same profile with RTMR0-2 stated is signed.
 #[test]
-fn check_config_refuses_a_tdx_profile_pinning_only_mr_td() {
+fn check_config_refuses_profiles_in_the_operators_file_and_sign_policy_a_tdx_profile_pinning_only_mr_td(
+) {
     let d = dir();
     let policy = d.path("apps.toml");
     let only_mr_td = format!(
@@ -76,18 +79,64 @@ fn check_config_refuses_a_tdx_profile_pinning_only_mr_td() {
     for needed in [
         "attestation.app_policy",
         "apps.toml",
+        "no longer lists profiles",
+        "gateway app sign-policy",
+    ] {
+        assert!(text.contains(needed), "{needed:?} not in: {text}");
+    }
+    std::fs::write(
+        &policy,
+        "[apps.deadbeef111111111111111111111111]\ndeny = true\n",
+    )
+    .unwrap();
+    let (ok, text) = run(&path);
+    assert!(ok, "{text}");
+
+    let key = d.path("owner.key");
+    let keygen = run_gateway(&["app", "keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(keygen.code, 0, "{}", keygen.stderr);
+    let profiles = d.path("profiles.toml");
+    let only_mr_td = format!(
+        "[[profile]]\nplatform = \"tdx\"\nmr_td = [\"{}\"]\n",
+        "11".repeat(48)
+    );
+    std::fs::write(&profiles, &only_mr_td).unwrap();
+    let signed = d.path("policy.json");
+    let sign = || {
+        run_gateway(&[
+            "app",
+            "sign-policy",
+            "--key",
+            key.to_str().unwrap(),
+            "--version",
+            "1",
+            "--profiles",
+            profiles.to_str().unwrap(),
+            "--out",
+            signed.to_str().unwrap(),
+        ])
+    };
+    let refused = sign();
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    for needed in [
+        "profiles.toml",
         "must pin the boot chain",
         "rtmr0 (firmware configuration), rtmr1 (boot loader and kernel), rtmr2 (kernel command line and initrd)",
         "rtmr0 = \"any\"",
     ] {
-        assert!(text.contains(needed), "{needed:?} not in: {text}");
+        assert!(
+            refused.stderr.contains(needed),
+            "{needed:?} not in: {}",
+            refused.stderr
+        );
     }
+    assert!(!signed.exists());
 
     let pinned = format!(
         "{only_mr_td}rtmr0 = [\"{z}\"]\nrtmr1 = [\"{z}\"]\nrtmr2 = \"any\"\n",
         z = "00".repeat(48)
     );
-    std::fs::write(&policy, pinned).unwrap();
-    let (ok, text) = run(&path);
-    assert!(ok, "{text}");
+    std::fs::write(&profiles, pinned).unwrap();
+    let signed_ok = sign();
+    assert_eq!(signed_ok.code, 0, "{}", signed_ok.stderr);
 }

@@ -33,7 +33,11 @@ const APP: &str = "aaaaaaaaaaaaaaaa";
 struct Allowed;
 
 impl PeerAttestation for Allowed {
-    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody> {
+    fn authorize(
+        &self,
+        app_id: &AppId,
+        _owner: Option<&attestation::owner::VerifiedPolicy>,
+    ) -> Result<Admission, ErrorBody> {
         if app_id.as_str() == APP {
             Ok(Admission {
                 claims: test_support::claims::sim_snp(1),

@@ -1,12 +1,16 @@
-//! The configuration files of the programs under test, written the way an operator would: the gateway's
-//! `gateway.toml`, an agent's `agent-NAME.toml`, the app policy and the agents' gateway policy.
+//! The configuration files of the programs under test, written the way an operator (or an app owner) would: the
+//! gateway's `gateway.toml`, an agent's `agent-NAME.toml`, the operator's apps file, the app owner's signed app
+//! policy and the agents' gateway policy.
 //!
 //! Every file of one test lives in one directory (a [`Scratch`](crate::Scratch)) with fixed names: the simulated
-//! PKI in `pki/`, `apps.toml`, `gateway-policy.toml`, the gateway's `registry.sqlite` and each agent's
+//! PKI in `pki/`, `apps.toml` (the operator's: it can only deny), `app-policy.json` (the owner's, signed with one
+//! of the [`LAB_APPS`] keys), `gateway-policy.toml`, the gateway's `registry.sqlite` and each agent's
 //! `state-NAME/`. The gateway listens on the lab's gateway host.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use attestation::owner::{OwnerKey, ProfilesFile, SignedPolicy};
 
 use crate::lab::Host;
 use crate::pki::CertFiles;
@@ -30,19 +34,53 @@ fn sim_tdx_pins(mr_td: &str) -> String {
     )
 }
 
-/// An app policy letting `app` run with any of the `allowed` measurements, on simulated SNP or TDX.
-pub fn app_policy(app: &str, allowed: &[&str]) -> String {
+/// The apps of the lab tests and the seeds of their owners' keys: each app id is the one its owner's key derives
+/// (`attestation::owner`), so only that key signs its policy.
+pub const LAB_APPS: [(&str, u8); 2] = [
+    ("9fc19746cf2f9a0064f3338ba6b3a9eb", 0x0a),
+    ("cc51e4e08ea4888896234a7cf3f8779a", 0x0b),
+];
+
+/// The owner key of lab app `app` (one of [`LAB_APPS`]).
+pub fn lab_owner(app: &str) -> OwnerKey {
+    let (_, seed) = LAB_APPS
+        .iter()
+        .find(|(id, _)| *id == app)
+        .unwrap_or_else(|| panic!("app {app} is not one of the lab's apps"));
+    OwnerKey::from_seed([*seed; 32])
+}
+
+/// Profiles (`[[profile]]` tables, as `gateway app sign-policy` reads them) allowing any of the `allowed`
+/// measurements, on simulated SNP or TDX.
+pub fn app_profiles(allowed: &[&str]) -> String {
     let mut text = String::new();
     for m in allowed {
         let m = measurement(m);
         let _ = write!(
             text,
-            "[[apps.{app}.profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{m}\"\n\n\
-             [[apps.{app}.profile]]\nplatform = \"sim-tdx\"\n{}\n",
+            "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{m}\"\n\n\
+             [[profile]]\nplatform = \"sim-tdx\"\n{}\n",
             sim_tdx_pins(&m)
         );
     }
     text
+}
+
+/// Lab app `app`'s policy at `version` letting it run with any of the `allowed` measurements, signed by its
+/// owner: the JSON document an agent's `app_policy` names and the admin API takes.
+pub fn signed_app_policy(app: &str, version: u64, allowed: &[&str]) -> String {
+    let profiles = ProfilesFile::from_toml(&app_profiles(allowed))
+        .unwrap_or_else(|e| panic!("lab profiles: {e}"))
+        .profile;
+    SignedPolicy::sign(&lab_owner(app), version, profiles)
+        .unwrap_or_else(|e| panic!("signing: {e}"))
+        .to_json()
+}
+
+/// The operator's apps file of the lab: it lists nothing (an operator may deny an app there, never allow one).
+pub fn operator_apps() -> String {
+    "# The operator's apps file: `[apps.<id>] deny = true` blocks an app; admission is the owners' signed policies.\n"
+        .into()
 }
 
 /// An agents' gateway policy accepting gateways with measurement `allowed` (simulated SNP or TDX).
@@ -219,6 +257,8 @@ pub struct AgentConfig {
     pub measurement: String,
     /// The gateway policy's file name in the test's directory.
     pub gateway_policy: String,
+    /// The file name, in the test's directory, of the owner-signed app policy it carries (none when `None`).
+    pub app_policy: Option<String>,
     /// The validity of its RA-TLS certificates (the agent's default when `None`).
     pub certificate_validity_secs: Option<u64>,
     /// The tunnel's TUN device (`tga-NAME` when `None`).
@@ -238,10 +278,11 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            app_id: "deadbeef111111111111111111111111".into(),
+            app_id: LAB_APPS[0].0.into(),
             backend: "sim-snp".into(),
             measurement: "aa".into(),
             gateway_policy: "gateway-policy.toml".into(),
+            app_policy: Some("app-policy.json".into()),
             certificate_validity_secs: Some(3600),
             interface: None,
             handshake_timeout_secs: Some(30),
@@ -258,12 +299,17 @@ impl AgentConfig {
     pub fn render(&self, dir: &Path, name: &str) -> String {
         let pki = dir.join("pki");
         let mut text = format!(
-            "app_id = \"{app}\"\ngateways = [\"https://{gw}:{CONTROL_PORT}\"]\nstate_dir = \"{state}\"\n\
+            "app_id = \"{app}\"\ngateways = [\"https://{gw}:{CONTROL_PORT}\"]\nstate_dir = \"{state}\"\n{app_policy}\
              [attestation]\nbackend = \"{backend}\"\ngateway_policy = \"{gp}\"\ntrusted_sim_roots = [\"{pki}\"]\n\
              sim_pki = \"{pki}\"\nsim_measurement = \"{m}\"\n",
             app = self.app_id,
             gw = Host::Gateway.addr(),
             state = dir.join(format!("state-{name}")).display(),
+            app_policy = self
+                .app_policy
+                .as_ref()
+                .map(|f| format!("app_policy = \"{}\"\n", dir.join(f).display()))
+                .unwrap_or_default(),
             backend = self.backend,
             gp = dir.join(&self.gateway_policy).display(),
             pki = pki.display(),
@@ -307,5 +353,19 @@ impl AgentConfig {
         let path = dir.join(format!("agent-{name}.toml"));
         write_file(&path, &self.render(dir, name));
         path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_apps_are_the_ids_their_owners_keys_derive() {
+        for (app, _) in LAB_APPS {
+            assert_eq!(lab_owner(app).app_id(), app);
+            let signed = SignedPolicy::from_json(&signed_app_policy(app, 3, &["aa"])).unwrap();
+            assert_eq!(signed.verify_for(app).unwrap().version(), 3);
+        }
     }
 }

@@ -306,8 +306,8 @@ fn expiry_policy_reload_and_certificate_renewal() {
     // one; allowed again, it is accepted, with the address the registry then hands out.
     let live_id = world.instance_at(&live_addr).unwrap().instance_id;
     let changed = unix_now();
-    world.write_app_policy(&[BAD]);
-    world.wait_line("gateway", "app policy reloaded", changed, 10);
+    world.publish_app_policy(&lab, &[BAD]);
+    world.wait_line("gateway", "app owner's policy installed", changed, 10);
     // Every instance of the app goes, the live agent's among them.
     let revoked = wait_for(
         Duration::from_secs(5),
@@ -336,8 +336,8 @@ fn expiry_policy_reload_and_certificate_renewal() {
     }
     world.wait_line("live", "policy_refused", changed, 25);
     let allowed = unix_now();
-    world.write_app_policy(&[GOOD]);
-    world.wait_line("gateway", "app policy reloaded", allowed, 10);
+    world.publish_app_policy(&lab, &[GOOD]);
+    world.wait_line("gateway", "app owner's policy installed", allowed, 10);
     world.wait_line("live", ": registered", allowed, 15);
     let live_addr = world
         .instance(live_id.as_str())

@@ -31,7 +31,7 @@ fn a_policy_that_stops_allowing_the_measurement_takes_the_instance_out_within_se
     assert!(record.claims.is_some(), "the verified claims are stored");
 
     let changed = unix_now();
-    world.write_app_policy(&[BAD]);
+    world.publish_app_policy(&lab, &[BAD]);
     let (removed_at, line) = world.wait_line("gateway", "instance removed", changed, 10);
     assert!(
         line.contains(record.instance_id.as_str()) && line.contains("reason=\"policy\""),

@@ -36,6 +36,10 @@ pub struct ConfigFile {
     /// The ports the instance exposes through the gateway.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// The app's owner-signed policy (from `gateway app sign-policy`), carried to the gateway with every
+    /// registration.
+    #[serde(default)]
+    pub app_policy: Option<PathBuf>,
 }
 
 /// The Docker engine the agent follows (only contacted when some port has a Docker target).

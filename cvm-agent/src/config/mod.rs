@@ -80,6 +80,9 @@ pub struct AgentConfig {
     pub forwarding: AgentForwarding,
     /// The ports the instance exposes through the gateway (distinct, none is 0).
     pub ports: Vec<PortRule>,
+    /// The app's owner-signed policy file, carried with every registration (the gateway admits the instance only
+    /// under the highest version of its owner's policy it has seen, brought by an agent or by the owner).
+    pub app_policy: Option<PathBuf>,
 }
 
 /// The agent's attestation, checked: the settings shared with the gateway and the policy gateways must satisfy.
@@ -210,6 +213,7 @@ impl ConfigFile {
                 docker: self.docker,
                 forwarding: self.forwarding,
                 ports,
+                app_policy: self.app_policy,
             }),
             _ => Err(p.0),
         }

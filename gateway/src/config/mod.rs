@@ -336,8 +336,9 @@ impl GatewayConfig {
                 "attestation.app_policy: {} is not a readable file",
                 a.app_policy.display()
             ));
-        } else if let Err(e) =
-            attestation::policy::read_policy::<attestation::policy::AppPolicy>(&a.app_policy)
+        } else if let Err(e) = attestation::policy::read_policy::<
+            crate::control::operator::OperatorApps,
+        >(&a.app_policy)
         {
             problems.push(format!("attestation.app_policy: {e}"));
         }

@@ -5,11 +5,13 @@
 //! - [`peer`] — what the control plane knows about the other end of a connection (its verified attestation).
 //! - [`tunnel`] — the seam to the WireGuard endpoint ([`PeerTable`]).
 //! - [`http`] — the axum routes (`POST /v1/register`, `GET /v1/attestation`), body and rate limits, typed errors.
+//! - [`operator`] — the operator's apps file, which may deny an app but never allow one.
 //! - [`rate`] — per-source token buckets.
 //! - [`listener`] — TLS accept loop feeding axum, with handshake timeout and a connection limit.
 
 pub mod http;
 pub mod listener;
+pub mod operator;
 pub mod peer;
 pub mod rate;
 pub mod service;

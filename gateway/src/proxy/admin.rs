@@ -7,6 +7,7 @@
 //! | `GET /v1/instances` | every instance, the same fields |
 //! | `POST /v1/instances/{id}/drain` | stop sending new connections to the instance |
 //! | `POST /v1/instances/{id}/undrain` | send new connections to it again |
+//! | `PUT /v1/apps/{id}/policy` | the app owner's signed policy (body: the JSON document from `gateway app sign-policy`); kept if newer than the one in force |
 //! | `POST /v1/certificates/reload` | reload the TLS certificates now |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -19,7 +20,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -230,6 +231,51 @@ async fn undrain(State(state): State<AdminState>, Path(id): Path<String>) -> Res
     set_drained(state, id, false).await
 }
 
+/// Hands an app owner's signed policy to the registry, on the blocking pool (it writes to the database). An old
+/// or identical version changes nothing and is answered `installed: false`; the operator's token lets them deliver
+/// a policy, never make one (only the owner's key signs).
+async fn put_app_policy(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let id = id.to_ascii_lowercase();
+    if let Err(e) = id.parse::<protocol::control::AppId>() {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let Some(intake) = state.proxy.app_policies().get().cloned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway takes no app policies",
+        );
+    };
+    let app = id.clone();
+    let offered = tokio::task::spawn_blocking(move || intake.offer(&app, &body)).await;
+    use super::app_policy::PolicyRejected;
+    match offered {
+        Ok(Ok(accepted)) => {
+            tracing::info!(app = %id, version = accepted.version, installed = accepted.installed,
+                "app policy offered through the admin API");
+            Json(serde_json::json!({
+                "app_id": id,
+                "version": accepted.version,
+                "installed": accepted.installed,
+            }))
+            .into_response()
+        }
+        Ok(Err(PolicyRejected::Invalid(why))) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
+        Ok(Err(PolicyRejected::Conflict(why))) => error(StatusCode::CONFLICT, why),
+        Ok(Err(PolicyRejected::Internal(why))) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
+        Err(e) => {
+            tracing::error!(app = %id, error = %e, "the app policy task failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the app policy task failed: {e}"),
+            )
+        }
+    }
+}
+
 async fn reload_certificates(State(state): State<AdminState>) -> Response {
     match state.proxy.certificates().reload() {
         Ok(()) => {
@@ -272,6 +318,7 @@ pub fn router(proxy: Arc<Proxy>, token: &str) -> Result<Router, AdminError> {
         .route("/v1/instances", get(instances))
         .route("/v1/instances/{id}/drain", post(drain))
         .route("/v1/instances/{id}/undrain", post(undrain))
+        .route("/v1/apps/{id}/policy", put(put_app_policy))
         .route("/v1/certificates/reload", post(reload_certificates))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

@@ -2,6 +2,7 @@
 //! upstream choice, the byte relay, limits, the admin listener and metrics.
 
 pub mod admin;
+pub mod app_policy;
 pub mod client_hello;
 pub mod config;
 pub mod directory;

@@ -180,6 +180,7 @@ pub struct Proxy {
     metrics: Metrics,
     connections: Arc<ConnectionTable>,
     drains: DrainSet,
+    app_policies: super::app_policy::PolicyIntakeSlot,
     self_attestation: Option<Arc<SelfAttestation>>,
     per_source: Arc<SourceLimits>,
 }
@@ -228,6 +229,7 @@ impl Proxy {
             tls,
             metrics: Metrics::default(),
             drains: DrainSet::default(),
+            app_policies: Default::default(),
             self_attestation,
         }))
     }
@@ -267,6 +269,11 @@ impl Proxy {
     /// The drained instances.
     pub fn drains(&self) -> &DrainSet {
         &self.drains
+    }
+
+    /// Where the admin API sends app owners' signed policies.
+    pub fn app_policies(&self) -> &super::app_policy::PolicyIntakeSlot {
+        &self.app_policies
     }
 
     /// The certificates.

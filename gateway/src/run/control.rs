@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use attestation::policy::{AppPolicy, PolicyFile};
+use attestation::policy::PolicyFile;
 use attestation::ratls::{self, RaTlsIdentity, RaTlsVerifier};
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use super::{PartError, RunError};
 use crate::config::ControlConfig;
 use crate::control::http::{self, router, ControlState};
 use crate::control::listener::{ListenerLimits, TlsListener};
+use crate::control::operator::OperatorApps;
 use crate::control::rate::RateLimiter;
 use crate::control::{ControlService, PeerAttestation};
 
@@ -24,8 +25,8 @@ pub(crate) struct ControlParts {
     pub(crate) identity: Arc<RaTlsIdentity>,
     /// Checks agents' RA-TLS certificates during the handshake.
     pub(crate) agents: Arc<RaTlsVerifier>,
-    /// The app policy, checked per request.
-    pub(crate) policy: Arc<PolicyFile<AppPolicy>>,
+    /// The operator's apps file, checked per request.
+    pub(crate) policy: Arc<PolicyFile<OperatorApps>>,
     /// The registration service.
     pub(crate) service: ControlService,
 }

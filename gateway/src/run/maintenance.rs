@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use attestation::policy::{AppPolicy, PolicyFile, Reload};
+use attestation::policy::{PolicyFile, Reload};
 use attestation::ratls::RaTlsIdentity;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::operator::OperatorApps;
 use crate::control::ControlService;
 
 /// How often the maintenance task wakes.
@@ -36,8 +37,8 @@ pub(crate) struct Maintenance {
     pub(crate) service: ControlService,
     /// The gateway's RA-TLS identity, renewed when due.
     pub(crate) identity: Arc<RaTlsIdentity>,
-    /// The app policy, reloaded when its file changes.
-    pub(crate) policy: Arc<PolicyFile<AppPolicy>>,
+    /// The operator's apps file, reloaded when it changes.
+    pub(crate) policy: Arc<PolicyFile<OperatorApps>>,
     /// How often expired instances are removed.
     pub(crate) sweep: Duration,
 }
@@ -87,8 +88,8 @@ impl Maintenance {
         let service = self.service.clone();
         let policy = self.policy.current();
         let revoked = tokio::task::spawn_blocking(move || {
-            service.revoke(unix_secs(SystemTime::now()), |record| {
-                super::attest::still_admitted(&policy, record)
+            service.revoke_under(unix_secs(SystemTime::now()), |record, owner| {
+                super::attest::still_admitted(&policy, owner, record)
             })
         });
         match revoked.await {

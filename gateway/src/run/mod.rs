@@ -218,6 +218,9 @@ impl Gateway {
             .attach_store(Box::new(RegistryDrains::new(registry)))
             .map_err(RunError::ProxyDrains)?;
         tracing::info!(drained, "drained instances restored");
+        proxy
+            .app_policies()
+            .attach(Arc::new(service.clone()) as Arc<dyn crate::proxy::app_policy::AppPolicyIntake>);
         let running = crate::proxy::service::start(proxy, &parts.token())
             .await
             .map_err(RunError::ProxyStart)?;

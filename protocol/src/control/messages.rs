@@ -13,6 +13,9 @@ use crate::key::PublicKey;
 /// Most ports one instance may declare.
 pub const MAX_PORTS: usize = 64;
 
+/// The longest app policy document a registration may carry, in bytes.
+pub const MAX_APP_POLICY_BYTES: usize = 12 * 1024;
+
 /// Whether the local target behind a declared port currently answers (filled in by the agent's forwarder).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,6 +66,11 @@ pub struct RegisterRequest {
     /// The ports the instance exposes.
     #[serde(default)]
     pub ports: Vec<PortPolicy>,
+    /// The app's policy as its owner signed it (the JSON text of a signed app policy document), when the agent
+    /// carries one. The gateway keeps the highest version it has seen and admits instances only under it; this
+    /// crate does not look inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_policy: Option<String>,
 }
 
 impl RegisterRequest {
@@ -79,6 +87,17 @@ impl RegisterRequest {
                     self.ports.len()
                 ),
             ));
+        }
+        if let Some(policy) = &self.app_policy {
+            if policy.len() > MAX_APP_POLICY_BYTES {
+                return Err(ErrorBody::new(
+                    ErrorCode::MalformedRequest,
+                    format!(
+                        "the app policy carried has {} bytes; at most {MAX_APP_POLICY_BYTES} are allowed",
+                        policy.len()
+                    ),
+                ));
+            }
         }
         let mut seen = BTreeSet::new();
         for p in &self.ports {
@@ -279,6 +298,30 @@ mod tests {
         let mut v = valid();
         v["extra"] = 1.into();
         assert_eq!(decode(&v).unwrap_err().error, ErrorCode::MalformedRequest);
+
+        let mut v = valid();
+        v["app_policy"] = "x".repeat(MAX_APP_POLICY_BYTES + 1).into();
+        let e = decode(&v).unwrap_err();
+        assert_eq!(e.error, ErrorCode::MalformedRequest);
+        assert!(e.message.contains("app policy"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_app_policy_is_optional_and_carried_as_text() {
+        assert_eq!(decode(&valid()).unwrap().app_policy, None);
+        let mut v = valid();
+        v["app_policy"] = "{\"format\": \"tee-gateway/app-policy/v1\"}".into();
+        let r = decode(&v).unwrap();
+        assert_eq!(
+            r.app_policy.as_deref(),
+            Some("{\"format\": \"tee-gateway/app-policy/v1\"}")
+        );
+        let without = RegisterRequest {
+            app_policy: None,
+            ..r
+        };
+        let json = serde_json::to_value(&without).unwrap();
+        assert!(json.get("app_policy").is_none(), "{json}");
     }
 
     #[test]

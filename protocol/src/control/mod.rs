@@ -20,7 +20,7 @@ pub use error::{ErrorBody, ErrorCode};
 pub use ids::{AppId, IdError, InstanceId};
 pub use messages::{
     decode_register_request, GatewayTunnel, PortPolicy, RegisterRequest, RegisterResponse,
-    TargetState, MAX_PORTS,
+    TargetState, MAX_APP_POLICY_BYTES, MAX_PORTS,
 };
 
 /// The control protocol version this build speaks.

@@ -24,7 +24,7 @@ use test_support::{testserver, Host, Lab, Process};
 use crate::registration::World;
 
 /// The app of the three instances.
-pub(crate) const APP: &str = "feedface222222222222222222222222";
+pub(crate) const APP: &str = test_support::configs::LAB_APPS[1].0;
 /// The gateway's base domain.
 pub(crate) const BASE: &str = "apps.lab.test";
 /// The WireGuard port the blackhole test drops.

@@ -25,8 +25,13 @@ pub(crate) use test_support::configs::{
 pub(crate) use test_support::logs::unix_now;
 use test_support::{clients, configs, logs, pki, wait_for, Host, Lab, Process, Scratch};
 
-/// The app of the registration tests (the agents' default in [`AgentConfig`]).
-pub(crate) const APP: &str = "deadbeef111111111111111111111111";
+/// The app of the registration tests (the agents' default in [`AgentConfig`]), the first of the lab's apps: its id
+/// is derived from its owner's key ([`configs::lab_owner`]).
+pub(crate) const APP: &str = configs::LAB_APPS[0].0;
+/// Where the lab gateway's admin API listens (inside the gateway's host), unless a test configures its own.
+pub(crate) const ADMIN_LISTEN: &str = "127.0.0.1:9445";
+/// The lab gateway's admin bearer token.
+pub(crate) const ADMIN_TOKEN: &str = "lab-owner-upload-token-0123456789";
 /// The measurement the policies allow (every program's default).
 pub(crate) const GOOD: &str = "aa";
 /// A measurement no policy allows.
@@ -42,6 +47,8 @@ pub(crate) struct World {
     pub app: String,
     /// The programs' `RUST_LOG`.
     pub rust_log: &'static str,
+    /// The version of the owner's app policy last signed.
+    policy_version: std::cell::Cell<u64>,
 }
 
 impl World {
@@ -55,8 +62,9 @@ impl World {
         (Lab::up().unwrap(), Self::new(name))
     }
 
-    /// A fresh world named `name`: the simulated PKI, an app policy allowing `app` with [`GOOD`], and a gateway
-    /// policy accepting gateways with [`GOOD`]; the programs log at `info`.
+    /// A fresh world named `name`: the simulated PKI, the operator's apps file (listing nothing), the owner's signed
+    /// app policy (version 1) allowing `app` with [`GOOD`] that the agents carry, and a gateway policy accepting
+    /// gateways with [`GOOD`]; the programs log at `info`.
     pub(crate) fn for_app(name: &str, app: &str) -> Self {
         let scratch = Scratch::new(name);
         pki::write_sim_pki(&scratch.path("pki"));
@@ -64,7 +72,9 @@ impl World {
             scratch,
             app: app.into(),
             rust_log: "info",
+            policy_version: std::cell::Cell::new(0),
         };
+        write(&w.scratch.path("apps.toml"), &configs::operator_apps());
         w.write_app_policy(&[GOOD]);
         w.write_gateway_policy(GOOD);
         w
@@ -80,12 +90,45 @@ impl World {
         self.scratch.path("pki")
     }
 
-    /// The app policy: the world's app allows the listed measurements.
-    pub(crate) fn write_app_policy(&self, allowed: &[&str]) {
+    /// The owner signs the next version of the app policy, the world's app allowing the listed measurements, into
+    /// `app-policy.json` (the file agents carry); returns its path.
+    pub(crate) fn write_app_policy(&self, allowed: &[&str]) -> PathBuf {
+        let version = self.policy_version.get() + 1;
+        self.policy_version.set(version);
+        let path = self.scratch.path("app-policy.json");
         write(
-            &self.scratch.path("apps.toml"),
-            &configs::app_policy(&self.app, allowed),
+            &path,
+            &configs::signed_app_policy(&self.app, version, allowed),
         );
+        path
+    }
+
+    /// [`World::write_app_policy`], then the owner uploads it to the running gateway's admin API
+    /// (`PUT /v1/apps/ID/policy`, from inside the gateway's host); returns the answer's JSON.
+    pub(crate) fn publish_app_policy(&self, lab: &Lab, allowed: &[&str]) -> serde_json::Value {
+        let path = self.write_app_policy(allowed);
+        self.upload_app_policy(lab, &path).unwrap()
+    }
+
+    /// Uploads the signed policy at `path` to the gateway's admin API: the answer's JSON (an error's too).
+    pub(crate) fn upload_app_policy(&self, lab: &Lab, path: &Path) -> Result<serde_json::Value> {
+        let url = format!("http://{ADMIN_LISTEN}/v1/apps/{}/policy", self.app);
+        let out = lab.run(
+            Host::Gateway,
+            &[
+                "curl",
+                "-sS",
+                "-X",
+                "PUT",
+                "-H",
+                &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+                "--data-binary",
+                &format!("@{}", path.display()),
+                &url,
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        serde_json::from_str(&text).with_context(|| format!("admin API answer {text:?}"))
     }
 
     /// The agents' gateway policy `gateway-policy.toml`: gateways with measurement `allowed`.
@@ -148,8 +191,18 @@ impl World {
         lab.spawn(cmd)
     }
 
-    /// Writes `config` as `gateway.toml` and starts the gateway in its host, logging to `gateway.log`.
+    /// Writes `config` as `gateway.toml` and starts the gateway in its host, logging to `gateway.log`. Unless
+    /// `config` has its own, the gateway gets an admin API on [`ADMIN_LISTEN`] (for the owner's uploads).
     pub(crate) fn start_gateway(&self, lab: &Lab, config: &GatewayConfig) -> Result<Process> {
+        let mut config = config.clone();
+        if !config.proxy_extra.contains("[proxy.admin]") {
+            let token = self.scratch.path("admin-token");
+            write(&token, ADMIN_TOKEN);
+            config.proxy_extra += &format!(
+                "\n[proxy.admin]\nlisten = \"{ADMIN_LISTEN}\"\ntoken_file = \"{}\"\n",
+                token.display()
+            );
+        }
         let path = config.write(self.dir());
         self.start(lab, Host::Gateway, "gateway", "gateway", &path)
     }
@@ -361,7 +414,8 @@ pub(crate) fn connect_outcome(lab: &Lab, host: Host, addr: &str, port: u16) -> R
     Ok(clients::connect_outcome(lab, host, addr, port)?.0)
 }
 
-/// A registration request of `instance` of [`APP`] with WireGuard key `key`, declaring port 7000.
+/// A registration request of `instance` of [`APP`] with WireGuard key `key`, declaring port 7000 and carrying the
+/// owner's first policy (allowing [`GOOD`], as [`World::for_app`] signs it).
 pub(crate) fn register_request(
     instance: &protocol::control::InstanceId,
     key: protocol::control::PublicKey,
@@ -372,6 +426,7 @@ pub(crate) fn register_request(
         instance_id: instance.clone(),
         wireguard_public_key: key,
         ports: vec![protocol::control::PortPolicy::plain(FORWARDED)],
+        app_policy: Some(configs::signed_app_policy(APP, 1, &[GOOD])),
     }
 }
 

@@ -9,9 +9,17 @@
 //! and a registration the policy refuses removes the instance it names when it comes with that instance's own
 //! WireGuard key (so another app's CVM cannot evict an instance by naming it). [`ControlService::revocations`]
 //! counts removals by reason.
+//!
+//! Owner policies: an instance is admitted only under the policy its app's owner signed
+//! ([`attestation::owner`]), the highest version the registry has seen. A registration may carry that policy
+//! (the agent's configured file), and the owner may upload it through the admin API; both go through
+//! [`ControlService::offer_policy`], which installs a higher version and at once removes the app's instances the
+//! new version no longer admits. A lower or equal version changes nothing.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+
+use attestation::owner::{SignedPolicy, VerifiedPolicy};
 
 use protocol::control::{
     decode_register_request, ErrorBody, ErrorCode, GatewayTunnel, PublicKey, RegisterResponse,
@@ -20,7 +28,9 @@ use protocol::control::{
 
 use super::peer::PeerAttestation;
 use super::tunnel::PeerTable;
-use crate::registry::{Change, InstanceRecord, Registry, Revocation, RevocationCounts};
+use crate::registry::{
+    Change, InstanceRecord, PolicyOffer, PolicyOfferError, Registry, Revocation, RevocationCounts,
+};
 
 /// What every successful registration answer carries besides the instance's own address.
 #[derive(Debug, Clone)]
@@ -116,7 +126,23 @@ impl ControlService {
                 "registration needs a client RA-TLS certificate carrying the instance's evidence",
             ));
         };
-        if peer.is_app_id(request.instance_id.as_str()) {
+        if let Some(document) = &request.app_policy {
+            self.offer_policy(&request.app_id, document, now)
+                .map_err(|e| {
+                    tracing::warn!(app = %request.app_id, instance = %request.instance_id, reason = e.kind(),
+                        "app policy carried by a registration refused: {e}");
+                    ErrorBody::new(
+                        ErrorCode::PolicyRefused,
+                        format!("the app policy carried for app {} is refused: {e}", request.app_id),
+                    )
+                })?;
+        }
+        let instance_is_app = peer.is_app_id(request.instance_id.as_str())
+            || self
+                .lock()
+                .owner_policy(request.instance_id.as_str())
+                .is_some();
+        if instance_is_app {
             return Err(ErrorBody::new(
                 ErrorCode::InstanceIdIsAppId,
                 format!(
@@ -125,7 +151,8 @@ impl ControlService {
                 ),
             ));
         }
-        let admission = match peer.authorize(&request.app_id) {
+        let owner = self.lock().owner_policy(request.app_id.as_str());
+        let admission = match peer.authorize(&request.app_id, owner.as_deref()) {
             Ok(admission) => admission,
             Err(refusal) => {
                 self.revoke_refused(&request, &refusal.message);
@@ -185,6 +212,47 @@ impl ControlService {
         }
     }
 
+    /// Verifies a signed policy `document` for `app_id` and offers it to the registry (see the module
+    /// documentation). A version higher than the one in force is installed, and the app's instances it no longer
+    /// admits are removed at once. Blocking: it writes to the database.
+    pub fn offer_policy(
+        &self,
+        app_id: &protocol::control::AppId,
+        document: &str,
+        now: u64,
+    ) -> Result<PolicyOffer, PolicyOfferError> {
+        let signed = SignedPolicy::from_json(document)?;
+        let mut registry = self.lock();
+        let offer = registry.offer_policy(&signed, Some(app_id.as_str()), now)?;
+        match &offer {
+            PolicyOffer::Installed {
+                version, previous, ..
+            } => {
+                tracing::info!(app = %app_id, version, previous, "app owner's policy installed");
+                if let Some(policy) = registry.owner_policy(app_id.as_str()) {
+                    let removed = registry.remove_where(|r| {
+                        if r.app_id != *app_id {
+                            return None;
+                        }
+                        admitted_by(&policy, r).err().map(Revocation::Policy)
+                    });
+                    match removed {
+                        Ok(removed) => self.removed(removed),
+                        Err(e) => {
+                            tracing::error!(app = %app_id, error = %e, "re-check under the new policy failed; the next maintenance tick retries")
+                        }
+                    }
+                }
+            }
+            PolicyOffer::Kept {
+                offered, stored, ..
+            } => {
+                tracing::debug!(app = %app_id, offered, stored, "app policy offered is not newer; kept")
+            }
+        }
+        Ok(offer)
+    }
+
     /// Removes every instance that `admitted` no longer accepts (its error says why) or whose evidence ended before
     /// `now`, from the registry and the tunnel. Returns how many went. Blocking: it writes to the database.
     pub fn revoke(
@@ -192,14 +260,26 @@ impl ControlService {
         now: u64,
         admitted: impl Fn(&InstanceRecord) -> Result<(), String>,
     ) -> usize {
+        self.revoke_under(now, |r, _| admitted(r))
+    }
+
+    /// [`Self::revoke`], where `admitted` is also given the owner policy in force for the record's app.
+    pub fn revoke_under(
+        &self,
+        now: u64,
+        admitted: impl Fn(&InstanceRecord, Option<&VerifiedPolicy>) -> Result<(), String>,
+    ) -> usize {
         let mut registry = self.lock();
+        let owners = registry.owner_policies();
         let removed = registry.remove_where(|r| {
             if r.valid_until < now {
                 return Some(Revocation::EvidenceExpired {
                     valid_until: r.valid_until,
                 });
             }
-            admitted(r).err().map(Revocation::Policy)
+            admitted(r, owners.get(r.app_id.as_str()).map(|p| p.as_ref()))
+                .err()
+                .map(Revocation::Policy)
         });
         match removed {
             Ok(removed) => {
@@ -278,6 +358,14 @@ impl ControlService {
             }
         }
     }
+}
+
+/// Whether the owner's `policy` admits a registered instance: `Err` names why not.
+pub fn admitted_by(policy: &VerifiedPolicy, record: &InstanceRecord) -> Result<(), String> {
+    let Some(claims) = &record.claims else {
+        return Err("no verified claims are stored for it".into());
+    };
+    policy.check(claims).map(|_| ()).map_err(|v| v.to_string())
 }
 
 #[cfg(test)]

@@ -17,7 +17,11 @@ const REFUSED_APP: &str = "cccccccccccccccc";
 struct FakePeer;
 
 impl PeerAttestation for FakePeer {
-    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody> {
+    fn authorize(
+        &self,
+        app_id: &AppId,
+        _owner: Option<&attestation::owner::VerifiedPolicy>,
+    ) -> Result<Admission, ErrorBody> {
         match app_id.as_str() {
             APP => Ok(crate::registry::fixtures::admission(0x3f, u64::MAX)),
             REFUSED_APP => Err(ErrorBody::new(
@@ -181,7 +185,11 @@ struct Peer {
 }
 
 impl PeerAttestation for Peer {
-    fn authorize(&self, app_id: &AppId) -> Result<Admission, ErrorBody> {
+    fn authorize(
+        &self,
+        app_id: &AppId,
+        _owner: Option<&attestation::owner::VerifiedPolicy>,
+    ) -> Result<Admission, ErrorBody> {
         if self.refused || app_id.as_str() != APP {
             return Err(ErrorBody::new(
                 ErrorCode::PolicyRefused,
