@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use attestation::sealing::Sealer;
 use protocol::control::PublicKey;
-use protocol::tunnel::{Endpoint, EndpointConfig, PeerConfig, PrivateKey};
+use protocol::tunnel::{Endpoint, EndpointConfig, InboundFilter, PeerConfig, PrivateKey};
 
 use super::RunError;
 use crate::config::TunnelConfig;
@@ -85,10 +85,34 @@ pub(crate) async fn start_endpoint(
     endpoint_config.tun_name = config.interface.to_string();
     endpoint_config.mtu = config.mtu.get();
     endpoint_config.health_window = config.health_window();
+    // The gateway serves nothing through the tunnel: CVMs may answer the connections it opens to their
+    // forwarded ports (from the kernel's ephemeral ports) and its pings, and reach nothing else on its host.
+    let local_ports = local_port_range();
+    tracing::info!(ports = ?local_ports, "tunnel inbound: replies to the gateway's own connections only");
+    endpoint_config.inbound_filter = Some(InboundFilter::replies_only(local_ports));
     let endpoint = Endpoint::start(endpoint_config)
         .await
         .map_err(RunError::Tunnel)?;
     Ok((endpoint, public))
+}
+
+/// Where the kernel of the gateway's network namespace picks the local ports of the connections it opens
+/// (`net.ipv4.ip_local_port_range`); Linux's default range if it cannot be read.
+fn local_port_range() -> std::ops::RangeInclusive<u16> {
+    const DEFAULT: std::ops::RangeInclusive<u16> = 32768..=60999;
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return DEFAULT;
+    };
+    parse_port_range(&text).unwrap_or(DEFAULT)
+}
+
+/// `"32768\t60999\n"` as a range; None unless two ports, the first not above the second.
+fn parse_port_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let mut ports = text.split_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(low)), Some(Ok(high)), None) = (ports.next(), ports.next(), ports.next()) else {
+        return None;
+    };
+    (low <= high).then_some(low..=high)
 }
 
 /// [`PeerTable`] and [`HandshakeAges`] over a running [`Endpoint`].
@@ -206,5 +230,16 @@ mod tests {
             wireguard_key(&mut store, &sealer(1)),
             Err(RunError::KeyLength { len: 31 })
         ));
+    }
+
+    #[test]
+    fn the_local_port_range_is_read_as_the_kernel_writes_it() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some(32768..=60999));
+        assert_eq!(parse_port_range("1024 65535"), Some(1024..=65535));
+        for bad in ["", "32768", "60999\t32768", "1 2 3", "x 5", "0 70000"] {
+            assert_eq!(parse_port_range(bad), None, "{bad:?}");
+        }
+        let here = local_port_range();
+        assert!(here.start() <= here.end());
     }
 }

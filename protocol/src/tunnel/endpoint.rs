@@ -193,8 +193,8 @@ impl Endpoint {
     /// from the next batch of datagrams; established connections to ports no longer let in stop receiving.
     pub fn set_inbound_filter(&self, filter: Option<InboundFilter>) {
         match &filter {
-            Some(f) => tracing::info!(tcp_ports = ?f.tcp_ports().collect::<Vec<_>>(),
-                icmp_echo = f.icmp_echo(), "inbound filter set"),
+            Some(f) => tracing::info!(tcp_ports = ?f.port_ranges(), icmp_echo = f.icmp_echo(),
+                replies_only = f.is_replies_only(), "inbound filter set"),
             None => tracing::info!("inbound filter removed"),
         }
         *self

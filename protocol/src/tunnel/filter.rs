@@ -9,6 +9,16 @@
 //! The check is stateless and costs a few loads per packet: the ports are a bitmap, nothing is allocated. Being
 //! stateless, it suits an endpoint that only serves: answers to connections it opened through the tunnel would be
 //! dropped too. An endpoint without a filter delivers every packet that passes the isolation checks.
+//!
+//! An endpoint that only opens connections through the tunnel and serves nothing there (the gateway: it connects
+//! to the CVMs' forwarded ports, and no CVM has any business connecting to it) uses
+//! [`InboundFilter::replies_only`]: TCP segments only to the local ports the endpoint's connections come from (the
+//! kernel's ephemeral range, where none of the gateway's listeners are), and of those never a connection attempt
+//! (a SYN without ACK), which is dropped without an answer; ICMP echo replies (the gateway may ping a CVM) and
+//! destination-unreachable errors (about a connection it opened); nothing else (no UDP, no echo requests). A peer
+//! can therefore not open a connection to any service of the gateway's host, nor complete one by guessing a SYN
+//! cookie for a listener: those listen outside the ephemeral range. What remains is what the peer could do anyway
+//! on a connection the gateway opened to it: answer, reset or close it.
 
 use super::ip::{
     header_len, ipv4_addrs, is_fragment, IP_DF, PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_HDR,
@@ -17,6 +27,7 @@ use super::ip::{
 use super::offload::{fold, pseudo_header_sum, sum_words};
 
 const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACHABLE: u8 = 3;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// Length of the reset the endpoint crafts: an IPv4 header and a TCP header, neither with options.
@@ -25,16 +36,19 @@ pub(crate) const RESET_LEN: usize = 40;
 /// What the endpoint lets in from the tunnel (see the module documentation).
 #[derive(Clone, PartialEq, Eq)]
 pub struct InboundFilter {
-    /// One bit per TCP port.
+    /// One bit per TCP port: the ports served, or (replies only) the local ports of connections opened.
     tcp_ports: Box<[u64; 1024]>,
     icmp_echo: bool,
+    /// Only answers to connections this endpoint opened (see [`InboundFilter::replies_only`]).
+    replies_only: bool,
 }
 
 impl std::fmt::Debug for InboundFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboundFilter")
-            .field("tcp_ports", &self.tcp_ports().collect::<Vec<_>>())
+            .field("tcp_ports", &self.port_ranges())
             .field("icmp_echo", &self.icmp_echo)
+            .field("replies_only", &self.replies_only)
             .finish()
     }
 }
@@ -49,7 +63,35 @@ impl InboundFilter {
         InboundFilter {
             tcp_ports: bits,
             icmp_echo,
+            replies_only: false,
         }
+    }
+
+    /// A filter for an endpoint that serves nothing through the tunnel and only opens connections through it,
+    /// from local ports in `local_ports` (on Linux, `net.ipv4.ip_local_port_range`); see the module
+    /// documentation.
+    pub fn replies_only(local_ports: std::ops::RangeInclusive<u16>) -> Self {
+        InboundFilter {
+            replies_only: true,
+            ..Self::new(local_ports, false)
+        }
+    }
+
+    /// Whether this filter lets in only answers to connections the endpoint opened.
+    pub fn is_replies_only(&self) -> bool {
+        self.replies_only
+    }
+
+    /// The TCP ports let in, as inclusive ranges in increasing order.
+    pub fn port_ranges(&self) -> Vec<std::ops::RangeInclusive<u16>> {
+        let mut ranges: Vec<std::ops::RangeInclusive<u16>> = Vec::new();
+        for p in self.tcp_ports() {
+            match ranges.last_mut() {
+                Some(r) if u32::from(*r.end()) + 1 == u32::from(p) => *r = *r.start()..=p,
+                _ => ranges.push(p..=p),
+            }
+        }
+        ranges
     }
 
     /// The TCP ports let in, in increasing order.
@@ -57,7 +99,8 @@ impl InboundFilter {
         (0..=u16::MAX).filter(|p| self.allows_tcp(*p))
     }
 
-    /// Whether ICMP echo requests and replies are let in.
+    /// Whether ICMP echo requests and replies are let in (false for a replies-only filter, which lets in echo
+    /// replies, and never requests).
     pub fn icmp_echo(&self) -> bool {
         self.icmp_echo
     }
@@ -77,6 +120,9 @@ impl InboundFilter {
             return Verdict::Drop;
         }
         let transport = &packet[ihl..];
+        if self.replies_only {
+            return self.check_reply(packet[9], transport);
+        }
         match packet[9] {
             PROTO_TCP if transport.len() >= TCP_HDR => {
                 let dst_port = u16::from_be_bytes([transport[2], transport[3]]);
@@ -96,6 +142,33 @@ impl InboundFilter {
                         transport.first(),
                         Some(&(ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY))
                     ) =>
+            {
+                Verdict::Pass
+            }
+            _ => Verdict::Drop,
+        }
+    }
+}
+
+impl InboundFilter {
+    /// The replies-only verdict for the transport header `transport` of protocol `protocol`.
+    fn check_reply(&self, protocol: u8, transport: &[u8]) -> Verdict {
+        match protocol {
+            PROTO_TCP if transport.len() >= TCP_HDR => {
+                let dst_port = u16::from_be_bytes([transport[2], transport[3]]);
+                let flags = transport[13];
+                let attempt = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+                if self.allows_tcp(dst_port) && !attempt {
+                    Verdict::Pass
+                } else {
+                    Verdict::Drop
+                }
+            }
+            PROTO_ICMP
+                if matches!(
+                    transport.first(),
+                    Some(&(ICMP_ECHO_REPLY | ICMP_DEST_UNREACHABLE))
+                ) =>
             {
                 Verdict::Pass
             }

@@ -414,6 +414,99 @@ mod tests {
         assert_eq!(outbound(&[0x45; 19]), None);
     }
 
+    /// The gateway's filter in these tests: connections it opens come from ports 32768..=60999.
+    fn gateway_filter() -> InboundFilter {
+        InboundFilter::replies_only(EPHEMERAL)
+    }
+
+    const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+    #[test]
+    fn at_the_gateway_a_cvm_can_answer_but_not_connect() {
+        let filter = gateway_filter();
+        let check = |p: &[u8]| inbound(p, CVM_A, GATEWAY, Some(&filter));
+        // Answers on a connection the gateway opened from an ephemeral port: SYN+ACK, data, FIN, RST.
+        for flags in [
+            TCP_SYN | TCP_ACK,
+            TCP_ACK,
+            TCP_ACK | TCP_PSH,
+            TCP_FIN | TCP_ACK,
+            TCP_RST,
+            TCP_RST | TCP_ACK,
+        ] {
+            for port in [32768, 45000, 60999] {
+                assert_eq!(
+                    check(&from_a(port, flags).build()),
+                    Inbound::Deliver,
+                    "{port} {flags:#x}"
+                );
+            }
+        }
+        // A connection attempt is dropped, unanswered, whatever the port: the control (8443), client (443),
+        // admin (9443) listeners, SSH, and even an ephemeral port.
+        for port in [22, 443, 8443, 9443, 51820, 32768, 45000, 60999] {
+            for flags in [
+                TCP_SYN,
+                TCP_SYN | TCP_FIN,
+                TCP_SYN | TCP_PSH,
+                TCP_SYN | TCP_RST,
+            ] {
+                assert_eq!(
+                    check(&from_a(port, flags).build()),
+                    Inbound::Drop(PeerDrop::Filtered),
+                    "{port} {flags:#x}"
+                );
+            }
+        }
+        // Outside the ephemeral range nothing TCP passes, so no ACK can complete a SYN-cookie handshake with
+        // a listener, and no stray segment reaches it.
+        for port in [22, 443, 8443, 9443, 32767, 61000] {
+            for flags in [TCP_ACK, TCP_ACK | TCP_PSH, TCP_RST, TCP_SYN | TCP_ACK] {
+                assert_eq!(
+                    check(&from_a(port, flags).build()),
+                    Inbound::Drop(PeerDrop::Filtered),
+                    "{port} {flags:#x}"
+                );
+            }
+        }
+        // ICMP: echo replies (the gateway pings CVMs) and destination-unreachable only; no echo requests.
+        for (kind, allowed) in [
+            (0, true),
+            (3, true),
+            (8, false),
+            (5, false),
+            (11, false),
+            (13, false),
+        ] {
+            let mut p = from_a(0, 0).build();
+            p[9] = PROTO_ICMP;
+            p[IP_HDR] = kind;
+            let expected = if allowed {
+                Inbound::Deliver
+            } else {
+                Inbound::Drop(PeerDrop::Filtered)
+            };
+            assert_eq!(check(&p), expected, "ICMP type {kind}");
+        }
+        // UDP (DNS, WireGuard, anything) and every other protocol: dropped, also to an ephemeral port.
+        for proto in [17, 47, 50, 132, 136] {
+            for port in [53, 51820, 45000] {
+                let mut p = from_a(port, TCP_ACK).build();
+                p[9] = proto;
+                assert_eq!(check(&p), Inbound::Drop(PeerDrop::Filtered), "{proto}");
+            }
+        }
+        // The isolation rule still comes first.
+        let spoofed = Segment {
+            src: CVM_B,
+            ..from_a(45000, TCP_ACK)
+        }
+        .build();
+        assert_eq!(check(&spoofed), Inbound::Drop(PeerDrop::SpoofedSource));
+        assert!(filter.is_replies_only() && !filter.icmp_echo());
+        assert_eq!(filter.port_ranges(), vec![EPHEMERAL]);
+    }
+
     fn addr() -> impl Strategy<Value = Ipv4Addr> {
         prop_oneof![
             Just(GATEWAY),
@@ -579,6 +672,43 @@ mod tests {
             let seg = Segment { src: CVM_A, dst: GATEWAY, dst_port: 22, flags, ..seg };
             let filter = InboundFilter::new([80], false);
             prop_assert!(matches!(inbound(&seg.build(), CVM_A, GATEWAY, Some(&filter)), Inbound::Reset(_)));
+        }
+
+        /// At the gateway, whatever a CVM sends: nothing is answered, a connection attempt (SYN without ACK)
+        /// is never delivered, no TCP reaches a port outside the ephemeral range, and nothing but TCP and
+        /// ICMP echo reply / destination unreachable is delivered.
+        #[test]
+        fn the_gateway_delivers_only_replies(p in packet(), seg in segment()) {
+            let filter = gateway_filter();
+            let to_us = Segment { src: CVM_A, dst: GATEWAY, ..seg }.build();
+            for p in [p, to_us] {
+                let decision = inbound(&p, CVM_A, GATEWAY, Some(&filter));
+                prop_assert!(!matches!(decision, Inbound::Reset(_)));
+                if decision != Inbound::Deliver {
+                    continue;
+                }
+                let ihl = usize::from(p[0] & 0x0f) * 4;
+                match p[9] {
+                    PROTO_TCP => {
+                        let dst_port = u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]);
+                        prop_assert!(EPHEMERAL.contains(&dst_port), "port {}", dst_port);
+                        prop_assert!(p[ihl + 13] & (TCP_SYN | TCP_ACK) != TCP_SYN);
+                    }
+                    PROTO_ICMP => prop_assert!(matches!(p[ihl], 0 | 3)),
+                    other => prop_assert!(false, "protocol {} delivered", other),
+                }
+            }
+        }
+
+        /// Every connection attempt from a CVM to the gateway is dropped, to any port, with any options.
+        #[test]
+        fn no_cvm_connects_to_the_gateway(seg in segment(), port in any::<u16>(), fin in any::<bool>()) {
+            let flags = TCP_SYN | if fin { TCP_FIN } else { 0 };
+            let syn = Segment { src: CVM_A, dst: GATEWAY, dst_port: port, flags, ..seg }.build();
+            prop_assert_eq!(
+                inbound(&syn, CVM_A, GATEWAY, Some(&gateway_filter())),
+                Inbound::Drop(PeerDrop::Filtered)
+            );
         }
     }
 }
