@@ -7,7 +7,9 @@
 #
 # What it builds (all on this machine, nothing leaves it):
 #   - the lab (scripts/lab.sh): hosts `gateway`, `cvm1`, `client` as network namespaces on a private bridge;
-#   - a simulated vendor PKI (`gateway attestation sim-pki`), an app policy and a gateway policy;
+#   - a simulated vendor PKI (`gateway attestation sim-pki`), the app owner's key (`gateway app keygen`, whose
+#     public key the app id is derived from) and its signed app policy (`gateway app sign-policy`), which the
+#     agents carry to the gateway; the operator's apps file, which can only deny; a gateway policy;
 #   - the gateway in `gateway`, with a demo certificate for *.apps.demo.test;
 #   - agent A in the root namespace (it plays the CVM that runs Docker) forwarding to a container of the
 #     service `web` (the test server image, built locally), and agent B in `cvm1` forwarding to a test server
@@ -25,7 +27,6 @@ case "${1:-}" in
 esac
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (network namespaces, TUN devices, Docker)" >&2; exit 1; }
 
-APP=deadbeef111111111111111111111111
 BASE=apps.demo.test
 GW_ADDR=198.18.0.1
 ROOT_ADDR=198.18.0.254
@@ -69,11 +70,19 @@ scripts/lab.sh up
 
 step "simulated vendor PKI, policies, certificates"
 "$BIN/gateway" attestation sim-pki --seed tee-gateway-demo --out "$WORK/pki"
-cat >"$WORK/apps.toml" <<EOF
-# App $APP may run CVMs with this (simulated SEV-SNP) measurement.
-[[apps.$APP.profile]]
+# The app's owner makes its key (the app id is derived from it) and signs which CVMs may serve the app.
+APP=$("$BIN/gateway" app keygen --out "$WORK/owner.key")
+cat >"$WORK/app-profiles.toml" <<EOF
+# CVMs of the app may run with this (simulated SEV-SNP) measurement.
+[[profile]]
 platform = "sim-snp"
 measurement = "$MEASUREMENT"
+EOF
+"$BIN/gateway" app sign-policy --key "$WORK/owner.key" --version 1 --profiles "$WORK/app-profiles.toml" \
+  --out "$WORK/app-policy.json"
+# The operator's apps file can deny an app ([apps.<id>] deny = true); it cannot allow one.
+cat >"$WORK/apps.toml" <<EOF
+# Which CVMs serve app $APP is decided by its owner's signed policy, not here.
 EOF
 cat >"$WORK/gateway-policy.toml" <<EOF
 # Agents accept gateways with this (simulated SEV-SNP) measurement.
@@ -118,6 +127,7 @@ agent_config() { # NAME TARGET
 app_id = "$APP"
 gateways = ["https://$GW_ADDR:8443"]
 state_dir = "$WORK/state-$1"
+app_policy = "$WORK/app-policy.json"
 [attestation]
 backend = "sim-snp"
 gateway_policy = "$WORK/gateway-policy.toml"
