@@ -57,6 +57,7 @@ fn request(app: &str, instance: &str, k: u8) -> RegisterRequest {
                 target_state: Some(TargetState::Down),
             },
         ],
+        app_policy: None,
     }
 }
 
