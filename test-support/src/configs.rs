@@ -112,6 +112,8 @@ pub struct GatewayConfig {
     pub health_window_secs: Option<u64>,
     /// When silent instances expire (the gateway's default when `None`).
     pub expire_after_secs: Option<u64>,
+    /// At most this many instances per app (the gateway's default when `None`).
+    pub max_instances_per_app: Option<u64>,
     /// The attestation backend (`sim-snp` or `sim-tdx`).
     pub backend: String,
     /// The gateway's own simulated measurement, as two hex digits repeated (see [`measurement`]).
@@ -135,6 +137,7 @@ impl Default for GatewayConfig {
             reregister_secs: 20,
             health_window_secs: Some(30),
             expire_after_secs: Some(3600),
+            max_instances_per_app: None,
             backend: "sim-snp".into(),
             measurement: "aa".into(),
             certificate_validity_secs: Some(3600),
@@ -169,6 +172,11 @@ impl GatewayConfig {
             dir.join("registry.sqlite").display()
         );
         optional(&mut text, "expire_after_secs", self.expire_after_secs);
+        optional(
+            &mut text,
+            "max_instances_per_app",
+            self.max_instances_per_app,
+        );
         let pki = dir.join("pki");
         let _ = write!(
             text,

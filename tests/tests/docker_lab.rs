@@ -459,8 +459,9 @@ fn docker_agent_and_process_agent_through_the_real_gateway() {
     // --- docker stop: a request to that instance fails fast, the agent reports the port down, and the app is
     // served by cvm1 alone.
     // A request to the stopped container, which must fail: how long it took, and curl's output.
+    // Refused after the TLS handshake, the gateway answers 503 naming why: curl's --fail makes that a failure.
     let failing_request = |path: &str| {
-        let r = clients.curl(&docker_name, path, &[]);
+        let r = clients.curl(&docker_name, path, &["--fail"]);
         assert!(
             !r.ok,
             "a request to the stopped container succeeded: {}",

@@ -67,7 +67,16 @@ fn typed(body: &str) -> ErrorBody {
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn two_thousand_registrations_and_every_bad_request() {
     let (lab, world) = World::in_lab("reg-load");
-    let gw = world.default_gateway(&lab);
+    // Every registration is of one app: beyond the default per-app quota.
+    let gw = world
+        .start_gateway(
+            &lab,
+            &GatewayConfig {
+                max_instances_per_app: Some(4096),
+                ..GatewayConfig::default()
+            },
+        )
+        .unwrap();
     let pid = gw.id();
     let tls = client_tls(&world);
     let url = control_url();
