@@ -183,6 +183,15 @@ fn evidence_carrying(rd: [u8; 64], collateral: Collateral) -> Evidence {
     Evidence::Tdx(ev)
 }
 
+/// `v`'s verdict, now, on evidence over report data `rd` that carries `collateral`.
+fn verify_carrying(
+    v: &Verifier,
+    rd: [u8; 64],
+    collateral: Collateral,
+) -> Result<crate::Claims, crate::VerifyError> {
+    v.verify(&evidence_carrying(rd, collateral), &rd, SystemTime::now())
+}
+
 /// A verifier trusting the simulated root whose own collateral for the simulated platform is `own`.
 fn holding(own: Collateral) -> Verifier {
     let source = Arc::new(CollateralSource::new(CollateralConfig::default()).unwrap());
@@ -199,13 +208,7 @@ fn carried_collateral_older_than_the_verifiers_is_refused_naming_both_numbers() 
     let hour = Duration::from_secs(3600);
     let v = holding(collateral_numbered(18, hour));
     // The attacker's evidence carries collateral from before the TCB recovery that raised the number to 18.
-    let err = v
-        .verify(
-            &evidence_carrying(rd, collateral_numbered(17, hour)),
-            &rd,
-            SystemTime::now(),
-        )
-        .unwrap_err();
+    let err = verify_carrying(&v, rd, collateral_numbered(17, hour)).unwrap_err();
     assert_eq!(err.check(), "collateral-version", "{err}");
     let text = err.to_string();
     assert!(
@@ -215,19 +218,11 @@ fn carried_collateral_older_than_the_verifiers_is_refused_naming_both_numbers() 
         "{text}"
     );
     // The same number issued earlier than the verifier's is older too.
-    let err = v
-        .verify(
-            &evidence_carrying(rd, collateral_numbered(18, 2 * hour)),
-            &rd,
-            SystemTime::now(),
-        )
-        .unwrap_err();
+    let err = verify_carrying(&v, rd, collateral_numbered(18, 2 * hour)).unwrap_err();
     assert_eq!(err.check(), "collateral-version", "{err}");
     // As recent as the verifier's, or newer (the verifier not refreshed yet): accepted.
     for carried in [collateral_numbered(18, hour), collateral_numbered(19, hour)] {
-        let claims = v
-            .verify(&evidence_carrying(rd, carried), &rd, SystemTime::now())
-            .unwrap();
+        let claims = verify_carrying(&v, rd, carried).unwrap();
         assert_eq!(claims.report_data, rd);
     }
 }
@@ -238,25 +233,14 @@ fn collateral_below_the_configured_minimum_is_refused_outright() {
     let hour = Duration::from_secs(3600);
     // No collateral of its own: the carried collateral is all there is, and it is below the floor.
     let v = trusting().with_tdx_min_evaluation(Some(18));
-    let err = v
-        .verify(
-            &evidence_carrying(rd, collateral_numbered(17, hour)),
-            &rd,
-            SystemTime::now(),
-        )
-        .unwrap_err();
+    let err = verify_carrying(&v, rd, collateral_numbered(17, hour)).unwrap_err();
     assert_eq!(err.check(), "collateral-version", "{err}");
     let text = err.to_string();
     assert!(
         text.contains("tcbEvaluationDataNumber 17, below the minimum 18"),
         "{text}"
     );
-    v.verify(
-        &evidence_carrying(rd, collateral_numbered(18, hour)),
-        &rd,
-        SystemTime::now(),
-    )
-    .unwrap();
+    verify_carrying(&v, rd, collateral_numbered(18, hour)).unwrap();
     // The verifier's own collateral is held to the same floor.
     let v = holding(collateral_numbered(16, hour)).with_tdx_min_evaluation(Some(18));
     let Evidence::Tdx(mut bare) = evidence_carrying(rd, collateral_numbered(16, hour)) else {
