@@ -25,6 +25,7 @@
 //! several keys at once, for a binary's `check-config`.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,34 +42,29 @@ use crate::verifier::{TrustAnchors, Verifier};
 
 /// The `[attestation]` keys the binaries share. See the [module documentation](self) for how to embed it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct AttestationSettings {
     /// Which attester produces one's own evidence (`auto`, `tdx`, `sev-snp`, `sim-tdx`, `sim-snp`).
-    #[serde(default)]
     pub backend: Backend,
     /// Directories of simulated vendor PKIs whose roots are trusted. Empty: only the real vendor roots.
-    #[serde(default)]
     pub trusted_sim_roots: Vec<PathBuf>,
     /// The simulated PKI that signs one's own evidence (required with a `sim-*` backend).
-    #[serde(default)]
     pub sim_pki: Option<PathBuf>,
     /// Lifetime of one's RA-TLS certificate (key `certificate_validity_secs`, at least 60; default one hour).
-    #[serde(default, rename = "certificate_validity_secs")]
+    #[serde(rename = "certificate_validity_secs")]
     pub certificate_validity: CertificateValidity,
     /// The measurement a simulated backend reports (SNP MEASUREMENT or TDX MRTD, 96 hex characters); zeros when
     /// absent.
-    #[serde(default)]
     pub sim_measurement: Option<Measurement>,
     /// A directory of Intel TDX collateral files (`tdx-<FMSPC>-<ca>.json`) used to verify peers' TDX evidence that
     /// carries no collateral of its own, and preferred over collateral the evidence carries.
-    #[serde(default)]
     pub tdx_collateral_dir: Option<PathBuf>,
     /// The longest lifetime (notAfter - notBefore) of a peer's RA-TLS certificate that is accepted (key
     /// `max_certificate_lifetime_secs`, at least 60; default 24 hours).
-    #[serde(default, rename = "max_certificate_lifetime_secs")]
+    #[serde(rename = "max_certificate_lifetime_secs")]
     pub max_certificate_lifetime: MaxCertificateLifetime,
     /// The lowest `tcbEvaluationDataNumber` of TDX collateral (TCB info and QE identity) that is accepted, the
     /// verifier's own or carried in evidence; none by default.
-    #[serde(default)]
     pub tdx_min_tcb_evaluation_data_number: Option<u32>,
 }
 
@@ -97,27 +93,74 @@ impl fmt::Display for Measurement {
     }
 }
 
-/// The lifetime of an RA-TLS certificate: at least [`CertificateValidity::MIN`], written in seconds.
+/// A certificate lifetime setting: at least [`CertificateValidity::MIN`], written in seconds. `K` says which
+/// setting it is ([`CertificateValidity`] or [`MaxCertificateLifetime`]): its default and how a value below the
+/// minimum is refused.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LifetimeSetting<K>(Duration, PhantomData<K>);
+
+/// Which certificate lifetime a [`LifetimeSetting`] holds.
+pub trait LifetimeKey {
+    /// The name the setting's type is written with in `Debug` output.
+    const TYPE_NAME: &'static str;
+    /// The lifetime when none is configured.
+    const DEFAULT: Duration;
+    /// Why a value below the minimum is refused (it names the key).
+    type TooShort;
+    /// The refusal of `secs` seconds.
+    const TOO_SHORT: fn(u64) -> Self::TooShort;
+}
+
+/// The lifetime of one's own RA-TLS certificate (key `certificate_validity_secs`).
+pub type CertificateValidity = LifetimeSetting<ValidityKey>;
+
+/// The longest accepted lifetime of a peer's RA-TLS certificate (key `max_certificate_lifetime_secs`).
+pub type MaxCertificateLifetime = LifetimeSetting<MaxLifetimeKey>;
+
+/// The key of [`CertificateValidity`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CertificateValidity(Duration);
+pub enum ValidityKey {}
+
+impl LifetimeKey for ValidityKey {
+    const TYPE_NAME: &'static str = "CertificateValidity";
+    const DEFAULT: Duration = Duration::from_secs(3600);
+    type TooShort = ValidityTooShort;
+    const TOO_SHORT: fn(u64) -> ValidityTooShort = ValidityTooShort;
+}
+
+/// The key of [`MaxCertificateLifetime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MaxLifetimeKey {}
+
+impl LifetimeKey for MaxLifetimeKey {
+    const TYPE_NAME: &'static str = "MaxCertificateLifetime";
+    const DEFAULT: Duration = crate::ratls::DEFAULT_MAX_LIFETIME;
+    type TooShort = LifetimeTooShort;
+    const TOO_SHORT: fn(u64) -> LifetimeTooShort = LifetimeTooShort;
+}
 
 /// Why a certificate lifetime is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("certificate_validity_secs = {0} is below {min}", min = CertificateValidity::MIN.as_secs())]
 pub struct ValidityTooShort(pub u64);
 
-impl CertificateValidity {
+/// Why a maximum certificate lifetime is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("max_certificate_lifetime_secs = {0} is below {min}", min = CertificateValidity::MIN.as_secs())]
+pub struct LifetimeTooShort(pub u64);
+
+impl<K: LifetimeKey> LifetimeSetting<K> {
     /// The shortest accepted lifetime.
     pub const MIN: Duration = Duration::from_secs(60);
     /// The lifetime when none is configured.
-    pub const DEFAULT: Duration = Duration::from_secs(3600);
+    pub const DEFAULT: Duration = K::DEFAULT;
 
     /// A lifetime of `secs` seconds, refused below [`Self::MIN`].
-    pub fn from_secs(secs: u64) -> Result<Self, ValidityTooShort> {
+    pub fn from_secs(secs: u64) -> Result<Self, K::TooShort> {
         if secs < Self::MIN.as_secs() {
-            return Err(ValidityTooShort(secs));
+            return Err(K::TOO_SHORT(secs));
         }
-        Ok(CertificateValidity(Duration::from_secs(secs)))
+        Ok(LifetimeSetting(Duration::from_secs(secs), PhantomData))
     }
 
     /// The lifetime.
@@ -126,57 +169,25 @@ impl CertificateValidity {
     }
 }
 
-impl Default for CertificateValidity {
+impl<K: LifetimeKey> Default for LifetimeSetting<K> {
     fn default() -> Self {
-        CertificateValidity(Self::DEFAULT)
+        LifetimeSetting(K::DEFAULT, PhantomData)
     }
 }
 
-impl<'de> Deserialize<'de> for CertificateValidity {
+impl<K: LifetimeKey> fmt::Debug for LifetimeSetting<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple(K::TYPE_NAME).field(&self.0).finish()
+    }
+}
+
+impl<'de, K: LifetimeKey> Deserialize<'de> for LifetimeSetting<K>
+where
+    K::TooShort: fmt::Display,
+{
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let secs = u64::deserialize(deserializer)?;
-        CertificateValidity::from_secs(secs).map_err(D::Error::custom)
-    }
-}
-
-/// The longest accepted lifetime of a peer's RA-TLS certificate: at least [`CertificateValidity::MIN`], written in
-/// seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MaxCertificateLifetime(Duration);
-
-/// Why a maximum certificate lifetime is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("max_certificate_lifetime_secs = {0} is below {min}", min = CertificateValidity::MIN.as_secs())]
-pub struct LifetimeTooShort(pub u64);
-
-impl MaxCertificateLifetime {
-    /// The maximum when none is configured.
-    pub const DEFAULT: Duration = crate::ratls::DEFAULT_MAX_LIFETIME;
-
-    /// A maximum of `secs` seconds, refused below [`CertificateValidity::MIN`].
-    pub fn from_secs(secs: u64) -> Result<Self, LifetimeTooShort> {
-        if secs < CertificateValidity::MIN.as_secs() {
-            return Err(LifetimeTooShort(secs));
-        }
-        Ok(MaxCertificateLifetime(Duration::from_secs(secs)))
-    }
-
-    /// The maximum.
-    pub fn duration(self) -> Duration {
-        self.0
-    }
-}
-
-impl Default for MaxCertificateLifetime {
-    fn default() -> Self {
-        MaxCertificateLifetime(Self::DEFAULT)
-    }
-}
-
-impl<'de> Deserialize<'de> for MaxCertificateLifetime {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let secs = u64::deserialize(deserializer)?;
-        MaxCertificateLifetime::from_secs(secs).map_err(D::Error::custom)
+        Self::from_secs(secs).map_err(D::Error::custom)
     }
 }
 
