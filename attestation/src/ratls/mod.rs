@@ -28,7 +28,8 @@ pub use cmw::{decode_cmw, encode_cmw};
 pub use config::{client_config, server_config};
 pub use identity::RaTlsIdentity;
 pub use verify::{
-    RaTlsClientCertVerifier, RaTlsServerCertVerifier, RaTlsVerifier, DEFAULT_MAX_LIFETIME,
+    ClientPeer, RaTlsCertVerifier, RaTlsClientCertVerifier, RaTlsServerCertVerifier, RaTlsVerifier,
+    ServerPeer, DEFAULT_MAX_LIFETIME,
 };
 
 use crate::binding::{Purpose, ReportData};

@@ -1,6 +1,7 @@
 //! Verifying RA-TLS certificates, and the `rustls` verifiers built on it.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -263,24 +264,41 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
-/// `rustls` server-certificate verifier for RA-TLS clients (the peer is a server).
-///
-/// The server name is not checked: an RA-TLS peer is identified by its evidence and the policy, not by a name.
+/// A `rustls` verifier of RA-TLS peer certificates. `P` is the side the peer plays: [`ServerPeer`] for
+/// [`RaTlsServerCertVerifier`], [`ClientPeer`] for [`RaTlsClientCertVerifier`].
 #[derive(Debug)]
-pub struct RaTlsServerCertVerifier {
+pub struct RaTlsCertVerifier<P> {
     inner: Arc<RaTlsVerifier>,
     algs: WebPkiSupportedAlgorithms,
+    peer: PhantomData<P>,
 }
 
-impl RaTlsServerCertVerifier {
+impl<P> RaTlsCertVerifier<P> {
     /// Wrap an RA-TLS verifier.
     pub fn new(inner: Arc<RaTlsVerifier>) -> Self {
-        RaTlsServerCertVerifier {
+        RaTlsCertVerifier {
             inner,
             algs: algorithms(),
+            peer: PhantomData,
         }
     }
 }
+
+/// The peer of a [`RaTlsServerCertVerifier`]: a TLS server.
+#[derive(Debug)]
+pub enum ServerPeer {}
+
+/// The peer of a [`RaTlsClientCertVerifier`]: a TLS client.
+#[derive(Debug)]
+pub enum ClientPeer {}
+
+/// `rustls` server-certificate verifier for RA-TLS clients (the peer is a server).
+///
+/// The server name is not checked: an RA-TLS peer is identified by its evidence and the policy, not by a name.
+pub type RaTlsServerCertVerifier = RaTlsCertVerifier<ServerPeer>;
+
+/// `rustls` client-certificate verifier for RA-TLS servers: a client certificate is mandatory.
+pub type RaTlsClientCertVerifier = RaTlsCertVerifier<ClientPeer>;
 
 impl ServerCertVerifier for RaTlsServerCertVerifier {
     fn verify_server_cert(
@@ -296,23 +314,6 @@ impl ServerCertVerifier for RaTlsServerCertVerifier {
     }
 
     handshake_signatures!();
-}
-
-/// `rustls` client-certificate verifier for RA-TLS servers: a client certificate is mandatory.
-#[derive(Debug)]
-pub struct RaTlsClientCertVerifier {
-    inner: Arc<RaTlsVerifier>,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl RaTlsClientCertVerifier {
-    /// Wrap an RA-TLS verifier.
-    pub fn new(inner: Arc<RaTlsVerifier>) -> Self {
-        RaTlsClientCertVerifier {
-            inner,
-            algs: algorithms(),
-        }
-    }
 }
 
 impl ClientCertVerifier for RaTlsClientCertVerifier {
