@@ -55,24 +55,24 @@ pub(crate) struct TsmReport {
     pub auxblob: Vec<u8>,
 }
 
+/// A test's stand-in for the kernel: run on each report entry right after it is created.
 #[cfg(test)]
-type MkdirHook = Box<dyn Fn(&Path) + Send + Sync>;
+pub(crate) struct MkdirHook(Box<dyn Fn(&Path) + Send + Sync>);
+
+#[cfg(test)]
+impl std::fmt::Debug for MkdirHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MkdirHook")
+    }
+}
 
 /// Attester over configfs-tsm.
+#[derive(Debug)]
 pub struct ConfigfsTsm {
     root: PathBuf,
     provider: TsmProvider,
     #[cfg(test)]
     on_mkdir: Option<MkdirHook>,
-}
-
-impl std::fmt::Debug for ConfigfsTsm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfigfsTsm")
-            .field("root", &self.root)
-            .field("provider", &self.provider)
-            .finish()
-    }
 }
 
 static ENTRY_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -149,7 +149,7 @@ impl ConfigfsTsm {
         fs::create_dir(&path).map_err(io("create", &path))?;
         #[cfg(test)]
         if let Some(hook) = &self.on_mkdir {
-            hook(&path);
+            (hook.0)(&path);
         }
         Ok(Entry(path))
     }
@@ -280,7 +280,7 @@ mod tests {
     fn fake_kernel(provider: &'static str, mode: Kernel) -> MkdirHook {
         let pki = crate::test_support::pki();
         let tdx_pki = sim_tdx_pki();
-        Box::new(move |dir: &Path| {
+        MkdirHook(Box::new(move |dir: &Path| {
             fs::write(dir.join("provider"), format!("{provider}\n")).unwrap();
             fs::write(dir.join("generation"), "0\n").unwrap();
             fs::write(dir.join("inblob"), b"").unwrap();
@@ -331,15 +331,13 @@ mod tests {
                         report_data,
                         measurement: [4; 48],
                         host_data: [5; 32],
-                        guest_svn: 0,
-                        debug: false,
                         ..SimReportRequest::default()
                     })
                     .unwrap()
                 };
                 fs::write(&outblob, report).unwrap();
             });
-        })
+        }))
     }
 
     /// Opens configfs-tsm at a fresh root `name` whose fake kernel is `provider` (`sev_guest` or `tdx_guest`) in
