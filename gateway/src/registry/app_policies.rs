@@ -190,20 +190,18 @@ impl Registry {
     }
 }
 
+/// Owner keys and their signed policies for the gateway's unit tests.
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
+pub(crate) mod fixtures {
+    use attestation::owner::{OwnerKey, ProfilesFile, SignedPolicy};
 
-    use attestation::owner::{OwnerKey, ProfilesFile};
-
-    use super::*;
-    use crate::registry::{MemoryStore, SqliteStore};
-
-    fn key(n: u8) -> OwnerKey {
+    /// The owner key made from seed `[n; 32]`.
+    pub(crate) fn owner(n: u8) -> OwnerKey {
         OwnerKey::from_seed([n; 32])
     }
 
-    fn signed(key: &OwnerKey, version: u64, measurement: u8) -> SignedPolicy {
+    /// A policy of `key`'s app at `version` accepting simulated SNP measurement `[measurement; 48]`.
+    pub(crate) fn signed(key: &OwnerKey, version: u64, measurement: u8) -> SignedPolicy {
         let text = format!(
             "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\nmin_tcb = {{ bootloader = 0 }}\n",
             hex::encode([measurement; 48])
@@ -215,6 +213,15 @@ mod tests {
         )
         .unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::fixtures::{owner as key, signed};
+    use super::*;
+    use crate::registry::{MemoryStore, SqliteStore};
 
     fn open(store: Box<dyn RegistryStore>) -> Registry {
         Registry::open(
@@ -226,13 +233,26 @@ mod tests {
         .unwrap()
     }
 
+    /// A registry in memory, and the app of owner key 1.
+    fn in_memory() -> (Registry, String) {
+        (open(Box::new(MemoryStore::new())), key(1).app_id())
+    }
+
+    /// Offers, at `now`, the policy key `signer` signs at `version` accepting measurement `m`, checked against
+    /// `app` when given.
+    fn offer(
+        r: &mut Registry,
+        (signer, version, m): (u8, u64, u8),
+        app: Option<&str>,
+        now: u64,
+    ) -> Result<PolicyOffer, PolicyOfferError> {
+        r.offer_policy(&signed(&key(signer), version, m), app, now)
+    }
+
     #[test]
     fn the_highest_version_is_kept_and_an_older_one_changes_nothing() {
-        let mut r = open(Box::new(MemoryStore::new()));
-        let app = key(1).app_id();
-        let v2 = r
-            .offer_policy(&signed(&key(1), 2, 7), Some(&app), 1)
-            .unwrap();
+        let (mut r, app) = in_memory();
+        let v2 = offer(&mut r, (1, 2, 7), Some(&app), 1).unwrap();
         assert_eq!(
             v2,
             PolicyOffer::Installed {
@@ -242,9 +262,7 @@ mod tests {
             }
         );
         // An old policy, validly signed, replayed: kept out.
-        let v1 = r
-            .offer_policy(&signed(&key(1), 1, 9), Some(&app), 2)
-            .unwrap();
+        let v1 = offer(&mut r, (1, 1, 9), Some(&app), 2).unwrap();
         assert_eq!(
             v1,
             PolicyOffer::Kept {
@@ -255,10 +273,10 @@ mod tests {
         );
         assert_eq!(r.owner_policy(&app).unwrap().version(), 2);
         // The same policy again: nothing changes.
-        let same = r.offer_policy(&signed(&key(1), 2, 7), None, 3).unwrap();
+        let same = offer(&mut r, (1, 2, 7), None, 3).unwrap();
         assert!(matches!(same, PolicyOffer::Kept { stored: 2, .. }));
         // The same version with other profiles: refused.
-        let other = r.offer_policy(&signed(&key(1), 2, 8), None, 3).unwrap_err();
+        let other = offer(&mut r, (1, 2, 8), None, 3).unwrap_err();
         assert!(
             matches!(
                 other,
@@ -267,7 +285,7 @@ mod tests {
             "{other}"
         );
         // A newer one replaces it.
-        let v3 = r.offer_policy(&signed(&key(1), 3, 8), None, 4).unwrap();
+        let v3 = offer(&mut r, (1, 3, 8), None, 4).unwrap();
         assert_eq!(v3.version_in_force(), 3);
         assert!(matches!(
             v3,
@@ -280,11 +298,8 @@ mod tests {
 
     #[test]
     fn a_policy_of_another_key_or_app_is_refused() {
-        let mut r = open(Box::new(MemoryStore::new()));
-        let app = key(1).app_id();
-        let e = r
-            .offer_policy(&signed(&key(2), 5, 7), Some(&app), 1)
-            .unwrap_err();
+        let (mut r, app) = in_memory();
+        let e = offer(&mut r, (2, 5, 7), Some(&app), 1).unwrap_err();
         assert!(
             matches!(e, PolicyOfferError::Invalid(OwnerError::OtherApp { .. })),
             "{e}"
@@ -306,13 +321,13 @@ mod tests {
         let app = key(1).app_id();
         {
             let mut r = open(Box::new(SqliteStore::open(&path).unwrap()));
-            r.offer_policy(&signed(&key(1), 4, 7), None, 1).unwrap();
+            offer(&mut r, (1, 4, 7), None, 1).unwrap();
         }
         let mut r = open(Box::new(SqliteStore::open(&path).unwrap()));
         assert_eq!(r.owner_policy(&app).unwrap().version(), 4);
-        let replay = r.offer_policy(&signed(&key(1), 3, 9), None, 2).unwrap();
+        let replay = offer(&mut r, (1, 3, 9), None, 2).unwrap();
         assert!(matches!(replay, PolicyOffer::Kept { stored: 4, .. }));
-        r.offer_policy(&signed(&key(1), 5, 9), None, 3).unwrap();
+        offer(&mut r, (1, 5, 9), None, 3).unwrap();
         drop(r);
         let r = open(Box::new(SqliteStore::open(&path).unwrap()));
         assert_eq!(r.owner_policy(&app).unwrap().version(), 5);

@@ -20,6 +20,8 @@ use std::time::Duration;
 use protocol::control::{AppId, ErrorBody, ErrorCode, InstanceId, PublicKey, RegisterRequest};
 
 pub use allocator::AddressAllocator;
+#[cfg(test)]
+pub(crate) use app_policies::fixtures as policy_fixtures;
 pub use app_policies::{PolicyOffer, PolicyOfferError, StoredPolicy};
 pub use directory::{HandshakeAges, RegistryDirectory, RegistryDrains, Snapshot, SnapshotCell};
 #[cfg(test)]

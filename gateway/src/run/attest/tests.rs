@@ -3,28 +3,18 @@
 
 use std::sync::Arc;
 
-use attestation::owner::{OwnerKey, ProfilesFile, SignedPolicy};
+use attestation::owner::{OwnerKey, SignedPolicy};
 use attestation::policy::PolicyFile;
-use protocol::control::{ErrorCode, PublicKey};
+use protocol::control::{ErrorCode, PublicKey, RegisterResponse};
 
 use super::*;
 use crate::control::service::tests::service;
 use crate::control::ControlService;
-
-fn owner(n: u8) -> OwnerKey {
-    OwnerKey::from_seed([n; 32])
-}
+use crate::registry::policy_fixtures::{owner, signed};
 
 /// A policy of `key`'s app at `version` accepting simulated SNP measurement `[m; 48]`, as JSON text.
 fn policy(key: &OwnerKey, version: u64, m: u8) -> String {
-    let text = format!(
-        "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\nmin_tcb = {{ bootloader = 0 }}\n",
-        hex::encode([m; 48])
-    );
-    let profiles = ProfilesFile::from_toml(&text).unwrap().profile;
-    SignedPolicy::sign(key, version, profiles)
-        .unwrap()
-        .to_json()
+    signed(key, version, m).to_json()
 }
 
 /// The operator's apps file with `text`, and the directory holding it.
@@ -59,6 +49,24 @@ fn body(key: &OwnerKey, instance: &str, k: u8, policy: Option<&str>) -> Vec<u8> 
     serde_json::to_vec(&v).unwrap()
 }
 
+/// Registers, at `now`, instance `nnnnnnnn` (key byte `n`) of owner 1's app carrying `policy` when given, from an
+/// agent whose evidence shows measurement `m`, under the operator's file `apps`.
+fn register_as(
+    svc: &ControlService,
+    n: u8,
+    policy: Option<&str>,
+    m: u8,
+    apps: &Arc<PolicyFile<OperatorApps>>,
+    now: u64,
+) -> Result<RegisterResponse, ErrorBody> {
+    let instance = n.to_string().repeat(8);
+    svc.register(
+        &body(&owner(1), &instance, n, policy),
+        Some(&agent(m, apps)),
+        now,
+    )
+}
+
 fn version_in_force(svc: &ControlService, key: &OwnerKey) -> Option<u64> {
     svc.registry()
         .lock()
@@ -71,13 +79,7 @@ fn version_in_force(svc: &ControlService, key: &OwnerKey) -> Option<u64> {
 fn without_an_owner_policy_no_instance_is_admitted() {
     let (svc, peers) = service();
     let (_d, apps) = operator("");
-    let e = svc
-        .register(
-            &body(&owner(1), "11111111", 1, None),
-            Some(&agent(7, &apps)),
-            10,
-        )
-        .unwrap_err();
+    let e = register_as(&svc, 1, None, 7, &apps, 10).unwrap_err();
     assert_eq!(e.error, ErrorCode::AppUnknown, "{e}");
     assert!(e.message.contains("app_policy"), "{}", e.message);
     assert!(peers.snapshot().is_empty());
@@ -88,21 +90,10 @@ fn an_owner_policy_carried_by_a_registration_admits_what_it_lists_only() {
     let (svc, _) = service();
     let (_d, apps) = operator("");
     let v1 = policy(&owner(1), 1, 7);
-    svc.register(
-        &body(&owner(1), "11111111", 1, Some(&v1)),
-        Some(&agent(7, &apps)),
-        10,
-    )
-    .unwrap();
+    register_as(&svc, 1, Some(&v1), 7, &apps, 10).unwrap();
     assert_eq!(version_in_force(&svc, &owner(1)), Some(1));
     // Another CVM of the "app" whose measurement the owner did not sign for: refused, even carrying the policy.
-    let e = svc
-        .register(
-            &body(&owner(1), "22222222", 2, Some(&v1)),
-            Some(&agent(9, &apps)),
-            11,
-        )
-        .unwrap_err();
+    let e = register_as(&svc, 2, Some(&v1), 9, &apps, 11).unwrap_err();
     assert_eq!(e.error, ErrorCode::PolicyRefused, "{e}");
     assert!(
         e.message.contains("measurement not allowed"),
@@ -131,20 +122,9 @@ fn the_operators_file_cannot_admit_a_measurement_the_owner_did_not_sign_for() {
     // With a file the gateway accepts, the operator's CVM (measurement 9) stays out; the owner's (7) gets in.
     let (_d, apps) = operator(&format!("[apps.{}]\n", owner(1).app_id()));
     let v1 = policy(&owner(1), 1, 7);
-    let e = svc
-        .register(
-            &body(&owner(1), "22222222", 2, Some(&v1)),
-            Some(&agent(9, &apps)),
-            11,
-        )
-        .unwrap_err();
+    let e = register_as(&svc, 2, Some(&v1), 9, &apps, 11).unwrap_err();
     assert_eq!(e.error, ErrorCode::PolicyRefused, "{e}");
-    svc.register(
-        &body(&owner(1), "11111111", 1, None),
-        Some(&agent(7, &apps)),
-        12,
-    )
-    .unwrap();
+    register_as(&svc, 1, None, 7, &apps, 12).unwrap();
 }
 
 #[test]
@@ -152,20 +132,9 @@ fn an_old_policy_replayed_by_a_stale_agent_changes_nothing() {
     let (svc, peers) = service();
     let (_d, apps) = operator("");
     let (v1, v2) = (policy(&owner(1), 1, 9), policy(&owner(1), 2, 7));
-    svc.register(
-        &body(&owner(1), "11111111", 1, Some(&v2)),
-        Some(&agent(7, &apps)),
-        10,
-    )
-    .unwrap();
+    register_as(&svc, 1, Some(&v2), 7, &apps, 10).unwrap();
     // A stale agent, measurement 9, carries version 1 that allowed it: version 2 stays, and refuses it.
-    let e = svc
-        .register(
-            &body(&owner(1), "22222222", 2, Some(&v1)),
-            Some(&agent(9, &apps)),
-            11,
-        )
-        .unwrap_err();
+    let e = register_as(&svc, 2, Some(&v1), 9, &apps, 11).unwrap_err();
     assert_eq!(e.error, ErrorCode::PolicyRefused, "{e}");
     assert_eq!(version_in_force(&svc, &owner(1)), Some(2));
     assert_eq!(peers.snapshot().len(), 1);
@@ -187,13 +156,7 @@ fn a_policy_signed_by_another_key_for_this_app_is_refused() {
         "profile": [{"platform": "sim-snp", "measurement": hex::encode([9u8; 48]), "min_tcb": {"bootloader": 0}}],
     });
     let forged = SignedPolicy::sign_bytes(&owner(2), body_json.to_string()).to_json();
-    let e = svc
-        .register(
-            &body(&owner(1), "22222222", 2, Some(&forged)),
-            Some(&agent(9, &apps)),
-            11,
-        )
-        .unwrap_err();
+    let e = register_as(&svc, 2, Some(&forged), 9, &apps, 11).unwrap_err();
     assert_eq!(e.error, ErrorCode::PolicyRefused, "{e}");
     assert!(e.message.contains("signing key owns app"), "{}", e.message);
     assert_eq!(version_in_force(&svc, &owner(1)), None);
@@ -205,12 +168,7 @@ fn a_new_version_removes_the_instances_it_no_longer_admits_at_once() {
     let (svc, peers) = service();
     let (_d, apps) = operator("");
     let app = owner(1).app_id().parse().unwrap();
-    svc.register(
-        &body(&owner(1), "11111111", 1, Some(&policy(&owner(1), 1, 7))),
-        Some(&agent(7, &apps)),
-        10,
-    )
-    .unwrap();
+    register_as(&svc, 1, Some(&policy(&owner(1), 1, 7)), 7, &apps, 10).unwrap();
     assert_eq!(peers.snapshot().len(), 1);
     svc.offer_policy(&app, &policy(&owner(1), 2, 8), 11)
         .unwrap();
@@ -226,20 +184,9 @@ fn a_new_version_removes_the_instances_it_no_longer_admits_at_once() {
 fn the_operator_may_still_deny_an_app() {
     let (svc, peers) = service();
     let (_d, open) = operator("");
-    svc.register(
-        &body(&owner(1), "11111111", 1, Some(&policy(&owner(1), 1, 7))),
-        Some(&agent(7, &open)),
-        10,
-    )
-    .unwrap();
+    register_as(&svc, 1, Some(&policy(&owner(1), 1, 7)), 7, &open, 10).unwrap();
     let (_d2, denied) = operator(&format!("[apps.{}]\ndeny = true\n", owner(1).app_id()));
-    let e = svc
-        .register(
-            &body(&owner(1), "22222222", 2, None),
-            Some(&agent(7, &denied)),
-            11,
-        )
-        .unwrap_err();
+    let e = register_as(&svc, 2, None, 7, &denied, 11).unwrap_err();
     assert_eq!(e.error, ErrorCode::PolicyRefused, "{e}");
     assert!(e.message.contains("denied"), "{}", e.message);
     let removed = svc.revoke_under(12, |r, owner| still_admitted(&denied.current(), owner, r));
