@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+# One build from scratch: incremental artefacts would only double the target directory's size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "== free disk: $(df -h --output=avail . | tail -1)"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
