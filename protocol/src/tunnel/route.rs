@@ -155,6 +155,41 @@ mod tests {
         }
     }
 
+    /// A packet from CVM A laid out as [`from_a`]'s segment, its IP protocol field set to `proto`.
+    fn proto_from_a(proto: u8, dst_port: u16, flags: u8) -> Vec<u8> {
+        let mut p = from_a(dst_port, flags).build();
+        p[9] = proto;
+        p
+    }
+
+    /// An ICMP message of type `kind` from CVM A to the gateway.
+    fn icmp_from_a(kind: u8) -> Vec<u8> {
+        let mut p = proto_from_a(PROTO_ICMP, 0, 0);
+        p[IP_HDR] = kind;
+        p
+    }
+
+    /// A segment to `dst_port` from CVM A's peer that claims CVM B's address.
+    fn spoofed_by_a(dst_port: u16, flags: u8) -> Vec<u8> {
+        Segment {
+            src: CVM_B,
+            ..from_a(dst_port, flags)
+        }
+        .build()
+    }
+
+    /// Checks that `check` delivers the ICMP types marked allowed in `cases` and filters the others.
+    fn assert_icmp(check: impl Fn(&[u8]) -> Inbound, cases: &[(u8, bool)]) {
+        for &(kind, allowed) in cases {
+            let expected = if allowed {
+                Inbound::Deliver
+            } else {
+                Inbound::Drop(PeerDrop::Filtered)
+            };
+            assert_eq!(check(&icmp_from_a(kind)), expected, "ICMP type {kind}");
+        }
+    }
+
     fn datagram(ty: u8, len: usize) -> Vec<u8> {
         let mut d: Vec<u8> = (0..len).map(|i| i as u8).collect();
         if let Some(b) = d.first_mut() {
@@ -293,34 +328,25 @@ mod tests {
             );
         }
         // ICMP echo request and reply pass only when allowed; other ICMP and other protocols never.
+        let icmp = [(8, true), (0, true), (3, false), (5, false), (13, false)];
+        assert_icmp(check, &icmp);
         let without_icmp = InboundFilter::new([80, 443], false);
-        for (kind, allowed) in [(8, true), (0, true), (3, false), (5, false), (13, false)] {
-            let mut p = from_a(0, 0).build();
-            p[9] = PROTO_ICMP;
-            p[IP_HDR] = kind;
-            let expected = if allowed {
-                Inbound::Deliver
-            } else {
-                Inbound::Drop(PeerDrop::Filtered)
-            };
-            assert_eq!(check(&p), expected, "ICMP type {kind}");
+        assert_icmp(
+            |p| inbound(p, CVM_A, GATEWAY, Some(&without_icmp)),
+            &icmp.map(|(kind, _)| (kind, false)),
+        );
+        for proto in [17, 47, 50, 132] {
             assert_eq!(
-                inbound(&p, CVM_A, GATEWAY, Some(&without_icmp)),
-                Inbound::Drop(PeerDrop::Filtered)
+                check(&proto_from_a(proto, 80, TCP_SYN)),
+                Inbound::Drop(PeerDrop::Filtered),
+                "{proto}"
             );
         }
-        for proto in [17, 47, 50, 132] {
-            let mut p = from_a(80, TCP_SYN).build();
-            p[9] = proto;
-            assert_eq!(check(&p), Inbound::Drop(PeerDrop::Filtered), "{proto}");
-        }
         // The isolation rule comes first: a spoofed SYN to a closed port is not answered.
-        let spoofed = Segment {
-            src: CVM_B,
-            ..from_a(22, TCP_SYN)
-        }
-        .build();
-        assert_eq!(check(&spoofed), Inbound::Drop(PeerDrop::SpoofedSource));
+        assert_eq!(
+            check(&spoofed_by_a(22, TCP_SYN)),
+            Inbound::Drop(PeerDrop::SpoofedSource)
+        );
         // A SYN whose total length cuts its TCP header off counts as refused, without a reset.
         let mut cut = from_a(22, TCP_SYN).build();
         cut[2..4].copy_from_slice(&30u16.to_be_bytes());
@@ -470,39 +496,32 @@ mod tests {
             }
         }
         // ICMP: echo replies (the gateway pings CVMs) and destination-unreachable only; no echo requests.
-        for (kind, allowed) in [
-            (0, true),
-            (3, true),
-            (8, false),
-            (5, false),
-            (11, false),
-            (13, false),
-        ] {
-            let mut p = from_a(0, 0).build();
-            p[9] = PROTO_ICMP;
-            p[IP_HDR] = kind;
-            let expected = if allowed {
-                Inbound::Deliver
-            } else {
-                Inbound::Drop(PeerDrop::Filtered)
-            };
-            assert_eq!(check(&p), expected, "ICMP type {kind}");
-        }
+        assert_icmp(
+            check,
+            &[
+                (0, true),
+                (3, true),
+                (8, false),
+                (5, false),
+                (11, false),
+                (13, false),
+            ],
+        );
         // UDP (DNS, WireGuard, anything) and every other protocol: dropped, also to an ephemeral port.
         for proto in [17, 47, 50, 132, 136] {
             for port in [53, 51820, 45000] {
-                let mut p = from_a(port, TCP_ACK).build();
-                p[9] = proto;
-                assert_eq!(check(&p), Inbound::Drop(PeerDrop::Filtered), "{proto}");
+                assert_eq!(
+                    check(&proto_from_a(proto, port, TCP_ACK)),
+                    Inbound::Drop(PeerDrop::Filtered),
+                    "{proto}"
+                );
             }
         }
         // The isolation rule still comes first.
-        let spoofed = Segment {
-            src: CVM_B,
-            ..from_a(45000, TCP_ACK)
-        }
-        .build();
-        assert_eq!(check(&spoofed), Inbound::Drop(PeerDrop::SpoofedSource));
+        assert_eq!(
+            check(&spoofed_by_a(45000, TCP_ACK)),
+            Inbound::Drop(PeerDrop::SpoofedSource)
+        );
         assert!(filter.is_replies_only() && !filter.icmp_echo());
         assert_eq!(filter.port_ranges(), vec![EPHEMERAL]);
     }
