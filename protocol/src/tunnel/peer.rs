@@ -65,7 +65,8 @@ impl Peer {
         let mut st = self.lock();
         st.refresh_handshake(now);
         let c = &self.counters;
-        use std::sync::atomic::Ordering::Relaxed;
+        let (rx_bytes, rx_packets) = c.rx.load();
+        let (tx_bytes, tx_packets) = c.tx.load();
         PeerStats {
             public_key: self.key,
             allowed_ip: st.allowed_ip,
@@ -76,10 +77,10 @@ impl Peer {
             healthy: st
                 .last_handshake
                 .is_some_and(|t| now.duration_since(t).unwrap_or_default() <= health_window),
-            rx_bytes: c.rx_bytes.load(Relaxed),
-            rx_packets: c.rx_packets.load(Relaxed),
-            tx_bytes: c.tx_bytes.load(Relaxed),
-            tx_packets: c.tx_packets.load(Relaxed),
+            rx_bytes,
+            rx_packets,
+            tx_bytes,
+            tx_packets,
             drops: c.drops(),
         }
     }

@@ -29,15 +29,33 @@ pub(crate) enum PeerDrop {
     Refused,
 }
 
+/// Bytes and packets counted in one direction.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    bytes: AtomicU64,
+    packets: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts one packet of `bytes` bytes.
+    fn add(&self, bytes: usize) {
+        self.packets.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// The bytes and the packets counted so far.
+    pub(crate) fn load(&self) -> (u64, u64) {
+        (self.bytes.load(Relaxed), self.packets.load(Relaxed))
+    }
+}
+
 /// Per-peer counters, shared by the receive, send and timer tasks.
 #[derive(Debug, Default)]
 pub(crate) struct PeerCounters {
-    /// Bytes and packets delivered to the TUN device.
-    pub(crate) rx_bytes: AtomicU64,
-    pub(crate) rx_packets: AtomicU64,
-    /// Bytes and packets sent to the peer.
-    pub(crate) tx_bytes: AtomicU64,
-    pub(crate) tx_packets: AtomicU64,
+    /// What was delivered to the TUN device.
+    pub(crate) rx: Traffic,
+    /// What was sent to the peer.
+    pub(crate) tx: Traffic,
     /// One counter per [`PeerDrop`].
     drops: [AtomicU64; 8],
     /// Wall-clock time of the last authenticated datagram, in milliseconds since the Unix epoch (0: never).
@@ -59,13 +77,11 @@ impl PeerCounters {
     }
 
     pub(crate) fn received(&self, bytes: usize) {
-        self.rx_packets.fetch_add(1, Relaxed);
-        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+        self.rx.add(bytes);
     }
 
     pub(crate) fn sent(&self, bytes: usize) {
-        self.tx_packets.fetch_add(1, Relaxed);
-        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        self.tx.add(bytes);
     }
 
     pub(crate) fn authenticated(&self, now: SystemTime) {
