@@ -130,22 +130,31 @@ impl LimitedIo {
         }
     }
 
+    /// Applies the idle rule to the outcome of a read or write: bytes `moved` start the idle deadline again, and a
+    /// pending one becomes a timeout once the deadline has passed.
+    fn after_io<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        moved: bool,
+    ) -> Poll<io::Result<T>> {
+        if moved {
+            self.active();
+        }
+        match polled {
+            Poll::Pending => self.pending_or_idle(cx),
+            ready => ready,
+        }
+    }
+
     /// Applies the idle rule to the outcome of a write.
     fn after_write(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        match polled {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.active();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.pending_or_idle(cx),
-        }
+        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.after_io(cx, polled, moved)
     }
 }
 
@@ -159,16 +168,9 @@ impl AsyncRead for LimitedIo {
             return Poll::Ready(Err(ended));
         }
         let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.active();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.pending_or_idle(cx),
-        }
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let moved = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        self.after_io(cx, polled, moved)
     }
 }
 
@@ -182,16 +184,12 @@ impl AsyncWrite for LimitedIo {
         self.after_write(cx, polled)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.pending_or_idle(cx),
-            ready => ready,
-        }
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.after_io(cx, polled, false)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_shutdown(cx) {
-            Poll::Pending => self.pending_or_idle(cx),
-            ready => ready,
-        }
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.after_io(cx, polled, false)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,

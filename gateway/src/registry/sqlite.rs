@@ -97,12 +97,29 @@ impl SqliteStore {
         sqlite_err(&self.path, source)
     }
 
+    /// A stored value of `instance` that cannot be decoded (or encoded), and why.
+    fn corrupt(&self, instance: String, what: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            instance,
+            what,
+        }
+    }
+
     /// Runs one statement that returns no rows.
     fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
         self.conn
             .execute(sql, params)
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// Runs a query and collects its rows, each as a tuple of its columns.
+    fn query_tuples<T>(&self, sql: &str) -> Result<Vec<T>, StoreError>
+    where
+        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        self.query_all(sql, |r| T::try_from(r))
     }
 
     /// Runs a query and collects every row `row` makes.
@@ -159,11 +176,7 @@ impl SqliteStore {
     }
 
     fn decode(&self, row: RawRow, ports: Vec<PortPolicy>) -> Result<InstanceRecord, StoreError> {
-        let corrupt = |what: String| StoreError::Corrupt {
-            path: self.path.display().to_string(),
-            instance: row.instance_id.clone(),
-            what,
-        };
+        let corrupt = |what: String| self.corrupt(row.instance_id.clone(), what);
         Ok(InstanceRecord {
             instance_id: row
                 .instance_id
@@ -231,23 +244,12 @@ impl RegistryStore for SqliteStore {
     fn load_all(&mut self) -> Result<Vec<InstanceRecord>, StoreError> {
         let mut ports: std::collections::HashMap<String, Vec<PortPolicy>> =
             std::collections::HashMap::new();
-        let rows = self.query_all(
+        let rows: Vec<(String, i64, i64, Option<String>)> = self.query_tuples(
             "SELECT instance_id, port, proxy_protocol, target_state FROM ports ORDER BY instance_id, port",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            },
         )?;
         for (id, port, proxy, state) in rows {
-            let port = u16::try_from(port).map_err(|_| StoreError::Corrupt {
-                path: self.path.display().to_string(),
-                instance: id.clone(),
-                what: format!("port {port} out of range"),
-            })?;
+            let port = u16::try_from(port)
+                .map_err(|_| self.corrupt(id.clone(), format!("port {port} out of range")))?;
             ports.entry(id).or_default().push(PortPolicy {
                 port,
                 proxy_protocol: proxy != 0,
@@ -285,10 +287,11 @@ impl RegistryStore for SqliteStore {
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
-            .map_err(|e| StoreError::Corrupt {
-                path: self.path.display().to_string(),
-                instance: record.instance_id.to_string(),
-                what: format!("claims cannot be encoded: {e}"),
+            .map_err(|e| {
+                self.corrupt(
+                    record.instance_id.to_string(),
+                    format!("claims cannot be encoded: {e}"),
+                )
             })?;
         let path = self.path.clone();
         let e = |source| sqlite_err(&path, source);
@@ -367,11 +370,8 @@ impl RegistryStore for SqliteStore {
         )?;
         ids.into_iter()
             .map(|id| {
-                id.parse().map_err(|e| StoreError::Corrupt {
-                    path: self.path.display().to_string(),
-                    instance: id.clone(),
-                    what: format!("instance id: {e}"),
-                })
+                id.parse()
+                    .map_err(|e| self.corrupt(id.clone(), format!("instance id: {e}")))
             })
             .collect()
     }
@@ -384,17 +384,8 @@ impl RegistryStore for SqliteStore {
     }
 
     fn app_policies(&mut self) -> Result<Vec<StoredPolicy>, StoreError> {
-        let rows = self.query_all(
-            "SELECT app_id, version, document, stored_at FROM app_policies",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            },
-        )?;
+        let rows: Vec<(String, i64, String, i64)> =
+            self.query_tuples("SELECT app_id, version, document, stored_at FROM app_policies")?;
         Ok(rows
             .into_iter()
             .map(|(app_id, version, document, stored_at)| StoredPolicy {
