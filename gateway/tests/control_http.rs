@@ -25,35 +25,7 @@ use protocol::control::{AppId, ErrorBody, ErrorCode, PublicKey, RegisterResponse
 
 #[path = "support/control_service.rs"]
 mod control_service;
-use control_service::memory_service;
-
-const APP: &str = "aaaaaaaaaaaaaaaa";
-
-#[derive(Debug)]
-struct Allowed;
-
-impl PeerAttestation for Allowed {
-    fn authorize(
-        &self,
-        app_id: &AppId,
-        _owner: Option<&attestation::owner::VerifiedPolicy>,
-    ) -> Result<Admission, ErrorBody> {
-        if app_id.as_str() == APP {
-            Ok(Admission {
-                claims: test_support::claims::sim_snp(1),
-                valid_until: u64::MAX,
-            })
-        } else {
-            Err(ErrorBody::new(
-                ErrorCode::AppUnknown,
-                format!("app {app_id} is unknown"),
-            ))
-        }
-    }
-    fn is_app_id(&self, id: &str) -> bool {
-        id == APP
-    }
-}
+use control_service::{admitted, memory_service, APP};
 
 struct Server {
     url: String,
@@ -102,9 +74,9 @@ async fn start_with(per_sec: u32, limits: ListenerLimits, burst: u32) -> Server 
     let listener = TlsListener::new(
         tcp,
         acceptor,
-        Arc::new(
-            |_: &rustls::ServerConnection| Some(Arc::new(Allowed) as Arc<dyn PeerAttestation>),
-        ),
+        Arc::new(|_: &rustls::ServerConnection| {
+            Some(Arc::new(admitted(1, u64::MAX)) as Arc<dyn PeerAttestation>)
+        }),
         limits,
     )
     .unwrap();

@@ -24,8 +24,6 @@ pub use allocator::AddressAllocator;
 pub(crate) use app_policies::fixtures as policy_fixtures;
 pub use app_policies::{PolicyOffer, PolicyOfferError, StoredPolicy};
 pub use directory::{HandshakeAges, RegistryDirectory, RegistryDrains, Snapshot, SnapshotCell};
-#[cfg(test)]
-pub(crate) use record::fixtures;
 pub use record::{Admission, InstanceRecord, Revocation, RevocationCounts};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{MemoryStore, RegistryStore, StoreError};

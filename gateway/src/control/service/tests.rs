@@ -9,35 +9,15 @@ use crate::registry::{Admission, MemoryStore};
 #[path = "../../../tests/support/control_service.rs"]
 mod fixture;
 
-const APP: &str = "aaaaaaaaaaaaaaaa";
+use fixture::{admitted, StandInPeer, APP};
+
 const REFUSED_APP: &str = "cccccccccccccccc";
 
 /// An attested peer whose measurement one app allows and another refuses.
-#[derive(Debug)]
-struct FakePeer;
-
-impl PeerAttestation for FakePeer {
-    fn authorize(
-        &self,
-        app_id: &AppId,
-        _owner: Option<&attestation::owner::VerifiedPolicy>,
-    ) -> Result<Admission, ErrorBody> {
-        match app_id.as_str() {
-            APP => Ok(crate::registry::fixtures::admission(0x3f, u64::MAX)),
-            REFUSED_APP => Err(ErrorBody::new(
-                ErrorCode::PolicyRefused,
-                format!("measurement 3f00 is not allowed for app {app_id}"),
-            )),
-            other => Err(ErrorBody::new(
-                ErrorCode::AppUnknown,
-                format!("app {other} is unknown"),
-            )),
-        }
-    }
-    fn is_app_id(&self, id: &str) -> bool {
-        id == APP || id == REFUSED_APP
-    }
-}
+const FAKE_PEER: StandInPeer = StandInPeer {
+    refused_app: Some(REFUSED_APP),
+    ..admitted(0x3f, u64::MAX)
+};
 
 /// A service over an in-memory registry and peer table.
 pub(crate) fn service() -> (ControlService, Arc<MemoryPeers>) {
@@ -59,7 +39,7 @@ fn body(app: &str, instance: &str, key: u8) -> Vec<u8> {
 fn registration_answers_and_adds_the_peer() {
     let (svc, peers) = service();
     let r = svc
-        .register(&body(APP, "11111111", 1), Some(&FakePeer), 10)
+        .register(&body(APP, "11111111", 1), Some(&FAKE_PEER), 10)
         .unwrap();
     assert_eq!(r.version, PROTOCOL_VERSION);
     assert_eq!(r.gateway.tunnel_address, Ipv4Addr::new(10, 0, 0, 1));
@@ -74,7 +54,7 @@ fn registration_answers_and_adds_the_peer() {
 
     // A new key for the same instance replaces the peer, same address.
     let again = svc
-        .register(&body(APP, "11111111", 2), Some(&FakePeer), 11)
+        .register(&body(APP, "11111111", 2), Some(&FAKE_PEER), 11)
         .unwrap();
     assert_eq!(again.tunnel_address, r.tunnel_address);
     let snap = peers.snapshot();
@@ -90,31 +70,31 @@ type Case<'a> = (Vec<u8>, Option<&'a dyn PeerAttestation>, ErrorCode, &'a str);
 #[test]
 fn refusals_are_typed_and_change_nothing() {
     let (svc, peers) = service();
-    svc.register(&body(APP, "11111111", 1), Some(&FakePeer), 10)
+    svc.register(&body(APP, "11111111", 1), Some(&FAKE_PEER), 10)
         .unwrap();
     let before = peers.snapshot();
     let cases: Vec<Case<'_>> = vec![
         (
             body(APP, "22222222", 1),
-            Some(&FakePeer),
+            Some(&FAKE_PEER),
             ErrorCode::KeyInUse,
             "11111111",
         ),
         (
             body(REFUSED_APP, "33333333", 3),
-            Some(&FakePeer),
+            Some(&FAKE_PEER),
             ErrorCode::PolicyRefused,
             "measurement 3f00",
         ),
         (
             body("dddddddddddddddd", "33333333", 3),
-            Some(&FakePeer),
+            Some(&FAKE_PEER),
             ErrorCode::AppUnknown,
             "unknown",
         ),
         (
             body(APP, REFUSED_APP, 3),
-            Some(&FakePeer),
+            Some(&FAKE_PEER),
             ErrorCode::InstanceIdIsAppId,
             "also an app id",
         ),
@@ -126,13 +106,13 @@ fn refusals_are_typed_and_change_nothing() {
         ),
         (
             b"{garbage".to_vec(),
-            Some(&FakePeer),
+            Some(&FAKE_PEER),
             ErrorCode::MalformedRequest,
             "JSON",
         ),
         (
             body(APP, "33333333", 3).replace_version(7),
-            Some(&FakePeer),
+            Some(&FAKE_PEER),
             ErrorCode::UnsupportedVersion,
             "unsupported protocol version 7",
         ),
@@ -161,9 +141,9 @@ impl ReplaceVersion for Vec<u8> {
 #[test]
 fn restore_and_expire_drive_the_peer_table() {
     let (svc, peers) = service();
-    svc.register(&body(APP, "11111111", 1), Some(&FakePeer), 1000)
+    svc.register(&body(APP, "11111111", 1), Some(&FAKE_PEER), 1000)
         .unwrap();
-    svc.register(&body(APP, "22222222", 2), Some(&FakePeer), 1090)
+    svc.register(&body(APP, "22222222", 2), Some(&FAKE_PEER), 1090)
         .unwrap();
     peers.remove_peer(&PublicKey::from_bytes([1; 32]).unwrap());
     peers.remove_peer(&PublicKey::from_bytes([2; 32]).unwrap());
@@ -173,45 +153,6 @@ fn restore_and_expire_drive_the_peer_table() {
     let snap = peers.snapshot();
     assert_eq!(snap.len(), 1);
     assert!(snap.contains_key(&PublicKey::from_bytes([2; 32]).unwrap()));
-}
-
-/// A peer admitted for [`APP`] with measurement `measurement` until `valid_until`, or refused by a policy that
-/// changed under it.
-#[derive(Debug)]
-struct Peer {
-    measurement: u8,
-    valid_until: u64,
-    refused: bool,
-}
-
-impl PeerAttestation for Peer {
-    fn authorize(
-        &self,
-        app_id: &AppId,
-        _owner: Option<&attestation::owner::VerifiedPolicy>,
-    ) -> Result<Admission, ErrorBody> {
-        if self.refused || app_id.as_str() != APP {
-            return Err(ErrorBody::new(
-                ErrorCode::PolicyRefused,
-                "measurement no longer allowed",
-            ));
-        }
-        Ok(crate::registry::fixtures::admission(
-            self.measurement,
-            self.valid_until,
-        ))
-    }
-    fn is_app_id(&self, id: &str) -> bool {
-        id == APP
-    }
-}
-
-fn admitted(measurement: u8, valid_until: u64) -> Peer {
-    Peer {
-        measurement,
-        valid_until,
-        refused: false,
-    }
 }
 
 /// Registers `instance` of [`APP`] with key `key` at `now`, its evidence showing `measurement` and valid until
@@ -279,10 +220,9 @@ fn evidence_that_ended_without_renewal_removes_the_instance() {
 fn a_refused_registration_removes_its_own_instance_but_not_one_it_only_names() {
     let (svc, peers) = service();
     register_admitted(&svc, "11111111", 1, (1, 1000), 10);
-    let refused = Peer {
-        measurement: 1,
-        valid_until: 1000,
+    let refused = StandInPeer {
         refused: true,
+        ..admitted(1, 1000)
     };
     // Naming the instance with another key (another CVM) evicts nothing.
     let e = svc
@@ -306,12 +246,12 @@ fn a_full_app_refuses_new_instances_but_never_a_known_one() {
     let (svc, peers) = service();
     svc.registry().lock().unwrap().set_max_instances_per_app(2);
     for (instance, key) in [("11111111", 1), ("22222222", 2)] {
-        svc.register(&body(APP, instance, key), Some(&FakePeer), 10)
+        svc.register(&body(APP, instance, key), Some(&FAKE_PEER), 10)
             .unwrap();
     }
     let before = peers.snapshot();
     let e = svc
-        .register(&body(APP, "33333333", 3), Some(&FakePeer), 11)
+        .register(&body(APP, "33333333", 3), Some(&FAKE_PEER), 11)
         .unwrap_err();
     assert_eq!(e.error, ErrorCode::InstanceQuotaExceeded, "{e}");
     assert_eq!(e.http_status(), 403);
@@ -319,7 +259,7 @@ fn a_full_app_refuses_new_instances_but_never_a_known_one() {
     assert_eq!(peers.snapshot(), before, "no peer for the refused instance");
     // Re-registration at the quota, also with a new key, is answered as before.
     let again = svc
-        .register(&body(APP, "22222222", 7), Some(&FakePeer), 12)
+        .register(&body(APP, "22222222", 7), Some(&FAKE_PEER), 12)
         .unwrap();
     assert_eq!(
         peers
