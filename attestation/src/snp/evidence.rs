@@ -91,8 +91,13 @@ impl SnpEvidence {
         vek: Vec<u8>,
         chain: Vec<Vec<u8>>,
     ) -> Result<Self, AttestError> {
-        let vek_kind = report_signing_key(&report)?;
-        let (mut ask, mut ark) = (None, None);
+        let mut evidence = SnpEvidence {
+            vek_kind: report_signing_key(&report)?,
+            report,
+            vek,
+            ask: None,
+            ark: None,
+        };
         for der in chain {
             let (_, x) =
                 <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<
@@ -101,9 +106,9 @@ impl SnpEvidence {
                 >>::from_der(&der)
                 .map_err(|e| AttestError::Malformed(format!("chain certificate: {e}")))?;
             let slot = if x.subject().as_raw() == x.issuer().as_raw() {
-                &mut ark
+                &mut evidence.ark
             } else {
-                &mut ask
+                &mut evidence.ask
             };
             if slot.is_some() {
                 return Err(AttestError::Malformed(
@@ -113,13 +118,7 @@ impl SnpEvidence {
             drop(x);
             *slot = Some(der);
         }
-        Ok(SnpEvidence {
-            report,
-            vek_kind,
-            vek,
-            ask,
-            ark,
-        })
+        Ok(evidence)
     }
 
     /// Decode the encoding written by [`SnpEvidence::encode`].
