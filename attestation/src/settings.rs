@@ -40,7 +40,8 @@ use crate::ratls::{CertOptions, RaTlsVerifier};
 use crate::tdx::{CollateralConfig, CollateralSource, TdxError};
 use crate::verifier::{TrustAnchors, Verifier};
 
-/// The `[attestation]` keys the binaries share. See the [module documentation](self) for how to embed it.
+/// The `[attestation]` keys the binaries share. See the [module documentation](self) for how to embed it. An
+/// absent key takes its value from [`AttestationSettings::auto`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct AttestationSettings {
