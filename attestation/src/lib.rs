@@ -51,4 +51,13 @@ pub(crate) mod test_support {
         PKI.get_or_init(|| Arc::new(crate::SimSnpPki::generate_small("unit tests").unwrap()))
             .clone()
     }
+
+    /// Asserts that the message of `err` contains every one of `parts`.
+    #[track_caller]
+    pub(crate) fn assert_message_names(err: &impl std::fmt::Display, parts: &[&str]) {
+        let text = err.to_string();
+        for part in parts {
+            assert!(text.contains(part), "{part:?} is missing from: {text}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::sim::SimCollateralOptions;
 use super::*;
-use crate::{Attester as _, Claims, TrustAnchors, Verifier};
+use crate::{Attester as _, Claims, Evidence, TrustAnchors, Verifier};
 
 pub(crate) fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -95,11 +95,24 @@ pub(crate) fn trusting() -> Verifier {
     )
 }
 
+/// The evidence [`attester`] produces for `td` over report data `rd`.
+pub(crate) fn sim_evidence(td: SimTdReport, rd: [u8; 64]) -> Evidence {
+    attester(td)
+        .attest(&crate::ReportData::test_bytes(rd))
+        .unwrap()
+}
+
+/// The TDX evidence (quote and collateral) for [`td`] over report data `rd`.
+pub(crate) fn sim_tdx_evidence(rd: [u8; 64]) -> TdxEvidence {
+    let Evidence::Tdx(ev) = sim_evidence(td(), rd) else {
+        panic!("not TDX")
+    };
+    ev
+}
+
 pub(crate) fn claims_of(td: SimTdReport) -> Claims {
     let rd = [7u8; 64];
-    let ev = attester(td)
-        .attest(&crate::ReportData::test_bytes(rd))
-        .unwrap();
+    let ev = sim_evidence(td, rd);
     trusting().verify(&ev, &rd, SystemTime::now()).unwrap()
 }
 

@@ -5,14 +5,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::tdx::test_support::*;
 use crate::tdx::*;
-use crate::{Attester, Claims, Evidence, TrustAnchors, Verifier, VerifyError};
+use crate::test_support::assert_message_names;
+use crate::{Claims, Evidence, TrustAnchors, Verifier, VerifyError};
 
 #[test]
 fn sim_tdx_evidence_verifies_as_sim_tdx() {
     let rd = [9u8; 64];
-    let ev = attester(td())
-        .attest(&crate::ReportData::test_bytes(rd))
-        .unwrap();
+    let ev = sim_evidence(td(), rd);
     // Through the media-type encoding, as RA-TLS carries it.
     let ev = Evidence::decode(ev.media_type(), &ev.encode()).unwrap();
     let v = trusting();
@@ -38,9 +37,7 @@ fn sim_tdx_evidence_verifies_as_sim_tdx() {
 #[test]
 fn sim_tdx_evidence_is_refused_without_trusting_the_simulated_root() {
     let rd = [1u8; 64];
-    let ev = attester(td())
-        .attest(&crate::ReportData::test_bytes(rd))
-        .unwrap();
+    let ev = sim_evidence(td(), rd);
     let err = Verifier::default()
         .verify(&ev, &rd, SystemTime::now())
         .unwrap_err();
@@ -67,9 +64,7 @@ fn sim_tdx_evidence_is_refused_without_trusting_the_simulated_root() {
 
 #[test]
 fn report_data_that_does_not_match_is_refused() {
-    let ev = attester(td())
-        .attest(&crate::ReportData::test_bytes([1u8; 64]))
-        .unwrap();
+    let ev = sim_evidence(td(), [1u8; 64]);
     let err = trusting()
         .verify(&ev, &[2u8; 64], SystemTime::now())
         .unwrap_err();
@@ -83,12 +78,7 @@ fn report_data_that_does_not_match_is_refused() {
 #[test]
 fn evidence_without_collateral_uses_the_collateral_source() {
     let rd = [3u8; 64];
-    let Evidence::Tdx(mut ev) = attester(td())
-        .attest(&crate::ReportData::test_bytes(rd))
-        .unwrap()
-    else {
-        panic!("not TDX")
-    };
+    let mut ev = sim_tdx_evidence(rd);
     let collateral = ev.collateral.take().unwrap();
     let ev = Evidence::Tdx(ev);
     let err = trusting().verify(&ev, &rd, SystemTime::now()).unwrap_err();
@@ -173,12 +163,7 @@ fn collateral_numbered(number: u32, age: Duration) -> Collateral {
 
 /// Evidence over `rd` carrying `collateral`.
 fn evidence_carrying(rd: [u8; 64], collateral: Collateral) -> Evidence {
-    let Evidence::Tdx(mut ev) = attester(td())
-        .attest(&crate::ReportData::test_bytes(rd))
-        .unwrap()
-    else {
-        panic!("not TDX")
-    };
+    let mut ev = sim_tdx_evidence(rd);
     ev.collateral = Some(collateral);
     Evidence::Tdx(ev)
 }
@@ -210,12 +195,13 @@ fn carried_collateral_older_than_the_verifiers_is_refused_naming_both_numbers() 
     // The attacker's evidence carries collateral from before the TCB recovery that raised the number to 18.
     let err = verify_carrying(&v, rd, collateral_numbered(17, hour)).unwrap_err();
     assert_eq!(err.check(), "collateral-version", "{err}");
-    let text = err.to_string();
-    assert!(
-        text.contains("older than the verifier's")
-            && text.contains("TCB info has tcbEvaluationDataNumber 17")
-            && text.contains("the verifier's has 18"),
-        "{text}"
+    assert_message_names(
+        &err,
+        &[
+            "older than the verifier's",
+            "TCB info has tcbEvaluationDataNumber 17",
+            "the verifier's has 18",
+        ],
     );
     // The same number issued earlier than the verifier's is older too.
     let err = verify_carrying(&v, rd, collateral_numbered(18, 2 * hour)).unwrap_err();
