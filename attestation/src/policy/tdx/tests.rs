@@ -95,19 +95,18 @@ fn tcb_status_must_be_allowed() {
 
 #[test]
 fn app_policy_toml_with_tdx_profiles() {
+    let (mr_td, rtmr3) = (hex::encode([0x11; 48]), hex::encode([0x23; 48]));
     let toml_text = format!(
         r#"
         [[apps.deadbeef11111111.profile]]
         platform = "sim-tdx"
-        mr_td = ["{}"]
+        mr_td = ["{mr_td}"]
         rtmr0 = "any"
         rtmr1 = "any"
         rtmr2 = "any"
-        rtmr3 = ["{}"]
+        rtmr3 = ["{rtmr3}"]
         tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
-        "#,
-        hex::encode([0x11; 48]),
-        hex::encode([0x23; 48])
+        "#
     );
     let policy = AppPolicy::from_toml(&toml_text).unwrap();
     let claims = claims_of(td());
@@ -124,8 +123,8 @@ fn app_policy_toml_with_tdx_profiles() {
         "{err}"
     );
     // Empty allow lists, unknown keys and unknown statuses are errors.
-    assert!(AppPolicy::from_toml(&toml_text.replace(&hex::encode([0x23; 48]), "")).is_err());
-    let empty = toml_text.replace(&format!("[\"{}\"]", hex::encode([0x23; 48])), "[]");
+    assert!(AppPolicy::from_toml(&toml_text.replace(&rtmr3, "")).is_err());
+    let empty = toml_text.replace(&format!("[\"{rtmr3}\"]"), "[]");
     assert!(AppPolicy::from_toml(&empty)
         .unwrap_err()
         .to_string()
