@@ -83,18 +83,47 @@ fn ours_to_ours_ping_and_100_mb_transfer() {
     assert!(!lab.succeeds(Host::Gateway, &["ip", "link", "show", "tg0"]));
 }
 
-/// A CVM's endpoint at `address` whose peer is the gateway (with `extra` peer fields), and more `flags`.
-fn cvm_endpoint(
-    lab: &Lab,
+/// A CVM of these tests: in `host` with `key` and tunnel address `ip` (a /24), its peer the gateway (with `extra`
+/// peer fields), its endpoint started with more `flags`.
+struct Cvm<'a> {
     host: Host,
-    (key, address): (&KeyPair, &str),
+    key: &'a KeyPair,
+    ip: &'a str,
+    extra: &'a [&'a str],
+    flags: &'a [&'a str],
+}
+
+impl<'a> Cvm<'a> {
+    /// A CVM without extra peer fields or flags.
+    fn plain(host: Host, key: &'a KeyPair, ip: &'a str) -> Self {
+        Cvm {
+            host,
+            key,
+            ip,
+            extra: &[],
+            flags: &[],
+        }
+    }
+
+    /// Starts its endpoint, whose peer is the gateway with key `gw`.
+    fn start(&self, lab: &Lab, gw: &KeyPair) -> EndpointProc {
+        let mut args = vec![gateway_peer_arg(&gw.public, self.extra)];
+        args.extend(self.flags.iter().map(|f| f.to_string()));
+        endpoint(lab, self.host, self.key, &format!("{}/24", self.ip), &args)
+    }
+}
+
+/// The gateway's endpoint with `flags` and a peer for each of `cvms`, then each CVM's endpoint.
+fn gateway_and_cvms(
+    lab: &Lab,
     gw: &KeyPair,
-    extra: &[&str],
     flags: &[&str],
-) -> EndpointProc {
-    let mut args = vec![gateway_peer_arg(&gw.public, extra)];
-    args.extend(flags.iter().map(|f| f.to_string()));
-    endpoint(lab, host, key, address, &args)
+    cvms: &[Cvm],
+) -> (EndpointProc, Vec<EndpointProc>) {
+    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    args.extend(cvms.iter().map(|c| peer_arg(&c.key.public, c.ip, &[])));
+    let gateway = gateway_endpoint(lab, gw, &args);
+    (gateway, cvms.iter().map(|c| c.start(lab, gw)).collect())
 }
 
 #[test]
@@ -103,29 +132,14 @@ fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
     let lab = Lab::up().unwrap();
     let dir = Scratch::new("readd");
     let [gw_key, old_key, new_key, other_key] = keys(&dir, ["gateway", "old", "new", "other"]);
-    let mut gw = gateway_endpoint(
+    let (mut gw, _old_and_other) = gateway_and_cvms(
         &lab,
         &gw_key,
+        &[],
         &[
-            peer_arg(&old_key.public, "10.0.0.2", &[]),
-            peer_arg(&other_key.public, "10.0.0.3", &[]),
+            Cvm::plain(Host::Cvm1, &old_key, "10.0.0.2"),
+            Cvm::plain(Host::Cvm3, &other_key, "10.0.0.3"),
         ],
-    );
-    let _old = cvm_endpoint(
-        &lab,
-        Host::Cvm1,
-        (&old_key, "10.0.0.2/24"),
-        &gw_key,
-        &[],
-        &[],
-    );
-    let _other = cvm_endpoint(
-        &lab,
-        Host::Cvm3,
-        (&other_key, "10.0.0.3/24"),
-        &gw_key,
-        &[],
-        &[],
     );
     assert!(ping(&lab, Host::Cvm1, "10.0.0.1", 2));
     assert!(ping(&lab, Host::Cvm3, "10.0.0.1", 2));
@@ -153,14 +167,7 @@ fn a_removed_peer_cannot_send_and_a_peer_re_added_with_a_new_key_works() {
     // The same address under a new key (a re-installed CVM in cvm2) works; the old key still does not.
     gw.command(&format!("add key={} ip=10.0.0.2", new_key.public))
         .unwrap();
-    let _new = cvm_endpoint(
-        &lab,
-        Host::Cvm2,
-        (&new_key, "10.0.0.2/24"),
-        &gw_key,
-        &[],
-        &[],
-    );
+    let _new = Cvm::plain(Host::Cvm2, &new_key, "10.0.0.2").start(&lab, &gw_key);
     assert!(
         ping(&lab, Host::Cvm2, "10.0.0.1", 3),
         "the re-added peer cannot reach the gateway"
@@ -212,30 +219,22 @@ fn keep_alive_holds_an_idle_tunnel_healthy_and_its_absence_does_not() {
     let lab = Lab::up().unwrap();
     let dir = Scratch::new("health");
     let [gw_key, ka_key, idle_key] = keys(&dir, ["gateway", "keepalive", "idle"]);
-    let mut gw = gateway_endpoint(
+    let rekey = &["--rekey-after-ms=1500"];
+    let (mut gw, _ka_and_idle) = gateway_and_cvms(
         &lab,
         &gw_key,
+        &["--health-window-ms=3000"],
         &[
-            "--health-window-ms=3000".into(),
-            peer_arg(&ka_key.public, "10.0.0.2", &[]),
-            peer_arg(&idle_key.public, "10.0.0.3", &[]),
+            Cvm {
+                extra: &["keepalive-ms=400"],
+                flags: rekey,
+                ..Cvm::plain(Host::Cvm1, &ka_key, "10.0.0.2")
+            },
+            Cvm {
+                flags: rekey,
+                ..Cvm::plain(Host::Cvm2, &idle_key, "10.0.0.3")
+            },
         ],
-    );
-    let _ka = cvm_endpoint(
-        &lab,
-        Host::Cvm1,
-        (&ka_key, "10.0.0.2/24"),
-        &gw_key,
-        &["keepalive-ms=400"],
-        &["--rekey-after-ms=1500"],
-    );
-    let _idle = cvm_endpoint(
-        &lab,
-        Host::Cvm2,
-        (&idle_key, "10.0.0.3/24"),
-        &gw_key,
-        &[],
-        &["--rekey-after-ms=1500"],
     );
     // The keep-alive alone brings cvm1's tunnel up; cvm2's comes up with a ping.
     assert!(ping(&lab, Host::Cvm2, "10.0.0.1", 1));
