@@ -265,12 +265,29 @@ pub fn fetch_line(lab: &Lab, host: Host, addr: &str, port: u16) -> Result<String
 /// Starts a TCP server in `host` on `127.0.0.1:port` that answers each connection with the line `reply` and closes
 /// it. Listening on loopback only, it is reached from outside its host only through an agent's forwarder.
 pub fn start_line_server(lab: &Lab, host: Host, port: u16, reply: &str) -> Result<Process> {
+    start_line_server_on(lab, host, "127.0.0.1", port, reply)
+}
+
+/// The same server as [`start_line_server`], listening on `bind:port` (`0.0.0.0`: every address of `host`).
+pub fn start_line_server_on(
+    lab: &Lab,
+    host: Host,
+    bind: &str,
+    port: u16,
+    reply: &str,
+) -> Result<Process> {
     let script = format!(
         "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind(('127.0.0.1',{port}))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'{reply}\\n')\n  c.close()\n"
+         s.bind(('{bind}',{port}))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'{reply}\\n')\n  c.close()\n"
     );
+    spawn_python(lab, host, &script)
+}
+
+/// Starts the Python program `script` in `host`, its standard input and output closed, as a process that ends
+/// when dropped.
+pub fn spawn_python(lab: &Lab, host: Host, script: &str) -> Result<Process> {
     let mut cmd = lab.command(host, "python3");
-    cmd.args(["-c", &script])
+    cmd.args(["-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

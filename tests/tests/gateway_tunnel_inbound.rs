@@ -15,7 +15,6 @@
 
 mod registration;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use cvm_agent::client::register_once;
@@ -74,33 +73,24 @@ fn a_cvm_reaches_no_listener_of_the_gateway_host_and_the_gateway_still_reaches_i
 
     // Other services of the gateway's host, on every address.
     let tcp_server = |port: u16| {
-        let script = format!(
-            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             s.bind(('0.0.0.0',{port}))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'host-{port}\\n')\n  c.close()\n"
-        );
-        let mut cmd = lab.command(Host::Gateway, "python3");
-        cmd.args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        lab.spawn(cmd).unwrap()
+        clients::start_line_server_on(
+            &lab,
+            Host::Gateway,
+            "0.0.0.0",
+            port,
+            &format!("host-{port}"),
+        )
+        .unwrap()
     };
     let _host_tcp = tcp_server(HOST_TCP);
     let _host_ephemeral = tcp_server(HOST_TCP_EPHEMERAL);
     let received = world.dir().join("udp-received");
-    let _host_udp = {
-        let script = format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{HOST_UDP}))\n\
-             while True:\n  d,a=s.recvfrom(2048)\n  open('{}','a').write(a[0]+' '+d.decode(errors='replace')+'\\n')\n",
-            received.display()
-        );
-        let mut cmd = lab.command(Host::Gateway, "python3");
-        cmd.args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        lab.spawn(cmd).unwrap()
-    };
+    let udp_server = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{HOST_UDP}))\n\
+         while True:\n  d,a=s.recvfrom(2048)\n  open('{}','a').write(a[0]+' '+d.decode(errors='replace')+'\\n')\n",
+        received.display()
+    );
+    let _host_udp = clients::spawn_python(&lab, Host::Gateway, &udp_server).unwrap();
 
     // Register an instance with a key of our own, and bring its tunnel up with wireguard-go in cvm1.
     let dir = Scratch::new("tunnel-inbound-keys");
@@ -139,18 +129,8 @@ fn a_cvm_reaches_no_listener_of_the_gateway_host_and_the_gateway_still_reaches_i
     ];
     lab.run(Host::Cvm1, &peer).unwrap();
     // The CVM's forwarded port: a server on every address of cvm1.
-    let _forwarded = {
-        let script = format!(
-            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             s.bind(('0.0.0.0',{FORWARDED}))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'from-cvm\\n')\n  c.close()\n"
-        );
-        let mut cmd = lab.command(Host::Cvm1, "python3");
-        cmd.args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        lab.spawn(cmd).unwrap()
-    };
+    let _forwarded =
+        clients::start_line_server_on(&lab, Host::Cvm1, "0.0.0.0", FORWARDED, "from-cvm").unwrap();
 
     // The gateway reaches the CVM: ping (echo replies come back) and a connection to its forwarded port.
     wait_for(Duration::from_secs(20), "the gateway pings the CVM", || {
