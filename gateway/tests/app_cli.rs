@@ -5,7 +5,7 @@ mod cli;
 use std::os::unix::fs::PermissionsExt;
 
 use attestation::owner::{OwnerKey, SignedPolicy};
-use cli::{dir, p, run_gateway};
+use cli::{assert_exit, dir, keygen, outcome, p, run_gateway};
 
 /// A simulated SEV-SNP profile accepting measurement `m` repeated, in the TOML profile syntax.
 fn profiles_toml(m: &str) -> String {
@@ -18,10 +18,7 @@ fn profiles_toml(m: &str) -> String {
 #[test]
 fn keygen_writes_a_private_key_file_and_prints_its_app_id() {
     let d = dir();
-    let key = d.path("owner.key");
-    let out = run_gateway(&["app", "keygen", "--out", p(&key)]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let app_id = out.stdout.trim();
+    let (key, app_id) = keygen(&d);
     assert_eq!(app_id.len(), 32, "{app_id}");
     assert!(
         app_id.parse::<protocol::control::AppId>().is_ok(),
@@ -40,10 +37,7 @@ fn keygen_writes_a_private_key_file_and_prints_its_app_id() {
 #[test]
 fn sign_policy_writes_a_policy_that_verifies_for_the_keys_app() {
     let d = dir();
-    let key = d.path("owner.key");
-    let keygen = run_gateway(&["app", "keygen", "--out", p(&key)]);
-    assert_eq!(keygen.code, 0, "{}", keygen.stderr);
-    let app_id = keygen.stdout.trim().to_owned();
+    let (key, app_id) = keygen(&d);
     let profiles = d.path("profiles.toml");
     std::fs::write(&profiles, profiles_toml("42")).unwrap();
     let signed = d.path("policy.json");
@@ -74,18 +68,12 @@ fn sign_policy_writes_a_policy_that_verifies_for_the_keys_app() {
 
     // A profile with a key the syntax does not know, or none at all, is not signed.
     std::fs::write(&profiles, format!("{}surprise = 1\n", profiles_toml("42"))).unwrap();
-    let out = run_gateway(&args);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("surprise"), "{}", out.stderr);
+    assert_exit(outcome(run_gateway(&args)), 2, "surprise");
     std::fs::write(&profiles, "").unwrap();
-    let out = run_gateway(&args);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("no [[profile]]"), "{}", out.stderr);
+    assert_exit(outcome(run_gateway(&args)), 2, "no [[profile]]");
 
     // A key file that is not a key is refused, naming the file.
     std::fs::write(&key, "secret_key = \"00\"\n").unwrap();
     std::fs::write(&profiles, profiles_toml("42")).unwrap();
-    let out = run_gateway(&args);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("owner key file"), "{}", out.stderr);
+    assert_exit(outcome(run_gateway(&args)), 2, "owner key file");
 }

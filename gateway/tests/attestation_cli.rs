@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
 use cli::{
-    check_sim_evidence, dir, gateway, gateway_with, p, sim_snp_root, verified_claims, verify_cert,
-    write_sim_pki,
+    assert_exit, check_sim_evidence, dir, gateway, gateway_with, p, sim_snp_root, verified_claims,
+    verify_cert, write_sim_pki,
 };
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
@@ -97,12 +97,16 @@ fn verify_real_snp_samples() {
         err.contains("VCEK certificate is not valid at 2031-01-01T00:00:00Z"),
         "{err}"
     );
-    let (code, _, err) = gateway(&["verify", "--evidence", &format!("{SNP}/report_milan.hex")]);
-    assert_eq!(code, 2);
-    assert!(err.contains("needs --vcek"), "{err}");
-    let (code, _, err) = gateway(&["verify", "--evidence", &format!("{SNP}/absent")]);
-    assert_eq!(code, 2);
-    assert!(err.contains("reading"), "{err}");
+    assert_exit(
+        gateway(&["verify", "--evidence", &format!("{SNP}/report_milan.hex")]),
+        2,
+        "needs --vcek",
+    );
+    assert_exit(
+        gateway(&["verify", "--evidence", &format!("{SNP}/absent")]),
+        2,
+        "reading",
+    );
 }
 
 /// Debug evidence without `--policy`: a simulated SEV-SNP report and RA-TLS certificate of a debuggable guest are
@@ -224,17 +228,21 @@ fn sim_pki_round_trip_through_the_command() {
     let mut bad = report.clone();
     bad[0x90] ^= 0x10;
     std::fs::write(&report_path, &bad).unwrap();
-    let (code, _, err) = gateway_with(&base, &["--trust-sim-root", p(&ark)]);
-    assert_eq!(code, 1);
-    assert!(err.contains("signature"), "{err}");
+    assert_exit(
+        gateway_with(&base, &["--trust-sim-root", p(&ark)]),
+        1,
+        "signature",
+    );
 
     // A file that is not a simulated root is not accepted as one.
-    let (code, _, err) = gateway_with(
-        &base,
-        &["--trust-sim-root", &format!("{SNP}/cert_chain_milan")],
+    assert_exit(
+        gateway_with(
+            &base,
+            &["--trust-sim-root", &format!("{SNP}/cert_chain_milan")],
+        ),
+        2,
+        "not a simulated root",
     );
-    assert_eq!(code, 2);
-    assert!(err.contains("not a simulated root"), "{err}");
 }
 
 #[test]
@@ -258,9 +266,11 @@ fn verify_ra_tls_certificates() {
     )
     .unwrap();
     std::fs::write(&cert_path, old.cert_der().as_ref()).unwrap();
-    let (code, _, err) = verify_cert(&cert_path, &["--format", "ra-tls-cert"], &ark);
-    assert_eq!(code, 1);
-    assert!(err.contains("certificate-validity"), "{err}");
+    assert_exit(
+        verify_cert(&cert_path, &["--format", "ra-tls-cert"], &ark),
+        1,
+        "certificate-validity",
+    );
 }
 
 /// The operator's forgery of the gateway's RA-TLS identity, end to end: the gateway attests its operator-supplied

@@ -15,8 +15,8 @@ use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::tdx::sim::{files, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE};
 use attestation::{SimTdReport, SimTdxAttester, SimTdxPki};
 use cli::{
-    check_sim_evidence, dir, gateway, gateway_with, p, profile_policy, verified_claims,
-    write_sim_pki,
+    assert_exit, check_sim_evidence, dir, gateway, gateway_with, p, profile_policy,
+    verified_claims, write_sim_pki,
 };
 
 const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/tdx");
@@ -38,30 +38,32 @@ fn real_tdx_quote_inside_and_outside_its_collateral_window() {
     assert_eq!(claims["mr_td"].as_str().unwrap().len(), 96);
 
     // Today the collateral has expired.
-    let (code, _, err) = gateway(&base);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("collateral expired"), "{err}");
+    assert_exit(gateway(&base), 1, "collateral expired");
 
     // Without collateral the quote cannot be verified offline.
-    let (code, _, err) = gateway(&["verify", "--evidence", &quote, "--now", SAMPLE_NOW]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--collateral"), "{err}");
+    assert_exit(
+        gateway(&["verify", "--evidence", &quote, "--now", SAMPLE_NOW]),
+        2,
+        "--collateral",
+    );
 }
 
 #[test]
 fn outdated_real_tdx_quote_is_refused_for_its_tcb() {
-    let (code, _, err) = gateway(&[
-        "verify",
-        "--evidence",
-        &format!("{TDX}/tdx_quote_outdated"),
-        "--collateral",
-        &format!("{TDX}/tdx_quote_outdated_collateral.json"),
-        // Inside its collateral's window (2026-02-18T10:58:51Z .. 2026-03-20T10:41:15Z).
-        "--now",
-        "2026-03-01T00:00:00Z",
-    ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("refused (tcb)"), "{err}");
+    assert_exit(
+        gateway(&[
+            "verify",
+            "--evidence",
+            &format!("{TDX}/tdx_quote_outdated"),
+            "--collateral",
+            &format!("{TDX}/tdx_quote_outdated_collateral.json"),
+            // Inside its collateral's window (2026-02-18T10:58:51Z .. 2026-03-20T10:41:15Z).
+            "--now",
+            "2026-03-01T00:00:00Z",
+        ]),
+        1,
+        "refused (tcb)",
+    );
 }
 
 /// `sim-pki` into a fresh directory; returns the directory and the PKI it wrote.
@@ -158,9 +160,7 @@ fn sim_tdx_ra_tls_certificates_through_the_command() {
     let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["platform"], "sim-tdx");
     // The default profile refuses a debug TD.
-    let (code, _, err) = verify(&debug);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("debug"), "{err}");
+    assert_exit(verify(&debug), 1, "debug");
     // Without a policy the debug TD is refused as well, unless --allow-debug.
     let no_policy = |cert: &Path, more: &[&str]| {
         let args = [

@@ -2,12 +2,27 @@
 
 mod cli;
 
-use cli::{dir, p, run_gateway};
+use std::path::{Path, PathBuf};
+
+use cli::{assert_names_all, dir, keygen, p, run_gateway};
+use test_support::Scratch;
 
 /// Runs `gateway check-config --config PATH`: (success, stdout and stderr).
-fn run(config: &std::path::Path) -> (bool, String) {
+fn run(config: &Path) -> (bool, String) {
     let out = run_gateway(&["check-config", "--config", p(config)]);
     (out.success(), out.text())
+}
+
+/// Writes `d/gateway.toml`, a good configuration using the apps file `policy`: its path and its text.
+#[allow(clippy::unwrap_used, reason = "test code: a failed step fails the test")]
+fn write_config(d: &Scratch, policy: &Path) -> (PathBuf, String) {
+    let text = format!(
+        "base_domains = [\"apps.example.com\"]\n[tunnel]\npublic_endpoint = \"198.18.0.2:51820\"\n[attestation]\napp_policy = \"{}\"\n",
+        policy.display()
+    );
+    let path = d.path("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
 }
 
 #[test]
@@ -15,12 +30,7 @@ fn check_config_accepts_good_and_explains_bad_files() {
     let d = dir();
     let policy = d.path("apps.toml");
     std::fs::write(&policy, "").unwrap();
-    let good = format!(
-        "base_domains = [\"apps.example.com\"]\n[tunnel]\npublic_endpoint = \"198.18.0.2:51820\"\n[attestation]\napp_policy = \"{}\"\n",
-        policy.display()
-    );
-    let path = d.path("gateway.toml");
-    std::fs::write(&path, &good).unwrap();
+    let (path, good) = write_config(&d, &policy);
     let (ok, text) = run(&path);
     assert!(ok, "{text}");
     assert!(text.contains("ok"), "{text}");
@@ -68,22 +78,18 @@ fn check_config_refuses_profiles_in_the_operators_file_and_sign_policy_a_tdx_pro
         "11".repeat(48)
     );
     std::fs::write(&policy, &only_mr_td).unwrap();
-    let config = format!(
-        "base_domains = [\"apps.example.com\"]\n[tunnel]\npublic_endpoint = \"198.18.0.2:51820\"\n[attestation]\napp_policy = \"{}\"\n",
-        policy.display()
-    );
-    let path = d.path("gateway.toml");
-    std::fs::write(&path, &config).unwrap();
+    let (path, _) = write_config(&d, &policy);
     let (ok, text) = run(&path);
     assert!(!ok, "accepted: {text}");
-    for needed in [
-        "attestation.app_policy",
-        "apps.toml",
-        "no longer lists profiles",
-        "gateway app sign-policy",
-    ] {
-        assert!(text.contains(needed), "{needed:?} not in: {text}");
-    }
+    assert_names_all(
+        &text,
+        &[
+            "attestation.app_policy",
+            "apps.toml",
+            "no longer lists profiles",
+            "gateway app sign-policy",
+        ],
+    );
     std::fs::write(
         &policy,
         "[apps.deadbeef111111111111111111111111]\ndeny = true\n",
@@ -92,9 +98,7 @@ fn check_config_refuses_profiles_in_the_operators_file_and_sign_policy_a_tdx_pro
     let (ok, text) = run(&path);
     assert!(ok, "{text}");
 
-    let key = d.path("owner.key");
-    let keygen = run_gateway(&["app", "keygen", "--out", key.to_str().unwrap()]);
-    assert_eq!(keygen.code, 0, "{}", keygen.stderr);
+    let (key, _) = keygen(&d);
     let profiles = d.path("profiles.toml");
     let only_mr_td = format!(
         "[[profile]]\nplatform = \"tdx\"\nmr_td = [\"{}\"]\n",
@@ -118,18 +122,15 @@ fn check_config_refuses_profiles_in_the_operators_file_and_sign_policy_a_tdx_pro
     };
     let refused = sign();
     assert_eq!(refused.code, 2, "{}", refused.stderr);
-    for needed in [
-        "profiles.toml",
-        "must pin the boot chain",
-        "rtmr0 (firmware configuration), rtmr1 (boot loader and kernel), rtmr2 (kernel command line and initrd)",
-        "rtmr0 = \"any\"",
-    ] {
-        assert!(
-            refused.stderr.contains(needed),
-            "{needed:?} not in: {}",
-            refused.stderr
-        );
-    }
+    assert_names_all(
+        &refused.stderr,
+        &[
+            "profiles.toml",
+            "must pin the boot chain",
+            "rtmr0 (firmware configuration), rtmr1 (boot loader and kernel), rtmr2 (kernel command line and initrd)",
+            "rtmr0 = \"any\"",
+        ],
+    );
     assert!(!signed.exists());
 
     let pinned = format!(

@@ -149,6 +149,14 @@ async fn post_raw(s: &Server, content_type: &str, bytes: Vec<u8>) -> (u16, serde
     (status, r.json().await.unwrap())
 }
 
+/// Registers `instance` with key `key` (protocol version 1), which must be answered 200 OK: the answer.
+async fn register_ok(s: &Server, instance: &str, key: u8) -> serde_json::Value {
+    let bytes = serde_json::to_vec(&body(instance, key, 1)).unwrap();
+    let (status, json) = post_raw(s, "application/json", bytes).await;
+    assert_eq!(status, 200, "{json}");
+    json
+}
+
 async fn expect_error(
     s: &Server,
     content_type: &str,
@@ -178,14 +186,8 @@ async fn expect_json_error(
 #[tokio::test]
 async fn register_and_every_refusal_over_tls() {
     let s = start(1000, 1000).await;
-    let (status, json) = post_raw(
-        &s,
-        "application/json",
-        serde_json::to_vec(&body("11111111", 1, 1)).unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
-    let answer: RegisterResponse = serde_json::from_value(json).unwrap();
+    let answer: RegisterResponse =
+        serde_json::from_value(register_ok(&s, "11111111", 1).await).unwrap();
     assert_eq!(answer.gateway.tunnel_address, Ipv4Addr::new(10, 0, 0, 1));
     let before = s.peers.snapshot();
     assert_eq!(before.len(), 1);
@@ -582,13 +584,7 @@ async fn slow_request_heads_and_idle_connections_are_cut_off() {
         // Meanwhile a normal registration is served at once.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let started = std::time::Instant::now();
-        let (status, json) = post_raw(
-            &s,
-            "application/json",
-            serde_json::to_vec(&body("44444444", 44, 1)).unwrap(),
-        )
-        .await;
-        assert_eq!(status, 200, "{json}");
+        register_ok(&s, "44444444", 44).await;
         started.elapsed()
     };
     let limit = HEADER_READ_TIMEOUT + margin;

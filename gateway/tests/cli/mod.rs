@@ -26,8 +26,33 @@ pub(crate) fn run_gateway(args: &[&str]) -> Finished {
 
 /// Runs `gateway attestation ARGS`: (exit code, stdout, stderr).
 pub(crate) fn gateway(args: &[&str]) -> (i32, String, String) {
-    let out = run_gateway(&[&["attestation"], args].concat());
+    outcome(run_gateway(&[&["attestation"], args].concat()))
+}
+
+/// A finished run as (exit code, stdout, stderr).
+pub(crate) fn outcome(out: Finished) -> (i32, String, String) {
     (out.code, out.stdout, out.stderr)
+}
+
+/// Checks a finished run (exit code, stdout, stderr): it exited with `code` and its stderr names `needle`.
+pub(crate) fn assert_exit((got, _, err): (i32, String, String), code: i32, needle: &str) {
+    assert_eq!(got, code, "{err}");
+    assert!(err.contains(needle), "{err}");
+}
+
+/// Runs `gateway app keygen --out d/owner.key`, which must succeed: the key file and the app id it printed.
+pub(crate) fn keygen(d: &Scratch) -> (PathBuf, String) {
+    let key = d.path("owner.key");
+    let out = run_gateway(&["app", "keygen", "--out", p(&key)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (key, out.stdout.trim().to_owned())
+}
+
+/// Checks that `text` names every one of `needles`.
+pub(crate) fn assert_names_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in: {text}");
+    }
 }
 
 /// Runs `gateway attestation ARGS`, which must succeed, and parses the claims it prints.
@@ -78,9 +103,8 @@ pub(crate) fn check_sim_evidence(
     );
 
     let policy = profile_policy(d, platform, "43");
-    let (code, _, err) = gateway_with(base, &[&trust[..], &["--policy", p(&policy)]].concat());
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains(policy_refusal), "{err}");
+    let policy_args = [&trust[..], &["--policy", p(&policy)]].concat();
+    assert_exit(gateway_with(base, &policy_args), 1, policy_refusal);
 }
 
 /// Writes `d/policy.toml`: one profile for `platform` (`sim-snp` or `sim-tdx`) allowing the measurement (MRTD for
