@@ -402,11 +402,8 @@ mod tests {
                 .unwrap(),
         );
         let req = SimReportRequest {
-            report_data: [0; 64],
             measurement: [1; 48],
             host_data: [2; 32],
-            guest_svn: 0,
-            debug: false,
             ..SimReportRequest::default()
         };
         v.verify_unbound(
