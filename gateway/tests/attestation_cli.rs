@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use attestation::ratls::{CertOptions, RaTlsCertificate};
 use attestation::{SimReportRequest, SimSnpAttester, SimSnpPki};
 use cli::{
-    assert_exit, check_sim_evidence, dir, gateway, gateway_with, p, sim_snp_root, verified_claims,
-    verify_cert, write_sim_pki,
+    assert_exit, assert_refused, check_sim_evidence, dir, gateway, gateway_with, p, sim_snp_root,
+    verified_claims, verify_cert, write_sim_pki,
 };
 
 const SNP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/snp");
@@ -42,13 +42,12 @@ fn verify_real_snp_samples() {
         "--now",
         "2025-06-01T00:00:00Z",
     ];
-    let (code, out, err) = gateway(&debug_sample);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(out.is_empty(), "no claims printed: {out}");
-    assert!(
-        err.contains("refused (policy): debug mode is not allowed")
-            && err.contains("--allow-debug"),
-        "{err}"
+    assert_refused(
+        gateway(&debug_sample),
+        &[
+            "refused (policy): debug mode is not allowed",
+            "--allow-debug",
+        ],
     );
     let claims = verified_claims(&[&debug_sample[..], &["--allow-debug"]].concat());
     assert_eq!(claims["debug"], true);
@@ -62,7 +61,7 @@ fn verify_real_snp_samples() {
         ),
     )
     .unwrap();
-    let (code, out, err) = gateway(&[
+    let refused = gateway(&[
         "verify",
         "--evidence",
         &format!("{SNP}/debug_attestation.bin"),
@@ -75,12 +74,7 @@ fn verify_real_snp_samples() {
         "--now",
         "2025-06-01T00:00:00Z",
     ]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(out.is_empty());
-    assert!(
-        err.contains("refused (policy)") && err.contains("debug mode is not allowed"),
-        "{err}"
-    );
+    assert_refused(refused, &["refused (policy)", "debug mode is not allowed"]);
 
     // Expired VCEK, unusable input.
     let (code, _, err) = gateway(&[
@@ -146,14 +140,13 @@ fn verify_without_a_policy_refuses_debug_guests_unless_allowed() {
     let trust = ["--trust-sim-root", p(&ark)];
 
     for base in [&report_args[..], &cert_args[..]] {
-        let (code, out, err) = gateway_with(base, &trust);
-        assert_eq!(code, 1, "debug evidence must be refused: {out}{err}");
-        assert!(out.is_empty(), "no claims printed: {out}");
-        assert!(
-            err.contains("refused (policy): debug mode is not allowed")
-                && err.contains("debuggable")
-                && err.contains("--allow-debug"),
-            "{err}"
+        assert_refused(
+            gateway_with(base, &trust),
+            &[
+                "refused (policy): debug mode is not allowed",
+                "debuggable",
+                "--allow-debug",
+            ],
         );
         let (code, out, err) = gateway_with(base, &[&trust[..], &["--allow-debug"]].concat());
         assert_eq!(code, 0, "{err}");
@@ -333,16 +326,12 @@ fn forged_ra_tls_certificate_from_the_public_attestation_document_is_refused() {
     let forged_path = d.path("forged.pem");
     std::fs::write(&forged_path, forged.pem()).unwrap();
 
-    let (code, out, err) = verify(&forged_path);
-    assert_eq!(
-        code, 1,
-        "the forged certificate must be refused: {out}{err}"
-    );
-    assert!(out.is_empty(), "no claims printed: {out}");
-    assert!(
-        err.contains("refused (binding)")
-            && err.contains("public-tls-key/operator-supplied")
-            && err.contains("ra-tls-key"),
-        "{err}"
+    assert_refused(
+        verify(&forged_path),
+        &[
+            "refused (binding)",
+            "public-tls-key/operator-supplied",
+            "ra-tls-key",
+        ],
     );
 }

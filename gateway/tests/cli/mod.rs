@@ -40,6 +40,14 @@ pub(crate) fn assert_exit((got, _, err): (i32, String, String), code: i32, needl
     assert!(err.contains(needle), "{err}");
 }
 
+/// Checks a run that refused its evidence (exit code, stdout, stderr): exit code 1, no claims printed, and a
+/// stderr naming every one of `needles`.
+pub(crate) fn assert_refused((code, out, err): (i32, String, String), needles: &[&str]) {
+    assert_eq!(code, 1, "the evidence must be refused: {out}{err}");
+    assert!(out.is_empty(), "no claims printed: {out}");
+    assert_names_all(&err, needles);
+}
+
 /// Runs `gateway app keygen --out d/owner.key`, which must succeed: the key file and the app id it printed.
 pub(crate) fn keygen(d: &Scratch) -> (PathBuf, String) {
     let key = d.path("owner.key");
