@@ -14,7 +14,10 @@ fn run(config: &Path) -> (bool, String) {
 }
 
 /// Writes `d/gateway.toml`, a good configuration using the apps file `policy`: its path and its text.
-#[allow(clippy::unwrap_used, reason = "test code: a failed step fails the test")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed step fails the test"
+)]
 fn write_config(d: &Scratch, policy: &Path) -> (PathBuf, String) {
     let text = format!(
         "base_domains = [\"apps.example.com\"]\n[tunnel]\npublic_endpoint = \"198.18.0.2:51820\"\n[attestation]\napp_policy = \"{}\"\n",
