@@ -46,13 +46,7 @@ fn a_measurement_the_operator_adds_does_not_admit_a_cvm_the_owner_did_not_sign_f
     );
 
     std::fs::write(&apps, configs::operator_apps()).unwrap();
-    let stack = world.start_stack(
-        &lab,
-        &rare_reregistration(),
-        &AgentConfig::default(),
-        Host::Cvm1,
-        "owner",
-    );
+    let stack = world.start_quiet_stack(&lab, "owner");
     let owner_id = world.instance_at(&stack.addr).unwrap().instance_id;
     let changed = unix_now();
     std::fs::write(

@@ -19,13 +19,7 @@ use test_support::Host;
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn a_policy_that_stops_allowing_the_measurement_takes_the_instance_out_within_seconds() {
     let (lab, world) = World::in_lab("revoke-policy");
-    let stack = world.start_stack(
-        &lab,
-        &rare_reregistration(),
-        &AgentConfig::default(),
-        Host::Cvm1,
-        "a1",
-    );
+    let stack = world.start_quiet_stack(&lab, "a1");
     let addr = &stack.addr;
     let record = world.instance_at(addr).expect("the agent is registered");
     assert!(record.claims.is_some(), "the verified claims are stored");

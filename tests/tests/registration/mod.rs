@@ -362,6 +362,18 @@ impl World {
             _logs,
         }
     }
+
+    /// The usual [`Stack`] with re-registration every 10 minutes ([`rare_reregistration`]) and the default agent,
+    /// agent `name` in cvm1: every registration after the first has a cause of the test's own.
+    pub(crate) fn start_quiet_stack(&self, lab: &Lab, name: &str) -> Stack {
+        self.start_stack(
+            lab,
+            &rare_reregistration(),
+            &AgentConfig::default(),
+            Host::Cvm1,
+            name,
+        )
+    }
 }
 
 /// The tunnel address of agent `name` in `host`: its interface `tga-NAME`, waited for up to 30 s.
