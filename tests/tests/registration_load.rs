@@ -63,20 +63,20 @@ fn typed(body: &str) -> ErrorBody {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("untyped error body {body:?}: {e}"))
 }
 
+/// The lab gateway with room for every registration of the test: all are of one app, beyond the default per-app
+/// quota.
+fn one_app_of_thousands() -> GatewayConfig {
+    GatewayConfig {
+        max_instances_per_app: Some(4096),
+        ..GatewayConfig::default()
+    }
+}
+
 #[test]
 #[ignore = "needs root and the lab: network namespaces, TUN devices"]
 fn two_thousand_registrations_and_every_bad_request() {
     let (lab, world) = World::in_lab("reg-load");
-    // Every registration is of one app: beyond the default per-app quota.
-    let gw = world
-        .start_gateway(
-            &lab,
-            &GatewayConfig {
-                max_instances_per_app: Some(4096),
-                ..GatewayConfig::default()
-            },
-        )
-        .unwrap();
+    let gw = world.start_gateway(&lab, &one_app_of_thousands()).unwrap();
     let pid = gw.id();
     let tls = client_tls(&world);
     let url = control_url();
