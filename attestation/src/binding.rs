@@ -53,6 +53,9 @@ impl fmt::Display for KeyOrigin {
 pub enum Purpose {
     /// The key of an RA-TLS certificate, generated in the TEE; payload: its DER SubjectPublicKeyInfo.
     RaTlsKey,
+    /// The key of an RA-TLS certificate together with the digest of its owner's security-relevant configuration
+    /// ([`crate::config_digest`]); payload: the 32 digest bytes, then the key's DER SubjectPublicKeyInfo.
+    RaTlsKeyConfigured,
     /// The gateway's client-facing TLS key, served at `gateway.<base>/v1/attestation`; payload: its DER
     /// SubjectPublicKeyInfo. The origin of the key is part of the purpose.
     PublicTlsKey(KeyOrigin),
@@ -64,8 +67,9 @@ pub enum Purpose {
 
 impl Purpose {
     /// Every purpose, for diagnostics and tests.
-    pub const ALL: [Purpose; 5] = [
+    pub const ALL: [Purpose; 6] = [
         Purpose::RaTlsKey,
+        Purpose::RaTlsKeyConfigured,
         Purpose::PublicTlsKey(KeyOrigin::OperatorSupplied),
         Purpose::PublicTlsKey(KeyOrigin::GeneratedInTee),
         Purpose::CertificateManifest,
@@ -76,6 +80,7 @@ impl Purpose {
     pub fn label(self) -> &'static str {
         match self {
             Purpose::RaTlsKey => "tee-gateway/v1/ra-tls-key:",
+            Purpose::RaTlsKeyConfigured => "tee-gateway/v1/ra-tls-key/configured:",
             Purpose::PublicTlsKey(KeyOrigin::OperatorSupplied) => {
                 "tee-gateway/v1/public-tls-key/operator-supplied:"
             }

@@ -19,6 +19,11 @@ pub struct Claims {
     pub report_data: [u8; 64],
     /// Whether the TEE allows a debugger to read its memory (SNP guest policy DEBUG, TDX attribute DEBUG).
     pub debug: bool,
+    /// The digest of the attester's security-relevant configuration, when its RA-TLS certificate binds one
+    /// ([`crate::config_digest`]). Evidence alone never sets it: the RA-TLS verifier does, after checking that the
+    /// report data binds it with the certificate's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<crate::ConfigDigest>,
     /// The platform-specific measurements and TCB.
     #[serde(flatten)]
     pub details: PlatformClaims,
@@ -121,6 +126,7 @@ pub mod fixtures {
             platform: Platform::SimSnp,
             report_data: [0; 64],
             debug: false,
+            config_digest: None,
             details: PlatformClaims::Snp(snp_claims(measurement)),
         }
     }
@@ -135,6 +141,7 @@ mod tests {
             platform: Platform::SimSnp,
             report_data: [0xab; 64],
             debug: false,
+            config_digest: None,
             details: PlatformClaims::Snp(fixtures::snp_claims(1)),
         }
     }

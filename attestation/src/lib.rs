@@ -13,6 +13,7 @@
 pub mod attester;
 pub mod binding;
 pub mod claims;
+pub mod config_digest;
 pub mod error;
 pub mod evidence;
 mod hex_serde;
@@ -32,6 +33,7 @@ pub use binding::{KeyOrigin, Purpose, ReportData};
 pub use claims::{
     Claims, ClaimsSummary, PlatformClaims, SnpClaims, SnpProduct, SnpTcb, TcbStatus, TdxClaims,
 };
+pub use config_digest::ConfigDigest;
 pub use error::{AttestError, VerifyError};
 pub use evidence::{Evidence, SigningKeyKind, SnpEvidence, TdxEvidence};
 pub use platform::{Platform, PlatformFamily};

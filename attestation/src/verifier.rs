@@ -47,6 +47,19 @@ impl TrustAnchors {
     pub fn trusts_simulated(&self) -> bool {
         !self.sim_snp.is_empty() || !self.sim_tdx.is_empty()
     }
+
+    /// The SHA-256 fingerprints (lowercase hex) of the simulated root certificates' DER, SEV-SNP ARKs then TDX
+    /// roots, each in the order added: what a configuration digest records of the trust anchors. The real vendor
+    /// roots are compiled in and need no fingerprint.
+    pub fn simulated_root_fingerprints(&self) -> Vec<String> {
+        use sha2::{Digest, Sha256};
+        self.sim_snp
+            .iter()
+            .map(|root| root.ark.der.as_slice())
+            .chain(self.sim_tdx.iter().map(Vec::as_slice))
+            .map(|der| hex::encode(Sha256::digest(der)))
+            .collect()
+    }
 }
 
 /// Verified evidence: its claims and the window in which the verdict holds.

@@ -180,6 +180,19 @@ pub enum PolicyViolation {
         /// One violation per profile of the claims' platform, in file order.
         violations: Vec<Violation>,
     },
+    /// The policy pins the peer's configuration digest, and the peer's certificate binds another or none.
+    #[error(
+        "{subject}: configuration digest {} is not one of the pinned {allowed}",
+        found.map_or_else(|| "(none bound in its certificate)".to_owned(), |d| d.to_string())
+    )]
+    ConfigDigest {
+        /// "gateway".
+        subject: String,
+        /// The digest the peer's certificate binds, if any.
+        found: Option<crate::ConfigDigest>,
+        /// The pinned digests, comma-separated.
+        allowed: String,
+    },
 }
 
 struct DisplayViolations<'a>(&'a [Violation]);
@@ -266,6 +279,11 @@ pub struct GatewayPolicy {
     /// Allowed profiles; the gateway must match one.
     #[serde(default)]
     pub profile: Vec<Profile>,
+    /// Accepted digests of the gateway's security-relevant configuration (`gateway config-digest` prints the one
+    /// of a configuration file). Empty: any configuration; otherwise the gateway's RA-TLS certificate must bind one
+    /// of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_digest: Vec<crate::ConfigDigest>,
 }
 
 impl GatewayPolicy {
@@ -274,9 +292,22 @@ impl GatewayPolicy {
         toml::from_str(text)
     }
 
-    /// Check a gateway's claims, returning the profile that matched.
+    /// Check a gateway's claims, returning the profile that matched: a profile must accept them, and a pinned
+    /// configuration digest must be the one they carry.
     pub fn check(&self, claims: &Claims) -> Result<&Profile, PolicyViolation> {
-        check_profiles("gateway".to_owned(), &self.profile, claims)
+        let profile = check_profiles("gateway".to_owned(), &self.profile, claims)?;
+        let pinned_and_missing = !self.config_digest.is_empty()
+            && !claims
+                .config_digest
+                .is_some_and(|d| self.config_digest.contains(&d));
+        if pinned_and_missing {
+            return Err(PolicyViolation::ConfigDigest {
+                subject: "gateway".to_owned(),
+                found: claims.config_digest,
+                allowed: join_names(&self.config_digest),
+            });
+        }
+        Ok(profile)
     }
 }
 

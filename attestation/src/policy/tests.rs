@@ -8,6 +8,7 @@ fn claims(platform: Platform, measurement: u8, debug: bool) -> Claims {
         platform,
         report_data: [0; 64],
         debug,
+        config_digest: None,
         details: PlatformClaims::Snp(SnpClaims {
             reported_tcb: SnpTcb {
                 bootloader: 3,

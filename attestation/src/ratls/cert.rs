@@ -8,8 +8,9 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{cmw, report_data_for_spki, RaTlsError, CMW_OID, CMW_OID_STR};
+use super::{cmw, report_data_for_key, RaTlsError, CMW_OID, CMW_OID_STR};
 use crate::attester::Attester;
+use crate::config_digest::ConfigDigest;
 use crate::evidence::Evidence;
 use crate::snp::cert::{rfc3339, unix_seconds};
 
@@ -26,6 +27,9 @@ pub struct CertOptions {
     pub dns_names: Vec<String>,
     /// Issue the certificate as of this time instead of now (for tests and tools).
     pub issued_at: Option<SystemTime>,
+    /// The digest of the owner's security-relevant configuration to bind with the key (default none; the gateway
+    /// binds its own, see [`crate::config_digest`]).
+    pub config_digest: Option<ConfigDigest>,
 }
 
 impl Default for CertOptions {
@@ -36,6 +40,7 @@ impl Default for CertOptions {
             common_name: "tee-gateway RA-TLS".into(),
             dns_names: Vec::new(),
             issued_at: None,
+            config_digest: None,
         }
     }
 }
@@ -65,8 +70,10 @@ impl RaTlsCertificate {
     pub fn generate(attester: &dyn Attester, options: &CertOptions) -> Result<Self, RaTlsError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| RaTlsError::Build(e.to_string()))?;
-        let report_data =
-            report_data_for_spki(&rcgen::PublicKeyData::subject_public_key_info(&key));
+        let report_data = report_data_for_key(
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+            options.config_digest.as_ref(),
+        );
         let evidence = attester.attest(&report_data)?;
         Self::build(key, evidence, options)
     }
@@ -97,7 +104,11 @@ impl RaTlsCertificate {
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let mut ext = CustomExtension::from_oid_content(
             CMW_OID,
-            cmw::encode_cmw(evidence.media_type(), &evidence.encode())?,
+            cmw::encode_extension(
+                evidence.media_type(),
+                &evidence.encode(),
+                options.config_digest.as_ref(),
+            )?,
         );
         ext.set_criticality(false);
         params.custom_extensions.push(ext);
@@ -156,6 +167,8 @@ pub struct ParsedCertificate {
     pub evidence: Evidence,
     /// DER of the certificate's SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
+    /// The configuration digest the extension carries, if any (bound with the key only once verified).
+    pub config_digest: Option<ConfigDigest>,
     /// Validity start, seconds since the Unix epoch.
     pub not_before: i64,
     /// Validity end, seconds since the Unix epoch.
@@ -197,12 +210,13 @@ pub fn parse_certificate(der: &[u8]) -> Result<ParsedCertificate, RaTlsError> {
         }
     }
     let value = found.ok_or(RaTlsError::NoEvidence)?;
-    let (media_type, bytes) = cmw::decode_cmw(value)?;
-    let evidence =
-        Evidence::decode(&media_type, &bytes).map_err(|e| RaTlsError::Cmw(e.to_string()))?;
+    let content = cmw::decode_extension(value)?;
+    let evidence = Evidence::decode(&content.media_type, &content.evidence)
+        .map_err(|e| RaTlsError::Cmw(e.to_string()))?;
     Ok(ParsedCertificate {
         evidence,
         spki_der: x.tbs_certificate.subject_pki.raw.to_vec(),
+        config_digest: content.config_digest,
         not_before: x.validity().not_before.timestamp(),
         not_after: x.validity().not_after.timestamp(),
     })

@@ -24,7 +24,10 @@ mod tests;
 mod verify;
 
 pub use cert::{parse_certificate, CertOptions, ParsedCertificate, RaTlsCertificate};
-pub use cmw::{decode_cmw, encode_cmw};
+pub use cmw::{
+    decode_cmw, decode_extension, encode_cmw, encode_extension, CmwExtension,
+    CONFIG_DIGEST_MEDIA_TYPE,
+};
 pub use config::{client_config, server_config};
 pub use identity::RaTlsIdentity;
 pub use verify::{
@@ -33,11 +36,26 @@ pub use verify::{
 };
 
 use crate::binding::{Purpose, ReportData};
+use crate::config_digest::ConfigDigest;
 use crate::error::{AttestError, VerifyError};
 
 /// The report data an RA-TLS certificate's evidence must carry: its key bound for [`Purpose::RaTlsKey`].
 pub fn report_data_for_spki(spki_der: &[u8]) -> ReportData {
     ReportData::new(Purpose::RaTlsKey, spki_der)
+}
+
+/// The report data of an RA-TLS certificate whose key is `spki_der` and that binds `config_digest`: for
+/// [`Purpose::RaTlsKeyConfigured`] over the digest then the key, or [`report_data_for_spki`] without a digest.
+pub fn report_data_for_key(spki_der: &[u8], config_digest: Option<&ConfigDigest>) -> ReportData {
+    match config_digest {
+        None => report_data_for_spki(spki_der),
+        Some(d) => {
+            let mut payload = Vec::with_capacity(32 + spki_der.len());
+            payload.extend_from_slice(d.as_bytes());
+            payload.extend_from_slice(spki_der);
+            ReportData::new(Purpose::RaTlsKeyConfigured, &payload)
+        }
+    }
 }
 
 /// `id-pe-cmw` (1.3.6.1.5.5.7.1.35): the X.509 extension carrying a conceptual message wrapper.

@@ -16,6 +16,7 @@ use super::{
     client_config, CertOptions, RaTlsCertificate, RaTlsError, RaTlsIdentity, RaTlsVerifier,
 };
 use crate::binding::{KeyOrigin, Purpose, ReportData};
+use crate::config_digest::ConfigDigest;
 use crate::policy::GatewayPolicy;
 use crate::test_support::assert_message_names;
 use crate::{Attester, SimSnpAttester, TrustAnchors, Verifier};
@@ -29,11 +30,16 @@ fn gateway_attester() -> SimSnpAttester {
 
 /// The verifier an agent uses for gateways: the simulated root and a policy allowing [`GATEWAY`].
 fn agent_verifier() -> Arc<RaTlsVerifier> {
+    agent_verifier_pinning("")
+}
+
+/// As [`agent_verifier`], with `extra` TOML at the top of the gateway policy (e.g. `config_digest = [...]`).
+fn agent_verifier_pinning(extra: &str) -> Arc<RaTlsVerifier> {
     let anchors = TrustAnchors::production()
         .with_sim_snp_ark(crate::test_support::pki().ark_der())
         .expect("simulated ARK");
     let policy = GatewayPolicy::from_toml(&format!(
-        "[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
+        "{extra}\n[[profile]]\nplatform = \"sim-snp\"\nmeasurement = \"{}\"\n",
         hex::encode(GATEWAY)
     ))
     .expect("gateway policy");
@@ -70,9 +76,11 @@ fn forged_certificate_from_the_public_tls_key_evidence_is_refused_naming_its_pur
     assert_eq!(claims.snp().map(|s| s.measurement), Some(GATEWAY));
 
     let forged = forged_certificate();
-    let err = verifier
-        .verify_certificate(forged.cert_der(), SystemTime::now())
-        .expect_err("a certificate carrying the public document's evidence must be refused");
+    let err = refused(
+        &verifier,
+        &forged,
+        "a certificate carrying the public document's evidence must be refused",
+    );
     assert!(
         matches!(
             err,
@@ -126,6 +134,113 @@ fn agent_handshake_with_the_operators_forged_gateway_fails() {
         "{other:?}"
     );
     assert!(c.is_handshaking(), "no session with the operator's gateway");
+}
+
+/// The configuration digest the gateway publishes and agents pin.
+const PUBLISHED: ConfigDigest = ConfigDigest([0x5a; 32]);
+
+/// The gateway's certificate binding `digest` with its key.
+fn configured_certificate(digest: ConfigDigest) -> RaTlsCertificate {
+    let options = CertOptions {
+        config_digest: Some(digest),
+        ..CertOptions::default()
+    };
+    RaTlsCertificate::generate(&gateway_attester(), &options).expect("configured certificate")
+}
+
+/// The operator's edit of the gateway's configuration behind its back, presented with the gateway's own key and
+/// evidence: a certificate whose extension claims `claimed` while the evidence binds `bound` (or no digest).
+fn relabelled_certificate(
+    bound: Option<ConfigDigest>,
+    claimed: Option<ConfigDigest>,
+) -> RaTlsCertificate {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let evidence = gateway_attester()
+        .attest(&super::report_data_for_key(&spki, bound.as_ref()))
+        .expect("evidence");
+    let options = CertOptions {
+        config_digest: claimed,
+        ..CertOptions::default()
+    };
+    RaTlsCertificate::build(key, evidence, &options).expect("relabelled certificate")
+}
+
+#[test]
+fn configuration_digest_is_bound_with_the_key_and_reaches_the_claims() {
+    let cert = configured_certificate(PUBLISHED);
+    let claims = agent_verifier()
+        .verify_certificate(cert.cert_der(), SystemTime::now())
+        .expect("a configured certificate verifies");
+    assert_eq!(claims.config_digest, Some(PUBLISHED));
+    // A certificate without a digest has none in its claims.
+    let plain = RaTlsCertificate::generate(&gateway_attester(), &CertOptions::default()).unwrap();
+    let claims = agent_verifier()
+        .verify_certificate(plain.cert_der(), SystemTime::now())
+        .unwrap();
+    assert_eq!(claims.config_digest, None);
+}
+
+#[test]
+fn a_digest_the_evidence_does_not_bind_is_refused() {
+    let verifier = agent_verifier();
+    let other = ConfigDigest([0x66; 32]);
+    // The operator swaps the digest in the extension of a configured gateway's certificate...
+    let swapped = relabelled_certificate(Some(other), Some(PUBLISHED));
+    let err = refused(&verifier, &swapped, "a swapped digest must be refused");
+    assert_eq!(err.check(), "binding", "{err}");
+    // ...or adds the published digest to a certificate that binds none...
+    let added = relabelled_certificate(None, Some(PUBLISHED));
+    let err = refused(&verifier, &added, "an added digest must be refused");
+    assert!(
+        matches!(
+            err,
+            RaTlsError::WrongPurpose {
+                expected: Purpose::RaTlsKeyConfigured,
+                found: Purpose::RaTlsKey
+            }
+        ),
+        "{err:?}"
+    );
+    // ...or strips the digest from one that binds it.
+    let stripped = relabelled_certificate(Some(other), None);
+    let err = refused(&verifier, &stripped, "a stripped digest must be refused");
+    assert_eq!(err.check(), "binding", "{err}");
+}
+
+#[test]
+fn an_agent_pinning_the_published_digest_refuses_another_configuration() {
+    let pinned = agent_verifier_pinning(&format!("config_digest = [\"{PUBLISHED}\"]"));
+    let claims = pinned
+        .verify_certificate(
+            configured_certificate(PUBLISHED).cert_der(),
+            SystemTime::now(),
+        )
+        .expect("the published configuration is accepted");
+    assert_eq!(claims.config_digest, Some(PUBLISHED));
+    let changed = ConfigDigest([0x66; 32]);
+    let err = pinned
+        .verify_certificate(
+            configured_certificate(changed).cert_der(),
+            SystemTime::now(),
+        )
+        .expect_err("another configuration must be refused");
+    assert_message_names(&err, &[&changed.to_string(), &PUBLISHED.to_string()]);
+    let plain = RaTlsCertificate::generate(&gateway_attester(), &CertOptions::default()).unwrap();
+    let err = refused(
+        &pinned,
+        &plain,
+        "a gateway binding no digest must be refused",
+    );
+    assert_message_names(&err, &["none bound"]);
+}
+
+/// `verifier`'s refusal of `cert`, which must come (`why` says why).
+fn refused(verifier: &RaTlsVerifier, cert: &RaTlsCertificate, why: &str) -> RaTlsError {
+    match verifier.verify_certificate(cert.cert_der(), SystemTime::now()) {
+        Ok(claims) => panic!("{why}; accepted with {}", claims.summary()),
+        Err(e) => e,
+    }
 }
 
 /// Runs a handshake in memory; the client's error, if any.

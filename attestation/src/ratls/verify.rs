@@ -15,9 +15,10 @@ use rustls::{
 use sha2::{Digest, Sha256};
 
 use super::cert::parse_certificate;
-use super::{report_data_for_spki, RaTlsError};
+use super::{report_data_for_key, RaTlsError};
 use crate::binding::purpose_of;
 use crate::claims::Claims;
+use crate::config_digest::ConfigDigest;
 use crate::error::VerifyError;
 use crate::policy::ClaimsPolicy;
 use crate::snp::cert::unix_seconds;
@@ -152,9 +153,17 @@ impl RaTlsVerifier {
             });
         }
         let verified = self.verifier.verify_dated(&parsed.evidence, now)?;
-        check_binding(&verified.claims.report_data, &parsed.spki_der)?;
+        check_binding(
+            &verified.claims.report_data,
+            &parsed.spki_der,
+            parsed.config_digest.as_ref(),
+        )?;
+        let claims = Claims {
+            config_digest: parsed.config_digest,
+            ..verified.claims
+        };
         let entry = Verified {
-            claims: Arc::new(verified.claims),
+            claims: Arc::new(claims),
             not_before: parsed.not_before,
             not_after: parsed.not_after,
             evidence: verified.valid,
@@ -217,9 +226,14 @@ impl RaTlsVerifier {
     }
 }
 
-/// Check that `report_data` binds `spki_der` as an RA-TLS key; when it binds the key for another purpose, say which.
-fn check_binding(report_data: &[u8; 64], spki_der: &[u8]) -> Result<(), RaTlsError> {
-    let expected = report_data_for_spki(spki_der);
+/// Check that `report_data` binds `spki_der` as an RA-TLS key, with `config_digest` when the certificate carries
+/// one; when it binds the key for another purpose, say which.
+fn check_binding(
+    report_data: &[u8; 64],
+    spki_der: &[u8],
+    config_digest: Option<&ConfigDigest>,
+) -> Result<(), RaTlsError> {
+    let expected = report_data_for_key(spki_der, config_digest);
     if expected.as_bytes() == report_data {
         return Ok(());
     }

@@ -92,6 +92,7 @@ impl SnpVerifier {
             platform: chain.platform,
             report_data: report.parsed.report_data,
             debug: report.debug(),
+            config_digest: None,
             details: PlatformClaims::Snp(report.claims(chain.product, kind)),
         };
         Ok(VerifiedEvidence {

@@ -205,6 +205,7 @@ impl TdxEvidenceVerifier {
             platform,
             report_data: verified.report_data,
             debug: verified.claims.td.td_attributes.debug,
+            config_digest: None,
             details: PlatformClaims::Tdx(verified.claims),
         };
         if let Ok(mut cache) = self.cache.lock() {

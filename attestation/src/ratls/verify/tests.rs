@@ -9,7 +9,7 @@ use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use super::*;
 use crate::evidence::Evidence;
 use crate::policy::PolicyFn;
-use crate::ratls::{CertOptions, RaTlsCertificate};
+use crate::ratls::{report_data_for_spki, CertOptions, RaTlsCertificate};
 use crate::tdx::sim::collateral::SIM_TCB_EVALUATION_DATA_NUMBER;
 use crate::tdx::sim::SimCollateralOptions;
 use crate::tdx::test_support::{attester, pki, td, trusting};
