@@ -117,6 +117,16 @@ pub enum AttemptError {
         /// The TLS error, naming the failed check.
         reason: String,
     },
+    /// The TLS handshake failed because the gateway's RA-TLS certificate verified and the gateway policy refuses
+    /// its claims (another measurement, another configuration digest): the gateway at this address is not one
+    /// this agent may use.
+    #[error("{gateway}: TLS handshake failed: the gateway policy refuses the gateway: {why}")]
+    GatewayRefused {
+        /// The gateway.
+        gateway: String,
+        /// The policy's refusal.
+        why: attestation::policy::PolicyViolation,
+    },
     /// The gateway answered with a typed refusal.
     #[error("{gateway}: registration refused ({status}): {body}")]
     Refused {
@@ -146,6 +156,17 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
+    /// The gateway policy's refusal of `gateway`, when this attempt failed because of one.
+    pub fn policy_refusal_of(
+        &self,
+        gateway: &str,
+    ) -> Option<&attestation::policy::PolicyViolation> {
+        match self {
+            Self::GatewayRefused { gateway: g, why } if g == gateway => Some(why),
+            _ => None,
+        }
+    }
+
     /// Whether the refusal is for a reason that retrying cannot fix without someone changing something (policy,
     /// configuration). The agent still retries, but logs these loudly.
     pub fn is_permanent(&self) -> bool {
@@ -180,6 +201,18 @@ pub async fn register_once(
     }
 }
 
+/// The gateway policy's refusal inside a failed handshake's error, if that is why it failed.
+fn policy_refusal(e: &std::io::Error) -> Option<&attestation::policy::PolicyViolation> {
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = tls else {
+        return None;
+    };
+    other
+        .0
+        .downcast_ref::<attestation::ratls::RaTlsError>()?
+        .policy_violation()
+}
+
 async fn attempt(
     gateway: &GatewayUrl,
     tls: Arc<rustls::ClientConfig>,
@@ -203,9 +236,15 @@ async fn attempt(
     let stream = TlsConnector::from(tls)
         .connect(server_name, tcp)
         .await
-        .map_err(|e| AttemptError::Handshake {
-            gateway: name.clone(),
-            reason: e.to_string(),
+        .map_err(|e| match policy_refusal(&e) {
+            Some(why) => AttemptError::GatewayRefused {
+                gateway: name.clone(),
+                why: why.clone(),
+            },
+            None => AttemptError::Handshake {
+                gateway: name.clone(),
+                reason: e.to_string(),
+            },
         })?;
     let certificate = stream
         .get_ref()

@@ -360,8 +360,36 @@ impl Driver {
                 state.gateway = Some(with);
                 Event::Registered { ports, assignment }
             }
-            Err(_) => Event::RegistrationFailed,
+            Err(errors) => {
+                self.revoke_if_refused(state, &errors);
+                Event::RegistrationFailed
+            }
         }
+    }
+
+    /// When the gateway of the tunnel now presents an identity the gateway policy refuses (it restarted with
+    /// another configuration or code under the same address and WireGuard key), the tunnel goes at once, as on a
+    /// policy reload that refuses it.
+    fn revoke_if_refused(&self, state: &mut State, errors: &[AttemptError]) {
+        if state.tunnel.is_none() {
+            return;
+        }
+        let Some(with) = &state.gateway else {
+            return;
+        };
+        let name = with.gateway.to_string();
+        let Some(why) = errors.iter().find_map(|e| e.policy_refusal_of(&name)) else {
+            return;
+        };
+        tracing::warn!(gateway = %with.gateway, reason = %why,
+            "gateway revoked: the gateway of the tunnel now presents an identity the gateway policy refuses; \
+            tearing the tunnel down");
+        state.supervisor.handle(
+            Instant::now(),
+            Event::GatewayRevoked {
+                why: why.to_string(),
+            },
+        );
     }
 
     /// Checks the gateway of the tunnel against the just reloaded policy; tells the supervisor if it is refused.

@@ -19,6 +19,9 @@ enum Command {
     Run(ConfigArg),
     /// Validate a configuration file and print every problem found.
     CheckConfig(ConfigArg),
+    /// Print the digest of a configuration's security-relevant settings, which the gateway binds into its RA-TLS
+    /// identity (agents pin it: gateway policy `config_digest`), then the document it hashes.
+    ConfigDigest(ConfigArg),
     /// Verify attestation evidence, or make a simulated PKI.
     #[command(subcommand)]
     Attestation(gateway::cli::attestation::AttestationCommand),
@@ -44,6 +47,9 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(ConfigArg { config }) => Ok(gateway::config::check_config(&config)),
+        Command::ConfigDigest(ConfigArg { config }) => {
+            Ok(gateway::cli::config_digest::run(&config))
+        }
         Command::Attestation(cmd) => Ok(gateway::cli::attestation::run(cmd)),
         Command::App(cmd) => Ok(gateway::cli::app::run(cmd)),
     }

@@ -121,6 +121,14 @@ pub enum RaTlsError {
 }
 
 impl RaTlsError {
+    /// The policy's refusal, when the certificate was verified and only the policy refused its claims.
+    pub fn policy_violation(&self) -> Option<&crate::policy::PolicyViolation> {
+        match self {
+            RaTlsError::Verify(VerifyError::Policy(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// A short stable name of the check that failed, for logs and metrics.
     pub fn check(&self) -> &'static str {
         match self {

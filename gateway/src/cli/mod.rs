@@ -2,3 +2,4 @@
 
 pub mod app;
 pub mod attestation;
+pub mod config_digest;

@@ -30,6 +30,7 @@
 //! # tdx_pccs_url = "https://pccs.example.com:8081"               # fetches what the directory lacks
 //! ```
 
+mod digest;
 mod names;
 mod network;
 
@@ -40,6 +41,7 @@ use std::time::Duration;
 use attestation::AttestationSettings;
 use serde::Deserialize;
 
+pub use digest::SecurityDocument;
 pub use names::{DomainName, PublicEndpoint};
 pub use network::{NetworkError, TunnelNetwork};
 pub use protocol::tunnel::{InterfaceName, Mtu};

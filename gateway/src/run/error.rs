@@ -26,6 +26,9 @@ pub enum RunError {
     /// The verifier of agents' evidence (a simulated trust anchor, the TDX collateral source) could not be set up.
     #[error("trust anchors")]
     Verifier(#[source] SettingsError),
+    /// The configuration document could not be hashed (a path that is not UTF-8).
+    #[error("configuration digest")]
+    ConfigDigest(#[source] attestation::config_digest::DocumentError),
     /// The gateway's attester could not be built.
     #[error("attester")]
     Attester(#[source] SettingsError),

@@ -32,7 +32,7 @@ pub use attest::AgentClaims;
 pub use error::{PartError, RunError};
 pub use tunnel::TunnelPeers;
 
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, SecurityDocument};
 use crate::control::{ControlService, ResponseSettings};
 use crate::proxy::server::Proxy;
 use crate::registry::{Registry, RegistryDirectory, RegistryDrains, SqliteStore};
@@ -99,6 +99,14 @@ impl Gateway {
             .verifier_with_pccs(a.tdx_pccs_url.as_deref())
             .map_err(RunError::Verifier)?;
         let verifier = setup.verifier;
+        let anchors = settings.trust_anchors().map_err(RunError::Verifier)?;
+        let security = SecurityDocument::new(&config, &anchors);
+        let config_digest = security.digest().map_err(RunError::ConfigDigest)?;
+        tracing::info!(
+            %config_digest,
+            document = %serde_json::to_string(&security).unwrap_or_default(),
+            "configuration digest, bound into the RA-TLS identity (agents may pin it: gateway policy config_digest)"
+        );
         // Only a source that fetches needs refreshing; one reading a directory reads it on demand.
         let collateral = setup.collateral.filter(|source| source.fetches());
         // The handshake checks evidence, binding and validity; the app policy applies per request, once the app
@@ -112,6 +120,7 @@ impl Gateway {
         let attester = settings.attester().map_err(RunError::Attester)?;
         let options = CertOptions {
             validity: settings.certificate_validity.duration(),
+            config_digest: Some(config_digest),
             ..Default::default()
         };
         let identity_attester = attester.clone();
