@@ -173,10 +173,6 @@ impl TunnelConfig {
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(self.keepalive_secs)
     }
-    /// The re-registration interval.
-    pub fn reregister(&self) -> Duration {
-        Duration::from_secs(self.reregister_secs)
-    }
     /// The health window.
     pub fn health_window(&self) -> Duration {
         Duration::from_secs(self.health_window_secs)
