@@ -12,6 +12,7 @@
 //! engine to know which containers run and where, and [`forward`] listens on the declared ports and relays each
 //! connection.
 
+pub mod app_policy;
 pub mod backoff;
 pub mod client;
 pub mod config;

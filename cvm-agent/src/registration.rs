@@ -51,6 +51,8 @@ pub(crate) struct Registrar {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) verifier: Arc<RaTlsVerifier>,
     pub(crate) request: RegisterRequest,
+    /// The owner's signed app policy carried in every registration, re-read when its file changes.
+    pub(crate) app_policy: Option<crate::app_policy::AppPolicyFile>,
     pub(crate) timeout: std::time::Duration,
 }
 
@@ -62,6 +64,7 @@ impl Registrar {
     ) -> Result<(RegisteredWith, RegisterResponse), Vec<AttemptError>> {
         let request = RegisterRequest {
             ports,
+            app_policy: self.app_policy.as_ref().map(|f| f.current()),
             ..self.request.clone()
         };
         let mut errors = Vec::new();

@@ -40,11 +40,10 @@ use std::sync::Arc;
 use attestation::policy::{GatewayPolicy, PolicyFile, PolicyFn, PolicyLoadError};
 use attestation::ratls::{self, CertOptions, RaTlsIdentity};
 use attestation::settings::SettingsError;
-use protocol::control::{
-    AppId, InstanceId, PortPolicy, PublicKey, RegisterRequest, PROTOCOL_VERSION,
-};
+use protocol::control::{InstanceId, PortPolicy, PublicKey, RegisterRequest, PROTOCOL_VERSION};
 use protocol::tunnel::PrivateKey;
 
+use crate::app_policy::AppPolicyFile;
 use crate::config::AgentConfig;
 use crate::docker::{DiscoveryConfig, DiscoveryTask};
 use crate::registration::{Driver, Forwarding, Registrar};
@@ -158,16 +157,19 @@ pub async fn build(config: AgentConfig) -> Result<Agent, RunError> {
     let app_policy = config
         .app_policy
         .as_deref()
-        .map(|path| read_app_policy(path, &config.app_id))
+        .map(|path| {
+            AppPolicyFile::load(path, &config.app_id).map_err(|source| RunError::AppPolicy {
+                path: path.to_path_buf(),
+                source,
+            })
+        })
         .transpose()?;
     let registrar = Registrar {
         gateways: config.gateways.clone(),
         tls,
         verifier: gateways_verifier,
-        request: RegisterRequest {
-            app_policy,
-            ..request(&config, &instance_id, wg_public)
-        },
+        request: request(&config, &instance_id, wg_public),
+        app_policy,
         timeout: config.registration.attempt_timeout(),
     };
     Ok(Agent {
@@ -216,26 +218,6 @@ impl Agent {
             RunError::Stopped(ended)
         })
     }
-}
-
-/// Reads the app's signed policy and checks it as the gateway will (signed by the key `app_id` derives from), so a
-/// wrong file stops the agent at boot rather than every registration; returns the document's text.
-fn read_app_policy(path: &std::path::Path, app_id: &AppId) -> Result<String, RunError> {
-    let refused = |source| RunError::AppPolicy {
-        path: path.to_path_buf(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        refused(attestation::owner::OwnerError::Io {
-            path: path.display().to_string(),
-            source,
-        })
-    })?;
-    let verified = attestation::owner::SignedPolicy::from_json(&text)
-        .and_then(|d| d.verify_for(app_id.as_str()))
-        .map_err(refused)?;
-    tracing::info!(path = %path.display(), version = verified.version(), "app policy signed by the app's owner");
-    Ok(text)
 }
 
 fn request(config: &AgentConfig, instance_id: &InstanceId, key: PublicKey) -> RegisterRequest {
