@@ -15,11 +15,17 @@
 //!
 //! Evidence is produced once per certificate key and cached; a certificate reload with a new key produces
 //! new evidence on the next request.
+//!
+//! The document also publishes the gateway's configuration digest ([`Configuration`]): the digest, the document it
+//! hashes, and the control listener's current RA-TLS certificate, whose evidence binds that digest with its key
+//! ([`Purpose::RaTlsKeyConfigured`]). A client checks the digest with `gateway attestation verify --format
+//! ra-tls-cert` on that certificate, and the document by hashing it; agents pin the digest.
 
 use std::sync::{Arc, Mutex};
 
 use attestation::binding::{KeyOrigin, Purpose, ReportData};
-use attestation::Attester;
+use attestation::ratls::RaTlsIdentity;
+use attestation::{Attester, ConfigDigest};
 
 /// The path that serves the document.
 pub const PATH: &str = "/v1/attestation";
@@ -44,7 +50,7 @@ pub enum SelfAttestationError {
 }
 
 /// The JSON document served at [`PATH`].
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AttestationDocument {
     /// The platform the evidence comes from.
     pub platform: String,
@@ -61,14 +67,35 @@ pub struct AttestationDocument {
     pub public_key: String,
     /// The leaf certificate presented on this name, PEM.
     pub certificate: String,
+    /// The digest of the gateway's security-relevant configuration, which its RA-TLS identity binds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<ConfigDigest>,
+    /// The configuration document the digest is the SHA-256 of (of its compact JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<serde_json::Value>,
+    /// The control listener's current RA-TLS certificate, PEM: its evidence binds `config_digest` with its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_certificate: Option<String>,
 }
 
-/// The key last attested (its origin and DER SubjectPublicKeyInfo) and its JSON document.
-type CachedDocument = Option<((KeyOrigin, Vec<u8>), Arc<Vec<u8>>)>;
+/// The gateway's configuration digest, as the document publishes it.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// The digest.
+    pub digest: ConfigDigest,
+    /// The document it hashes.
+    pub document: serde_json::Value,
+    /// The control listener's RA-TLS identity, whose certificate binds the digest.
+    pub identity: Arc<RaTlsIdentity>,
+}
+
+/// The key last attested (its origin and DER SubjectPublicKeyInfo) and its document.
+type CachedDocument = Option<((KeyOrigin, Vec<u8>), AttestationDocument)>;
 
 /// Produces and caches the gateway's attestation document.
 pub struct SelfAttestation {
     attester: Arc<dyn Attester>,
+    configuration: Option<Configuration>,
     cache: Mutex<CachedDocument>,
 }
 
@@ -85,8 +112,15 @@ impl SelfAttestation {
     pub fn new(attester: Arc<dyn Attester>) -> Self {
         SelfAttestation {
             attester,
+            configuration: None,
             cache: Mutex::new(None),
         }
+    }
+
+    /// Publishes `configuration` in the document too.
+    pub fn with_configuration(mut self, configuration: Configuration) -> Self {
+        self.configuration = Some(configuration);
+        self
     }
 
     /// The JSON document for the certificate `leaf_der`, whose key came from `origin`, from the cache when its
@@ -99,31 +133,44 @@ impl SelfAttestation {
         let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
             .map_err(|e| SelfAttestationError::Certificate(e.to_string()))?;
         let key = (origin, cert.tbs_certificate.subject_pki.raw.to_vec());
-        if let Some((cached, doc)) = self
+        let cached = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-        {
-            if *cached == key {
-                return Ok(doc.clone());
+            .filter(|(cached, _)| *cached == key)
+            .map(|(_, doc)| doc.clone());
+        let mut doc = match cached {
+            Some(doc) => doc,
+            None => {
+                let (origin, spki) = &key;
+                let report_data = report_data_for(*origin, spki);
+                let evidence = self.attester.attest(&report_data)?;
+                let doc = AttestationDocument {
+                    platform: format!("{:?}", self.attester.platform()),
+                    media_type: evidence.media_type().to_owned(),
+                    evidence: base64_encode(&evidence.encode()),
+                    binding: report_data.purpose().describe("SubjectPublicKeyInfo DER"),
+                    key_origin: *origin,
+                    public_key: hex::encode(spki),
+                    certificate: pem_encode(leaf_der),
+                    config_digest: None,
+                    configuration: None,
+                    control_certificate: None,
+                };
+                *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, doc.clone()));
+                doc
             }
-        }
-        let (origin, spki) = &key;
-        let report_data = report_data_for(*origin, spki);
-        let evidence = self.attester.attest(&report_data)?;
-        let doc = AttestationDocument {
-            platform: format!("{:?}", self.attester.platform()),
-            media_type: evidence.media_type().to_owned(),
-            evidence: base64_encode(&evidence.encode()),
-            binding: report_data.purpose().describe("SubjectPublicKeyInfo DER"),
-            key_origin: *origin,
-            public_key: hex::encode(spki),
-            certificate: pem_encode(leaf_der),
         };
-        let json = Arc::new(serde_json::to_vec_pretty(&doc).unwrap_or_default());
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, json.clone()));
-        Ok(json)
+        // The control certificate renews on its own schedule: always the current one.
+        if let Some(c) = &self.configuration {
+            doc.config_digest = Some(c.digest);
+            doc.configuration = Some(c.document.clone());
+            doc.control_certificate = Some(c.identity.certificate().cert_pem());
+        }
+        Ok(Arc::new(
+            serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+        ))
     }
 }
 
@@ -208,6 +255,68 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_publishes_the_digest_its_document_and_the_certificate_that_binds_it() {
+        let pki = test_support::pki::sim_snp();
+        let attester: Arc<dyn Attester> = Arc::new(attestation::SimSnpAttester::new(
+            pki.clone(),
+            [0x61; 48],
+            [0; 32],
+        ));
+        let document = serde_json::json!({"version": 1, "simulated_roots": ["ab"]});
+        let digest = ConfigDigest::of(&document).unwrap();
+        let options = attestation::ratls::CertOptions {
+            config_digest: Some(digest),
+            ..Default::default()
+        };
+        let identity = Arc::new(RaTlsIdentity::new(attester.clone(), options).unwrap());
+        let published = SelfAttestation::new(attester).with_configuration(Configuration {
+            digest,
+            document: document.clone(),
+            identity: identity.clone(),
+        });
+        let leaf = rcgen::generate_simple_self_signed(vec!["gateway.apps.example".into()]).unwrap();
+        let json = published
+            .document(leaf.cert.der(), KeyOrigin::OperatorSupplied)
+            .unwrap();
+        let doc: AttestationDocument = serde_json::from_slice(&json).unwrap();
+        assert_eq!(doc.config_digest, Some(digest));
+        let configuration = doc.configuration.unwrap();
+        assert_eq!(
+            ConfigDigest::of(&configuration).unwrap(),
+            digest,
+            "the digest is the document's"
+        );
+        // The control certificate verifies, and its evidence binds the published digest.
+        let pem = pem::parse(doc.control_certificate.unwrap()).unwrap();
+        let anchors = attestation::TrustAnchors::production()
+            .with_sim_snp_ark(pki.ark_der())
+            .unwrap();
+        let verifier = attestation::ratls::RaTlsVerifier::new(
+            Arc::new(attestation::Verifier::new(anchors)),
+            Arc::new(attestation::policy::PolicyFn(|_: &attestation::Claims| {
+                Ok(())
+            })),
+        );
+        let claims = verifier
+            .verify_certificate(pem.contents(), std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(claims.config_digest, Some(digest));
+        // After a renewal the document carries the new certificate.
+        identity.renew().unwrap();
+        let again: AttestationDocument = serde_json::from_slice(
+            &published
+                .document(leaf.cert.der(), KeyOrigin::OperatorSupplied)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            again.control_certificate,
+            Some(identity.certificate().cert_pem())
+        );
+        assert_ne!(again.control_certificate, Some(pem::encode(&pem)));
+    }
 
     #[test]
     fn binding_is_the_public_tls_key_purpose_with_its_origin() {

@@ -242,13 +242,20 @@ impl Proxy {
         directory: Arc<dyn InstanceDirectory>,
         attester: Arc<dyn attestation::Attester>,
     ) -> Result<Arc<Self>, ProxyError> {
-        Self::build(
-            config,
-            base_domains,
-            health_window,
-            directory,
-            Some(Arc::new(SelfAttestation::new(attester))),
-        )
+        let attestation = SelfAttestation::new(attester);
+        Self::with_self_attestation(config, base_domains, health_window, directory, attestation)
+    }
+
+    /// Like [`Proxy::new`], and `gateway.<base>` serves `attestation`'s document.
+    pub fn with_self_attestation(
+        config: ProxyConfig,
+        base_domains: &[String],
+        health_window: Duration,
+        directory: Arc<dyn InstanceDirectory>,
+        attestation: SelfAttestation,
+    ) -> Result<Arc<Self>, ProxyError> {
+        let attestation = Some(Arc::new(attestation));
+        Self::build(config, base_domains, health_window, directory, attestation)
     }
 
     /// The configuration in force.

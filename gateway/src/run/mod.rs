@@ -34,6 +34,7 @@ pub use tunnel::TunnelPeers;
 
 use crate::config::{GatewayConfig, SecurityDocument};
 use crate::control::{ControlService, ResponseSettings};
+use crate::proxy::self_attestation::{Configuration, SelfAttestation};
 use crate::proxy::server::Proxy;
 use crate::registry::{Registry, RegistryDirectory, RegistryDrains, SqliteStore};
 use crate::supervise::Critical;
@@ -214,12 +215,19 @@ impl Gateway {
                 .with_revocations(service.revocations_handle()),
         );
         // `gateway.<base-domain>` serves the gateway's own attestation, bound to its public TLS key.
-        let proxy = Proxy::with_attester(
+        // It also publishes the configuration digest, with the control certificate that binds it.
+        let published = Configuration {
+            digest: config_digest,
+            document: serde_json::to_value(&security)
+                .map_err(|e| RunError::ConfigDigest(e.into()))?,
+            identity: identity.clone(),
+        };
+        let proxy = Proxy::with_self_attestation(
             proxy_config.clone(),
             &config.base_domain_names(),
             t.health_window(),
             directory,
-            attester,
+            SelfAttestation::new(attester).with_configuration(published),
         )
         .map_err(RunError::Proxy)?;
         let drained = proxy
