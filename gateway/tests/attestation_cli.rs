@@ -52,15 +52,15 @@ fn verify_real_snp_samples() {
     let claims = verified_claims(&[&debug_sample[..], &["--allow-debug"]].concat());
     assert_eq!(claims["debug"], true);
     let d = dir();
-    let policy = d.path("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[[apps.abcd1234.profile]]\nplatform = \"sev-snp\"\nmeasurement = \"{}\"\n",
-            claims["measurement"].as_str().unwrap()
-        ),
-    )
+    let policy = d.path("policy.json");
+    let owner = attestation::owner::OwnerKey::from_seed([0x0d; 32]);
+    let profiles = attestation::owner::ProfilesFile::from_toml(&format!(
+        "[[profile]]\nplatform = \"sev-snp\"\nmeasurement = \"{}\"\n",
+        claims["measurement"].as_str().unwrap()
+    ))
     .unwrap();
+    let signed = attestation::owner::SignedPolicy::sign(&owner, 1, profiles.profile).unwrap();
+    std::fs::write(&policy, signed.to_json()).unwrap();
     let refused = gateway(&[
         "verify",
         "--evidence",
@@ -70,11 +70,32 @@ fn verify_real_snp_samples() {
         "--policy",
         p(&policy),
         "--app",
-        "abcd1234",
+        &owner.app_id(),
         "--now",
         "2025-06-01T00:00:00Z",
     ]);
     assert_refused(refused, &["refused (policy)", "debug mode is not allowed"]);
+    // The signed policy of another app, and profiles with --app, are unusable input.
+    let another = attestation::owner::OwnerKey::from_seed([0x0e; 32]).app_id();
+    let with = |policy: &std::path::Path, app: &str| {
+        gateway(&[
+            "verify",
+            "--evidence",
+            &format!("{SNP}/debug_attestation.bin"),
+            "--vcek",
+            &format!("{SNP}/debug_vcek.der"),
+            "--policy",
+            p(policy),
+            "--app",
+            app,
+            "--now",
+            "2025-06-01T00:00:00Z",
+        ])
+    };
+    assert_exit(with(&policy, &another), 2, &another);
+    let profiles_file = d.path("profiles.toml");
+    std::fs::write(&profiles_file, "[[profile]]\nplatform = \"sev-snp\"\n").unwrap();
+    assert_exit(with(&profiles_file, &another), 2, "signed policy");
 
     // Expired VCEK, unusable input.
     let (code, _, err) = gateway(&[

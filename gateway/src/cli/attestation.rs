@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use attestation::policy::{AppPolicy, ClaimsPolicy, ForApp, GatewayPolicy, PolicyFn, Violation};
+use attestation::owner::SignedPolicy;
+use attestation::policy::{ClaimsPolicy, GatewayPolicy, PolicyFn, Violation};
 use attestation::ratls::{RaTlsError, RaTlsVerifier};
 use attestation::tdx::{Collateral, SimTdxPki, TdxEvidence};
 use attestation::{Claims, Evidence, SimSnpPki, SnpEvidence, TrustAnchors, Verifier, VerifyError};
@@ -62,10 +63,12 @@ pub struct VerifyArgs {
     /// Verify as of this time (RFC 3339) instead of now.
     #[arg(long)]
     pub now: Option<String>,
-    /// A policy file: an app policy with --app, otherwise a gateway policy.
+    /// A policy file: an app owner's signed policy (the JSON `gateway app sign-policy` writes, checked as the
+    /// gateway admits instances under it), or `[[profile]]` tables (an agents' gateway policy, or the owner's
+    /// profiles before signing).
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// The app id whose profiles apply.
+    /// With a signed policy: the app id it must be for (refused if it is another app's).
     #[arg(long, requires = "policy")]
     pub app: Option<String>,
     /// Without --policy, accept evidence of a debuggable TEE (refused by default; with --policy, a profile's
@@ -209,17 +212,28 @@ fn policy(args: &VerifyArgs) -> anyhow::Result<Option<Arc<dyn ClaimsPolicy>>> {
     };
     let text = String::from_utf8(read(path)?)
         .with_context(|| format!("{} is not UTF-8", path.display()))?;
-    Ok(Some(match &args.app {
-        Some(app) => Arc::new(ForApp {
-            policy: AppPolicy::from_toml(&text)
-                .with_context(|| format!("parsing {}", path.display()))?,
-            app_id: app.clone(),
-        }),
-        None => Arc::new(
-            GatewayPolicy::from_toml(&text)
-                .with_context(|| format!("parsing {}", path.display()))?,
-        ),
-    }))
+    if text.trim_start().starts_with('{') {
+        let document = SignedPolicy::from_json(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let verified = match &args.app {
+            Some(app) => document.verify_for(app),
+            None => document.verify(),
+        }
+        .with_context(|| format!("{}: the app owner's signature", path.display()))?;
+        return Ok(Some(Arc::new(PolicyFn(move |claims: &Claims| {
+            verified.check(claims).map(|_| ())
+        }))));
+    }
+    if args.app.is_some() {
+        bail!(
+            "{}: --app goes with an app owner's signed policy (JSON from gateway app sign-policy); profiles are \
+             checked without it",
+            path.display()
+        );
+    }
+    Ok(Some(Arc::new(
+        GatewayPolicy::from_toml(&text).with_context(|| format!("parsing {}", path.display()))?,
+    )))
 }
 
 /// Verify as the arguments say: `Ok(Ok(claims))`, `Ok(Err(refusal))`, or `Err` for unusable input.
