@@ -58,7 +58,12 @@ fn a_measurement_the_operator_adds_does_not_admit_a_cvm_the_owner_did_not_sign_f
         ),
     )
     .unwrap();
-    world.wait_line("gateway", "app policy reload failed", changed, 10);
+    world.wait_line(
+        "gateway",
+        "reloading the operator's apps file failed",
+        changed,
+        10,
+    );
 
     let started = unix_now();
     let _rogue = world

@@ -56,11 +56,15 @@ pub(crate) async fn start(
         tcp,
         tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
         Arc::new(move |conn: &rustls::ServerConnection| {
-            let claims = agents.peer_claims(conn)?;
-            let certificate = ratls::parse_certificate(conn.peer_certificates()?.first()?).ok()?;
+            // Verified in the handshake and remembered: this is a cache hit. The instance's evidence ends at the
+            // earlier of the certificate's notAfter and the end of the chain and collateral behind it.
+            let der = conn.peer_certificates()?.first()?;
+            let (claims, ends) = agents
+                .verify_dated(der, std::time::SystemTime::now())
+                .ok()?;
             Some(Arc::new(AgentClaims {
                 claims,
-                valid_until: u64::try_from(certificate.not_after).unwrap_or(0),
+                valid_until: u64::try_from(ends).unwrap_or(0),
                 policy: policy.clone(),
             }) as Arc<dyn PeerAttestation>)
         }),

@@ -75,10 +75,10 @@ impl Maintenance {
         match self.policy.reload_if_changed() {
             Reload::Unchanged => {}
             Reload::Reloaded => {
-                tracing::info!(path = %self.policy.path().display(), "app policy reloaded")
+                tracing::info!(path = %self.policy.path().display(), "the operator's apps file reloaded")
             }
             Reload::Failed(e) => {
-                tracing::error!(error = %e, "app policy reload failed; keeping the previous policy")
+                tracing::error!(error = %e, "reloading the operator's apps file failed; keeping the previous one")
             }
         }
     }
