@@ -61,22 +61,7 @@ fn verify_real_snp_samples() {
     .unwrap();
     let signed = attestation::owner::SignedPolicy::sign(&owner, 1, profiles.profile).unwrap();
     std::fs::write(&policy, signed.to_json()).unwrap();
-    let refused = gateway(&[
-        "verify",
-        "--evidence",
-        &format!("{SNP}/debug_attestation.bin"),
-        "--vcek",
-        &format!("{SNP}/debug_vcek.der"),
-        "--policy",
-        p(&policy),
-        "--app",
-        &owner.app_id(),
-        "--now",
-        "2025-06-01T00:00:00Z",
-    ]);
-    assert_refused(refused, &["refused (policy)", "debug mode is not allowed"]);
-    // The signed policy of another app, and profiles with --app, are unusable input.
-    let another = attestation::owner::OwnerKey::from_seed([0x0e; 32]).app_id();
+    // The debug sample under the owner's signed policy with `--app`.
     let with = |policy: &std::path::Path, app: &str| {
         gateway(&[
             "verify",
@@ -92,6 +77,12 @@ fn verify_real_snp_samples() {
             "2025-06-01T00:00:00Z",
         ])
     };
+    assert_refused(
+        with(&policy, &owner.app_id()),
+        &["refused (policy)", "debug mode is not allowed"],
+    );
+    // The signed policy of another app, and profiles with --app, are unusable input.
+    let another = attestation::owner::OwnerKey::from_seed([0x0e; 32]).app_id();
     assert_exit(with(&policy, &another), 2, &another);
     let profiles_file = d.path("profiles.toml");
     std::fs::write(&profiles_file, "[[profile]]\nplatform = \"sev-snp\"\n").unwrap();

@@ -35,6 +35,13 @@ pub struct SecurityDocument {
     pub tunnel: Tunnel,
     /// The certificates of terminated routes and where their keys come from.
     pub tls_keys: Vec<TlsKey>,
+    /// Whom the gateway trusts, and how it attests itself.
+    pub trust: Trust,
+}
+
+/// The attestation settings that decide whom the gateway trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trust {
     /// The backend that attests the gateway.
     pub backend: String,
     /// SHA-256 fingerprints of the simulated root certificates trusted for peers (empty: only vendor roots).
@@ -87,12 +94,6 @@ impl SecurityDocument {
         let proxy = &config.proxy;
         SecurityDocument {
             version: VERSION,
-            backend: a.settings.backend.as_str().to_owned(),
-            simulated_roots: anchors.simulated_root_fingerprints(),
-            insecure_trust_sim_roots_on_real_tee: a.insecure_trust_sim_roots_on_real_tee,
-            tdx_pccs_url: a.tdx_pccs_url.clone(),
-            tdx_min_tcb_evaluation_data_number: a.settings.tdx_min_tcb_evaluation_data_number,
-            max_certificate_lifetime_secs: a.settings.max_certificate_lifetime.duration().as_secs(),
             base_domains: config
                 .base_domains
                 .iter()
@@ -116,6 +117,18 @@ impl SecurityDocument {
                     origin: KeyOrigin::OperatorSupplied,
                 })
                 .collect(),
+            trust: Trust {
+                backend: a.settings.backend.as_str().to_owned(),
+                simulated_roots: anchors.simulated_root_fingerprints(),
+                insecure_trust_sim_roots_on_real_tee: a.insecure_trust_sim_roots_on_real_tee,
+                tdx_pccs_url: a.tdx_pccs_url.clone(),
+                tdx_min_tcb_evaluation_data_number: a.settings.tdx_min_tcb_evaluation_data_number,
+                max_certificate_lifetime_secs: a
+                    .settings
+                    .max_certificate_lifetime
+                    .duration()
+                    .as_secs(),
+            },
         }
     }
 
