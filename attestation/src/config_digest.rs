@@ -9,8 +9,9 @@
 //! ([`crate::policy::GatewayPolicy::config_digest`]): a configuration changed behind the gateway's back changes the
 //! digest, and agents pinned to the published one refuse it.
 //!
-//! The document is JSON written by `serde_json` from types whose field order is fixed and whose maps are sorted
-//! (`BTreeMap`), so the same settings always give the same bytes.
+//! The digest is over the document's canonical JSON ([`canonical`]): compact, every object's keys sorted, so the
+//! same settings always give the same bytes, whatever the order of a struct's fields, and anyone can recompute it
+//! from the published document.
 
 use std::fmt;
 
@@ -34,10 +35,18 @@ pub struct ConfigDigestError(pub String);
 #[error("writing the configuration document as JSON: {0}")]
 pub struct DocumentError(#[from] serde_json::Error);
 
+/// `document` as JSON with every object's keys sorted: what is published and what [`ConfigDigest::of`] hashes
+/// (written compactly).
+pub fn canonical<T: Serialize + ?Sized>(document: &T) -> Result<serde_json::Value, DocumentError> {
+    let mut value = serde_json::to_value(document)?;
+    value.sort_all_objects();
+    Ok(value)
+}
+
 impl ConfigDigest {
-    /// The digest of `document`: SHA-256 of its JSON.
+    /// The digest of `document`: SHA-256 of its [`canonical`] JSON, written compactly.
     pub fn of<T: Serialize + ?Sized>(document: &T) -> Result<Self, DocumentError> {
-        let json = serde_json::to_vec(document)?;
+        let json = serde_json::to_vec(&canonical(document)?)?;
         Ok(ConfigDigest(Sha256::digest(&json).into()))
     }
 
@@ -106,6 +115,31 @@ mod tests {
         ] {
             assert_ne!(a, ConfigDigest::of(&other).unwrap());
         }
+    }
+
+    #[test]
+    fn the_digest_ignores_field_order_and_is_that_of_the_published_text() {
+        #[derive(Serialize)]
+        struct Unsorted {
+            zeta: u32,
+            alpha: Vec<&'static str>,
+        }
+        let doc = Unsorted {
+            zeta: 1,
+            alpha: vec!["a"],
+        };
+        let published = serde_json::to_string(&canonical(&doc).unwrap()).unwrap();
+        assert_eq!(published, r#"{"alpha":["a"],"zeta":1}"#);
+        let reparsed: serde_json::Value = serde_json::from_str(&published).unwrap();
+        assert_eq!(
+            ConfigDigest::of(&doc).unwrap(),
+            ConfigDigest::of(&reparsed).unwrap()
+        );
+        assert_eq!(
+            ConfigDigest::of(&doc).unwrap().0,
+            <[u8; 32]>::from(Sha256::digest(published.as_bytes())),
+            "SHA-256 of the published text"
+        );
     }
 
     #[test]

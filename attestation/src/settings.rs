@@ -266,6 +266,9 @@ pub struct VerifierSetup {
     /// The collateral source for TDX evidence without collateral. When it fetches from a PCCS
     /// ([`CollateralSource::fetches`]), its owner must call [`CollateralSource::refresh_all`] periodically.
     pub collateral: Option<Arc<CollateralSource>>,
+    /// The fingerprints of the simulated roots the verifier trusts ([`TrustAnchors::simulated_root_fingerprints`]),
+    /// from the same reading of the files as the verifier's anchors.
+    pub simulated_roots: Vec<String>,
 }
 
 impl AttestationSettings {
@@ -383,13 +386,16 @@ impl AttestationSettings {
 
     /// `config` with the collateral directory of these settings; no source when it names nowhere to look.
     fn verifier_with(&self, mut config: CollateralConfig) -> Result<VerifierSetup, SettingsError> {
-        let verifier = Verifier::new(self.trust_anchors()?)
-            .with_tdx_min_evaluation(self.tdx_min_tcb_evaluation_data_number);
+        let anchors = self.trust_anchors()?;
+        let simulated_roots = anchors.simulated_root_fingerprints();
+        let verifier =
+            Verifier::new(anchors).with_tdx_min_evaluation(self.tdx_min_tcb_evaluation_data_number);
         config.cache_dir = self.tdx_collateral_dir.clone();
         if config.cache_dir.is_none() && !config.fetches() {
             return Ok(VerifierSetup {
                 verifier,
                 collateral: None,
+                simulated_roots,
             });
         }
         tracing::info!(dir = ?config.cache_dir, pccs = config.fetches(), "TDX collateral source");
@@ -401,6 +407,7 @@ impl AttestationSettings {
         Ok(VerifierSetup {
             verifier: verifier.with_tdx_collateral(source.clone()),
             collateral: Some(source),
+            simulated_roots,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `gateway config-digest`: the digest a gateway started with a configuration file binds into its RA-TLS identity.
 //!
-//! It prints the digest on the first line, then the [`SecurityDocument`] it hashes (pretty-printed; the digest is
-//! over the compact JSON the gateway logs at start). An app owner or auditor runs it on the published
+//! It prints the digest on the first line, then the [`SecurityDocument`] it hashes, keys sorted (pretty-printed;
+//! the digest is over the compact form, which the gateway logs at start and serves). An app owner or auditor runs it on the published
 //! configuration and pins the digest in the agents' gateway policy (`config_digest = ["<digest>"]`). The trusted
 //! simulated roots are read from the files the configuration names, as `gateway run` reads them.
 
@@ -34,7 +34,7 @@ pub fn document_of(
         .settings
         .trust_anchors()
         .map_err(ConfigDigestError::TrustAnchors)?;
-    let document = SecurityDocument::new(&config, &anchors);
+    let document = SecurityDocument::new(&config, anchors.simulated_root_fingerprints());
     let digest = document.digest().map_err(ConfigDigestError::Document)?;
     Ok((document, digest))
 }
@@ -44,7 +44,10 @@ pub fn run(path: &Path) -> ExitCode {
     match document_of(path) {
         Ok((document, digest)) => {
             println!("{digest}");
-            match serde_json::to_string_pretty(&document) {
+            match document
+                .canonical()
+                .and_then(|c| serde_json::to_string_pretty(&c).map_err(Into::into))
+            {
                 Ok(text) => println!("{text}"),
                 Err(e) => eprintln!("error: writing the document: {e}"),
             }
@@ -52,16 +55,11 @@ pub fn run(path: &Path) -> ExitCode {
         }
         Err(e) => {
             // A configuration error names the file itself; the others are about what the file names.
-            let mut text = match &e {
-                ConfigDigestError::Config(_) => format!("error: {e}"),
-                _ => format!("error: {}: {e}", path.display()),
-            };
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
+            let chain = crate::report::error_chain(&e);
+            match &e {
+                ConfigDigestError::Config(_) => eprintln!("error: {chain}"),
+                _ => eprintln!("error: {}: {chain}", path.display()),
             }
-            eprintln!("{text}");
             ExitCode::FAILURE
         }
     }

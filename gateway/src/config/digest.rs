@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use attestation::config_digest::DocumentError;
-use attestation::{ConfigDigest, KeyOrigin, TrustAnchors};
+use attestation::{ConfigDigest, KeyOrigin};
 use serde::Serialize;
 
 use super::GatewayConfig;
@@ -88,8 +88,9 @@ pub struct TlsKey {
 }
 
 impl SecurityDocument {
-    /// The document of `config`, whose trust anchors are `anchors` (built from the same configuration).
-    pub fn new(config: &GatewayConfig, anchors: &TrustAnchors) -> Self {
+    /// The document of `config`, whose trusted simulated roots have the fingerprints `simulated_roots` (read from
+    /// the files it names: [`attestation::TrustAnchors::simulated_root_fingerprints`]).
+    pub fn new(config: &GatewayConfig, simulated_roots: Vec<String>) -> Self {
         let a = &config.attestation;
         let proxy = &config.proxy;
         SecurityDocument {
@@ -119,7 +120,7 @@ impl SecurityDocument {
                 .collect(),
             trust: Trust {
                 backend: a.settings.backend.as_str().to_owned(),
-                simulated_roots: anchors.simulated_root_fingerprints(),
+                simulated_roots,
                 insecure_trust_sim_roots_on_real_tee: a.insecure_trust_sim_roots_on_real_tee,
                 tdx_pccs_url: a.tdx_pccs_url.clone(),
                 tdx_min_tcb_evaluation_data_number: a.settings.tdx_min_tcb_evaluation_data_number,
@@ -132,10 +133,15 @@ impl SecurityDocument {
         }
     }
 
-    /// The digest bound into the gateway's RA-TLS identity: SHA-256 of the document's JSON. It fails only for a
-    /// path that is not UTF-8.
+    /// The digest bound into the gateway's RA-TLS identity: SHA-256 of the [`Self::canonical`] JSON. It fails
+    /// only for a path that is not UTF-8.
     pub fn digest(&self) -> Result<ConfigDigest, DocumentError> {
         ConfigDigest::of(self)
+    }
+
+    /// The document as it is logged, served and printed: JSON with every object's keys sorted.
+    pub fn canonical(&self) -> Result<serde_json::Value, DocumentError> {
+        attestation::config_digest::canonical(self)
     }
 }
 
@@ -155,23 +161,23 @@ app_policy = "/etc/tee-gateway/apps.toml"
 
     /// The digest of `BASE` with `extra` appended (inside `[attestation]` unless it opens a table), trusting
     /// `anchors`.
-    fn digest(extra: &str, anchors: &TrustAnchors) -> ConfigDigest {
+    fn digest(extra: &str, anchors: &attestation::TrustAnchors) -> ConfigDigest {
         let config = GatewayConfig::parse(&format!("{BASE}{extra}")).expect("config");
-        SecurityDocument::new(&config, anchors)
+        SecurityDocument::new(&config, anchors.simulated_root_fingerprints())
             .digest()
             .expect("digest")
     }
 
-    fn trusting(seed: &str) -> TrustAnchors {
+    fn trusting(seed: &str) -> attestation::TrustAnchors {
         let pki = SimSnpPki::generate_small(seed).expect("simulated PKI");
-        TrustAnchors::production()
+        attestation::TrustAnchors::production()
             .with_sim_snp_ark(pki.ark_der())
             .expect("simulated ARK")
     }
 
     #[test]
     fn trust_decisions_change_the_digest_and_nothing_else_does() {
-        let vendor = TrustAnchors::production();
+        let vendor = attestation::TrustAnchors::production();
         let base = digest("", &vendor);
         assert_eq!(
             base,
@@ -213,7 +219,10 @@ app_policy = "/etc/tee-gateway/apps.toml"
     fn the_trusted_roots_count_by_content_not_by_path() {
         let ours = trusting("the owner's simulated PKI");
         let with_ours = digest("", &ours);
-        assert_ne!(with_ours, digest("", &TrustAnchors::production()));
+        assert_ne!(
+            with_ours,
+            digest("", &attestation::TrustAnchors::production())
+        );
         // The same configuration text, another certificate behind the trusted path: another digest.
         assert_ne!(
             with_ours,

@@ -100,12 +100,13 @@ impl Gateway {
             .verifier_with_pccs(a.tdx_pccs_url.as_deref())
             .map_err(RunError::Verifier)?;
         let verifier = setup.verifier;
-        let anchors = settings.trust_anchors().map_err(RunError::Verifier)?;
-        let security = SecurityDocument::new(&config, &anchors);
+        // The roots the digest records are the ones the verifier was just built from: one reading of the files.
+        let security = SecurityDocument::new(&config, setup.simulated_roots);
         let config_digest = security.digest().map_err(RunError::ConfigDigest)?;
+        let canonical = security.canonical().map_err(RunError::ConfigDigest)?;
         tracing::info!(
             %config_digest,
-            document = %serde_json::to_string(&security).unwrap_or_default(),
+            document = %canonical,
             "configuration digest, bound into the RA-TLS identity (agents may pin it: gateway policy config_digest)"
         );
         // Only a source that fetches needs refreshing; one reading a directory reads it on demand.
@@ -218,8 +219,7 @@ impl Gateway {
         // It also publishes the configuration digest, with the control certificate that binds it.
         let published = Configuration {
             digest: config_digest,
-            document: serde_json::to_value(&security)
-                .map_err(|e| RunError::ConfigDigest(e.into()))?,
+            document: canonical,
             identity: identity.clone(),
         };
         let proxy = Proxy::with_self_attestation(
