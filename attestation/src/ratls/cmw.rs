@@ -75,7 +75,7 @@ pub fn decode_extension(ext_value: &[u8]) -> Result<CmwExtension, RaTlsError> {
     let mut take = |label: &str| -> Result<Option<(String, Vec<u8>)>, RaTlsError> {
         collection
             .remove(label)
-            .map(|v| decode_record(&v.to_string()))
+            .map(|v| record_of(serde_json::from_value(v)))
             .transpose()
     };
     let (media_type, evidence) = take(EVIDENCE_LABEL)?
@@ -134,8 +134,14 @@ pub fn decode_cmw(ext_value: &[u8]) -> Result<(String, Vec<u8>), RaTlsError> {
 
 /// Decode one JSON record `[type, base64url value]`.
 fn decode_record(text: &str) -> Result<(String, Vec<u8>), RaTlsError> {
-    let record: Vec<String> = serde_json::from_str(text)
-        .map_err(|e| RaTlsError::Cmw(format!("not a JSON CMW record: {e}")))?;
+    record_of(serde_json::from_str(text))
+}
+
+/// The (media type, value) of a record as JSON parsing gave it (from text, or from a collection's member).
+fn record_of(
+    parsed: Result<Vec<String>, serde_json::Error>,
+) -> Result<(String, Vec<u8>), RaTlsError> {
+    let record = parsed.map_err(|e| RaTlsError::Cmw(format!("not a JSON CMW record: {e}")))?;
     match <[String; 2]>::try_from(record) {
         Ok([media_type, value]) => {
             let value = URL_SAFE_NO_PAD
